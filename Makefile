@@ -1,0 +1,135 @@
+# pv — the front door. `make` builds build/bin/{pvd,pvctl,pvrender};
+# `make test` builds with ASan+UBSan and runs every test; see README.md.
+
+CC      ?= cc
+PKGS    := lmdb libevent libevent_openssl libevent_pthreads msgpack libjwt \
+           libsodium jansson libavcodec libavformat libavfilter libswscale \
+           libswresample libavutil libheif libexif libssl libcrypto libcurl libpq
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lmsgpackc -lpthread -lm
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wno-unused-parameter
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc -Iactors $(WARN) -MMD -MP
+REL_CFLAGS  := $(BASE_CFLAGS) -O2 -g -fstack-protector-strong -D_FORTIFY_SOURCE=2
+TEST_CFLAGS := $(BASE_CFLAGS) -O1 -g -fno-omit-frame-pointer \
+               -fsanitize=address,undefined -fno-sanitize-recover=undefined -DPV_TEST_BUILD
+TEST_LDFLAGS := -fsanitize=address,undefined
+
+# Every .c in src/ and actors/ is library code, except the programs' mains.
+MAINS   := src/pvd.c
+LIB_SRC := $(filter-out $(MAINS),$(wildcard src/*.c actors/*.c))
+TOOLS   := pvd pvctl pvrender
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+
+REL_OBJ  := $(LIB_SRC:%.c=build/rel/%.o)
+TEST_OBJ := $(LIB_SRC:%.c=build/test/%.o)
+
+main_src = $(if $(filter pvd,$(1)),src/pvd.c,tools/$(1).c)
+
+.PHONY: all deps test-deps run test check unit fuzz bench fmt lint clean web
+all: $(TOOLS:%=build/bin/%)
+
+deps:
+	@sh tools/deps.sh
+
+test-deps:
+	@sh tools/deps.sh test
+
+# ---- release build ----
+build/rel/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+
+build/rel/libpv.a: $(REL_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+build/bin/%: build/rel/main/%.o build/rel/libpv.a
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ $(PKG_LIBS)
+
+build/rel/main/%.o:
+	@mkdir -p $(dir $@)
+	$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) -c $(call main_src,$*) -o $@
+
+# ---- test build (sanitizers) ----
+build/test/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+
+build/test/libpv.a: $(TEST_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+build/test/bin/%: build/test/main/%.o build/test/libpv.a
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+build/test/main/%.o:
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) $(PKG_CFLAGS) -c $(call main_src,$*) -o $@
+
+build/test/unit/%: tests/unit/%.c build/test/libpv.a tests/t.h
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) -Itests $(PKG_CFLAGS) $< -o $@ build/test/libpv.a $(TEST_LDFLAGS) $(PKG_LIBS)
+
+# main objects depend on their source file
+$(foreach t,$(TOOLS),$(eval build/rel/main/$(t).o: $(call main_src,$(t)))) 
+$(foreach t,$(TOOLS),$(eval build/test/main/$(t).o: $(call main_src,$(t))))
+
+UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=build/test/unit/%)
+
+# ---- fuzzing (clang + libFuzzer) ----
+FUZZ_CC := clang-14
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc -Iactors -g -O1 -DPV_FUZZ \
+               -fsanitize=fuzzer-no-link,address,undefined
+FUZZ_OBJ := $(LIB_SRC:%.c=build/fuzz/%.o)
+build/fuzz/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+build/fuzz/libpv.a: $(FUZZ_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+build/fuzz/bin/%: tests/fuzz/%.c build/fuzz/libpv.a
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(PKG_CFLAGS) $< -o $@ build/fuzz/libpv.a $(PKG_LIBS)
+FUZZ_BINS := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/bin/%)
+
+# ---- front-door targets ----
+run: deps all
+	./build/bin/pvd
+
+unit: $(UNIT_BINS)
+
+check test: test-deps $(TOOLS:%=build/test/bin/%) $(UNIT_BINS) $(FUZZ_BINS) all
+	@sh tests/run.sh
+
+fuzz: $(FUZZ_BINS)
+	@for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build/fuzz/corpus/$$n; \
+	  echo "== $$n"; $$f -max_total_time=$${FUZZ_SECONDS:-60} build/fuzz/corpus/$$n tests/fuzz/corpus/$$n || exit 1; done
+
+bench: deps all
+	@sh bench/run.sh
+
+fmt:
+	clang-format -i src/*.c src/*.h actors/*.c actors/*.h tools/*.c tests/unit/*.c tests/fuzz/*.c 2>/dev/null || true
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	  --suppress=missingIncludeSystem -Isrc -Iactors src actors tools
+	clang-tidy --quiet src/*.c actors/*.c tools/*.c -- $(BASE_CFLAGS) $(PKG_CFLAGS)
+
+clean:
+	rm -rf build
+
+-include $(REL_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+
+# ---- development: build one unit test from named sources only, so that a
+# half-written file elsewhere does not block you:
+#   make dev T=store SRCS="src/store.c src/records.c src/util.c src/log.c src/fail.c"
+#   then ./build/dev/test_store
+dev:
+	@mkdir -p build/dev
+	$(CC) $(TEST_CFLAGS) -Itests $(PKG_CFLAGS) tests/unit/test_$(T).c $(SRCS) -o build/dev/test_$(T) $(TEST_LDFLAGS) $(PKG_LIBS)

@@ -1,0 +1,2 @@
+build/dev/test_actor: src/fail.c src/pv.h
+src/pv.h:

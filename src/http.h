@@ -1,0 +1,176 @@
+/*
+ * http.h — pv's HTTP/1.1 server over libevent bufferevents (plain or TLS).
+ *
+ * Why our own layer: evhttp in libevent 2.1 holds a whole request body in
+ * memory before it calls back, and uploads must stream to disk. Parsing is
+ * kept apart from I/O: src/http_parse.c is a pure parser (no I/O, no
+ * allocation) with a libFuzzer target; this layer feeds it bytes.
+ *
+ * One pv_http_server_t lives on one event loop; each loop that serves HTTP
+ * has its own server with its own listening sockets (SO_REUSEPORT on the
+ * same address), so a request and its reply stay on one loop.
+ *
+ * Request life: headers parsed -> route matched (404/405 otherwise) ->
+ * the server's authorize hook (may answer 401/403 before any body is read)
+ * -> body read according to the route's body mode (413 when over the
+ * limit, 400 on framing errors) -> handler called. The handler (or anything
+ * later on the same loop) answers exactly once with pv_http_respond*() or
+ * the stream calls; the request object stays valid until then, even when
+ * the client went away (then the answer is dropped; pv_http_is_closed()).
+ */
+#ifndef PV_HTTP_H
+#define PV_HTTP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct event_base;
+typedef struct ssl_ctx_st SSL_CTX;
+
+typedef struct pv_http_server pv_http_server_t;
+typedef struct pv_http_req pv_http_req_t;
+
+enum pv_http_body_mode {
+    PV_BODY_NONE,   /* a body is drained and ignored (limit still applies) */
+    PV_BODY_MEMORY, /* held in memory up to max_body; pv_http_body() */
+    PV_BODY_FILE,   /* streamed to a temp file while SHA-256 is computed;
+                       pv_http_body_file() */
+};
+
+enum pv_http_auth {
+    PV_AUTH_NONE,   /* no credentials needed */
+    PV_AUTH_BEARER, /* Authorization: Bearer <access token> */
+    PV_AUTH_SIGNED, /* presigned URL query (expires, sig, ...) */
+};
+
+enum pv_http_listener_kind {
+    PV_LISTEN_PUBLIC = 1,  /* the TLS listener */
+    PV_LISTEN_PRIVATE = 2, /* plain HTTP: health checks, /metrics */
+};
+
+typedef void (*pv_http_handler_fn)(pv_http_req_t *req);
+
+/* One row of the route table. Patterns are literal segments and {name}
+ * captures, e.g. "/api/v1/photos/{id}/content"; a capture matches one
+ * non-empty segment. The table ends with a row whose method is NULL. */
+typedef struct pv_http_route {
+    const char *method;      /* "GET", "POST", "DELETE"; GET also serves HEAD */
+    const char *pattern;     /* path pattern, see above */
+    pv_http_handler_fn fn;   /* called once the body is complete */
+    int auth;                /* enum pv_http_auth */
+    int body;                /* enum pv_http_body_mode */
+    uint64_t max_body;       /* bytes; 0: the server default for the mode */
+    int listeners;           /* mask of enum pv_http_listener_kind */
+    const char *name;        /* label for logs and metrics */
+} pv_http_route_t;
+
+typedef struct pv_http_config {
+    const pv_http_route_t *routes;
+    /* Decides a request with auth != PV_AUTH_NONE before its body is read:
+     * returns 0 to go on, or an HTTP status (401, 403) after it answered
+     * the request itself with pv_http_respond_error(). It may call
+     * pv_http_set_user(). */
+    int (*authorize)(pv_http_req_t *req, const pv_http_route_t *route);
+    void *app;                 /* handed back by pv_http_app() */
+    const char *tmp_dir;       /* where PV_BODY_FILE bodies go */
+    size_t max_header_bytes;   /* request line + headers; 431 past it */
+    uint64_t max_memory_body;  /* default limit for PV_BODY_MEMORY */
+    uint64_t max_file_body;    /* default limit for PV_BODY_FILE */
+    int idle_timeout_s;        /* keep-alive idle before close */
+    int read_timeout_s;        /* a slow client sending headers/body */
+    int write_timeout_s;       /* a slow client reading the answer */
+    /* Called after each answer is complete (access log, metrics). */
+    void (*on_done)(pv_http_req_t *req, int status, uint64_t bytes_out,
+                    double ms);
+} pv_http_config_t;
+
+pv_http_server_t *pv_http_server_new(struct event_base *base,
+                                     const pv_http_config_t *cfg);
+/* Listen on "ADDR:PORT" ("127.0.0.1:8443", "[::1]:8443"). tls is a pointer
+ * to the SSL_CTX pointer in use, so that a reload can swap it for new
+ * connections (NULL: plain HTTP). Returns 0 or -errno. */
+int pv_http_listen(pv_http_server_t *srv, const char *addr_port,
+                   SSL_CTX *_Atomic *tls, int kind);
+/* Stop accepting; connections finish their in-flight request then close. */
+void pv_http_server_shutdown(pv_http_server_t *srv);
+/* True when no connection is left (used to finish a graceful stop). */
+bool pv_http_server_idle(pv_http_server_t *srv);
+void pv_http_server_free(pv_http_server_t *srv);
+
+/* ---- request accessors (valid until the answer is complete) ---- */
+const char *pv_http_method(pv_http_req_t *req); /* "GET", "HEAD", ... */
+bool pv_http_is_head(pv_http_req_t *req);
+const char *pv_http_path(pv_http_req_t *req);  /* percent-decoded, no query */
+const char *pv_http_raw_path(pv_http_req_t *req); /* as sent, no query */
+const char *pv_http_query(pv_http_req_t *req); /* after '?', or "" */
+/* Value of a query parameter, percent-decoded into buf; NULL if absent. */
+const char *pv_http_query_param(pv_http_req_t *req, const char *name,
+                                char *buf, size_t buflen);
+const char *pv_http_header(pv_http_req_t *req, const char *name); /* or NULL */
+const char *pv_http_param(pv_http_req_t *req, const char *name); /* {name} */
+const char *pv_http_remote_addr(pv_http_req_t *req); /* "127.0.0.1" */
+const char *pv_http_request_id(pv_http_req_t *req);
+const pv_http_route_t *pv_http_route(pv_http_req_t *req);
+int pv_http_listener_kind(pv_http_req_t *req);
+void *pv_http_app(pv_http_req_t *req);
+bool pv_http_is_closed(pv_http_req_t *req);
+
+/* The authenticated user's id, set by the authorize hook. */
+void pv_http_set_user(pv_http_req_t *req, const char *user_id);
+const char *pv_http_user(pv_http_req_t *req); /* or NULL */
+/* A per-request slot for the handler's own state. */
+void pv_http_set_data(pv_http_req_t *req, void *data, void (*free_fn)(void *));
+void *pv_http_data(pv_http_req_t *req);
+
+/* PV_BODY_MEMORY: the body (NUL-terminated, len excludes the NUL). */
+const char *pv_http_body(pv_http_req_t *req, size_t *len);
+/* PV_BODY_FILE: the temp file holding the body, already fsync'd. The
+ * server unlinks it after the answer unless the handler took it (renamed it
+ * away and called pv_http_body_file_taken). */
+typedef struct pv_http_body_file {
+    const char *path;    /* absolute path of the temp file */
+    uint64_t bytes;      /* body length */
+    uint8_t sha256[32];  /* SHA-256 of the body */
+} pv_http_body_file_t;
+const pv_http_body_file_t *pv_http_body_file(pv_http_req_t *req);
+void pv_http_body_file_taken(pv_http_req_t *req);
+
+/* ---- answers (on the request's loop, exactly once) ---- */
+/* Extra response header for the coming answer. */
+void pv_http_add_header(pv_http_req_t *req, const char *name,
+                        const char *value);
+void pv_http_respond(pv_http_req_t *req, int status, const char *content_type,
+                     const void *body, size_t len);
+/* Serialises and decrefs obj; application/json; charset=utf-8. */
+void pv_http_respond_json(pv_http_req_t *req, int status, json_t *obj);
+/* {"error":{"code","message"}} with the status. */
+void pv_http_respond_error(pv_http_req_t *req, int status, const char *code,
+                           const char *message);
+/* A file (fd is taken and closed), with ETag / If-None-Match (304),
+ * single Range (206, 416), HEAD, Content-Length; cache_control may be NULL. */
+void pv_http_respond_file(pv_http_req_t *req, int fd, const char *content_type,
+                          const char *etag, const char *cache_control);
+/* Streaming (SSE): headers now, chunks later, then end. on_close, if set,
+ * is called once when the client goes away before stream_end. */
+void pv_http_stream_begin(pv_http_req_t *req, int status,
+                          const char *content_type,
+                          void (*on_close)(pv_http_req_t *req, void *arg),
+                          void *arg);
+void pv_http_stream_write(pv_http_req_t *req, const void *data, size_t len);
+void pv_http_stream_end(pv_http_req_t *req);
+
+/* Reason phrase for a status ("Not Found"). */
+const char *pv_http_reason(int status);
+
+/* ---- TLS (src/tls.c) ---- */
+/* Server context: TLS 1.2+, modern AEAD ciphers, cert+key from PEM files. */
+SSL_CTX *pv_tls_ctx_new(const char *cert_file, const char *key_file,
+                        char *err, size_t errlen);
+/* Makes a self-signed ECDSA P-256 certificate (CN and SAN localhost,
+ * 127.0.0.1, ::1; one year) unless both files exist; key written 0600. */
+int pv_tls_ensure_self_signed(const char *cert_file, const char *key_file);
+
+#endif

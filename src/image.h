@@ -1,0 +1,56 @@
+/*
+ * image.h — decoding photos: validation, measurement, EXIF, thumbnails, and
+ * decoded frames for the renderer. JPEG, PNG and WebP decode through the
+ * FFmpeg libraries (libavformat/libavcodec, swscale); HEIC through libheif.
+ * EXIF (orientation, DateTimeOriginal) through libexif.
+ *
+ * Everything here is blocking and CPU-bound: call it on worker or render
+ * threads, never on an event loop. Functions are thread-safe.
+ */
+#ifndef PV_IMAGE_H
+#define PV_IMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct AVFrame;
+
+#define PV_THUMB_MAX_SIDE 320
+
+typedef struct pv_image_info {
+    char content_type[32]; /* detected from the bytes: image/jpeg, image/png,
+                              image/webp, image/heic */
+    int width, height;     /* after EXIF orientation */
+    int orientation;       /* EXIF 1..8; 1 when absent */
+    int64_t taken_ms;      /* EXIF DateTimeOriginal as UTC ms, or INT64_MIN */
+} pv_image_info_t;
+
+/* Limits: images larger than this many pixels are refused (-EMSGSIZE). */
+#define PV_IMAGE_MAX_PIXELS (100LL * 1000 * 1000)
+
+/*
+ * Decode the file at `path` fully (so a truncated or corrupt file is caught),
+ * fill *info and, when thumb_path is not NULL, write a JPEG thumbnail of at
+ * most PV_THUMB_MAX_SIDE px on its long side, orientation applied, to
+ * thumb_path (created/truncated; not fsync'd).
+ * Returns 0; -EINVAL when the bytes are not a decodable image of a
+ * supported type (err says why, for the user); -EMSGSIZE when too large;
+ * -ENOMEM/-EIO otherwise.
+ */
+int pv_image_ingest(const char *path, pv_image_info_t *info,
+                    const char *thumb_path, char *err, size_t errlen);
+
+/* Sniff a supported type from the first bytes: returns the content type or
+ * NULL. Pure; safe on any buffer. */
+const char *pv_image_sniff(const void *buf, size_t len);
+
+/*
+ * Decode to an AVFrame in pix_fmt (an enum AVPixelFormat, e.g.
+ * AV_PIX_FMT_YUV420P or AV_PIX_FMT_RGB24), with EXIF orientation applied,
+ * scaled (aspect kept) so that it fits in max_w x max_h if it is larger
+ * (0, 0: full size). The caller frees it with av_frame_free.
+ */
+int pv_image_decode(const char *path, int pix_fmt, int max_w, int max_h,
+                    struct AVFrame **out, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,61 @@
+/*
+ * pv.h — what every part of pv shares: the version, the result convention,
+ * logging and the failure seam used by tests.
+ *
+ * Results: functions return 0 on success and a negative errno on failure
+ * (-ENOENT not found, -EEXIST conflict, -EINVAL bad input, -ENOSPC store or
+ * disk full, -EMSGSIZE too large, -ENOMEM, -EIO, -EACCES, -ETIMEDOUT).
+ * One convention throughout; pv_status_for() maps a result to HTTP.
+ */
+#ifndef PV_H
+#define PV_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PV_VERSION "0.1.0"
+
+#define PV_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- logging (src/log.c): JSON lines on stderr ---- */
+enum pv_log_level { PV_LOG_DEBUG, PV_LOG_INFO, PV_LOG_WARN, PV_LOG_ERROR };
+
+void pv_log_set_level(int level);
+int pv_log_get_level(void);
+/* "debug", "info", "warn", "error" -> level; -EINVAL otherwise. */
+int pv_log_level_parse(const char *name);
+const char *pv_log_level_name(int level);
+/*
+ * One JSON line: {"time","level","actor","req"?,"msg", ...extra}.
+ * extra is NULL or a string of already-encoded JSON members without braces,
+ * e.g. "\"status\":200,\"ms\":1.5".
+ */
+void pv_log(int level, const char *actor, const char *req_id, const char *extra,
+            const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+#define pv_info(actor, ...) pv_log(PV_LOG_INFO, actor, NULL, NULL, __VA_ARGS__)
+#define pv_warn(actor, ...) pv_log(PV_LOG_WARN, actor, NULL, NULL, __VA_ARGS__)
+#define pv_error(actor, ...) pv_log(PV_LOG_ERROR, actor, NULL, NULL, __VA_ARGS__)
+#define pv_debug(actor, ...) pv_log(PV_LOG_DEBUG, actor, NULL, NULL, __VA_ARGS__)
+
+/* ---- failure seam (src/fail.c) ----
+ * In every build, PV_FAILPOINTS="site:N[,site:N...]" makes the Nth call of
+ * pv_fail("site") (counting from 1) return true, once; "site:N+" fails the
+ * Nth and every later call. Call sites turn that into their normal error
+ * path, so tests can walk N and see a clean error each time. With the
+ * variable unset this costs one relaxed atomic load. */
+bool pv_fail(const char *site);
+void pv_fail_reset(const char *spec); /* tests: re-read a spec (NULL: env) */
+
+/* ---- small helpers (src/util.c) ---- */
+int64_t pv_now_ms(void);                      /* wall clock, ms since epoch */
+int64_t pv_mono_us(void);                     /* monotonic, microseconds */
+/* RFC 3339 UTC with milliseconds: 2026-11-28T17:20:06.123Z (needs 25 bytes) */
+void pv_time_format(int64_t ms, char out[32]);
+/* write all / fsync helpers that retry EINTR; 0 or -errno */
+int pv_write_all(int fd, const void *buf, size_t len);
+int pv_fsync_dir(const char *dir);
+int pv_mkdir_p(const char *path, unsigned mode);
+
+#endif
