@@ -1,2 +1,0 @@
-build/dev/test_actor: src/fail.c src/pv.h
-src/pv.h:
