@@ -22,6 +22,9 @@ int pv_id_decode(const char *text, uint8_t id[16]); /* 0 or -EINVAL */
 
 /* ---- hashes and encodings ---- */
 void pv_sha256(const void *data, size_t len, uint8_t out[32]);
+/* HMAC-SHA256 with a key of any length (also for SigV4 signing) */
+void pv_hmac_sha256(const void *key, size_t keylen, const void *data,
+                    size_t len, uint8_t out[32]);
 void pv_hex(const uint8_t *in, size_t len, char *out); /* out: 2*len+1 */
 int pv_unhex(const char *in, uint8_t *out, size_t outlen); /* exact length */
 /* base64url without padding; out needs 4*ceil(len/3)+1 */

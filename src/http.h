@@ -94,6 +94,9 @@ pv_http_server_t *pv_http_server_new(struct event_base *base,
  * connections (NULL: plain HTTP). Returns 0 or -errno. */
 int pv_http_listen(pv_http_server_t *srv, const char *addr_port,
                    SSL_CTX *_Atomic *tls, int kind);
+/* The port a listener of that kind is bound to (useful with port 0), or
+ * -ENOENT. */
+int pv_http_server_port(pv_http_server_t *srv, int kind);
 /* Stop accepting; connections finish their in-flight request then close. */
 void pv_http_server_shutdown(pv_http_server_t *srv);
 /* True when no connection is left (used to finish a graceful stop). */
@@ -154,7 +157,9 @@ void pv_http_respond_error(pv_http_req_t *req, int status, const char *code,
 void pv_http_respond_file(pv_http_req_t *req, int fd, const char *content_type,
                           const char *etag, const char *cache_control);
 /* Streaming (SSE): headers now, chunks later, then end. on_close, if set,
- * is called once when the client goes away before stream_end. */
+ * is called once when the client goes away before stream_end (never from
+ * inside stream_begin/write); the request stays valid after it, and the
+ * handler still ends it with pv_http_stream_end (writes are then dropped). */
 void pv_http_stream_begin(pv_http_req_t *req, int status,
                           const char *content_type,
                           void (*on_close)(pv_http_req_t *req, void *arg),

@@ -85,7 +85,7 @@ typedef struct pv_http_chunked {
 void pv_http_chunked_init(pv_http_chunked_t *d);
 /*
  * Feeds buf[0..len). Returns the bytes consumed (>= 0), or -1 on a framing
- * error. When the consumed bytes hold chunk data, *data/*data_len point at
+ * error. When the consumed bytes hold chunk data, *data and *data_len point at
  * it (at most one run per call; *data_len is 0 otherwise). Call again with
  * the rest until all is consumed or pv_http_chunked_done(). A call never
  * consumes past the end of the message.
@@ -100,5 +100,18 @@ bool pv_http_chunked_done(const pv_http_chunked_t *d);
  * '+' into ' ' (query strings). */
 ssize_t pv_http_pct_decode(const char *src, size_t len, char *dst,
                            bool plus_space);
+
+/*
+ * Range: bytes=... against a representation of `size` bytes. Returns 1 for
+ * one satisfiable range (*start, *len), 0 when the header is to be ignored
+ * and the whole representation sent (absent unit, bad syntax, several
+ * ranges), or -1 when the range cannot be satisfied (416).
+ */
+int pv_http_parse_range(const char *v, size_t vlen, uint64_t size,
+                        uint64_t *start, uint64_t *len);
+/* If-None-Match value against an entity tag (quoted, maybe W/), with the
+ * weak comparison RFC 9110 asks for; "*" matches any. */
+bool pv_http_etag_match(const char *list, size_t list_len, const char *etag,
+                        size_t etag_len);
 
 #endif

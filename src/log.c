@@ -62,9 +62,9 @@ static size_t json_escape(char *out, size_t cap, size_t pos, const char *s)
 
 static size_t put(char *out, size_t cap, size_t pos, const char *s)
 {
-    size_t n = strlen(s);
-    if (pos + n >= cap)
-        n = cap - pos - 1;
+    if (pos + 1 >= cap)
+        return pos;
+    size_t n = strnlen(s, cap - pos - 1);
     memcpy(out + pos, s, n);
     return pos + n;
 }

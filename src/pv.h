@@ -57,5 +57,8 @@ void pv_time_format(int64_t ms, char out[32]);
 int pv_write_all(int fd, const void *buf, size_t len);
 int pv_fsync_dir(const char *dir);
 int pv_mkdir_p(const char *path, unsigned mode);
+/* Copy src into dst (size bytes), always NUL-terminated, cut if longer;
+ * returns strlen(src). */
+size_t pv_strlcpy(char *dst, const char *src, size_t size);
 
 #endif

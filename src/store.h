@@ -114,7 +114,8 @@ int pv_txn_scan(pv_txn_t *txn, int db, const void *prefix, size_t plen,
                 void *arg);
 
 /* Blob reference counting, inside a write txn. pv_blob_unref to zero
- * unlinks the file after a successful commit. */
+ * unlinks the file after a successful commit. pv_blob_ref of a blob with
+ * no references yet requires its file on disk (-ENOENT, sticky, if not). */
 int pv_blob_ref(pv_txn_t *txn, const uint8_t sha256[32]);
 int pv_blob_unref(pv_txn_t *txn, const uint8_t sha256[32]);
 
@@ -148,7 +149,11 @@ typedef int (*pv_store_apply_fn)(pv_txn_t *txn, void *arg);
 /* A write request is a message embedding pv_store_req_t first. The writer
  * calls apply(txn, arg) in a nested transaction; its return value (or the
  * commit's failure) becomes msg.status, and the message is sent to
- * msg.reply_to. Any thread. */
+ * msg.reply_to. Any thread. A result >= 0 is success and is passed through
+ * as it is; < 0 (or a sticky txn error) rolls back only this request.
+ * apply may run more than once (the batch runs again after the map grew):
+ * it must act only through txn. Writes that grow the store stop with
+ * -ENOSPC short of a full map, keeping a reserve for requests that delete. */
 typedef struct pv_store_req {
     pv_msg_t msg;
     pv_store_apply_fn apply;

@@ -86,3 +86,14 @@ int pv_mkdir_p(const char *path, unsigned mode)
         return -errno;
     return 0;
 }
+
+size_t pv_strlcpy(char *dst, const char *src, size_t size)
+{
+    size_t n = strlen(src);
+    if (size) {
+        size_t c = n < size - 1 ? n : size - 1;
+        memmove(dst, src, c);
+        dst[c] = '\0';
+    }
+    return n;
+}

@@ -1,0 +1,203 @@
+/*
+ * metrics.c — counters for /metrics (Prometheus text format, private
+ * listener only). Every HTTP loop updates them, so they are relaxed atomics
+ * in fixed tables (no locks, no allocation on the request path): one row
+ * per route name (the route table's static strings, matched by pointer) and
+ * one column per status in a fixed list.
+ */
+#include "app.h"
+#include "pv.h"
+
+#include <dirent.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define M_ROUTES 48
+static const int g_statuses[] = {200, 201, 202, 204, 206, 304, 400, 401, 403, 404, 405,
+                                 409, 411, 413, 415, 416, 429, 431, 500, 503, 507, 0};
+#define M_STATUSES PV_ARRAY_LEN(g_statuses) /* last column: any other */
+static const double g_buckets[] = {0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000};
+#define M_BUCKETS PV_ARRAY_LEN(g_buckets)
+
+typedef struct m_route {
+    const char *_Atomic name;           /* claimed once, by pointer */
+    atomic_ullong count[M_STATUSES];
+    atomic_ullong bucket[M_BUCKETS + 1]; /* ms histogram; last: +Inf */
+    atomic_ullong sum_us;
+    atomic_ullong bytes_out;
+} m_route_t;
+
+struct pv_metrics {
+    m_route_t routes[M_ROUTES];
+};
+
+pv_metrics_t *pv_metrics_new(void) { return calloc(1, sizeof(pv_metrics_t)); }
+void pv_metrics_free(pv_metrics_t *m) { free(m); }
+
+static m_route_t *route_slot(pv_metrics_t *m, const char *name)
+{
+    for (int i = 0; i < M_ROUTES; i++) {
+        const char *cur = atomic_load_explicit(&m->routes[i].name, memory_order_acquire);
+        if (cur == name)
+            return &m->routes[i];
+        if (cur == NULL) {
+            const char *expect = NULL;
+            if (atomic_compare_exchange_strong(&m->routes[i].name, &expect, name) ||
+                expect == name)
+                return &m->routes[i];
+        }
+    }
+    return NULL;
+}
+
+void pv_metrics_request(pv_metrics_t *m, const char *route, int status,
+                        uint64_t bytes_out, double ms)
+{
+    m_route_t *r = route_slot(m, route);
+    if (!r)
+        return;
+    size_t s = M_STATUSES - 1;
+    for (size_t i = 0; i + 1 < M_STATUSES; i++)
+        if (g_statuses[i] == status)
+            s = i;
+    atomic_fetch_add_explicit(&r->count[s], 1, memory_order_relaxed);
+    size_t b = M_BUCKETS;
+    for (size_t i = 0; i < M_BUCKETS; i++)
+        if (ms <= g_buckets[i]) {
+            b = i;
+            break;
+        }
+    atomic_fetch_add_explicit(&r->bucket[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->sum_us, (unsigned long long)(ms * 1000), memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->bytes_out, bytes_out, memory_order_relaxed);
+}
+
+typedef struct outbuf {
+    char *p;
+    size_t len, cap;
+} outbuf_t;
+
+__attribute__((format(printf, 2, 3))) static void out(outbuf_t *o, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int n = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if ((size_t)n < o->cap - o->len) {
+            o->len += (size_t)n;
+            return;
+        }
+        size_t cap = o->cap * 2 + (size_t)n;
+        char *p = realloc(o->p, cap);
+        if (!p)
+            return;
+        o->p = p;
+        o->cap = cap;
+    }
+}
+
+static long rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, rss = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+            rss = 0;
+        fclose(f);
+    }
+    return rss * sysconf(_SC_PAGESIZE);
+}
+
+static int open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    if (!d)
+        return -1;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n - 3; /* ., .. and the DIR's own fd */
+}
+
+static void requests_text(outbuf_t *o, pv_metrics_t *m)
+{
+    out(o, "# HELP pv_http_requests_total HTTP requests answered, by route and status.\n"
+           "# TYPE pv_http_requests_total counter\n");
+    for (int i = 0; i < M_ROUTES; i++) {
+        m_route_t *r = &m->routes[i];
+        const char *name = atomic_load(&r->name);
+        if (!name)
+            break;
+        for (size_t s = 0; s < M_STATUSES; s++) {
+            unsigned long long c = atomic_load(&r->count[s]);
+            if (!c)
+                continue;
+            if (g_statuses[s])
+                out(o, "pv_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n", name, g_statuses[s], c);
+            else
+                out(o, "pv_http_requests_total{route=\"%s\",status=\"other\"} %llu\n", name, c);
+        }
+    }
+    out(o, "# HELP pv_http_request_duration_ms Time to answer, by route.\n"
+           "# TYPE pv_http_request_duration_ms histogram\n");
+    for (int i = 0; i < M_ROUTES; i++) {
+        m_route_t *r = &m->routes[i];
+        const char *name = atomic_load(&r->name);
+        if (!name)
+            break;
+        unsigned long long cum = 0;
+        for (size_t b = 0; b <= M_BUCKETS; b++) {
+            cum += atomic_load(&r->bucket[b]);
+            if (b < M_BUCKETS)
+                out(o, "pv_http_request_duration_ms_bucket{route=\"%s\",le=\"%g\"} %llu\n", name, g_buckets[b], cum);
+            else
+                out(o, "pv_http_request_duration_ms_bucket{route=\"%s\",le=\"+Inf\"} %llu\n", name, cum);
+        }
+        out(o, "pv_http_request_duration_ms_sum{route=\"%s\"} %.3f\n", name, atomic_load(&r->sum_us) / 1000.0);
+        out(o, "pv_http_request_duration_ms_count{route=\"%s\"} %llu\n", name, cum);
+    }
+    out(o, "# HELP pv_http_response_bytes_total Bytes of answer bodies, by route.\n"
+           "# TYPE pv_http_response_bytes_total counter\n");
+    for (int i = 0; i < M_ROUTES; i++) {
+        const char *name = atomic_load(&m->routes[i].name);
+        if (!name)
+            break;
+        out(o, "pv_http_response_bytes_total{route=\"%s\"} %llu\n", name, atomic_load(&m->routes[i].bytes_out));
+    }
+}
+
+void pv_h_metrics(pv_http_req_t *req)
+{
+    pv_app_t *app = pv_api_app(req);
+    outbuf_t o = {malloc(16384), 0, 16384};
+    if (!o.p) {
+        pv_api_fail(req, -ENOMEM);
+        return;
+    }
+    requests_text(&o, app->metrics);
+    pv_store_stat_t st;
+    if (pv_store_stat(app->store, &st) == 0) {
+        out(&o, "# TYPE pv_store_map_size_bytes gauge\npv_store_map_size_bytes %llu\n",
+            (unsigned long long)st.map_size);
+        out(&o, "# TYPE pv_store_map_used_bytes gauge\npv_store_map_used_bytes %llu\n",
+            (unsigned long long)st.map_used);
+        out(&o, "# TYPE pv_changelog_head gauge\npv_changelog_head %llu\n",
+            (unsigned long long)st.last_seq);
+        out(&o, "# TYPE pv_users gauge\npv_users %llu\n", (unsigned long long)st.entries[PV_DB_USERS]);
+        out(&o, "# TYPE pv_photos gauge\npv_photos %llu\n", (unsigned long long)st.entries[PV_DB_PHOTOS]);
+        out(&o, "# TYPE pv_videos gauge\npv_videos %llu\n", (unsigned long long)st.entries[PV_DB_VIDEOS]);
+    }
+    out(&o, "# TYPE pv_process_resident_memory_bytes gauge\npv_process_resident_memory_bytes %ld\n", rss_bytes());
+    out(&o, "# TYPE pv_process_open_fds gauge\npv_process_open_fds %d\n", open_fds());
+    out(&o, "# TYPE pv_uptime_seconds gauge\npv_uptime_seconds %lld\n",
+        (long long)((pv_now_ms() - app->started_ms) / 1000));
+    pv_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", o.p, o.len);
+    free(o.p);
+}

@@ -1,0 +1,1049 @@
+/*
+ * videos.c — the videos actor: the job queue, the render threads, live
+ * progress and the event streams.
+ *
+ * Durability: a video's record and its PV_DB_JOBS entry are committed
+ * before the 202 (actors/videos_api.c). At start the actor reads
+ * PV_DB_JOBS: every job is queued again; one that was `running` when the
+ * process died is reset to `queued` and rendered again from scratch (its
+ * half-written output only ever existed under a temp name).
+ *
+ * Scheduling is fair across users: the next job is the oldest queued job of
+ * the user with the fewest running renders, then the fewest started in this
+ * process, so one user's fifty jobs do not starve another's one.
+ *
+ * Render threads are dedicated (FFmpeg work is CPU-bound and must not run on
+ * a loop). The actor hands a task to an idle thread; the thread renders,
+ * makes the MP4 and the poster durable as blobs, and sends the task back as
+ * a message. Progress comes as small messages (at most one per 1 %); the
+ * actor publishes it for GET, streams it to subscribers, and writes it to
+ * the store coarsely (every 10 %).
+ *
+ * Event streams: an SSE request on an HTTP loop registers a subscription
+ * here. Events go back to that loop as messages. Unsubscribing is a round
+ * trip (UNSUB, then UNSUB_DONE), and per-sender ordering guarantees that no
+ * event can arrive for a subscription after its UNSUB_DONE, so the HTTP
+ * loop frees it only then.
+ */
+#include "videos.h"
+#include "pv.h"
+#include "render.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct vjob {
+    struct vjob *next;
+    uint8_t id[16], user[16];
+} vjob_t;
+
+typedef struct user_stat {
+    uint8_t user[16];
+    int running;
+    long served;
+} user_stat_t;
+
+typedef struct rworker rworker_t;
+
+typedef struct render_task {
+    pv_msg_t msg;                 /* PV_MSG_VIDEO_DONE when it comes back */
+    uint8_t id[16], user[16];
+    int n;
+    char **paths;                 /* the photos' blob files */
+    pv_render_opts_t opts;
+    atomic_bool cancel;           /* set by the actor: cancel or shutdown */
+    bool shutdown;                /* cancelled because pvd stops */
+    atomic_int permille_sent;     /* last progress reported, in 1/1000 */
+    int rc;
+    char err[256];
+    char out[PATH_MAX], poster[PATH_MAX];
+    uint8_t sha[32], poster_sha[32];
+    uint64_t bytes;
+    rworker_t *w;
+    pv_actor_t *videos;
+} render_task_t;
+
+struct rworker {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    render_task_t *task;          /* assigned, not yet taken by the thread */
+    render_task_t *current;       /* owned by the actor: what runs here */
+    bool stop;
+    int index;
+    atomic_int live_permille;     /* published progress of `current` */
+    uint8_t live_id[16];          /* guarded by the state's live_mu */
+};
+
+typedef struct sub_entry {
+    struct sub_entry *next;
+    pv_video_sub_t *sub;
+} sub_entry_t;
+
+typedef struct videos_state {
+    pv_app_t *app;
+    vjob_t *head, *tail;          /* queued jobs, oldest first */
+    int n_queued;
+    user_stat_t *users;
+    int n_users, cap_users;
+    rworker_t *workers;
+    int n_workers;
+    sub_entry_t *subs;
+    pthread_mutex_t live_mu;      /* guards workers[i].live_id for readers */
+} videos_state_t;
+
+typedef struct progress_msg {
+    pv_msg_t msg;
+    render_task_t *task;
+    int64_t done, total;
+} progress_msg_t;
+
+/* ---------------- store updates ---------------- */
+
+typedef struct find_ctx {
+    const uint8_t *id;
+    pv_video_t *out;
+    int rc;
+} find_ctx_t;
+
+static int find_one(void *arg, const pv_val_t *k, const pv_val_t *v)
+{
+    find_ctx_t *f = arg;
+    if (k->len != 32 || memcmp((const uint8_t *)k->data + 16, f->id, 16) != 0)
+        return 0;
+    f->rc = pv_video_decode(v->data, v->len, f->out);
+    return 1;
+}
+
+/* A video by id alone (pvctl): a scan, fine for an operator's command. */
+int pv_video_find(pv_txn_t *txn, const uint8_t id[16], pv_video_t *v)
+{
+    find_ctx_t f = {id, v, -ENOENT};
+    int rc = pv_txn_scan(txn, PV_DB_VIDEOS, NULL, 0, NULL, 0, false, find_one, &f);
+    return rc < 0 ? rc : f.rc;
+}
+
+typedef struct vupdate {
+    pv_store_req_t sreq;          /* type PV_MSG_VIDEO_STORED */
+    pv_app_t *app;
+    uint8_t id[16], user[16];
+    unsigned from_mask;           /* apply only when status is in it (0: any) */
+    int status;                   /* new status, or -1 */
+    double progress;              /* < 0: keep */
+    bool started, finished;       /* set started_ms / finished_ms to now */
+    bool set_error;
+    char error[PV_ERRMSG_MAX + 1];
+    bool ready;
+    uint8_t sha[32], poster_sha[32];
+    uint64_t bytes;
+    int jobs;                     /* +1 add the job entry, -1 remove it */
+    bool notify;                  /* stream the new state to subscribers */
+    bool requeue;                 /* enqueue once committed (retry) */
+    bool applied;                 /* out: the record was changed */
+    pv_video_t after;             /* out: the record as committed */
+} vupdate_t;
+
+static void vupdate_free(pv_msg_t *m)
+{
+    vupdate_t *u = (vupdate_t *)m;
+    pv_video_clear(&u->after);
+    free(u);
+}
+
+int pv_video_load(pv_txn_t *txn, const uint8_t user[16], const uint8_t id[16], pv_video_t *v)
+{
+    uint8_t key[32];
+    pv_key2(key, user, id, 16);
+    pv_val_t val;
+    int rc = pv_txn_get(txn, PV_DB_VIDEOS, key, sizeof(key), &val);
+    return rc < 0 ? rc : pv_video_decode(val.data, val.len, v);
+}
+
+int pv_video_save(pv_txn_t *txn, const pv_video_t *v)
+{
+    uint8_t key[32];
+    pv_key2(key, v->user_id, v->id, 16);
+    char *buf;
+    size_t len;
+    int rc = pv_video_encode(v, &buf, &len);
+    if (rc < 0)
+        return rc;
+    rc = pv_txn_put(txn, PV_DB_VIDEOS, key, sizeof(key), buf, len, false);
+    free(buf);
+    return rc;
+}
+
+static int vupdate_apply(pv_txn_t *txn, void *arg)
+{
+    vupdate_t *u = arg;
+    pv_video_t *v = &u->after;
+    int rc = pv_video_load(txn, u->user, u->id, v);
+    if (rc < 0)
+        return rc == -ENOENT ? 0 : rc; /* deleted meanwhile: nothing to do */
+    if (u->from_mask && !(u->from_mask & (1u << v->status)))
+        return 0;
+    int64_t now = pv_now_ms();
+    if (u->status >= 0)
+        v->status = u->status;
+    if (u->progress >= 0)
+        v->progress = u->progress;
+    if (u->started)
+        v->started_ms = now;
+    if (u->finished)
+        v->finished_ms = now;
+    if (u->set_error)
+        snprintf(v->error, sizeof(v->error), "%s", u->error);
+    if (u->ready) {
+        memcpy(v->sha256, u->sha, 32);
+        memcpy(v->poster_sha256, u->poster_sha, 32);
+        v->bytes = u->bytes;
+        if ((rc = pv_blob_ref(txn, u->sha)) < 0 || (rc = pv_blob_ref(txn, u->poster_sha)) < 0)
+            return rc;
+    }
+    if ((rc = pv_video_save(txn, v)) < 0)
+        return rc;
+    if (u->jobs > 0)
+        rc = pv_txn_put(txn, PV_DB_JOBS, u->id, 16, u->user, 16, false);
+    else if (u->jobs < 0)
+        rc = pv_txn_del(txn, PV_DB_JOBS, u->id, 16);
+    if (rc == -ENOENT)
+        rc = 0;
+    u->applied = rc == 0;
+    return rc;
+}
+
+static vupdate_t *vupdate_new(videos_state_t *st, pv_actor_t *self, const uint8_t id[16],
+                              const uint8_t user[16])
+{
+    vupdate_t *u = pv_msg_new(sizeof(*u), PV_MSG_VIDEO_STORED);
+    if (!u)
+        return NULL;
+    u->sreq.msg.free_fn = vupdate_free;
+    u->sreq.msg.reply_to = self;
+    u->sreq.apply = vupdate_apply;
+    u->sreq.arg = u;
+    u->app = st->app;
+    memcpy(u->id, id, 16);
+    memcpy(u->user, user, 16);
+    u->status = -1;
+    u->progress = -1;
+    u->notify = true;
+    return u;
+}
+
+/* ---------------- subscribers ---------------- */
+
+static void sse_msg_free(pv_msg_t *m)
+{
+    free(((pv_sse_msg_t *)m)->text);
+    free(m);
+}
+
+static void send_event(pv_video_sub_t *sub, char *text, bool end)
+{
+    pv_sse_msg_t *m = text ? pv_msg_new(sizeof(*m), PV_MSG_SSE) : NULL;
+    if (!m) {
+        free(text);
+        return;
+    }
+    m->msg.free_fn = sse_msg_free;
+    m->sub = sub;
+    m->text = text;
+    m->end = end;
+    pv_actor_send(sub->hl->actor, &m->msg);
+}
+
+static bool is_final(int status)
+{
+    return status == PV_VIDEO_READY || status == PV_VIDEO_FAILED ||
+           status == PV_VIDEO_CANCELLED;
+}
+
+/* Tell every subscriber of v; a final state ends their streams. */
+static void notify_status(videos_state_t *st, const pv_video_t *v)
+{
+    bool end = is_final(v->status);
+    for (sub_entry_t **pp = &st->subs; *pp;) {
+        sub_entry_t *e = *pp;
+        if (memcmp(e->sub->id, v->id, 16) != 0) {
+            pp = &e->next;
+            continue;
+        }
+        send_event(e->sub, pv_video_event_status(st->app, v), end);
+        if (end) {
+            *pp = e->next;
+            free(e);
+        } else {
+            pp = &e->next;
+        }
+    }
+}
+
+static void notify_progress(videos_state_t *st, const uint8_t id[16], double progress)
+{
+    for (sub_entry_t *e = st->subs; e; e = e->next)
+        if (memcmp(e->sub->id, id, 16) == 0)
+            send_event(e->sub, pv_video_event_progress(id, progress), false);
+}
+
+static void subscribe(videos_state_t *st, pv_video_sub_t *sub)
+{
+    pv_txn_t txn;
+    pv_video_t v = {0};
+    int rc = pv_txn_begin(st->app->store, &txn, false);
+    if (rc == 0) {
+        rc = pv_video_load(&txn, sub->user, sub->id, &v);
+        pv_txn_abort(&txn);
+    }
+    if (rc < 0) { /* deleted meanwhile: end the stream at once */
+        send_event(sub, pv_video_event_gone(sub->id), true);
+        return;
+    }
+    double live = pv_videos_live_progress(st->app, sub->id);
+    if (live >= 0 && v.status == PV_VIDEO_RUNNING)
+        v.progress = live;
+    send_event(sub, pv_video_event_status(st->app, &v), is_final(v.status));
+    if (!is_final(v.status)) {
+        sub_entry_t *e = malloc(sizeof(*e));
+        if (e) {
+            e->sub = sub;
+            e->next = st->subs;
+            st->subs = e;
+        }
+    }
+    pv_video_clear(&v);
+}
+
+static void unsubscribe(videos_state_t *st, pv_video_sub_t *sub)
+{
+    for (sub_entry_t **pp = &st->subs; *pp; pp = &(*pp)->next) {
+        if ((*pp)->sub == sub) {
+            sub_entry_t *e = *pp;
+            *pp = e->next;
+            free(e);
+            break;
+        }
+    }
+    pv_sse_msg_t *m = pv_msg_new(sizeof(*m), PV_MSG_UNSUB_DONE);
+    if (m) { /* without it the subscription leaks; it cannot be freed early */
+        m->sub = sub;
+        pv_actor_send(sub->hl->actor, &m->msg);
+    }
+}
+
+/* ---------------- the queue ---------------- */
+
+static user_stat_t *user_stat(videos_state_t *st, const uint8_t user[16])
+{
+    for (int i = 0; i < st->n_users; i++)
+        if (memcmp(st->users[i].user, user, 16) == 0)
+            return &st->users[i];
+    if (st->n_users == st->cap_users) {
+        int cap = st->cap_users ? st->cap_users * 2 : 16;
+        user_stat_t *u = realloc(st->users, (size_t)cap * sizeof(*u));
+        if (!u)
+            return NULL;
+        st->users = u;
+        st->cap_users = cap;
+    }
+    user_stat_t *u = &st->users[st->n_users++];
+    memset(u, 0, sizeof(*u));
+    memcpy(u->user, user, 16);
+    return u;
+}
+
+static bool queued(videos_state_t *st, const uint8_t id[16])
+{
+    for (vjob_t *j = st->head; j; j = j->next)
+        if (memcmp(j->id, id, 16) == 0)
+            return true;
+    return false;
+}
+
+static rworker_t *running_worker(videos_state_t *st, const uint8_t id[16])
+{
+    for (int i = 0; i < st->n_workers; i++)
+        if (st->workers[i].current && memcmp(st->workers[i].current->id, id, 16) == 0)
+            return &st->workers[i];
+    return NULL;
+}
+
+static void enqueue(videos_state_t *st, const uint8_t id[16], const uint8_t user[16])
+{
+    if (queued(st, id) || running_worker(st, id))
+        return;
+    vjob_t *j = calloc(1, sizeof(*j));
+    if (!j)
+        return; /* stays in PV_DB_JOBS: picked up at the next start */
+    memcpy(j->id, id, 16);
+    memcpy(j->user, user, 16);
+    if (st->tail)
+        st->tail->next = j;
+    else
+        st->head = j;
+    st->tail = j;
+    st->n_queued++;
+}
+
+static bool dequeue_id(videos_state_t *st, const uint8_t id[16])
+{
+    vjob_t *prev = NULL;
+    for (vjob_t *j = st->head; j; prev = j, j = j->next) {
+        if (memcmp(j->id, id, 16) != 0)
+            continue;
+        if (prev)
+            prev->next = j->next;
+        else
+            st->head = j->next;
+        if (st->tail == j)
+            st->tail = prev;
+        st->n_queued--;
+        free(j);
+        return true;
+    }
+    return false;
+}
+
+/* The fair pick: fewest running, then fewest served, then oldest. */
+static vjob_t *pick(videos_state_t *st)
+{
+    vjob_t *best = NULL;
+    user_stat_t *bu = NULL;
+    for (vjob_t *j = st->head; j; j = j->next) {
+        user_stat_t *u = user_stat(st, j->user);
+        if (!u)
+            continue;
+        if (!best || u->running < bu->running ||
+            (u->running == bu->running && u->served < bu->served)) {
+            best = j;
+            bu = u;
+        }
+    }
+    return best;
+}
+
+/* ---------------- render threads ---------------- */
+
+static int render_progress(void *arg, int64_t done, int64_t total)
+{
+    render_task_t *t = arg;
+    if (atomic_load(&t->cancel))
+        return 1;
+    int permille = total > 0 ? (int)(done * 1000 / total) : 0;
+    if (permille - atomic_load(&t->permille_sent) >= 10 || (done == total && total > 0)) {
+        atomic_store(&t->permille_sent, permille);
+        atomic_store(&t->w->live_permille, permille);
+        progress_msg_t *m = pv_msg_new(sizeof(*m), PV_MSG_VIDEO_PROGRESS);
+        if (m) {
+            m->task = t;
+            m->done = done;
+            m->total = total;
+            pv_actor_send(t->videos, &m->msg);
+        }
+    }
+    return 0;
+}
+
+static int hash_file(const char *path, uint8_t out[32], uint64_t *bytes)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int rc = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) ? 0 : -ENOMEM;
+    static __thread char buf[1 << 16];
+    uint64_t total = 0;
+    while (rc == 0) {
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rc = n < 0 ? -errno : 0;
+            break;
+        }
+        EVP_DigestUpdate(ctx, buf, (size_t)n);
+        total += (uint64_t)n;
+    }
+    if (rc == 0)
+        EVP_DigestFinal_ex(ctx, out, NULL);
+    EVP_MD_CTX_free(ctx);
+    close(fd);
+    if (bytes)
+        *bytes = total;
+    return rc;
+}
+
+static void run_task(render_task_t *t, pv_store_t *store)
+{
+    t->rc = pv_render((const char *const *)t->paths, t->n, &t->opts, t->out, t->poster,
+                      render_progress, t, t->err, sizeof(t->err));
+    if (t->rc == 0)
+        t->rc = hash_file(t->out, t->sha, &t->bytes);
+    if (t->rc == 0)
+        t->rc = hash_file(t->poster, t->poster_sha, NULL);
+    /* Durable before the record says ready: blob files first. */
+    if (t->rc == 0)
+        t->rc = pv_blob_commit_file(store, t->out, t->sha);
+    if (t->rc == 0)
+        t->rc = pv_blob_commit_file(store, t->poster, t->poster_sha);
+    unlink(t->out);
+    unlink(t->poster);
+}
+
+typedef struct worker_arg {
+    rworker_t *w;
+    pv_store_t *store;
+} worker_arg_t;
+
+static void *render_thread(void *arg)
+{
+    worker_arg_t *wa = arg;
+    rworker_t *w = wa->w;
+    pv_store_t *store = wa->store;
+    free(wa);
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        while (!w->task && !w->stop)
+            pthread_cond_wait(&w->cv, &w->mu);
+        render_task_t *t = w->task;
+        w->task = NULL;
+        pthread_mutex_unlock(&w->mu);
+        if (!t)
+            return NULL; /* stop */
+        run_task(t, store);
+        t->msg.type = PV_MSG_VIDEO_DONE;
+        pv_actor_send(t->videos, &t->msg);
+    }
+}
+
+static void task_free(pv_msg_t *m)
+{
+    render_task_t *t = (render_task_t *)m;
+    for (int i = 0; t->paths && i < t->n; i++)
+        free(t->paths[i]);
+    free(t->paths);
+    free(t);
+}
+
+/* Build the render task for video v: photo blob paths and options. */
+static render_task_t *task_new(videos_state_t *st, pv_actor_t *self, pv_txn_t *txn,
+                               const pv_video_t *v, char *err, size_t errlen)
+{
+    render_task_t *t = pv_msg_new(sizeof(*t), PV_MSG_VIDEO_DONE);
+    if (!t)
+        return NULL;
+    t->msg.free_fn = task_free;
+    t->videos = self;
+    memcpy(t->id, v->id, 16);
+    memcpy(t->user, v->user_id, 16);
+    t->paths = calloc(v->n_photos ? v->n_photos : 1, sizeof(char *));
+    if (!t->paths)
+        goto fail;
+    for (uint32_t i = 0; i < v->n_photos; i++) {
+        uint8_t key[32];
+        pv_key2(key, v->user_id, v->photo_ids[i], 16);
+        pv_val_t val;
+        pv_photo_t p;
+        if (pv_txn_get(txn, PV_DB_PHOTOS, key, sizeof(key), &val) < 0 ||
+            pv_photo_decode(val.data, val.len, &p) < 0) {
+            snprintf(err, errlen, "photo %u of %u no longer exists", i + 1, v->n_photos);
+            goto fail;
+        }
+        t->paths[i] = malloc(PATH_MAX);
+        if (!t->paths[i])
+            goto fail;
+        t->n = (int)i + 1;
+        pv_blob_path(st->app->store, p.sha256, t->paths[i], PATH_MAX);
+    }
+    if (pv_video_render_opts(v, &t->opts, err, errlen) < 0)
+        goto fail;
+    char id[PV_ID_TEXT];
+    pv_id_encode(v->id, id);
+    snprintf(t->out, sizeof(t->out), "%s/render-%s.mp4", pv_store_tmp_dir(st->app->store), id);
+    snprintf(t->poster, sizeof(t->poster), "%s/render-%s.jpg", pv_store_tmp_dir(st->app->store), id);
+    return t;
+fail:
+    task_free(&t->msg);
+    return NULL;
+}
+
+static void fail_video(videos_state_t *st, pv_actor_t *self, const uint8_t id[16],
+                       const uint8_t user[16], const char *why)
+{
+    vupdate_t *u = vupdate_new(st, self, id, user);
+    if (!u)
+        return;
+    u->status = PV_VIDEO_FAILED;
+    u->finished = true;
+    u->set_error = true;
+    snprintf(u->error, sizeof(u->error), "%s", why);
+    u->jobs = -1;
+    pv_store_submit(st->app->store, &u->sreq);
+}
+
+/* Start queued jobs on idle render threads. */
+static void schedule(videos_state_t *st, pv_actor_t *self)
+{
+    for (int i = 0; i < st->n_workers && st->head; i++) {
+        rworker_t *w = &st->workers[i];
+        if (w->current)
+            continue;
+        vjob_t *j = pick(st);
+        if (!j)
+            return;
+        uint8_t id[16], user[16];
+        memcpy(id, j->id, 16);
+        memcpy(user, j->user, 16);
+        dequeue_id(st, id);
+        pv_txn_t txn;
+        pv_video_t v = {0};
+        char err[200] = "";
+        render_task_t *t = NULL;
+        int rc = pv_txn_begin(st->app->store, &txn, false);
+        if (rc == 0) {
+            rc = pv_video_load(&txn, user, id, &v);
+            if (rc == 0 && v.status == PV_VIDEO_QUEUED)
+                t = task_new(st, self, &txn, &v, err, sizeof(err));
+            pv_txn_abort(&txn);
+        }
+        bool was_queued = rc == 0 && v.status == PV_VIDEO_QUEUED;
+        pv_video_clear(&v);
+        if (!was_queued) { /* deleted or cancelled meanwhile */
+            i--;
+            continue;
+        }
+        if (!t) {
+            fail_video(st, self, id, user, *err ? err : "out of memory preparing the render");
+            i--;
+            continue;
+        }
+        t->w = w;
+        w->current = t;
+        atomic_store(&w->live_permille, 0);
+        pthread_mutex_lock(&st->live_mu);
+        memcpy(w->live_id, id, 16);
+        pthread_mutex_unlock(&st->live_mu);
+        user_stat_t *us = user_stat(st, user);
+        if (us) {
+            us->running++;
+            us->served++;
+        }
+        vupdate_t *u = vupdate_new(st, self, id, user);
+        if (u) {
+            u->from_mask = 1u << PV_VIDEO_QUEUED;
+            u->status = PV_VIDEO_RUNNING;
+            u->progress = 0;
+            u->started = true;
+            pv_store_submit(st->app->store, &u->sreq);
+        }
+        pthread_mutex_lock(&w->mu);
+        w->task = t;
+        pthread_cond_signal(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+    }
+}
+
+static void render_done(videos_state_t *st, pv_actor_t *self, render_task_t *t)
+{
+    rworker_t *w = t->w;
+    w->current = NULL;
+    pthread_mutex_lock(&st->live_mu);
+    memset(w->live_id, 0, 16);
+    pthread_mutex_unlock(&st->live_mu);
+    user_stat_t *us = user_stat(st, t->user);
+    if (us && us->running > 0)
+        us->running--;
+    if (t->shutdown) { /* stays running in the store: rendered again at start */
+        pv_msg_free(&t->msg);
+        return;
+    }
+    vupdate_t *u = vupdate_new(st, self, t->id, t->user);
+    if (u) {
+        u->from_mask = 1u << PV_VIDEO_RUNNING;
+        u->finished = true;
+        u->jobs = -1;
+        if (t->rc == 0) {
+            u->status = PV_VIDEO_READY;
+            u->progress = 1.0;
+            u->ready = true;
+            memcpy(u->sha, t->sha, 32);
+            memcpy(u->poster_sha, t->poster_sha, 32);
+            u->bytes = t->bytes;
+        } else if (t->rc == -ECANCELED) {
+            u->status = PV_VIDEO_CANCELLED;
+        } else {
+            u->status = PV_VIDEO_FAILED;
+            u->set_error = true;
+            if (t->rc == -ENOSPC)
+                snprintf(u->error, sizeof(u->error), "the disk is full; free space and retry");
+            else
+                snprintf(u->error, sizeof(u->error), "%s", *t->err ? t->err : strerror(-t->rc));
+        }
+        pv_store_submit(st->app->store, &u->sreq);
+    }
+    pv_msg_free(&t->msg);
+    schedule(st, self);
+}
+
+static void on_progress(videos_state_t *st, pv_actor_t *self, progress_msg_t *m)
+{
+    render_task_t *t = m->task;
+    /* The task may have come back already (DONE follows its progress in
+     * the same sender's order, so it cannot); still, check it is current. */
+    if (t->w->current != t)
+        return;
+    double p = m->total > 0 ? (double)m->done / (double)m->total : 0;
+    notify_progress(st, t->id, p);
+    int permille = (int)(p * 1000);
+    if (permille / 100 != (permille - 10) / 100 && permille < 1000) {
+        vupdate_t *u = vupdate_new(st, self, t->id, t->user);
+        if (u) { /* coarse: every 10 % */
+            u->from_mask = 1u << PV_VIDEO_RUNNING;
+            u->progress = p;
+            u->notify = false;
+            pv_store_submit(st->app->store, &u->sreq);
+        }
+    }
+}
+
+/* ---------------- commands: cancel, retry ---------------- */
+
+static void job_cmd(videos_state_t *st, pv_actor_t *self, pv_job_cmd_t *c)
+{
+    if (c->op == PV_JOB_DROP) {
+        rworker_t *w = running_worker(st, c->video_id);
+        if (w)
+            atomic_store(&w->current->cancel, true);
+        dequeue_id(st, c->video_id);
+        pv_actor_reply(&c->msg, 0);
+        return;
+    }
+    pv_txn_t txn;
+    pv_video_t v = {0};
+    int rc = pv_txn_begin(st->app->store, &txn, false);
+    if (rc == 0) {
+        /* The command names a video, not its owner: find the owner. */
+        pv_val_t val;
+        if (c->has_user)
+            rc = pv_video_load(&txn, c->user_id, c->video_id, &v);
+        else if ((rc = pv_txn_get(&txn, PV_DB_JOBS, c->video_id, 16, &val)) == 0 && val.len == 16) {
+            memcpy(c->user_id, val.data, 16);
+            rc = pv_video_load(&txn, c->user_id, c->video_id, &v);
+        } else if (rc == 0) {
+            rc = -EIO;
+        } else {
+            rc = pv_video_find(&txn, c->video_id, &v);
+            if (rc == 0)
+                memcpy(c->user_id, v.user_id, 16);
+        }
+        pv_txn_abort(&txn);
+    }
+    if (rc < 0) {
+        snprintf(c->err, sizeof(c->err), "no such video");
+        pv_actor_reply(&c->msg, rc == -ENOENT ? -ENOENT : rc);
+        return;
+    }
+    vupdate_t *u = NULL;
+    if (c->op == PV_JOB_CANCEL) {
+        if (v.status != PV_VIDEO_QUEUED && v.status != PV_VIDEO_RUNNING) {
+            snprintf(c->err, sizeof(c->err), "the video is %s; only queued or running videos can be cancelled",
+                     pv_video_status_name(v.status));
+            rc = -EINVAL;
+        } else {
+            rworker_t *w = running_worker(st, c->video_id);
+            if (w)
+                atomic_store(&w->current->cancel, true); /* render_done writes it */
+            else if (dequeue_id(st, c->video_id) || v.status == PV_VIDEO_QUEUED) {
+                u = vupdate_new(st, self, c->video_id, c->user_id);
+                if (u) {
+                    u->from_mask = 1u << PV_VIDEO_QUEUED;
+                    u->status = PV_VIDEO_CANCELLED;
+                    u->finished = true;
+                    u->jobs = -1;
+                }
+            }
+        }
+    } else if (c->op == PV_JOB_RETRY) {
+        if (v.status != PV_VIDEO_FAILED && v.status != PV_VIDEO_CANCELLED) {
+            snprintf(c->err, sizeof(c->err), "the video is %s; only failed or cancelled videos can be retried",
+                     pv_video_status_name(v.status));
+            rc = -EINVAL;
+        } else if ((u = vupdate_new(st, self, c->video_id, c->user_id)) != NULL) {
+            u->from_mask = (1u << PV_VIDEO_FAILED) | (1u << PV_VIDEO_CANCELLED);
+            u->status = PV_VIDEO_QUEUED;
+            u->progress = 0;
+            u->set_error = true;
+            u->error[0] = '\0';
+            u->jobs = +1;
+            u->requeue = true;
+        }
+    }
+    pv_video_clear(&v);
+    if (u)
+        pv_store_submit(st->app->store, &u->sreq);
+    pv_actor_reply(&c->msg, rc);
+}
+
+/* ---------------- the actor ---------------- */
+
+static void on_stored(videos_state_t *st, pv_actor_t *self, vupdate_t *u)
+{
+    if (u->sreq.msg.status < 0)
+        pv_log(PV_LOG_ERROR, "videos", NULL, NULL, "store update failed: %s",
+               strerror(-u->sreq.msg.status));
+    else if (u->applied && u->notify)
+        notify_status(st, &u->after);
+    if (u->applied && u->requeue) {
+        enqueue(st, u->id, u->user);
+        schedule(st, self);
+    }
+    pv_msg_free(&u->sreq.msg);
+}
+
+static void videos_fn(pv_actor_t *self, pv_msg_t *msg)
+{
+    videos_state_t *st = pv_actor_state(self);
+    switch (msg->type) {
+    case PV_MSG_VIDEO_ENQUEUE: {
+        pv_video_enqueue_t *e = (pv_video_enqueue_t *)msg;
+        enqueue(st, e->id, e->user);
+        pv_msg_free(msg);
+        schedule(st, self);
+        return;
+    }
+    case PV_MSG_VIDEO_PROGRESS:
+        on_progress(st, self, (progress_msg_t *)msg);
+        pv_msg_free(msg);
+        return;
+    case PV_MSG_VIDEO_DONE:
+        render_done(st, self, (render_task_t *)msg);
+        return;
+    case PV_MSG_VIDEO_STORED:
+        on_stored(st, self, (vupdate_t *)msg);
+        return;
+    case PV_MSG_JOB_CMD:
+        job_cmd(st, self, (pv_job_cmd_t *)msg);
+        return;
+    case PV_MSG_SUB:
+        subscribe(st, ((pv_sse_msg_t *)msg)->sub);
+        pv_msg_free(msg);
+        return;
+    case PV_MSG_UNSUB:
+        unsubscribe(st, ((pv_sse_msg_t *)msg)->sub);
+        pv_msg_free(msg);
+        return;
+    default:
+        pv_msg_free(msg);
+    }
+}
+
+/* ---------------- start-up recovery ---------------- */
+
+typedef struct recover_ctx {
+    videos_state_t *st;
+    pv_txn_t *txn;
+    int n, reset;
+} recover_ctx_t;
+
+/* In the writer's transaction: a job that was running when pvd stopped is
+ * queued again (it renders again from scratch). */
+static int reset_one(void *arg, const pv_val_t *k, const pv_val_t *v)
+{
+    recover_ctx_t *rc = arg;
+    pv_video_t vid;
+    if (k->len != 16 || v->len != 16 || pv_video_load(rc->txn, v->data, k->data, &vid) < 0)
+        return 0;
+    int err = 0;
+    if (vid.status == PV_VIDEO_RUNNING) {
+        vid.status = PV_VIDEO_QUEUED;
+        vid.progress = 0;
+        err = pv_video_save(rc->txn, &vid);
+        rc->reset++;
+    }
+    pv_video_clear(&vid);
+    return err;
+}
+
+static int reset_running(pv_txn_t *txn, void *arg)
+{
+    recover_ctx_t *rc = arg;
+    rc->txn = txn;
+    return pv_txn_scan(txn, PV_DB_JOBS, NULL, 0, NULL, 0, false, reset_one, rc);
+}
+
+static int recover_one(void *arg, const pv_val_t *k, const pv_val_t *v)
+{
+    recover_ctx_t *rc = arg;
+    if (k->len == 16 && v->len == 16) {
+        enqueue(rc->st, k->data, v->data);
+        rc->n++;
+    }
+    return 0;
+}
+
+static int recover(videos_state_t *st)
+{
+    recover_ctx_t rc = {.st = st};
+    int err = pv_store_write_sync(st->app->store, reset_running, &rc);
+    if (err < 0)
+        return err;
+    pv_txn_t txn;
+    if ((err = pv_txn_begin(st->app->store, &txn, false)) < 0)
+        return err;
+    err = pv_txn_scan(&txn, PV_DB_JOBS, NULL, 0, NULL, 0, false, recover_one, &rc);
+    pv_txn_abort(&txn);
+    if (rc.n)
+        pv_info("videos", "%d unfinished video job(s) queued again (%d were running)", rc.n, rc.reset);
+    return err;
+}
+
+int pv_videos_start(pv_app_t *app, int render_threads)
+{
+    videos_state_t *st = calloc(1, sizeof(*st));
+    if (!st)
+        return -ENOMEM;
+    st->app = app;
+    pthread_mutex_init(&st->live_mu, NULL);
+    st->workers = calloc((size_t)render_threads, sizeof(rworker_t));
+    app->videos = pv_actor_new(app->core, "videos", videos_fn, st);
+    if (!st->workers || !app->videos)
+        goto fail;
+    for (int i = 0; i < render_threads; i++) {
+        rworker_t *w = &st->workers[i];
+        pthread_mutex_init(&w->mu, NULL);
+        pthread_cond_init(&w->cv, NULL);
+        w->index = i;
+        worker_arg_t *wa = malloc(sizeof(*wa));
+        if (!wa)
+            goto fail;
+        wa->w = w;
+        wa->store = app->store;
+        if (pthread_create(&w->th, NULL, render_thread, wa) != 0) {
+            free(wa);
+            goto fail;
+        }
+        st->n_workers++;
+    }
+    /* Recover before the core loop starts: nothing else runs yet. */
+    int rc = recover(st);
+    if (rc < 0) {
+        pv_videos_stop(app);
+        return rc;
+    }
+    if (st->head) { /* schedule once the loop runs: a known id is a no-op */
+        pv_video_enqueue_t *e = pv_msg_new(sizeof(*e), PV_MSG_VIDEO_ENQUEUE);
+        if (e) {
+            memcpy(e->id, st->head->id, 16);
+            memcpy(e->user, st->head->user, 16);
+            pv_actor_send(app->videos, &e->msg);
+        }
+    }
+    return 0;
+fail:
+    pv_videos_stop(app);
+    return -ENOMEM;
+}
+
+/* Render threads: running renders are cancelled and left `running` in the
+ * store, so the next start renders them again. Call after the HTTP loops
+ * stopped and before the core loop stops or after. */
+void pv_videos_stop(pv_app_t *app)
+{
+    if (!app->videos)
+        return;
+    videos_state_t *st = pv_actor_state(app->videos);
+    for (int i = 0; i < st->n_workers; i++) {
+        rworker_t *w = &st->workers[i];
+        pthread_mutex_lock(&w->mu);
+        w->stop = true;
+        if (w->task) { /* assigned but not yet taken */
+            w->task->shutdown = true;
+            atomic_store(&w->task->cancel, true);
+        }
+        pthread_cond_signal(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        if (w->current) {
+            w->current->shutdown = true;
+            atomic_store(&w->current->cancel, true);
+        }
+    }
+    for (int i = 0; i < st->n_workers; i++)
+        pthread_join(st->workers[i].th, NULL);
+    st->n_workers = 0;
+}
+
+void pv_videos_free(pv_app_t *app)
+{
+    if (!app->videos)
+        return;
+    videos_state_t *st = pv_actor_state(app->videos);
+    pv_actor_free(app->videos); /* frees pending messages (tasks, updates) */
+    app->videos = NULL;
+    while (st->head) {
+        vjob_t *j = st->head;
+        st->head = j->next;
+        free(j);
+    }
+    while (st->subs) {
+        sub_entry_t *e = st->subs;
+        st->subs = e->next;
+        free(e);
+    }
+    for (int i = 0; st->workers && i < st->n_workers; i++) {
+        pthread_mutex_destroy(&st->workers[i].mu);
+        pthread_cond_destroy(&st->workers[i].cv);
+    }
+    free(st->workers);
+    free(st->users);
+    pthread_mutex_destroy(&st->live_mu);
+    free(st);
+}
+
+double pv_videos_live_progress(pv_app_t *app, const uint8_t id[16])
+{
+    if (!app->videos)
+        return -1;
+    videos_state_t *st = pv_actor_state(app->videos);
+    double p = -1;
+    pthread_mutex_lock(&st->live_mu);
+    for (int i = 0; i < st->n_workers; i++)
+        if (memcmp(st->workers[i].live_id, id, 16) == 0)
+            p = atomic_load(&st->workers[i].live_permille) / 1000.0;
+    pthread_mutex_unlock(&st->live_mu);
+    return p;
+}
+
+/* ---------------- photo in use ---------------- */
+
+typedef struct in_use_ctx {
+    pv_txn_t *txn;
+    const uint8_t *user, *photo;
+    int found;
+} in_use_ctx_t;
+
+static int in_use_job(void *arg, const pv_val_t *k, const pv_val_t *v)
+{
+    in_use_ctx_t *c = arg;
+    if (k->len != 16 || v->len != 16 || memcmp(v->data, c->user, 16) != 0)
+        return 0;
+    pv_video_t vid;
+    if (pv_video_load(c->txn, c->user, k->data, &vid) < 0)
+        return 0;
+    for (uint32_t i = 0; i < vid.n_photos && !c->found; i++)
+        c->found = memcmp(vid.photo_ids[i], c->photo, 16) == 0;
+    pv_video_clear(&vid);
+    return c->found ? 1 : 0;
+}
+
+int pv_videos_photo_in_use(pv_txn_t *txn, const uint8_t user[16], const uint8_t photo[16])
+{
+    in_use_ctx_t c = {txn, user, photo, 0};
+    int rc = pv_txn_scan(txn, PV_DB_JOBS, NULL, 0, NULL, 0, false, in_use_job, &c);
+    return rc < 0 ? rc : c.found;
+}

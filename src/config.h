@@ -1,0 +1,73 @@
+/*
+ * config.h — pvd's configuration: one table of keys (src/config.c) drives
+ * the file parser, the environment overrides (PV_<KEY>), the command-line
+ * flags, `--check-config`, `pvctl config show` and the documentation.
+ *
+ * Precedence: built-in default < config file < environment < flags.
+ */
+#ifndef PV_CONFIG_H
+#define PV_CONFIG_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PV_DEFAULT_CONFIG "/etc/pv/pvd.conf"
+
+typedef struct pv_config {
+    char data_dir[PATH_MAX];        /* store, blobs, keys, tls */
+    char https_listen[128];         /* public TLS listener ADDR:PORT */
+    char http_listen[128];          /* private plain listener ADDR:PORT */
+    char admin_socket[PATH_MAX];    /* pvctl's Unix socket */
+    char admin_group[64];           /* group allowed on the socket, or "" */
+    char tls_cert[PATH_MAX];        /* PEM certificate chain */
+    char tls_key[PATH_MAX];         /* PEM private key */
+    int access_token_ttl;           /* seconds */
+    int refresh_token_ttl;          /* seconds */
+    int presign_ttl;                /* seconds */
+    int login_account_burst;        /* login attempts per account ... */
+    double login_account_per_minute;/* ... refilled at this rate */
+    int login_ip_burst;             /* login attempts per address ... */
+    double login_ip_per_minute;     /* ... refilled at this rate */
+    uint64_t max_upload_bytes;      /* one upload request body */
+    uint64_t max_json_bytes;        /* one JSON request body */
+    uint64_t map_size;              /* initial LMDB map size */
+    uint64_t map_max;               /* grow the map up to this (0: never) */
+    int loops;                      /* HTTP event loops */
+    int workers;                    /* worker threads for blocking work */
+    int render_workers;             /* render threads */
+    char log_level[16];             /* debug, info, warn, error */
+    int idle_timeout;               /* keep-alive idle, seconds */
+    int read_timeout;               /* slow client sending, seconds */
+    int write_timeout;              /* slow client reading, seconds */
+    char trusted_proxies[256];      /* addresses whose X-Forwarded-For counts */
+} pv_config_t;
+
+/* Fill built-in defaults. */
+void pv_config_defaults(pv_config_t *c);
+/* Apply one key=value; -EINVAL (err says why) for an unknown key or bad value. */
+int pv_config_set(pv_config_t *c, const char *key, const char *value,
+                  char *err, size_t errlen);
+/* Parse a file of `key = value` lines (# comments). -ENOENT if missing. */
+int pv_config_load_file(pv_config_t *c, const char *path, char *err,
+                        size_t errlen);
+/* Apply PV_<KEY> environment variables. */
+int pv_config_load_env(pv_config_t *c, char *err, size_t errlen);
+/* Fill paths that default to places under data_dir; check consistency. */
+int pv_config_finish(pv_config_t *c, char *err, size_t errlen);
+/* key = value lines of the effective config (malloc'd, free()). */
+char *pv_config_dump(const pv_config_t *c);
+
+/* The table, for docs and pvctl. */
+typedef struct pv_config_key {
+    const char *name;   /* file key; env is PV_ + upper case */
+    int type;           /* internal */
+    size_t offset;      /* into pv_config_t */
+    size_t size;        /* for strings */
+    const char *def;    /* default as text ("" for derived) */
+    const char *help;   /* one line */
+} pv_config_key_t;
+const pv_config_key_t *pv_config_keys(size_t *n);
+
+#endif

@@ -1,0 +1,402 @@
+/*
+ * pvd.c — the daemon's main: configuration, start-up order, signals and a
+ * graceful stop.
+ *
+ * Start-up: config -> data dir -> keys -> TLS (self-signed on first start)
+ * -> store (opens LMDB, starts the writer, collects orphans) -> workers ->
+ * core loop (auth actor) -> HTTP loops (each with its own listeners, via
+ * SO_REUSEPORT) -> ready. The main thread then runs its own loop, which
+ * owns the signals.
+ *
+ * Stop (SIGTERM/SIGINT): not ready; each HTTP loop stops accepting and
+ * finishes its in-flight requests (up to a grace period); then the loops
+ * stop, the workers finish their queue, and the store writer drains and
+ * closes. SIGHUP reloads the certificate and the log level.
+ */
+#include "app.h"
+#include "videos.h"
+#include "pv.h"
+
+#include <event2/event.h>
+#include <getopt.h>
+#include <openssl/ssl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define GRACE_SECONDS 15
+
+static const char g_usage[] =
+    "usage: pvd [--config FILE] [--data DIR] [--https ADDR:PORT] [--http ADDR:PORT]\n"
+    "           [--admin-socket PATH] [--set KEY=VALUE]... [--check-config]\n"
+    "           [--help] [--version]\n"
+    "\n"
+    "Runs the pv appliance in the foreground; logs JSON lines to stderr.\n"
+    "With no config it serves HTTPS on 127.0.0.1:8443 (self-signed certificate),\n"
+    "plain HTTP (health, metrics) on 127.0.0.1:8080, data under ./pv-data.\n"
+    "Config file keys (also PV_<KEY> in the environment):\n";
+
+typedef struct pvd_args {
+    const char *config;       /* --config */
+    bool config_given;
+    bool check_only;          /* --check-config */
+} pvd_args_t;
+
+static void usage_keys(FILE *f)
+{
+    size_t n;
+    const pv_config_key_t *k = pv_config_keys(&n);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "  %-26s %s%s%s%s\n", k[i].name, k[i].help, *k[i].def ? " [" : "",
+                k[i].def, *k[i].def ? "]" : "");
+}
+
+static _Noreturn void die_usage(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "pvd: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, " (see pvd --help)\n");
+    exit(2);
+}
+
+/* Flags are applied after the file and the environment, so parse twice:
+ * first for --config, then for the overrides. */
+static int load_config(int argc, char **argv, pv_config_t *cfg, pvd_args_t *a)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, 0, 'c'}, {"data", required_argument, 0, 'd'},
+        {"https", required_argument, 0, 's'},  {"http", required_argument, 0, 'p'},
+        {"admin-socket", required_argument, 0, 'a'}, {"set", required_argument, 0, 'S'},
+        {"check-config", no_argument, 0, 'k'}, {"help", no_argument, 0, 'h'},
+        {"version", no_argument, 0, 'V'},      {0, 0, 0, 0}};
+    char err[300];
+    a->config = PV_DEFAULT_CONFIG;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': a->config = optarg; a->config_given = true; break;
+        case 'k': a->check_only = true; break;
+        case 'h':
+            fputs(g_usage, stdout);
+            usage_keys(stdout);
+            exit(0);
+        case 'V': printf("pvd %s\n", PV_VERSION); exit(0);
+        case '?': die_usage("unknown option %s", argv[optind - 1]);
+        case ':': die_usage("option %s needs a value", argv[optind - 1]);
+        default: break;
+        }
+    }
+    if (optind < argc)
+        die_usage("unexpected argument \"%s\"", argv[optind]);
+    pv_config_defaults(cfg);
+    int rc = pv_config_load_file(cfg, a->config, err, sizeof(err));
+    if (rc < 0 && (a->config_given || rc != -ENOENT)) {
+        fprintf(stderr, "pvd: %s\n", err);
+        return rc;
+    }
+    if (pv_config_load_env(cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "pvd: %s\n", err);
+        return -EINVAL;
+    }
+    optind = 1;
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        const char *key = NULL;
+        char kv[512];
+        switch (c) {
+        case 'd': key = "data_dir"; break;
+        case 's': key = "https_listen"; break;
+        case 'p': key = "http_listen"; break;
+        case 'a': key = "admin_socket"; break;
+        case 'S': {
+            snprintf(kv, sizeof(kv), "%s", optarg);
+            char *eq = strchr(kv, '=');
+            if (!eq)
+                die_usage("--set takes KEY=VALUE, got \"%s\"", optarg);
+            *eq = '\0';
+            if (pv_config_set(cfg, kv, eq + 1, err, sizeof(err)) < 0) {
+                fprintf(stderr, "pvd: --set: %s\n", err);
+                return -EINVAL;
+            }
+            continue;
+        }
+        default: continue;
+        }
+        if (pv_config_set(cfg, key, optarg, err, sizeof(err)) < 0) {
+            fprintf(stderr, "pvd: %s\n", err);
+            return -EINVAL;
+        }
+    }
+    if (pv_config_finish(cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "pvd: %s\n", err);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* ---------------- TLS ---------------- */
+
+static bool under_data_dir(const pv_config_t *c, const char *path)
+{
+    size_t n = strlen(c->data_dir);
+    return strncmp(path, c->data_dir, n) == 0 && path[n] == '/';
+}
+
+/* The default certificate lives in the data dir: made on first start. */
+static int tls_setup(pv_app_t *app)
+{
+    pv_config_t *c = &app->cfg;
+    if (under_data_dir(c, c->tls_cert) && under_data_dir(c, c->tls_key)) {
+        char dir[PATH_MAX + 8];
+        snprintf(dir, sizeof(dir), "%s/tls", c->data_dir);
+        pv_mkdir_p(dir, 0700);
+        int rc = pv_tls_ensure_self_signed(c->tls_cert, c->tls_key);
+        if (rc < 0) {
+            pv_error("pvd", "cannot make a self-signed certificate: %s", strerror(-rc));
+            return rc;
+        }
+    }
+    char err[300] = "";
+    int rc = pv_app_tls_reload(app, err, sizeof(err));
+    if (rc < 0)
+        pv_error("pvd", "TLS: %s", err);
+    return rc;
+}
+
+/* ---------------- the main actor: signals and stop ---------------- */
+
+typedef struct main_state {
+    pv_app_t *app;
+    int drained;               /* HTTP loops done draining */
+    struct event *sigterm, *sigint, *sighup, *grace;
+} main_state_t;
+
+static void begin_stop(main_state_t *ms, const char *why)
+{
+    pv_app_t *app = ms->app;
+    if (atomic_exchange(&app->stopping, true))
+        return;
+    pv_info("pvd", "stopping (%s): finishing in-flight requests", why);
+    for (int i = 0; i < app->n_loops; i++) {
+        pv_msg_t *m = pv_msg_new(sizeof(pv_msg_t), PV_MSG_SHUTDOWN);
+        if (m)
+            pv_actor_send(app->loops[i].actor, m);
+    }
+    struct timeval tv = {GRACE_SECONDS, 0};
+    event_add(ms->grace, &tv);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    main_state_t *ms = arg;
+    if (sig == SIGHUP) {
+        char err[300] = "";
+        if (pv_app_tls_reload(ms->app, err, sizeof(err)) < 0)
+            pv_warn("pvd", "SIGHUP: certificate reload failed (%s); the old one stays in use", err);
+        else
+            pv_info("pvd", "SIGHUP: certificate reloaded");
+        return;
+    }
+    begin_stop(ms, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void on_grace(evutil_socket_t fd, short what, void *arg)
+{
+    main_state_t *ms = arg;
+    pv_warn("pvd", "grace period over; closing remaining connections");
+    pv_loop_stop(ms->app->main_loop);
+}
+
+static void main_actor_fn(pv_actor_t *self, pv_msg_t *msg)
+{
+    main_state_t *ms = pv_actor_state(self);
+    if (msg->type == PV_MSG_DRAINED && ++ms->drained == ms->app->n_loops)
+        pv_loop_stop(ms->app->main_loop);
+    pv_msg_free(msg);
+}
+
+/* ---------------- start and stop ---------------- */
+
+static int start_http_loop(pv_app_t *app, pv_http_loop_t *hl, int i)
+{
+    char name[16];
+    snprintf(name, sizeof(name), "http%d", i);
+    hl->app = app;
+    hl->index = i;
+    hl->loop = pv_loop_new(name);
+    if (!hl->loop)
+        return -ENOMEM;
+    hl->actor = pv_actor_new(hl->loop, name, pv_http_actor_fn, hl);
+    pv_http_config_t hc = {
+        .routes = pv_api_routes,
+        .authorize = pv_api_authorize,
+        .app = hl,
+        .tmp_dir = pv_store_tmp_dir(app->store),
+        .max_header_bytes = 16384,
+        .max_memory_body = app->cfg.max_json_bytes,
+        .max_file_body = app->cfg.max_upload_bytes,
+        .idle_timeout_s = app->cfg.idle_timeout,
+        .read_timeout_s = app->cfg.read_timeout,
+        .write_timeout_s = app->cfg.write_timeout,
+        .on_done = pv_api_on_done,
+    };
+    hl->server = pv_http_server_new(pv_loop_base(hl->loop), &hc);
+    if (!hl->actor || !hl->server)
+        return -ENOMEM;
+    int rc = pv_http_listen(hl->server, app->cfg.https_listen, &app->tls, PV_LISTEN_PUBLIC);
+    if (rc < 0) {
+        pv_error("pvd", "cannot listen on %s: %s", app->cfg.https_listen, strerror(-rc));
+        return rc;
+    }
+    rc = pv_http_listen(hl->server, app->cfg.http_listen, NULL, PV_LISTEN_PRIVATE);
+    if (rc < 0) {
+        pv_error("pvd", "cannot listen on %s: %s", app->cfg.http_listen, strerror(-rc));
+        return rc;
+    }
+    return pv_loop_start(hl->loop);
+}
+
+static int start(pv_app_t *app)
+{
+    pv_config_t *c = &app->cfg;
+    int rc = pv_mkdir_p(c->data_dir, 0700);
+    if (rc < 0) {
+        pv_error("pvd", "cannot create %s: %s", c->data_dir, strerror(-rc));
+        return rc;
+    }
+    if ((rc = pv_keys_load_or_create(c->data_dir, &app->keys)) < 0) {
+        pv_error("pvd", "cannot load or create keys in %s: %s", c->data_dir, strerror(-rc));
+        return rc;
+    }
+    if ((rc = tls_setup(app)) < 0)
+        return rc;
+    pv_store_opts_t so = {.map_size = c->map_size, .map_max = c->map_max};
+    if ((rc = pv_store_open(&app->store, c->data_dir, &so)) < 0) {
+        pv_error("pvd", "cannot open the store in %s: %s", c->data_dir, strerror(-rc));
+        return rc;
+    }
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int workers = c->workers > 0 ? c->workers : (int)(cores > 0 ? cores : 2);
+    app->workers = pv_pool_new("workers", workers);
+    app->metrics = pv_metrics_new();
+    app->core = pv_loop_new("core");
+    void *auth_state = pv_auth_state_new(c);
+    if (!app->workers || !app->metrics || !app->core || !auth_state)
+        return -ENOMEM;
+    app->auth = pv_actor_new(app->core, "auth", pv_auth_actor_fn, auth_state);
+    if (!app->auth)
+        return -ENOMEM;
+    int renders = c->render_workers > 0 ? c->render_workers : (int)(cores > 0 ? cores : 2);
+    if ((rc = pv_videos_start(app, renders)) < 0) {
+        pv_error("pvd", "cannot start the video jobs: %s", strerror(-rc));
+        return rc;
+    }
+    if ((rc = pv_loop_start(app->core)) < 0)
+        return rc;
+    app->loops = calloc((size_t)c->loops, sizeof(pv_http_loop_t));
+    if (!app->loops)
+        return -ENOMEM;
+    for (int i = 0; i < c->loops; i++) {
+        app->n_loops = i + 1;
+        if ((rc = start_http_loop(app, &app->loops[i], i)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static void stop_all(pv_app_t *app)
+{
+    for (int i = 0; i < app->n_loops; i++) {
+        pv_loop_stop(app->loops[i].loop);
+        pv_loop_join(app->loops[i].loop);
+    }
+    pv_videos_stop(app); /* running renders stay resumable */
+    if (app->core) {
+        pv_loop_stop(app->core);
+        pv_loop_join(app->core);
+    }
+    if (app->workers)
+        pv_pool_stop(app->workers);
+    /* The writer drains before the actors it replies to are freed. */
+    if (app->store)
+        pv_store_close(app->store);
+    app->store = NULL;
+    for (int i = 0; i < app->n_loops; i++) {
+        pv_http_loop_t *hl = &app->loops[i];
+        if (hl->drain_timer)
+            event_free(hl->drain_timer);
+        if (hl->server)
+            pv_http_server_free(hl->server);
+        pv_actor_free(hl->actor);
+        pv_loop_free(hl->loop);
+    }
+    free(app->loops);
+    pv_videos_free(app);
+    if (app->auth) {
+        pv_auth_state_free(pv_actor_state(app->auth));
+        pv_actor_free(app->auth);
+    }
+    pv_loop_free(app->core);
+    pv_pool_free(app->workers);
+    if (app->store)
+        pv_store_close(app->store);
+    pv_metrics_free(app->metrics);
+    SSL_CTX *ctx = atomic_exchange(&app->tls, NULL);
+    if (ctx)
+        SSL_CTX_free(ctx);
+    for (int i = 0; i < PV_TLS_RETIRED; i++)
+        if (app->tls_retired[i])
+            SSL_CTX_free(app->tls_retired[i]);
+}
+
+int main(int argc, char **argv)
+{
+    static pv_app_t app;
+    pvd_args_t args = {0};
+    if (load_config(argc, argv, &app.cfg, &args) < 0)
+        return 1;
+    if (args.check_only) {
+        printf("config ok\n");
+        return 0;
+    }
+    pv_log_set_level(pv_log_level_parse(app.cfg.log_level));
+    signal(SIGPIPE, SIG_IGN);
+    app.started_ms = pv_now_ms();
+
+    main_state_t ms = {.app = &app};
+    app.main_loop = pv_loop_new("main");
+    if (!app.main_loop)
+        return 1;
+    app.main_actor = pv_actor_new(app.main_loop, "main", main_actor_fn, &ms);
+    struct event_base *base = pv_loop_base(app.main_loop);
+    ms.sigterm = evsignal_new(base, SIGTERM, on_signal, &ms);
+    ms.sigint = evsignal_new(base, SIGINT, on_signal, &ms);
+    ms.sighup = evsignal_new(base, SIGHUP, on_signal, &ms);
+    ms.grace = evtimer_new(base, on_grace, &ms);
+    event_add(ms.sigterm, NULL);
+    event_add(ms.sigint, NULL);
+    event_add(ms.sighup, NULL);
+
+    int rc = start(&app);
+    if (rc == 0) {
+        atomic_store(&app.ready, true);
+        pv_log(PV_LOG_INFO, "pvd", NULL, NULL,
+               "pvd %s serving https://%s (public) and http://%s (private), data in %s",
+               PV_VERSION, app.cfg.https_listen, app.cfg.http_listen, app.cfg.data_dir);
+        pv_loop_run(app.main_loop);
+    }
+    atomic_store(&app.ready, false);
+    stop_all(&app);
+    event_free(ms.sigterm);
+    event_free(ms.sigint);
+    event_free(ms.sighup);
+    event_free(ms.grace);
+    pv_actor_free(app.main_actor);
+    pv_loop_free(app.main_loop);
+    if (rc == 0)
+        pv_info("pvd", "stopped");
+    return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,66 @@
+#!/bin/sh
+# Runs every test and ends with one line "N passed, M failed".
+# Each suite prints "# <kind> <name>: P passed, F failed"; this adds them up.
+# Suites: unit tests (ASan+UBSan build), fuzz smoke runs over the seed
+# corpora, pvrender tests, and the integration tests against a real pvd.
+set -u
+cd "$(dirname "$0")/.."
+LOG=build/test-logs
+mkdir -p "$LOG"
+: > "$LOG/summary"
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+export LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0"
+
+# run NAME CMD...: output to the log and the console; a suite that crashes
+# or exits non-zero without a summary line counts as one failure.
+run() {
+    name=$1; shift
+    out="$LOG/$name.log"
+    "$@" > "$out" 2>&1
+    rc=$?
+    cat "$out"
+    line=$(grep -E '^# [a-z]+ .*: [0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1)
+    if [ -z "$line" ]; then
+        echo "# suite $name: 0 passed, 1 failed (exit $rc, no summary)" | tee -a "$LOG/summary"
+    else
+        echo "$line" >> "$LOG/summary"
+        if [ $rc -ne 0 ] && echo "$line" | grep -q ' 0 failed'; then
+            echo "# suite $name: 0 passed, 1 failed (exit $rc)" | tee -a "$LOG/summary"
+        fi
+    fi
+}
+
+for t in build/test/unit/test_*; do
+    [ -x "$t" ] || continue
+    run "unit-$(basename "$t")" "$t"
+done
+
+# Fuzz smoke: every target over its seed corpus plus a short random run.
+fuzz_smoke() {
+    f=$1; n=$(basename "$f"); pass=0; fail=0
+    mkdir -p "build/fuzz/corpus/$n"
+    if "$f" -max_total_time="${FUZZ_SMOKE_SECONDS:-10}" -timeout=10 -rss_limit_mb=2048 \
+        "build/fuzz/corpus/$n" "tests/fuzz/corpus/$n" >/dev/null 2>"$LOG/fuzz-$n.err"; then
+        pass=1; echo "ok - fuzz $n"
+    else
+        fail=1; echo "not ok - fuzz $n"; tail -n 30 "$LOG/fuzz-$n.err"
+    fi
+    echo "# fuzz $n: $pass passed, $fail failed"
+}
+for f in build/fuzz/bin/fuzz_*; do
+    [ -x "$f" ] || continue
+    run "fuzz-$(basename "$f")" fuzz_smoke "$f"
+done
+
+for t in tests/integration/test_*.sh; do
+    [ -f "$t" ] || continue
+    run "sh-$(basename "$t" .sh)" sh "$t"
+done
+
+if [ -f tests/integration/run.py ]; then
+    run integration /usr/bin/python3 tests/integration/run.py
+fi
+
+awk '{ for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed,?$/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }' "$LOG/summary"

@@ -1,0 +1,1251 @@
+/*
+ * test_http.c — the HTTP server end to end on loopback: a pv_http_server
+ * on its own event loop thread, talked to with plain sockets and with an
+ * OpenSSL client that verifies the self-signed certificate.
+ *
+ * The server's timeouts are 1-2 s so that the slow-client and idle cases
+ * run quickly; everything else answers in milliseconds.
+ */
+#include "http.h"
+#include "pv.h"
+#include "t.h"
+
+#include <arpa/inet.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- *
+ * The server under test
+ * ---------------------------------------------------------------- */
+
+static struct event_base *g_base;
+static pv_http_server_t *g_srv;
+static pthread_t g_thread;
+static SSL_CTX *_Atomic g_tls;
+static int g_port_plain, g_port_tls;
+static char g_dir[256], g_cert[300], g_key[300], g_file[300];
+static size_t g_file_len;
+static atomic_int g_sse_closed, g_done_count, g_last_status, g_idle_seen;
+static char g_kept[300];
+
+static void h_hello(pv_http_req_t *req)
+{
+    pv_http_respond(req, 200, "text/plain", "hello world", 11);
+}
+
+static void h_item_get(pv_http_req_t *req)
+{
+    pv_http_respond_json(req, 200,
+                         json_pack("{s:s}", "id", pv_http_param(req, "id")));
+}
+
+static void h_item_post(pv_http_req_t *req)
+{
+    pv_http_respond(req, 201, NULL, NULL, 0);
+}
+
+static void h_echo(pv_http_req_t *req)
+{
+    size_t len;
+    const char *b = pv_http_body(req, &len);
+    pv_http_add_header(req, "X-Echo-Len", len ? "some" : "none");
+    pv_http_respond(req, 200, "application/octet-stream", b, len);
+}
+
+static void h_upload(pv_http_req_t *req)
+{
+    const pv_http_body_file_t *f = pv_http_body_file(req);
+    char hex[65];
+    struct stat st;
+    if (!f || stat(f->path, &st) < 0 || (uint64_t)st.st_size != f->bytes) {
+        pv_http_respond_error(req, 500, "test", "no file");
+        return;
+    }
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", f->sha256[i]);
+    if (strcmp(pv_http_path(req), "/upload-keep") == 0) {
+        snprintf(g_kept, sizeof(g_kept), "%s/kept", g_dir);
+        if (rename(f->path, g_kept) == 0)
+            pv_http_body_file_taken(req);
+    }
+    pv_http_respond_json(req, 200,
+                         json_pack("{s:I,s:s,s:s}", "bytes",
+                                   (json_int_t)f->bytes, "sha256", hex, "path",
+                                   f->path));
+}
+
+static void h_file(pv_http_req_t *req)
+{
+    int fd = open(g_file, O_RDONLY | O_CLOEXEC);
+    pv_http_respond_file(req, fd, "application/octet-stream", "v1",
+                         "private, max-age=60");
+}
+
+static void async_fire(evutil_socket_t fd, short what, void *arg)
+{
+    pv_http_req_t *req = arg;
+    (void)fd;
+    (void)what;
+    struct event *ev = pv_http_data(req);
+    pv_http_respond(req, 200, "text/plain", "later", 5);
+    (void)ev;
+}
+
+static void free_event(void *p) { event_free(p); }
+
+static void h_async(pv_http_req_t *req)
+{
+    struct timeval tv = {0, 100 * 1000};
+    struct event *ev = evtimer_new(g_base, async_fire, req);
+    pv_http_set_data(req, ev, free_event);
+    evtimer_add(ev, &tv);
+}
+
+static void sse_closed(pv_http_req_t *req, void *arg)
+{
+    (void)arg;
+    atomic_store(&g_sse_closed, 1);
+    pv_http_stream_end(req);
+}
+
+static void h_sse(pv_http_req_t *req)
+{
+    pv_http_add_header(req, "Cache-Control", "no-cache");
+    pv_http_stream_begin(req, 200, "text/event-stream", sse_closed, NULL);
+    pv_http_stream_write(req, "data: hi\n\n", 10);
+}
+
+static void h_sse_short(pv_http_req_t *req)
+{
+    pv_http_stream_begin(req, 200, "text/event-stream", NULL, NULL);
+    pv_http_stream_write(req, "data: 1\n\n", 9);
+    pv_http_stream_write(req, "data: 2\n\n", 9);
+    pv_http_stream_end(req);
+}
+
+static void h_params(pv_http_req_t *req)
+{
+    char q[64];
+    const char *qv = pv_http_query_param(req, "q", q, sizeof(q));
+    pv_http_respond_json(req, 200,
+                         json_pack("{s:s,s:s,s:s,s:s,s:s}", "a",
+                                   pv_http_param(req, "a"), "b",
+                                   pv_http_param(req, "b"), "q", qv ? qv : "",
+                                   "path", pv_http_path(req), "raw",
+                                   pv_http_raw_path(req)));
+}
+
+static void h_secret(pv_http_req_t *req)
+{
+    const char *u = pv_http_user(req);
+    pv_http_respond(req, 200, "text/plain", u, strlen(u));
+}
+
+static int authorize(pv_http_req_t *req, const pv_http_route_t *route)
+{
+    (void)route;
+    const char *a = pv_http_header(req, "authorization");
+    if (!a || strcmp(a, "Bearer good") != 0) {
+        pv_http_respond_error(req, 401, "unauthorized", "bad token");
+        return 401;
+    }
+    pv_http_set_user(req, "user-1");
+    return 0;
+}
+
+static void on_done(pv_http_req_t *req, int status, uint64_t bytes, double ms)
+{
+    (void)req;
+    (void)bytes;
+    (void)ms;
+    atomic_fetch_add(&g_done_count, 1);
+    atomic_store(&g_last_status, status);
+}
+
+#define BOTH (PV_LISTEN_PUBLIC | PV_LISTEN_PRIVATE)
+static const pv_http_route_t g_routes[] = {
+    {"GET", "/hello", h_hello, 0, PV_BODY_NONE, 0, BOTH, "hello"},
+    {"GET", "/items/{id}", h_item_get, 0, PV_BODY_NONE, 0, BOTH, "item"},
+    {"POST", "/items/{id}", h_item_post, 0, PV_BODY_NONE, 0, BOTH, "item"},
+    {"POST", "/echo", h_echo, 0, PV_BODY_MEMORY, 1024, BOTH, "echo"},
+    {"POST", "/upload", h_upload, 0, PV_BODY_FILE, 0, BOTH, "upload"},
+    {"POST", "/upload-keep", h_upload, 0, PV_BODY_FILE, 0, BOTH, "upload"},
+    {"GET", "/file", h_file, 0, PV_BODY_NONE, 0, BOTH, "file"},
+    {"GET", "/async", h_async, 0, PV_BODY_NONE, 0, BOTH, "async"},
+    {"GET", "/sse", h_sse, 0, PV_BODY_NONE, 0, BOTH, "sse"},
+    {"GET", "/sse-short", h_sse_short, 0, PV_BODY_NONE, 0, BOTH, "sse"},
+    {"GET", "/params/{a}/x/{b}", h_params, 0, PV_BODY_NONE, 0, BOTH, "params"},
+    {"GET", "/secret", h_secret, PV_AUTH_BEARER, PV_BODY_NONE, 0, BOTH,
+     "secret"},
+    {"POST", "/secret", h_secret, PV_AUTH_BEARER, PV_BODY_MEMORY, 0, BOTH,
+     "secret"},
+    {"GET", "/metrics", h_hello, 0, PV_BODY_NONE, 0, PV_LISTEN_PRIVATE,
+     "metrics"},
+    {NULL, NULL, NULL, 0, 0, 0, 0, NULL},
+};
+
+static void *loop_main(void *arg)
+{
+    (void)arg;
+    event_base_loop(g_base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
+static int server_start(void)
+{
+    char err[256];
+
+    evthread_use_pthreads();
+    snprintf(g_dir, sizeof(g_dir), "/tmp/pv-test-http-XXXXXX");
+    if (!mkdtemp(g_dir))
+        return -1;
+    snprintf(g_cert, sizeof(g_cert), "%s/cert.pem", g_dir);
+    snprintf(g_key, sizeof(g_key), "%s/key.pem", g_dir);
+    if (pv_tls_ensure_self_signed(g_cert, g_key) != 0)
+        return -1;
+    SSL_CTX *ctx = pv_tls_ctx_new(g_cert, g_key, err, sizeof(err));
+    if (!ctx) {
+        printf("# tls: %s\n", err);
+        return -1;
+    }
+    atomic_store(&g_tls, ctx);
+
+    /* A file a little over 1 MiB: several TLS refills. */
+    snprintf(g_file, sizeof(g_file), "%s/blob.bin", g_dir);
+    g_file_len = 1024 * 1024 + 123;
+    char *data = malloc(g_file_len);
+    for (size_t i = 0; i < g_file_len; i++)
+        data[i] = (char)(i * 31 + (i >> 9));
+    int fd = open(g_file, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    pv_write_all(fd, data, g_file_len);
+    close(fd);
+    free(data);
+
+    g_base = event_base_new();
+    static pv_http_config_t cfg;
+    cfg.routes = g_routes;
+    cfg.authorize = authorize;
+    cfg.tmp_dir = g_dir;
+    cfg.max_header_bytes = 4096;
+    cfg.max_memory_body = 4096;
+    cfg.max_file_body = 16 * 1024 * 1024;
+    cfg.idle_timeout_s = 1;
+    cfg.read_timeout_s = 1;
+    cfg.write_timeout_s = 2;
+    cfg.on_done = on_done;
+    g_srv = pv_http_server_new(g_base, &cfg);
+    if (!g_srv)
+        return -1;
+    if (pv_http_listen(g_srv, "127.0.0.1:0", NULL, PV_LISTEN_PRIVATE) < 0 ||
+        pv_http_listen(g_srv, "127.0.0.1:0", &g_tls, PV_LISTEN_PUBLIC) < 0)
+        return -1;
+    g_port_plain = pv_http_server_port(g_srv, PV_LISTEN_PRIVATE);
+    g_port_tls = pv_http_server_port(g_srv, PV_LISTEN_PUBLIC);
+    if (g_port_plain <= 0 || g_port_tls <= 0)
+        return -1;
+    return pthread_create(&g_thread, NULL, loop_main, NULL);
+}
+
+/* ---------------------------------------------------------------- *
+ * A small blocking client (plain or TLS)
+ * ---------------------------------------------------------------- */
+
+typedef struct cli {
+    int fd;
+    SSL *ssl;
+    char buf[16384];
+    size_t len;
+} cli_t;
+
+typedef struct resp {
+    int status;
+    bool saw_continue;
+    char head[4096];
+    char *body;
+    size_t body_len;
+} resp_t;
+
+static SSL_CTX *g_cli_ctx;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int tcp_connect(int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port)};
+    struct timeval tv = {5, 0};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static cli_t *cli_open(bool tls)
+{
+    cli_t *c = calloc(1, sizeof(*c));
+    c->fd = tcp_connect(tls ? g_port_tls : g_port_plain);
+    if (c->fd < 0 || !tls)
+        return c;
+    if (!g_cli_ctx) {
+        g_cli_ctx = SSL_CTX_new(TLS_client_method());
+        SSL_CTX_load_verify_locations(g_cli_ctx, g_cert, NULL);
+        SSL_CTX_set_verify(g_cli_ctx, SSL_VERIFY_PEER, NULL);
+    }
+    c->ssl = SSL_new(g_cli_ctx);
+    SSL_set_fd(c->ssl, c->fd);
+    SSL_set_tlsext_host_name(c->ssl, "localhost");
+    SSL_set1_host(c->ssl, "localhost");
+    if (SSL_connect(c->ssl) != 1) {
+        ERR_print_errors_fp(stdout);
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+        close(c->fd);
+        c->fd = -1;
+    }
+    return c;
+}
+
+static void cli_close(cli_t *c)
+{
+    if (c->ssl)
+        SSL_free(c->ssl);
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c);
+}
+
+static int cli_send(cli_t *c, const void *p, size_t n)
+{
+    const char *s = p;
+    while (n > 0) {
+        ssize_t k = c->ssl ? SSL_write(c->ssl, s, (int)n)
+                           : send(c->fd, s, n, MSG_NOSIGNAL);
+        if (k <= 0)
+            return -1;
+        s += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static int cli_sends(cli_t *c, const char *s) { return cli_send(c, s, strlen(s)); }
+
+static ssize_t cli_raw_read(cli_t *c, void *p, size_t n)
+{
+    if (c->ssl)
+        return SSL_read(c->ssl, p, (int)n);
+    return recv(c->fd, p, n, 0);
+}
+
+static int cli_fill(cli_t *c)
+{
+    if (c->len == sizeof(c->buf))
+        return -1;
+    ssize_t k = cli_raw_read(c, c->buf + c->len, sizeof(c->buf) - c->len);
+    if (k <= 0)
+        return -1;
+    c->len += (size_t)k;
+    return 0;
+}
+
+static int cli_take(cli_t *c, char *out, size_t n)
+{
+    while (n > 0) {
+        if (c->len == 0 && cli_fill(c) < 0)
+            return -1;
+        size_t k = c->len < n ? c->len : n;
+        memcpy(out, c->buf, k);
+        memmove(c->buf, c->buf + k, c->len - k);
+        c->len -= k;
+        out += k;
+        n -= k;
+    }
+    return 0;
+}
+
+static int cli_line(cli_t *c, char *out, size_t cap)
+{
+    for (;;) {
+        char *e = memmem(c->buf, c->len, "\r\n", 2);
+        if (e) {
+            size_t n = (size_t)(e - c->buf);
+            if (n >= cap)
+                return -1;
+            memcpy(out, c->buf, n);
+            out[n] = '\0';
+            memmove(c->buf, e + 2, c->len - n - 2);
+            c->len -= n + 2;
+            return 0;
+        }
+        if (cli_fill(c) < 0)
+            return -1;
+    }
+}
+
+/* Value of a header in a response head, or NULL. */
+static const char *hdr(resp_t *r, const char *name, char *out, size_t cap)
+{
+    size_t nl = strlen(name);
+    for (const char *p = strstr(r->head, "\r\n"); p; p = strstr(p, "\r\n")) {
+        p += 2;
+        if (strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+            const char *v = p + nl + 1;
+            while (*v == ' ')
+                v++;
+            const char *e = strstr(v, "\r\n");
+            size_t n = e ? (size_t)(e - v) : strlen(v);
+            if (n >= cap)
+                n = cap - 1;
+            memcpy(out, v, n);
+            out[n] = '\0';
+            return out;
+        }
+    }
+    return NULL;
+}
+
+static void resp_free(resp_t *r)
+{
+    free(r->body);
+    r->body = NULL;
+}
+
+/* Reads one response (skipping 1xx). head_req: no body follows. */
+static int cli_response(cli_t *c, resp_t *r, bool head_req)
+{
+    char line[4096], v[64];
+
+    memset(r, 0, sizeof(*r));
+    for (;;) {
+        size_t hl = 0;
+        r->head[0] = '\0';
+        for (;;) {
+            if (cli_line(c, line, sizeof(line)) < 0)
+                return -1;
+            size_t n = strlen(line);
+            if (hl + n + 3 >= sizeof(r->head))
+                return -1;
+            memcpy(r->head + hl, line, n);
+            memcpy(r->head + hl + n, "\r\n", 3);
+            hl += n + 2;
+            if (n == 0)
+                break;
+        }
+        if (sscanf(r->head, "HTTP/1.1 %d", &r->status) != 1)
+            return -1;
+        if (r->status >= 200)
+            break;
+        r->saw_continue = r->status == 100;
+    }
+    if (head_req || r->status == 204 || r->status == 304)
+        return 0;
+    if (hdr(r, "Content-Length", v, sizeof(v))) {
+        r->body_len = strtoull(v, NULL, 10);
+        r->body = malloc(r->body_len + 1);
+        if (cli_take(c, r->body, r->body_len) < 0)
+            return -1;
+        r->body[r->body_len] = '\0';
+        return 0;
+    }
+    if (hdr(r, "Transfer-Encoding", v, sizeof(v))) {
+        size_t cap = 1024;
+        r->body = malloc(cap);
+        for (;;) {
+            if (cli_line(c, line, sizeof(line)) < 0)
+                return -1;
+            size_t n = strtoull(line, NULL, 16);
+            if (n == 0) {
+                cli_line(c, line, sizeof(line));
+                break;
+            }
+            if (r->body_len + n + 1 > cap) {
+                cap = (r->body_len + n + 1) * 2;
+                r->body = realloc(r->body, cap);
+            }
+            if (cli_take(c, r->body + r->body_len, n) < 0 ||
+                cli_line(c, line, sizeof(line)) < 0)
+                return -1;
+            r->body_len += n;
+        }
+        r->body[r->body_len] = '\0';
+        return 0;
+    }
+    return 0;
+}
+
+/* One request on a fresh connection. */
+static int request(bool tls, const char *req, resp_t *r)
+{
+    cli_t *c = cli_open(tls);
+    int rc = -1;
+    if (c->fd >= 0 && cli_sends(c, req) == 0)
+        rc = cli_response(c, r, strncmp(req, "HEAD ", 5) == 0);
+    cli_close(c);
+    return rc;
+}
+
+/* True when the server closes the connection within `secs`. */
+static bool cli_sees_close(cli_t *c, double secs)
+{
+    double end = now_s() + secs;
+    char tmp[4096];
+    while (now_s() < end) {
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        if (c->len == 0 && poll(&p, 1, 100) == 0)
+            continue;
+        c->len = 0;
+        ssize_t k = cli_raw_read(c, tmp, sizeof(tmp));
+        if (k <= 0)
+            return true;
+    }
+    return false;
+}
+
+/* ---------------------------------------------------------------- *
+ * Tests
+ * ---------------------------------------------------------------- */
+
+static void check_security_headers(resp_t *r, bool tls)
+{
+    char v[512];
+    CHECK(hdr(r, "X-Content-Type-Options", v, sizeof(v)) &&
+          strcmp(v, "nosniff") == 0);
+    CHECK(hdr(r, "Referrer-Policy", v, sizeof(v)) &&
+          strcmp(v, "no-referrer") == 0);
+    CHECK(hdr(r, "X-Frame-Options", v, sizeof(v)) && strcmp(v, "DENY") == 0);
+    CHECK(hdr(r, "Content-Security-Policy", v, sizeof(v)) &&
+          strstr(v, "frame-ancestors 'none'") && strstr(v, "default-src 'self'"));
+    CHECK(hdr(r, "X-Request-Id", v, sizeof(v)) != NULL);
+    CHECK(hdr(r, "Date", v, sizeof(v)) != NULL);
+    CHECK(hdr(r, "Server", v, sizeof(v)) == NULL);
+    CHECK((hdr(r, "Strict-Transport-Security", v, sizeof(v)) != NULL) == tls);
+}
+
+TEST(routing)
+{
+    resp_t r;
+    char v[128];
+    CHECK_EQ_INT(request(false, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(r.body, "hello world");
+    CHECK(hdr(&r, "Content-Type", v, sizeof(v)) && !strcmp(v, "text/plain"));
+    check_security_headers(&r, false);
+    resp_free(&r);
+
+    CHECK_EQ_INT(request(false, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
+    CHECK_EQ_INT(r.status, 404);
+    CHECK(r.body && strstr(r.body, "\"code\":\"not_found\""));
+    CHECK(hdr(&r, "Content-Type", v, sizeof(v)) &&
+          !strcmp(v, "application/json; charset=utf-8"));
+    check_security_headers(&r, false);
+    resp_free(&r);
+
+    CHECK_EQ_INT(request(false, "DELETE /hello HTTP/1.1\r\nHost: x\r\n\r\n", &r),
+                 0);
+    CHECK_EQ_INT(r.status, 405);
+    CHECK(hdr(&r, "Allow", v, sizeof(v)) && !strcmp(v, "GET, HEAD"));
+    resp_free(&r);
+
+    CHECK_EQ_INT(request(false, "PUT /items/7 HTTP/1.1\r\nHost: x\r\n\r\n", &r),
+                 0);
+    CHECK_EQ_INT(r.status, 405);
+    CHECK(hdr(&r, "Allow", v, sizeof(v)) && !strcmp(v, "GET, HEAD, POST"));
+    resp_free(&r);
+
+    CHECK_EQ_INT(request(false, "GET /items/7 HTTP/1.1\r\nHost: x\r\n\r\n", &r),
+                 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(r.body, "{\"id\":\"7\"}");
+    resp_free(&r);
+
+    CHECK_EQ_INT(request(false, "GET /items/ HTTP/1.1\r\nHost: x\r\n\r\n", &r),
+                 0);
+    CHECK_EQ_INT(r.status, 404); /* a capture needs a non-empty segment */
+    resp_free(&r);
+
+    CHECK_EQ_INT(request(false, "POST /items/7 HTTP/1.1\r\nHost: x\r\n"
+                                "Content-Length: 0\r\n\r\n", &r), 0);
+    CHECK_EQ_INT(r.status, 201);
+    CHECK(hdr(&r, "Content-Length", v, sizeof(v)) && !strcmp(v, "0"));
+    resp_free(&r);
+}
+
+TEST(listener_kinds_and_hsts)
+{
+    resp_t r;
+    CHECK_EQ_INT(request(true, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(r.body, "hello world");
+    check_security_headers(&r, true);
+    resp_free(&r);
+
+    CHECK_EQ_INT(request(true, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
+    CHECK_EQ_INT(r.status, 404);
+    check_security_headers(&r, true);
+    resp_free(&r);
+    CHECK_EQ_INT(request(false, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &r),
+                 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+}
+
+TEST(keepalive_and_pipelining)
+{
+    for (int tls = 0; tls < 2; tls++) {
+        cli_t *c = cli_open(tls);
+        resp_t r;
+        char v[64];
+        CHECK(c->fd >= 0);
+        CHECK_EQ_INT(cli_sends(c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+        CHECK_EQ_INT(cli_response(c, &r, false), 0);
+        CHECK_EQ_INT(r.status, 200);
+        CHECK(hdr(&r, "Connection", v, sizeof(v)) && !strcmp(v, "keep-alive"));
+        resp_free(&r);
+        CHECK_EQ_INT(cli_sends(c, "GET /items/2 HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+        CHECK_EQ_INT(cli_response(c, &r, false), 0);
+        CHECK_EQ_INT(r.status, 200);
+        CHECK_EQ_STR(r.body, "{\"id\":\"2\"}");
+        resp_free(&r);
+        /* Three pipelined in one write, the last one closing. */
+        CHECK_EQ_INT(cli_sends(c, "GET /items/a HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  "HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  "GET /items/c HTTP/1.1\r\nHost: x\r\n"
+                                  "Connection: close\r\n\r\n"),
+                     0);
+        CHECK_EQ_INT(cli_response(c, &r, false), 0);
+        CHECK_EQ_STR(r.body, "{\"id\":\"a\"}");
+        resp_free(&r);
+        CHECK_EQ_INT(cli_response(c, &r, true), 0);
+        CHECK_EQ_INT(r.status, 200);
+        CHECK(hdr(&r, "Content-Length", v, sizeof(v)) && !strcmp(v, "11"));
+        resp_free(&r);
+        CHECK_EQ_INT(cli_response(c, &r, false), 0);
+        CHECK_EQ_STR(r.body, "{\"id\":\"c\"}");
+        CHECK(hdr(&r, "Connection", v, sizeof(v)) && !strcmp(v, "close"));
+        resp_free(&r);
+        CHECK(cli_sees_close(c, 2.0));
+        cli_close(c);
+    }
+}
+
+TEST(http10)
+{
+    resp_t r;
+    char v[64];
+    CHECK_EQ_INT(request(false, "GET /hello HTTP/1.0\r\n\r\n", &r), 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(hdr(&r, "Connection", v, sizeof(v)) && !strcmp(v, "close"));
+    resp_free(&r);
+    cli_t *c = cli_open(false);
+    cli_sends(c, "GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    CHECK_EQ_INT(cli_response(c, &r, false), 0);
+    CHECK(hdr(&r, "Connection", v, sizeof(v)) && !strcmp(v, "keep-alive"));
+    resp_free(&r);
+    cli_sends(c, "GET /hello HTTP/1.0\r\n\r\n");
+    CHECK_EQ_INT(cli_response(c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    cli_close(c);
+}
+
+TEST(limits_and_garbage)
+{
+    resp_t r;
+    char v[64];
+    /* 413 decided from Content-Length, before any body is sent */
+    CHECK_EQ_INT(request(false, "POST /echo HTTP/1.1\r\nHost: x\r\n"
+                                "Content-Length: 100000\r\n\r\n", &r), 0);
+    CHECK_EQ_INT(r.status, 413);
+    CHECK(hdr(&r, "Connection", v, sizeof(v)) && !strcmp(v, "close"));
+    resp_free(&r);
+    /* 413 for a chunked body that grows past the limit while it is read */
+    cli_t *c = cli_open(false);
+    cli_sends(c, "POST /echo HTTP/1.1\r\nHost: x\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n");
+    char chunk[700];
+    memset(chunk, 'z', sizeof(chunk));
+    for (int i = 0; i < 2; i++) {
+        cli_sends(c, "2bc\r\n");
+        cli_send(c, chunk, sizeof(chunk));
+        cli_sends(c, "\r\n");
+    }
+    CHECK_EQ_INT(cli_response(c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 413);
+    resp_free(&r);
+    CHECK(cli_sees_close(c, 3.0));
+    cli_close(c);
+
+    /* 431 for a head over max_header_bytes (4096) */
+    char big[6000];
+    int n = snprintf(big, sizeof(big), "GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: ");
+    memset(big + n, 'b', 5000);
+    strcpy(big + n + 5000, "\r\n\r\n");
+    CHECK_EQ_INT(request(false, big, &r), 0);
+    CHECK_EQ_INT(r.status, 431);
+    resp_free(&r);
+
+    CHECK_EQ_INT(request(false, "BLAH\x01\r\n\r\n", &r), 0);
+    CHECK_EQ_INT(r.status, 400);
+    CHECK(hdr(&r, "Connection", v, sizeof(v)) && !strcmp(v, "close"));
+    check_security_headers(&r, false);
+    resp_free(&r);
+    CHECK_EQ_INT(request(false, "GET /hello HTTP/1.1\r\n\r\n", &r), 0);
+    CHECK_EQ_INT(r.status, 400); /* no Host */
+    resp_free(&r);
+    CHECK_EQ_INT(request(false, "POST /echo HTTP/1.1\r\nHost: x\r\n"
+                                "Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+                         &r), 0);
+    CHECK_EQ_INT(r.status, 400);
+    resp_free(&r);
+    CHECK_EQ_INT(request(false, "POST /echo HTTP/1.1\r\nHost: x\r\n"
+                                "Content-Length: 3\r\n"
+                                "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                         &r), 0);
+    CHECK_EQ_INT(r.status, 400);
+    resp_free(&r);
+    CHECK_EQ_INT(request(false, "POST /echo HTTP/1.1\r\nHost: x\r\n"
+                                "Transfer-Encoding: chunked\r\n\r\nzz\r\n", &r),
+                 0);
+    CHECK_EQ_INT(r.status, 400);
+    resp_free(&r);
+}
+
+TEST(paths)
+{
+    resp_t r;
+    CHECK_EQ_INT(request(false, "GET /params/a%20b/x/c?z=1&q=hello%20there+x "
+                                "HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(r.body && strstr(r.body, "\"a\":\"a b\"") &&
+          strstr(r.body, "\"b\":\"c\"") &&
+          strstr(r.body, "\"q\":\"hello there x\"") &&
+          strstr(r.body, "\"path\":\"/params/a b/x/c\"") &&
+          strstr(r.body, "\"raw\":\"/params/a%20b/x/c\""));
+    resp_free(&r);
+    static const char *bad[] = {"/items/..", "/items/%2e%2e", "/items/a%00",
+                                "/items/a%2fb", "/a/./b", "/items/%zz"};
+    for (size_t i = 0; i < PV_ARRAY_LEN(bad); i++) {
+        char req[128];
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", bad[i]);
+        CHECK_EQ_INT(request(false, req, &r), 0);
+        if (r.status != 400)
+            printf("#   %s gave %d\n", bad[i], r.status);
+        CHECK_EQ_INT(r.status, 400);
+        resp_free(&r);
+    }
+}
+
+TEST(request_ids)
+{
+    resp_t r;
+    char v[128];
+    CHECK_EQ_INT(request(false, "GET /hello HTTP/1.1\r\nHost: x\r\n"
+                                "X-Request-Id: abc-123_Z\r\n\r\n", &r), 0);
+    CHECK(hdr(&r, "X-Request-Id", v, sizeof(v)) && !strcmp(v, "abc-123_Z"));
+    resp_free(&r);
+    CHECK_EQ_INT(request(false, "GET /hello HTTP/1.1\r\nHost: x\r\n"
+                                "X-Request-Id: bad id!\r\n\r\n", &r), 0);
+    CHECK(hdr(&r, "X-Request-Id", v, sizeof(v)) && strcmp(v, "bad id!") &&
+          strlen(v) == 16);
+    resp_free(&r);
+}
+
+TEST(auth)
+{
+    resp_t r;
+    CHECK_EQ_INT(request(false, "GET /secret HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
+    CHECK_EQ_INT(r.status, 401);
+    resp_free(&r);
+    CHECK_EQ_INT(request(false, "GET /secret HTTP/1.1\r\nHost: x\r\n"
+                                "Authorization: Bearer good\r\n\r\n", &r), 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(r.body, "user-1");
+    resp_free(&r);
+    /* Refused before the body: no 100 Continue, then close. */
+    cli_t *c = cli_open(false);
+    cli_sends(c, "POST /secret HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"
+                 "Expect: 100-continue\r\n\r\n");
+    CHECK_EQ_INT(cli_response(c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 401);
+    CHECK(!r.saw_continue);
+    resp_free(&r);
+    CHECK(cli_sees_close(c, 3.0));
+    cli_close(c);
+}
+
+TEST(memory_body)
+{
+    resp_t r;
+    char v[64];
+    CHECK_EQ_INT(request(false, "POST /echo HTTP/1.1\r\nHost: x\r\n"
+                                "Content-Length: 5\r\n\r\nhello", &r), 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(r.body, "hello");
+    resp_free(&r);
+    CHECK_EQ_INT(request(false, "POST /echo HTTP/1.1\r\nHost: x\r\n"
+                                "Transfer-Encoding: chunked\r\n\r\n"
+                                "3\r\nabc\r\n4;x=y\r\ndefg\r\n0\r\n\r\n", &r), 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(r.body, "abcdefg");
+    resp_free(&r);
+    CHECK_EQ_INT(request(false, "POST /echo HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(hdr(&r, "X-Echo-Len", v, sizeof(v)) && !strcmp(v, "none"));
+    resp_free(&r);
+
+    /* Expect: 100-continue, then the body, on a kept-alive connection */
+    cli_t *c = cli_open(true);
+    cli_sends(c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                 "Expect: 100-continue\r\n\r\n");
+    char line[128];
+    CHECK_EQ_INT(cli_line(c, line, sizeof(line)), 0);
+    CHECK_EQ_STR(line, "HTTP/1.1 100 Continue");
+    CHECK_EQ_INT(cli_line(c, line, sizeof(line)), 0);
+    cli_sends(c, "xyz");
+    CHECK_EQ_INT(cli_response(c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(r.body, "xyz");
+    resp_free(&r);
+    cli_sends(c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK_EQ_INT(cli_response(c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    cli_close(c);
+}
+
+static void sha256_hex(const void *p, size_t n, char out[65])
+{
+    unsigned char md[32];
+    EVP_Digest(p, n, md, NULL, EVP_sha256(), NULL);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+static void check_upload(bool tls, bool chunked, size_t len)
+{
+    char *data = malloc(len);
+    char want[65], head[256], v[64];
+    resp_t r;
+    for (size_t i = 0; i < len; i++)
+        data[i] = (char)((i * 2654435761u) >> 13);
+    sha256_hex(data, len, want);
+    cli_t *c = cli_open(tls);
+    if (chunked) {
+        cli_sends(c, "POST /upload HTTP/1.1\r\nHost: x\r\n"
+                     "Transfer-Encoding: chunked\r\n\r\n");
+        for (size_t off = 0; off < len;) {
+            size_t n = len - off < 70000 ? len - off : 70000;
+            snprintf(head, sizeof(head), "%zx\r\n", n);
+            cli_sends(c, head);
+            cli_send(c, data + off, n);
+            cli_sends(c, "\r\n");
+            off += n;
+        }
+        cli_sends(c, "0\r\n\r\n");
+    } else {
+        snprintf(head, sizeof(head), "POST /upload HTTP/1.1\r\nHost: x\r\n"
+                                     "Content-Length: %zu\r\n\r\n", len);
+        cli_sends(c, head);
+        cli_send(c, data, len);
+    }
+    CHECK_EQ_INT(cli_response(c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 200);
+    json_t *j = r.body ? json_loads(r.body, 0, NULL) : NULL;
+    CHECK(j != NULL);
+    if (j) {
+        CHECK_EQ_STR(json_string_value(json_object_get(j, "sha256")), want);
+        CHECK_EQ_INT(json_integer_value(json_object_get(j, "bytes")), len);
+        const char *path = json_string_value(json_object_get(j, "path"));
+        /* the server unlinks the temp file once the answer is done */
+        struct stat st;
+        double end = now_s() + 2;
+        while (path && stat(path, &st) == 0 && now_s() < end)
+            usleep(10000);
+        CHECK(path && stat(path, &st) < 0);
+        json_decref(j);
+    }
+    CHECK(hdr(&r, "Connection", v, sizeof(v)) && !strcmp(v, "keep-alive"));
+    resp_free(&r);
+    cli_close(c);
+    free(data);
+}
+
+TEST(file_body)
+{
+    check_upload(false, false, 3 * 1024 * 1024 + 17);
+    check_upload(false, true, 1024 * 1024 + 5);
+    check_upload(true, false, 2 * 1024 * 1024 + 1);
+    check_upload(false, false, 0);
+
+    /* The handler keeps the file: it is not unlinked. */
+    resp_t r;
+    CHECK_EQ_INT(request(false, "POST /upload-keep HTTP/1.1\r\nHost: x\r\n"
+                                "Content-Length: 4\r\n\r\nkeep", &r), 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    struct stat st;
+    CHECK(stat(g_kept, &st) == 0 && st.st_size == 4);
+    unlink(g_kept);
+
+    /* Too large by Content-Length: 413 before anything is written. */
+    CHECK_EQ_INT(request(false, "POST /upload HTTP/1.1\r\nHost: x\r\n"
+                                "Content-Length: 999999999\r\n\r\n", &r), 0);
+    CHECK_EQ_INT(r.status, 413);
+    resp_free(&r);
+}
+
+static bool body_is_file(resp_t *r, size_t off, size_t len)
+{
+    if (r->body_len != len)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (r->body[i] != (char)((off + i) * 31 + ((off + i) >> 9)))
+            return false;
+    return true;
+}
+
+TEST(file_answers)
+{
+    for (int tls = 0; tls < 2; tls++) {
+        resp_t r;
+        char v[128], want[128];
+        CHECK_EQ_INT(request(tls, "GET /file HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
+        CHECK_EQ_INT(r.status, 200);
+        CHECK(body_is_file(&r, 0, g_file_len));
+        CHECK(hdr(&r, "ETag", v, sizeof(v)) && !strcmp(v, "\"v1\""));
+        CHECK(hdr(&r, "Accept-Ranges", v, sizeof(v)) && !strcmp(v, "bytes"));
+        CHECK(hdr(&r, "Cache-Control", v, sizeof(v)) &&
+              !strcmp(v, "private, max-age=60"));
+        check_security_headers(&r, tls);
+        resp_free(&r);
+
+        CHECK_EQ_INT(request(tls, "GET /file HTTP/1.1\r\nHost: x\r\n"
+                                  "Range: bytes=10-19\r\n\r\n", &r), 0);
+        CHECK_EQ_INT(r.status, 206);
+        snprintf(want, sizeof(want), "bytes 10-19/%zu", g_file_len);
+        CHECK(hdr(&r, "Content-Range", v, sizeof(v)) && !strcmp(v, want));
+        CHECK(body_is_file(&r, 10, 10));
+        resp_free(&r);
+
+        CHECK_EQ_INT(request(tls, "GET /file HTTP/1.1\r\nHost: x\r\n"
+                                  "Range: bytes=-5\r\n\r\n", &r), 0);
+        CHECK_EQ_INT(r.status, 206);
+        CHECK(body_is_file(&r, g_file_len - 5, 5));
+        resp_free(&r);
+
+        CHECK_EQ_INT(request(tls, "GET /file HTTP/1.1\r\nHost: x\r\n"
+                                  "Range: bytes=1000-\r\n\r\n", &r), 0);
+        CHECK_EQ_INT(r.status, 206);
+        CHECK(body_is_file(&r, 1000, g_file_len - 1000));
+        resp_free(&r);
+
+        CHECK_EQ_INT(request(tls, "GET /file HTTP/1.1\r\nHost: x\r\n"
+                                  "Range: bytes=0-1,5-6\r\n\r\n", &r), 0);
+        CHECK_EQ_INT(r.status, 200);
+        CHECK(body_is_file(&r, 0, g_file_len));
+        resp_free(&r);
+
+        snprintf(want, sizeof(want), "GET /file HTTP/1.1\r\nHost: x\r\n"
+                                     "Range: bytes=%zu-\r\n\r\n", g_file_len);
+        CHECK_EQ_INT(request(tls, want, &r), 0);
+        CHECK_EQ_INT(r.status, 416);
+        snprintf(want, sizeof(want), "bytes */%zu", g_file_len);
+        CHECK(hdr(&r, "Content-Range", v, sizeof(v)) && !strcmp(v, want));
+        resp_free(&r);
+
+        CHECK_EQ_INT(request(tls, "GET /file HTTP/1.1\r\nHost: x\r\n"
+                                  "If-None-Match: \"v0\", \"v1\"\r\n\r\n", &r),
+                     0);
+        CHECK_EQ_INT(r.status, 304);
+        CHECK(hdr(&r, "ETag", v, sizeof(v)) && !strcmp(v, "\"v1\""));
+        CHECK(hdr(&r, "Content-Length", v, sizeof(v)) == NULL);
+        resp_free(&r);
+
+        /* If-Range with another tag: the whole file */
+        CHECK_EQ_INT(request(tls, "GET /file HTTP/1.1\r\nHost: x\r\n"
+                                  "Range: bytes=0-0\r\nIf-Range: \"v0\"\r\n\r\n",
+                             &r), 0);
+        CHECK_EQ_INT(r.status, 200);
+        resp_free(&r);
+
+        /* HEAD: the length, no body; the connection stays usable */
+        cli_t *c = cli_open(tls);
+        cli_sends(c, "HEAD /file HTTP/1.1\r\nHost: x\r\n\r\n");
+        CHECK_EQ_INT(cli_response(c, &r, true), 0);
+        CHECK_EQ_INT(r.status, 200);
+        snprintf(want, sizeof(want), "%zu", g_file_len);
+        CHECK(hdr(&r, "Content-Length", v, sizeof(v)) && !strcmp(v, want));
+        resp_free(&r);
+        cli_sends(c, "GET /file HTTP/1.1\r\nHost: x\r\nRange: bytes=3-4\r\n\r\n");
+        CHECK_EQ_INT(cli_response(c, &r, false), 0);
+        CHECK_EQ_INT(r.status, 206);
+        CHECK(body_is_file(&r, 3, 2));
+        resp_free(&r);
+        cli_close(c);
+    }
+}
+
+TEST(async_answer)
+{
+    resp_t r;
+    double t0 = now_s();
+    CHECK_EQ_INT(request(false, "GET /async HTTP/1.1\r\nHost: x\r\n\r\n", &r), 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(r.body, "later");
+    CHECK(now_s() - t0 >= 0.09);
+    resp_free(&r);
+}
+
+TEST(sse)
+{
+    resp_t r;
+    char v[64];
+    CHECK_EQ_INT(request(false, "GET /sse-short HTTP/1.1\r\nHost: x\r\n\r\n", &r),
+                 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(hdr(&r, "Transfer-Encoding", v, sizeof(v)) && !strcmp(v, "chunked"));
+    CHECK_EQ_STR(r.body, "data: 1\n\ndata: 2\n\n");
+    resp_free(&r);
+
+    for (int tls = 0; tls < 2; tls++) {
+        atomic_store(&g_sse_closed, 0);
+        cli_t *c = cli_open(tls);
+        cli_sends(c, "GET /sse HTTP/1.1\r\nHost: x\r\n\r\n");
+        char line[256];
+        CHECK_EQ_INT(cli_line(c, line, sizeof(line)), 0);
+        CHECK_EQ_STR(line, "HTTP/1.1 200 OK");
+        while (cli_line(c, line, sizeof(line)) == 0 && line[0])
+            ;
+        CHECK_EQ_INT(cli_line(c, line, sizeof(line)), 0);
+        CHECK_EQ_STR(line, "a");
+        char ev[13] = {0};
+        CHECK_EQ_INT(cli_take(c, ev, 12), 0);
+        CHECK(memcmp(ev, "data: hi\n\n\r\n", 12) == 0);
+        /* Stays open with no read timeout (1 s) cutting it. */
+        usleep(1300 * 1000);
+        CHECK_EQ_INT(atomic_load(&g_sse_closed), 0);
+        cli_close(c);
+        double end = now_s() + 3;
+        while (!atomic_load(&g_sse_closed) && now_s() < end)
+            usleep(10000);
+        CHECK_EQ_INT(atomic_load(&g_sse_closed), 1);
+    }
+}
+
+TEST(timeouts)
+{
+    /* A head that never completes: closed after the read timeout. */
+    cli_t *c = cli_open(false);
+    cli_sends(c, "GET /hello HTTP/1.1\r\n");
+    double t0 = now_s();
+    CHECK(cli_sees_close(c, 4.0));
+    CHECK(now_s() - t0 >= 0.8);
+    cli_close(c);
+
+    /* A head dribbled in: closed once it took longer than the limit. */
+    c = cli_open(false);
+    cli_sends(c, "GET /hello HT");
+    usleep(600 * 1000);
+    cli_sends(c, "TP/1.1\r\n");
+    usleep(600 * 1000);
+    cli_sends(c, "Host: x\r\n");
+    CHECK(cli_sees_close(c, 2.0));
+    cli_close(c);
+
+    /* A body that stops arriving. */
+    c = cli_open(false);
+    cli_sends(c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab");
+    CHECK(cli_sees_close(c, 4.0));
+    cli_close(c);
+
+    /* An idle keep-alive connection. */
+    c = cli_open(true);
+    resp_t r;
+    cli_sends(c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK_EQ_INT(cli_response(c, &r, false), 0);
+    resp_free(&r);
+    t0 = now_s();
+    CHECK(cli_sees_close(c, 4.0));
+    CHECK(now_s() - t0 >= 0.8);
+    cli_close(c);
+
+    /* A TLS client that never finishes its handshake. */
+    int fd = tcp_connect(g_port_tls);
+    cli_t raw = {.fd = fd};
+    CHECK(cli_sees_close(&raw, 4.0));
+    close(fd);
+}
+
+TEST(tls_ctx_errors)
+{
+    char err[256] = "", cert2[320], key2[320], dir2[300];
+    snprintf(dir2, sizeof(dir2), "%s/other", g_dir);
+    mkdir(dir2, 0700);
+    snprintf(cert2, sizeof(cert2), "%s/cert.pem", dir2);
+    snprintf(key2, sizeof(key2), "%s/key.pem", dir2);
+    CHECK_EQ_INT(pv_tls_ensure_self_signed(cert2, key2), 0);
+    struct stat st;
+    CHECK(stat(key2, &st) == 0 && (st.st_mode & 0777) == 0600);
+    /* Present files are left alone. */
+    struct stat st2;
+    CHECK_EQ_INT(pv_tls_ensure_self_signed(cert2, key2), 0);
+    CHECK(stat(key2, &st2) == 0 && st2.st_ino == st.st_ino);
+
+    SSL_CTX *ctx = pv_tls_ctx_new(g_cert, key2, err, sizeof(err));
+    CHECK(ctx == NULL);
+    if (!strstr(err, "does not match"))
+        printf("#   err: %s\n", err);
+    CHECK(strstr(err, "does not match") != NULL);
+    err[0] = '\0';
+    ctx = pv_tls_ctx_new("/nonexistent/cert.pem", key2, err, sizeof(err));
+    CHECK(ctx == NULL);
+    CHECK(strstr(err, "certificate") != NULL);
+
+    /* The certificate carries what browsers and clients check. */
+    FILE *f = fopen(g_cert, "r");
+    X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    if (f)
+        fclose(f);
+    CHECK(x != NULL);
+    if (x) {
+        CHECK_EQ_INT(X509_check_host(x, "localhost", 0, 0, NULL), 1);
+        CHECK_EQ_INT(X509_check_ip_asc(x, "127.0.0.1", 0), 1);
+        CHECK_EQ_INT(X509_check_ip_asc(x, "::1", 0), 1);
+        CHECK_EQ_INT(X509_check_ca(x), 0);
+        CHECK(X509_get_extended_key_usage(x) & XKU_SSL_SERVER);
+        EVP_PKEY *pk = X509_get0_pubkey(x);
+        CHECK(pk && EVP_PKEY_is_a(pk, "EC"));
+        X509_free(x);
+    }
+    /* TLS 1.1 is refused. */
+    int fd = tcp_connect(g_port_tls);
+    SSL_CTX *old = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_max_proto_version(old, TLS1_1_VERSION);
+    SSL_CTX_set_security_level(old, 0);
+    SSL *ssl = SSL_new(old);
+    SSL_set_fd(ssl, fd);
+    CHECK(SSL_connect(ssl) != 1);
+    ERR_clear_error();
+    SSL_free(ssl);
+    SSL_CTX_free(old);
+    close(fd);
+}
+
+static void shutdown_on_loop(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    pv_http_server_shutdown(g_srv);
+}
+
+static void idle_probe(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    atomic_store(&g_idle_seen, pv_http_server_idle(g_srv) ? 1 : 0);
+}
+
+static void loop_call(event_callback_fn fn)
+{
+    struct timeval tv = {0, 0};
+    event_base_once(g_base, -1, EV_TIMEOUT, fn, NULL, &tv);
+}
+
+TEST(graceful_shutdown)
+{
+    CHECK(atomic_load(&g_done_count) > 20);
+
+    /* One idle keep-alive connection, one request in flight. */
+    cli_t *idle = cli_open(false);
+    resp_t r;
+    cli_sends(idle, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK_EQ_INT(cli_response(idle, &r, false), 0);
+    resp_free(&r);
+    cli_t *busy = cli_open(false);
+    cli_sends(busy, "GET /async HTTP/1.1\r\nHost: x\r\n\r\n");
+    usleep(20 * 1000);
+    loop_call(shutdown_on_loop);
+    CHECK(cli_sees_close(idle, 2.0));
+    char v[64];
+    CHECK_EQ_INT(cli_response(busy, &r, false), 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(hdr(&r, "Connection", v, sizeof(v)) && !strcmp(v, "close"));
+    resp_free(&r);
+    CHECK(cli_sees_close(busy, 2.0));
+    CHECK(tcp_connect(g_port_plain) < 0); /* no longer listening */
+    double end = now_s() + 3;
+    do {
+        atomic_store(&g_idle_seen, -1);
+        loop_call(idle_probe);
+        while (atomic_load(&g_idle_seen) < 0)
+            usleep(5000);
+    } while (!atomic_load(&g_idle_seen) && now_s() < end);
+    CHECK_EQ_INT(atomic_load(&g_idle_seen), 1);
+    cli_close(idle);
+    cli_close(busy);
+}
+
+int main(void)
+{
+    pv_log_set_level(PV_LOG_WARN);
+    if (server_start() != 0) {
+        printf("not ok - server_start\n");
+        return 1;
+    }
+    RUN(routing);
+    RUN(listener_kinds_and_hsts);
+    RUN(keepalive_and_pipelining);
+    RUN(http10);
+    RUN(limits_and_garbage);
+    RUN(paths);
+    RUN(request_ids);
+    RUN(auth);
+    RUN(memory_body);
+    RUN(file_body);
+    RUN(file_answers);
+    RUN(async_answer);
+    RUN(sse);
+    RUN(timeouts);
+    RUN(tls_ctx_errors);
+    RUN(graceful_shutdown);
+
+    event_base_loopbreak(g_base);
+    pthread_join(g_thread, NULL);
+    pv_http_server_free(g_srv);
+    event_base_free(g_base);
+    SSL_CTX_free(atomic_load(&g_tls));
+    SSL_CTX_free(g_cli_ctx);
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", g_dir);
+    if (system(cmd) != 0)
+        printf("# could not remove %s\n", g_dir);
+    return t_done("http");
+}

@@ -1,0 +1,31 @@
+#!/bin/sh
+# Installs the Debian packages pv needs (as root), quickly when they are
+# already there: `sh tools/deps.sh` for building and running, `sh
+# tools/deps.sh test` for the tests too. Idempotent.
+set -eu
+
+BUILD="make gcc libc6-dev pkg-config liblmdb-dev lmdb-utils libevent-dev libssl-dev libjwt-dev
+libmsgpack-dev libavcodec-dev libavformat-dev libavfilter-dev libswscale-dev libswresample-dev
+libavutil-dev libcurl4-openssl-dev libsodium-dev libpq-dev libheif-dev libexif-dev libjansson-dev
+openssl ca-certificates"
+TEST="clang-14 libclang-rt-14-dev ffmpeg python3 curl procps"
+
+want="$BUILD"
+[ "${1:-}" = test ] && want="$want $TEST"
+
+missing=""
+for p in $want; do
+    s=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    case "$s" in *"install ok installed"*) ;; *) missing="$missing $p" ;; esac
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+    echo "deps: missing packages:$missing — run as root, or: sudo apt-get install$missing" >&2
+    exit 1
+fi
+echo "deps: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
