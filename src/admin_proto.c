@@ -582,8 +582,7 @@ void pv_admin_cmd_usage(const pv_admin_cmd_t *c, char *out, size_t outlen)
                          a->choices ? a->choices : a->meta);
             break;
         case PV_ARG_OPT:
-            n = snprintf(out + pos, outlen - pos, " [--%s %s]", opt,
-                         a->choices ? a->choices : a->meta);
+            n = snprintf(out + pos, outlen - pos, " [--%s %s]", opt, a->meta);
             break;
         case PV_ARG_FLAG: n = snprintf(out + pos, outlen - pos, " [--%s]", opt); break;
         default: secret = true; break;

@@ -52,6 +52,7 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +73,8 @@
 #define PV_HTTP_LINGER_S 2
 #define PV_HTTP_LINGER_MAX (1024u * 1024)
 #define PV_HTTP_ID_MAX 64
+#define PV_HTTP_TLS_COALESCE (64u * 1024) /* body copied next to the head */
+#define PV_HTTP_HEAD_EST 1024u            /* a head without extra headers */
 
 /* Defaults for config fields left at 0. */
 #define PV_HTTP_DEF_HEADER_BYTES (16u * 1024)
@@ -730,6 +733,11 @@ static void pv_conn_enter_send(pv_conn_t *c)
 {
     c->state = C_SEND;
     pv_conn_set_rto(c, 0);
+    /* Nothing left to write (a HEAD stream ending, or TLS already wrote it
+     * all): no write will call us back, so ask for the callback. It runs
+     * deferred, from the loop, never inside the caller. */
+    if (c->bev && evbuffer_get_length(pv_out(c)) == 0)
+        bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
 }
 
 /* Claims the one answer a request gets. */
@@ -758,10 +766,17 @@ static void pv_answer_body(pv_http_req_t *r, int status, const char *ctype,
         goto out;
     }
     bool nobody = status < 200 || status == 204 || status == 304;
+    bool with_body = !nobody && !r->head && len > 0;
+    struct evbuffer *out = pv_out(c);
+    /* bufferevent_openssl makes one SSL_write (one record, one syscall)
+     * per buffer chain: give head and body one chain. */
+    bool one_chain = c->tls && len <= PV_HTTP_TLS_COALESCE;
+    if (one_chain)
+        evbuffer_expand(out, PV_HTTP_HEAD_EST + c->extra_len +
+                                 (with_body ? len : 0));
     pv_send_head(c, status, ctype, nobody ? -1 : (int64_t)len);
-    if (!nobody && !r->head && len > 0) {
-        struct evbuffer *out = pv_out(c);
-        if (owned &&
+    if (with_body) {
+        if (owned && !one_chain &&
             evbuffer_add_reference(out, owned, len, pv_free_ref, NULL) == 0)
             owned = NULL;
         else
@@ -1075,6 +1090,8 @@ void pv_http_stream_write(pv_http_req_t *req, const void *data, size_t len)
     if (req->minor >= 1) {
         char pre[24];
         int n = snprintf(pre, sizeof(pre), "%zx\r\n", len);
+        /* One chain per chunk: one TLS record, not three. */
+        evbuffer_expand(out, (size_t)n + len + 2);
         evbuffer_add(out, pre, (size_t)n);
         evbuffer_add(out, data, len);
         evbuffer_add(out, "\r\n", 2);
@@ -1997,6 +2014,9 @@ pv_http_server_t *pv_http_server_new(struct event_base *base,
 
     if (!s)
         return NULL;
+    /* A peer that resets a connection must cost us an EPIPE, not the
+     * process: libevent writes with writev, which has no MSG_NOSIGNAL. */
+    signal(SIGPIPE, SIG_IGN);
     s->base = base;
     s->cfg = *cfg;
     if (!s->cfg.max_header_bytes)

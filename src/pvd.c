@@ -287,6 +287,9 @@ static int start(pv_app_t *app)
     if (!app->workers || !app->metrics || !app->core || !auth_state)
         return -ENOMEM;
     app->auth = pv_actor_new(app->core, "auth", pv_auth_actor_fn, auth_state);
+    /* before the core loop runs: the admin actor registers its events there */
+    if (app->auth && (rc = pv_admin_start(app)) < 0)
+        return rc;
     if (!app->auth)
         return -ENOMEM;
     int renders = c->render_workers > 0 ? c->render_workers : (int)(cores > 0 ? cores : 2);
@@ -339,6 +342,7 @@ static void stop_all(pv_app_t *app)
         pv_auth_state_free(pv_actor_state(app->auth));
         pv_actor_free(app->auth);
     }
+    pv_admin_stop(app); /* after the pool and the store: nothing replies to it now */
     pv_loop_free(app->core);
     pv_pool_free(app->workers);
     if (app->store)

@@ -8,7 +8,8 @@
  * every Ken Burns frame. Glyphs are stored small and upscaled bilinearly,
  * then their edge ramp is steepened in proportion to the scale, which keeps
  * strokes crisp at 2160p without a big table. Text outside printable ASCII
- * is folded: Latin-1 letters lose their accents, anything else becomes '?'.
+ * is folded: Latin-1 letters lose their accents, dashes and curly quotes
+ * become their ASCII cousins, anything else becomes '?'.
  */
 #include "render_int.h"
 
@@ -41,6 +42,27 @@ typedef struct line {
 static const char g_latin1[] = "AAAAAAACEEEEIIIIDNOOOOOxOUUUUYPs"
                                "aaaaaaaceeeeiiiidnooooo/ouuuuypy";
 
+/* Common typography folded to ASCII. */
+static const struct {
+    unsigned cp;
+    char ascii;
+} g_punct[] = {
+    {0xA0, ' '},   {0xAB, '"'},   {0xBB, '"'},   {0xB4, '\''}, {0x2010, '-'}, {0x2011, '-'},
+    {0x2012, '-'}, {0x2013, '-'}, {0x2014, '-'}, {0x2212, '-'}, {0x2018, '\''}, {0x2019, '\''},
+    {0x201A, '\''}, {0x201C, '"'}, {0x201D, '"'}, {0x201E, '"'}, {0x2022, '*'}, {0x2026, '.'},
+    {0x2039, '<'}, {0x203A, '>'},  {0x202F, ' '}, {0x2009, ' '},
+};
+
+static unsigned fold(unsigned c)
+{
+    if (c >= 0xC0 && c <= 0xFF)
+        return (unsigned char)g_latin1[c - 0xC0];
+    for (size_t i = 0; i < PV_ARRAY_LEN(g_punct); i++)
+        if (g_punct[i].cp == c)
+            return (unsigned char)g_punct[i].ascii;
+    return '?';
+}
+
 /* UTF-8 -> glyph indices (0..94). jansson already validated the UTF-8;
  * here malformed bytes simply become '?'. */
 static int to_glyphs(const char *s, uint8_t *g, int max)
@@ -54,7 +76,7 @@ static int to_glyphs(const char *s, uint8_t *g, int max)
             c &= 0x3Fu >> extra;
             for (; extra > 0 && (*p & 0xC0) == 0x80; extra--)
                 c = (c << 6) | (*p++ & 0x3Fu);
-            c = c >= 0xC0 && c <= 0xFF ? (unsigned char)g_latin1[c - 0xC0] : '?';
+            c = fold(c);
         }
         if (c == '\t' || c == '\n' || c == '\r')
             c = ' ';

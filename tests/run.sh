@@ -20,7 +20,7 @@ run() {
     "$@" > "$out" 2>&1
     rc=$?
     cat "$out"
-    line=$(grep -E '^# [a-z]+ .*: [0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1)
+    line=$(grep -E '^# [a-z]+( [^:]*)?: [0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1)
     if [ -z "$line" ]; then
         echo "# suite $name: 0 passed, 1 failed (exit $rc, no summary)" | tee -a "$LOG/summary"
     else

@@ -173,7 +173,7 @@ static int render(const args_t *a, json_t *spec, char **photos, int n)
     char field[64], err[512];
     pv_render_opts_default(&o);
     if (pv_render_opts_from_json(spec, &o, true, field, sizeof(field), err, sizeof(err)) < 0) {
-        fprintf(stderr, "pvrender: spec: %s: %s\n", field[0] ? field : "options", err);
+        fprintf(stderr, "pvrender: spec: %s\n", err); /* err names the field */
         return EXIT_USAGE;
     }
     progress_t p = {.quiet = a->quiet, .tty = isatty(2), .last_pct = -1,

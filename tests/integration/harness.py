@@ -452,15 +452,39 @@ class Pvd:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     def stop_clean(self):
-        """SIGTERM; asserts exit 0 and no sanitizer report. Always cleans up."""
+        """SIGTERM; asserts exit 0, no sanitizer report, every log line a JSON
+        object, and no request answered with a 5xx. Always cleans up."""
         try:
             rc = self.stop()
             bad = self.sanitizer_lines()
             check(not bad, "%s: no sanitizer report in the log" % self.name, "none",
                   "\n".join(bad[:10]))
             check(rc == 0, "%s: exit status after SIGTERM" % self.name, 0, rc)
+            not_json, five = self.log_problems()
+            check(not not_json, "%s: every log line is a JSON object" % self.name, "JSON lines",
+                  "\n".join(not_json[:3]))
+            check(not five, "%s: no request answered 5xx (never a 500 for bad input)" % self.name,
+                  "none", "\n".join(five[:5]))
         finally:
             self.cleanup()
+
+    def log_problems(self):
+        """(lines that are not JSON objects, request lines with a 5xx status)."""
+        not_json, five = [], []
+        for line in self.log_text().splitlines():
+            if not line.strip() or line.startswith("---- start"):
+                continue
+            try:
+                j = jsonlib.loads(line)
+            except ValueError:
+                j = None
+            if not isinstance(j, dict):
+                not_json.append(line[:300])
+                continue
+            st = j.get("status")
+            if isinstance(st, int) and st >= 500:
+                five.append(line[:300])
+        return not_json, five
 
     def __enter__(self):
         return self

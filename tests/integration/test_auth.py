@@ -2,6 +2,7 @@
 checks against a running pvd (API.md, "Auth")."""
 
 import re
+import threading
 import time
 
 from harness import (Pvd, check, eq, jwt_make, jwt_parts, rand_email, unique_jpeg)
@@ -66,9 +67,18 @@ def test_signup_bad_input(pvd):
         ({"email": rand_email(), "password": 12345678}, "password as a number"),
         ({"email": [rand_email()], "password": "long enough pw"}, "email as an array"),
         ({"email": None, "password": "long enough pw"}, "email null"),
+        ({"email": "a" * 250 + "@example.test", "password": "long enough pw"}, "email over 254 chars"),
+        ({"email": "a@b@example.test", "password": "long enough pw"}, "email with two @"),
+        ({"email": "x\u0000y@example.test", "password": "long enough pw"}, "email with a NUL"),
+        ({"email": "x\ny@example.test", "password": "long enough pw"}, "email with a newline inside"),
+        ({"email": rand_email(), "password": "long enough pw", "extra": {"nested": [1, 2]}}, None),
     ]
     for body, what in cases:
         r = pvd.req("POST", SIGNUP, json=body)
+        if what is None:
+            # Unknown extra members are ignored (the API may grow).
+            r.expect(201, "signup with an unknown extra member")
+            continue
         r.expect_error(400, what="signup with " + what)
 
 
@@ -259,14 +269,21 @@ def test_bearer_forged(pvd):
 
 
 def test_bearer_expired(pvd):
-    with Pvd({"access_token_ttl": 1}, name="ttl1").start() as p:
+    with Pvd({"access_token_ttl": 1, "refresh_token_ttl": 5}, name="ttl1").start() as p:
+        t0 = time.monotonic()
+        old = p.new_user("old")       # its refresh token dies 5 s after this
         u = p.new_user("exp")
         eq(p.login(u.email, u.password).json().get("expires_in"), 1, "expires_in with access_token_ttl=1")
+        p.req("GET", "/api/v1/me", token=u.access).expect(200, "/me right after login")
         time.sleep(2.5)
         p.req("GET", "/api/v1/me", token=u.access).expect_error(401, what="/me with an access token 2.5 s past its 1 s ttl")
         # Refresh still works and gives a usable (fresh) token.
         j = p.req("POST", REFRESH, json={"refresh_token": u.refresh}).expect(200, "refresh after expiry").json()
         p.req("GET", "/api/v1/me", token=j["access_token"]).expect(200, "/me with the refreshed token")
+        # A refresh token past refresh_token_ttl is refused.
+        time.sleep(max(0.0, 6.5 - (time.monotonic() - t0)))
+        p.req("POST", REFRESH, json={"refresh_token": old.refresh}).expect_error(
+            401, what="refresh with a token past its 5 s refresh_token_ttl")
 
 
 def test_auth_routes_need_bearer(pvd):
@@ -319,3 +336,42 @@ def test_login_rate_limit_ip(pvd):
         ra = r.header("Retry-After")
         check(ra is not None and ra.strip().isdigit() and int(ra) >= 1,
               "Retry-After on 429", "seconds >= 1", ra)
+
+
+def _parallel(n, fn):
+    """Runs fn(i) in n threads at once; returns results (or exceptions)."""
+    out = [None] * n
+    gate = threading.Barrier(n)
+
+    def go(i):
+        try:
+            gate.wait(10)
+            out[i] = fn(i)
+        except Exception as e:  # noqa: BLE001 - returned to the caller
+            out[i] = e
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
+def test_concurrent_signup_same_email(pvd):
+    email = rand_email("race")
+    res = _parallel(6, lambda i: pvd.req("POST", SIGNUP, json={"email": email if i % 2 else email.upper(),
+                                                                "password": "password %d" % i}))
+    statuses = sorted(getattr(r, "status", repr(r)) for r in res)
+    eq(statuses, [201] + [409] * 5, "statuses of 6 simultaneous signups with one email")
+    winner = [i for i, r in enumerate(res) if r.status == 201][0]
+    pvd.login(email, "password %d" % winner).expect(200, "login with the winning signup's password")
+
+
+def test_concurrent_refresh_same_token(pvd):
+    u = pvd.new_user("rrace")
+    res = _parallel(4, lambda i: pvd.req("POST", REFRESH, json={"refresh_token": u.refresh}))
+    statuses = [getattr(r, "status", repr(r)) for r in res]
+    check(all(s in (200, 401) for s in statuses), "statuses of 4 simultaneous refreshes of one token",
+          "200/401", statuses)
+    check(statuses.count(200) <= 1, "one refresh token is spent once, even in a race", "at most one 200", statuses)

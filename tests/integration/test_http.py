@@ -7,8 +7,9 @@ import socket
 import ssl
 import threading
 import time
+import warnings
 
-from harness import Conn, check, eq, parse_response
+from harness import Conn, Pvd, Skip, check, eq, parse_response
 
 
 def _user(pvd):
@@ -41,11 +42,13 @@ def test_old_tls_refused(pvd):
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     try:
-        ctx.minimum_version = ssl.TLSVersion.TLSv1
-        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_1
         ctx.set_ciphers("ALL:@SECLEVEL=0")
     except (ValueError, ssl.SSLError):
-        return  # this OpenSSL cannot even offer TLS 1.1: nothing to check
+        raise Skip("this OpenSSL cannot offer TLS 1.1")
     ok = False
     try:
         with Conn("127.0.0.1", pvd.https_port, ctx, timeout=5):
@@ -293,3 +296,39 @@ def test_response_framing(pvd):
           "JSON answer is framed", "Content-Length or chunked", dict(r.headers))
     j = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     eq(j.status, 200, "harness self-check")
+
+
+def test_head_on_api_routes(pvd):
+    u = _user(pvd)
+    g = u.req("GET", "/api/v1/me").expect(200, "GET /me")
+    h = u.req("HEAD", "/api/v1/me").expect(200, "HEAD /me")
+    eq(h.body, b"", "HEAD /me body")
+    eq(h.header("Content-Length"), g.header("Content-Length"), "HEAD /me Content-Length equals GET's")
+
+
+def test_slow_and_idle_clients_are_dropped(pvd):
+    with Pvd({"idle_timeout": 1, "read_timeout": 1}, name="timeouts").start() as p:
+        # An idle keep-alive connection is closed by the server.
+        with p.conn(timeout=8) as c:
+            p.req("GET", "/api/v1/nope", conn=c).expect(404, "first request")
+            t0 = time.monotonic()
+            got = c.read_raw()
+            took = time.monotonic() - t0
+            check(took < 6, "idle keep-alive connection closed after idle_timeout=1", "closed within 6 s",
+                  "open after %.1f s" % took)
+            eq(got, b"", "nothing but a close on an idle connection")
+        # A client that stops halfway through its headers (slowloris) is cut off.
+        for tls in (True, False):
+            c = p.conn(timeout=8) if tls else p.private_conn(timeout=8)
+            with c:
+                c.send_raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                t0 = time.monotonic()
+                got = c.read_raw()
+                took = time.monotonic() - t0
+            check(took < 6, "half-sent headers dropped after read_timeout=1 (%s)" % ("TLS" if tls else "HTTP"),
+                  "closed within 6 s", "open after %.1f s" % took)
+            if got:
+                resp = parse_response(got)
+                check(resp is not None and resp.status in (400, 408), "answer to a stalled request", "408",
+                      got[:200])
+        p.private("GET", "/healthz").expect(200, "healthz after timeouts")

@@ -133,6 +133,10 @@ def test_duplicate_upload(pvd):
     eq(dup, True, "duplicate flag")
     eq(j["photo"]["id"], first["id"], "duplicate answers the existing photo's id")
     eq(j["photo"]["sha256"], first["sha256"], "duplicate sha256")
+    before = u.req("GET", "/api/v1/me").expect(200, "/me").json()["usage"]
+    u.upload(data, "image/jpeg", "third.jpg").expect(200, "third upload of the same bytes")
+    after = u.req("GET", "/api/v1/me").expect(200, "/me").json()["usage"]
+    eq(after, before, "usage after a duplicate upload (not counted twice)")
     # Another user uploading the same bytes gets their own photo.
     v = _fresh(pvd, "dup2")
     p2 = v.upload_ok(data, "image/jpeg", "mine.jpg")
@@ -311,6 +315,12 @@ def test_get_one_content_range_etag(pvd):
     if r.status == 200:
         eq(r.body, data, "unknown Range unit ignored: whole body")
 
+    r = u.req("GET", "/api/v1/photos/%s/content" % pid, headers={"Range": "bytes=0-1,5-6"})
+    check(r.status in (200, 206, 416), "multi-range request: status", "200 (whole), 206 or 416", r.status)
+    if r.status == 200:
+        eq(r.body, data, "multi-range answered whole")
+    r = u.req("GET", "/api/v1/photos/%s/content" % pid, headers={"Range": "bytes=99-10"})
+    check(r.status in (200, 416), "inverted Range: status", "200 (ignored) or 416", r.status)
     r = u.req("GET", "/api/v1/photos/%s/content" % pid, headers={"If-None-Match": etag})
     eq(r.status, 304, "If-None-Match with the ETag")
     eq(r.body, b"", "304 has no body")
@@ -441,3 +451,28 @@ def test_upload_content_type_params_and_filename(pvd):
     # Without X-Filename the photo still gets some filename string.
     p = u.upload_ok(unique_jpeg(), "image/jpeg", None)
     check(isinstance(p["filename"], str), "filename without X-Filename is a string", "string", p["filename"])
+
+
+def test_concurrent_identical_uploads(pvd):
+    u = _fresh(pvd, "samerace")
+    data = unique_jpeg()
+    results = [None] * 5
+    gate = threading.Barrier(5)
+
+    def go(i):
+        try:
+            gate.wait(10)
+            results[i] = u.upload(data, "image/jpeg", "same%d.jpg" % i)
+        except Exception as e:  # noqa: BLE001 - reported below
+            results[i] = e
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    statuses = sorted(getattr(r, "status", repr(r)) for r in results)
+    eq(statuses, [200, 200, 200, 200, 201], "5 simultaneous uploads of the same bytes: one new, four duplicates")
+    ids = {r.json()["photo"]["id"] for r in results}
+    eq(len(ids), 1, "one photo id for identical simultaneous uploads")
+    eq(u.list_all(), list(ids), "list after identical simultaneous uploads")

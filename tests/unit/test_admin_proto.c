@@ -459,7 +459,7 @@ TEST(table_consistent)
     pv_admin_cmd_usage(pv_admin_cmd_by_name("user.add"), u, sizeof(u));
     CHECK_EQ_STR(u, "user add EMAIL [--prompt]");
     pv_admin_cmd_usage(pv_admin_cmd_by_name("job.list"), u, sizeof(u));
-    CHECK_EQ_STR(u, "job list [--state active|queued|running|ready|failed|cancelled|all] [--limit N]");
+    CHECK_EQ_STR(u, "job list [--state STATE] [--limit N]");
     pv_admin_cmd_usage(pv_admin_cmd_by_name("backup"), u, sizeof(u));
     CHECK_EQ_STR(u, "backup FILE [--no-blobs]");
     char tiny[8];

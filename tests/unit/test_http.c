@@ -21,6 +21,7 @@
 #include <openssl/x509v3.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -139,6 +140,25 @@ static void h_sse_short(pv_http_req_t *req)
     pv_http_stream_end(req);
 }
 
+static void stream_end_later(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    pv_http_req_t *req = arg;
+    pv_http_stream_write(req, "data: end\n\n", 11);
+    pv_http_stream_end(req);
+}
+
+/* Ends its stream from a timer, after the head has long been written. */
+static void h_sse_later(pv_http_req_t *req)
+{
+    struct timeval tv = {0, 50 * 1000};
+    struct event *ev = evtimer_new(g_base, stream_end_later, req);
+    pv_http_set_data(req, ev, free_event);
+    pv_http_stream_begin(req, 200, "text/event-stream", NULL, NULL);
+    evtimer_add(ev, &tv);
+}
+
 static void h_params(pv_http_req_t *req)
 {
     char q[64];
@@ -190,6 +210,7 @@ static const pv_http_route_t g_routes[] = {
     {"GET", "/async", h_async, 0, PV_BODY_NONE, 0, BOTH, "async"},
     {"GET", "/sse", h_sse, 0, PV_BODY_NONE, 0, BOTH, "sse"},
     {"GET", "/sse-short", h_sse_short, 0, PV_BODY_NONE, 0, BOTH, "sse"},
+    {"GET", "/sse-later", h_sse_later, 0, PV_BODY_NONE, 0, BOTH, "sse"},
     {"GET", "/params/{a}/x/{b}", h_params, 0, PV_BODY_NONE, 0, BOTH, "params"},
     {"GET", "/secret", h_secret, PV_AUTH_BEARER, PV_BODY_NONE, 0, BOTH,
      "secret"},
@@ -1033,6 +1054,32 @@ TEST(sse)
     CHECK_EQ_STR(r.body, "data: 1\n\ndata: 2\n\n");
     resp_free(&r);
 
+    /* HEAD on a stream: the head only, and the connection goes on. */
+    for (int tls = 0; tls < 2; tls++) {
+        cli_t *c = cli_open(tls);
+        cli_sends(c, "HEAD /sse-later HTTP/1.1\r\nHost: x\r\n\r\n");
+        CHECK_EQ_INT(cli_response(c, &r, true), 0);
+        CHECK_EQ_INT(r.status, 200);
+        resp_free(&r);
+        cli_sends(c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+        CHECK_EQ_INT(cli_response(c, &r, false), 0);
+        CHECK_EQ_STR(r.body, "hello world");
+        resp_free(&r);
+        cli_close(c);
+    }
+    /* HTTP/1.0 has no chunked coding: the body ends with the connection. */
+    cli_t *c10 = cli_open(false);
+    cli_sends(c10, "GET /sse-later HTTP/1.0\r\n\r\n");
+    CHECK_EQ_INT(cli_response(c10, &r, false), 0);
+    CHECK(hdr(&r, "Transfer-Encoding", v, sizeof(v)) == NULL);
+    resp_free(&r);
+    char rest[64] = {0};
+    size_t got = 0;
+    while (got < sizeof(rest) - 1 && cli_take(c10, rest + got, 1) == 0)
+        got++;
+    CHECK_EQ_STR(rest, "data: end\n\n");
+    cli_close(c10);
+
     for (int tls = 0; tls < 2; tls++) {
         atomic_store(&g_sse_closed, 0);
         cli_t *c = cli_open(tls);
@@ -1157,6 +1204,122 @@ TEST(tls_ctx_errors)
     close(fd);
 }
 
+/* ---- failure seam: every failure ends in a clean answer or a close ---- */
+
+static atomic_int g_fail_set;
+
+static void fail_on_loop(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    pv_fail_reset(arg);
+    atomic_store(&g_fail_set, 1);
+}
+
+/* pv_fail_reset runs on the server's loop so it never races a pv_fail. */
+static void set_failpoints(const char *spec)
+{
+    static char buf[128];
+    struct timeval tv = {0, 0};
+    snprintf(buf, sizeof(buf), "%s", spec ? spec : "");
+    atomic_store(&g_fail_set, 0);
+    event_base_once(g_base, -1, EV_TIMEOUT, fail_on_loop, spec ? buf : NULL,
+                    &tv);
+    while (!atomic_load(&g_fail_set))
+        usleep(1000);
+}
+
+/* Leftover upload temp files in the test directory. */
+static int count_uploads(void)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "ls -a %s | grep -c '^.pv-upload-'", g_dir);
+    FILE *p = popen(cmd, "r");
+    int n = -1;
+    if (p) {
+        if (fscanf(p, "%d", &n) != 1)
+            n = -1;
+        pclose(p);
+    }
+    return n;
+}
+
+static const char upload_req[] = "POST /upload HTTP/1.1\r\nHost: x\r\n"
+                                 "Content-Length: 5\r\n\r\nhello";
+
+TEST(failure_seams)
+{
+    resp_t r;
+    set_failpoints("http.tmpfile:1");
+    CHECK_EQ_INT(request(false, upload_req, &r), 0);
+    CHECK_EQ_INT(r.status, 503);
+    resp_free(&r);
+
+    set_failpoints("http.write:1");
+    CHECK_EQ_INT(request(false, upload_req, &r), 0);
+    CHECK_EQ_INT(r.status, 507);
+    resp_free(&r);
+
+    set_failpoints("http.fsync:1");
+    CHECK_EQ_INT(request(false, upload_req, &r), 0);
+    CHECK_EQ_INT(r.status, 500);
+    CHECK(r.body && strstr(r.body, "io_error"));
+    resp_free(&r);
+
+    set_failpoints("http.accept:1");
+    cli_t *c = cli_open(false);
+    CHECK(cli_sees_close(c, 2.0));
+    cli_close(c);
+
+    /* Walk every allocation an upload and an echo make. */
+    for (int n = 1; n <= 6; n++) {
+        char spec[64];
+        snprintf(spec, sizeof(spec), "http.alloc:%d", n);
+        set_failpoints(spec);
+        int rc = request(false, upload_req, &r);
+        CHECK(rc < 0 || r.status == 200 || r.status == 500 || r.status == 503);
+        resp_free(&r);
+        set_failpoints(spec);
+        rc = request(false, "POST /echo HTTP/1.1\r\nHost: x\r\n"
+                            "Transfer-Encoding: chunked\r\n\r\n"
+                            "3\r\nabc\r\n0\r\n\r\n", &r);
+        CHECK(rc < 0 || r.status == 200 || r.status == 500);
+        if (rc == 0 && r.status == 200)
+            CHECK_EQ_STR(r.body, "abc");
+        resp_free(&r);
+    }
+
+    /* A file that cannot be read mid-answer (TLS path): the connection
+     * is cut rather than the length being a lie. */
+    set_failpoints("http.file_read:2");
+    CHECK(request(true, "GET /file HTTP/1.1\r\nHost: x\r\n\r\n", &r) < 0);
+    resp_free(&r);
+    set_failpoints(NULL);
+
+    CHECK_EQ_INT(request(false, upload_req, &r), 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    usleep(50 * 1000);
+    CHECK_EQ_INT(count_uploads(), 0);
+}
+
+TEST(upload_abort_cleans_up)
+{
+    cli_t *c = cli_open(false);
+    char buf[8192];
+    memset(buf, 'u', sizeof(buf));
+    cli_sends(c, "POST /upload HTTP/1.1\r\nHost: x\r\n"
+                 "Content-Length: 100000\r\n\r\n");
+    cli_send(c, buf, sizeof(buf));
+    usleep(100 * 1000);
+    CHECK_EQ_INT(count_uploads(), 1);
+    cli_close(c);
+    double end = now_s() + 2;
+    while (count_uploads() != 0 && now_s() < end)
+        usleep(10000);
+    CHECK_EQ_INT(count_uploads(), 0);
+}
+
 static void shutdown_on_loop(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -1215,6 +1378,7 @@ TEST(graceful_shutdown)
 
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN);
     pv_log_set_level(PV_LOG_WARN);
     if (server_start() != 0) {
         printf("not ok - server_start\n");
@@ -1235,6 +1399,8 @@ int main(void)
     RUN(sse);
     RUN(timeouts);
     RUN(tls_ctx_errors);
+    RUN(failure_seams);
+    RUN(upload_abort_cleans_up);
     RUN(graceful_shutdown);
 
     event_base_loopbreak(g_base);

@@ -200,7 +200,9 @@ function dragStart(e) {
   const list = $('#order');
   const x0 = e.clientX, y0 = e.clientY;
   let dragging = false;
-  li.setPointerCapture(e.pointerId);
+  // Capture on the list, not the item: moving the item in the DOM would
+  // release a capture held by the item itself.
+  list.setPointerCapture(e.pointerId);
   const move = (ev) => {
     if (!dragging) {
       if (Math.hypot(ev.clientX - x0, ev.clientY - y0) < 5) return;
@@ -223,9 +225,9 @@ function dragStart(e) {
     else if (!after && over.previousElementSibling !== li) over.before(li);
   };
   const up = () => {
-    li.removeEventListener('pointermove', move);
-    li.removeEventListener('pointerup', up);
-    li.removeEventListener('pointercancel', up);
+    list.removeEventListener('pointermove', move);
+    list.removeEventListener('pointerup', up);
+    list.removeEventListener('pointercancel', up);
     li.classList.remove('dragging');
     if (!dragging) return;
     const ids = Array.from(list.children).map((c) => c.dataset.id);
@@ -234,8 +236,8 @@ function dragStart(e) {
     order = ids;
     if (changed) commit(li.dataset.id, `Moved to position ${pos + 1} of ${order.length}.`);
   };
-  li.addEventListener('pointermove', move);
-  li.addEventListener('pointerup', up);
-  li.addEventListener('pointercancel', up);
+  list.addEventListener('pointermove', move);
+  list.addEventListener('pointerup', up);
+  list.addEventListener('pointercancel', up);
 }
 

@@ -49,17 +49,29 @@ const KIND_ICON = { info: 'info', ok: 'check', warn: 'alert', error: 'alert' };
 export function toast(text, opts = {}) {
   const kind = opts.kind || 'info';
   const box = $('#toasts');
-  const close = () => { clearTimeout(timer); el.remove(); };
+  const close = () => {
+    clearTimeout(timer);
+    el.remove();
+    if (!box.children.length && box.hidePopover && box.matches(':popover-open')) box.hidePopover();
+  };
   const el = h('div', { class: 'toast ' + kind, role: kind === 'error' ? 'alert' : 'status', 'data-testid': 'notice', 'data-kind': kind },
     icon(KIND_ICON[kind] || 'info'),
     h('p', { class: 'toast-text', text }),
     opts.action ? h('button', { type: 'button', class: 'btn small', text: opts.action.label, onclick: () => { close(); opts.action.run(); } }) : null,
     h('button', { type: 'button', class: 'btn small icon-only ghost', 'aria-label': 'Dismiss', onclick: close }, icon('close')));
   box.append(el);
-  while (box.children.length > 4) box.firstElementChild.remove();
+  while (box.children.length > 3) box.firstElementChild.remove();
+  raise(box);
   const timeout = opts.timeout ?? (kind === 'error' ? 12000 : 6000);
   const timer = timeout > 0 ? setTimeout(close, timeout) : 0;
   return close;
+}
+
+// Showing the popover again puts it above a dialog opened since.
+function raise(box) {
+  if (!box.showPopover) return;
+  if (box.matches(':popover-open')) box.hidePopover();
+  box.showPopover();
 }
 
 export function showError(err, prefix) {

@@ -30,7 +30,10 @@ export function enqueue(files) {
   if (!list.length) return;
   clearTimeout(hideTimer);
   // A new batch starts when the previous one has finished.
-  if (items.length && items.every((it) => finished(it))) items = [];
+  if (items.length && items.every((it) => finished(it))) {
+    items = [];
+    $('#uploads-list').replaceChildren();
+  }
   for (const file of list) {
     const it = { file, loaded: 0, state: 'waiting', reason: '' };
     it.bar = h('progress', { max: '1', value: '0', 'aria-label': 'Upload of ' + file.name, 'data-testid': 'upload-progress' });

@@ -194,9 +194,12 @@ function thumb(v) {
     dur ? h('span', { class: 'dur', text: fmtDuration(dur) }) : null);
 }
 
+// A labelled button, or (short) an icon button named by aria-label and title.
 function actionBtn(action, ic, text, extra = {}) {
-  return h('button', { type: 'button', class: 'btn small' + (extra.primary ? ' primary' : ''), 'data-action': action, ...extra.attrs },
-    icon(ic), h('span', { text }));
+  const cls = 'btn small' + (extra.primary ? ' primary' : '') + (extra.short ? ' icon-only' : '');
+  const named = extra.short ? { 'aria-label': text, title: text } : {};
+  return h('button', { type: 'button', class: cls, 'data-action': action, ...named, ...extra.attrs },
+    icon(ic), extra.short ? null : h('span', { text }));
 }
 
 function actions(v) {
@@ -204,12 +207,12 @@ function actions(v) {
   const out = [];
   if (s === 'ready') {
     out.push(actionBtn('play', 'play', 'Play', { primary: true, attrs: { 'data-testid': 'video-play' } }));
-    out.push(actionBtn('download', 'download', 'Download', { attrs: { 'data-testid': 'video-download' } }));
-    out.push(actionBtn('copy', 'link', 'Copy link', { attrs: { 'data-testid': 'video-copy' } }));
+    out.push(actionBtn('download', 'download', 'Download', { short: true, attrs: { 'data-testid': 'video-download' } }));
+    out.push(actionBtn('copy', 'link', 'Copy link', { short: true, attrs: { 'data-testid': 'video-copy' } }));
   }
   if (ACTIVE.has(s)) out.push(actionBtn('cancel', 'stop', 'Cancel', { attrs: { 'data-testid': 'video-cancel' } }));
   if (s === 'failed' || s === 'cancelled') out.push(actionBtn('retry', 'film', 'Make again', { attrs: { 'data-testid': 'video-retry' } }));
-  if (!ACTIVE.has(s)) out.push(actionBtn('delete', 'trash', 'Delete', { attrs: { 'data-testid': 'video-delete', 'aria-label': 'Delete ' + titleOf(v) } }));
+  if (!ACTIVE.has(s)) out.push(actionBtn('delete', 'trash', 'Delete', { short: true, attrs: { 'data-testid': 'video-delete' } }));
   return out;
 }
 
