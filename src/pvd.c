@@ -18,6 +18,7 @@
 #include "pv.h"
 
 #include <event2/event.h>
+#include <libavutil/log.h>
 #include <getopt.h>
 #include <openssl/ssl.h>
 #include <signal.h>
@@ -367,6 +368,10 @@ int main(int argc, char **argv)
         return 0;
     }
     pv_log_set_level(pv_log_level_parse(app.cfg.log_level));
+    /* stderr carries JSON lines only; FFmpeg's own chatter (x264's
+     * banner, decoder warnings) would break that. Failures still reach
+     * the log through our error paths. */
+    av_log_set_level(AV_LOG_QUIET);
     signal(SIGPIPE, SIG_IGN);
     app.started_ms = pv_now_ms();
 

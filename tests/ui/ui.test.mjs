@@ -64,6 +64,29 @@ function get(url, headers = {}) {
   });
 }
 
+// POST over TLS: JSON (obj) or raw bytes (Buffer) with the given headers.
+function post(url, body, headers = {}) {
+  const m = /^https:\/\/([^/:]+):(\d+)(\/.*)$/.exec(url);
+  const data = Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
+  if (!Buffer.isBuffer(body)) headers = { 'Content-Type': 'application/json', ...headers };
+  return new Promise((resolve, reject) => {
+    const req = https.request({ host: m[1], port: Number(m[2]), path: m[3], method: 'POST', rejectUnauthorized: false,
+      timeout: 20_000, headers: { ...headers, 'Content-Length': data.length } }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString();
+        let json = null;
+        try { json = JSON.parse(text); } catch { /* not JSON */ }
+        resolve({ status: res.statusCode, json, text });
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout: ' + url)));
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
 function plainGet(port, p) {
   return new Promise((resolve, reject) => {
     const s = net.connect(port, '127.0.0.1', () => s.end(`GET ${p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`));
@@ -75,7 +98,7 @@ function plainGet(port, p) {
   });
 }
 
-async function startPvd() {
+async function startPvd(env = {}) {
   if (!fs.existsSync(PVD)) throw new Error(`no pvd at ${PVD} (make build/test/bin/pvd)`);
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pvui-'));
   const httpsPort = await freePort();
@@ -94,9 +117,9 @@ async function startPvd() {
   };
   const confPath = path.join(tmp, 'pvd.conf');
   fs.writeFileSync(confPath, Object.entries(conf).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n');
-  const logPath = path.join(ART, 'pvd.log');
+  const logPath = path.join(ART, env.PV_FAILPOINTS ? 'pvd-failing.log' : 'pvd.log');
   const logFd = fs.openSync(logPath, 'a');
-  const proc = spawn(PVD, ['--config', confPath], { cwd: tmp, stdio: ['ignore', logFd, logFd] });
+  const proc = spawn(PVD, ['--config', confPath], { cwd: tmp, stdio: ['ignore', logFd, logFd], env: { ...process.env, ...env } });
   let exited = null;
   proc.on('exit', (code, sig) => { exited = { code, sig }; });
   const pvd = { proc, tmp, logPath, base: `https://127.0.0.1:${httpsPort}`, httpPort, get exited() { return exited; } };
@@ -468,6 +491,35 @@ async function scenario(browser, pvd, photos, opts) {
     check(await q('logout').isVisible(), 'still signed in');
   });
 
+  if (!opts.mobile) {
+    await step(sc, 'the grid loads more photos as it scrolls', async () => {
+      // 65 more photos through the API (the page shows 60 at first).
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pvui-many-'));
+      cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+      const r = spawnSync('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', 'testsrc2=size=160x120:rate=5', '-frames:v', '65', path.join(dir, 'f%03d.jpg')]);
+      check(r.status === 0, 'ffmpeg made 65 frames: ' + r.stderr);
+      const login = await post(pvd.base + '/api/v1/auth/login', { email, password });
+      check(login.status === 200, 'API login ' + login.status);
+      const files = fs.readdirSync(dir).sort();
+      for (let i = 0; i < files.length; i += 4) {
+        await Promise.all(files.slice(i, i + 4).map(async (f) => {
+          const up = await post(pvd.base + '/api/v1/photos', fs.readFileSync(path.join(dir, f)),
+            { 'Content-Type': 'image/jpeg', 'X-Filename': f, Authorization: 'Bearer ' + login.json.access_token });
+          check(up.status === 201, `upload ${f}: ${up.status} ${up.text.slice(0, 200)}`);
+        }));
+      }
+      await page.locator('.tabs a[data-route="photos"]').click();
+      await page.reload();
+      await page.waitForFunction(() => document.querySelectorAll('[data-testid="photo"]').length >= 60);
+      const first = await page.locator('[data-testid="photo"]').count();
+      check(first === 60, 'the first page has 60 photos, got ' + first);
+      await page.mouse.wheel(0, 20000);
+      await page.waitForFunction(() => document.querySelectorAll('[data-testid="photo"]').length === 68, null, { timeout: 20_000 });
+      check(/68 photos/.test(await page.locator('#photo-count').textContent()), 'the count says 68 photos');
+      await shot(sc, 'many-photos');
+    });
+  }
+
   await step(sc, 'log out', async () => {
     await q('logout').click();
     await q('login').waitFor({ state: 'visible' });
@@ -483,6 +535,46 @@ async function scenario(browser, pvd, photos, opts) {
 
   consoleLog.end();
   await context.close();
+}
+
+// ---------- a render that fails ----------
+
+// A pvd whose encoder always fails (the failure seam): the card says
+// failed, and why, and offers to make it again.
+async function failureScenario(browser, photos) {
+  const sc = { name: 'failure', n: 0, broken: false };
+  let pvd = null;
+  await step(sc, 'a pvd whose renders fail starts', async () => {
+    pvd = await startPvd({ PV_FAILPOINTS: 'render_encoder:1+' });
+  });
+  if (!pvd) return;
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1024, height: 720 }, colorScheme: 'dark' });
+  const page = await context.newPage();
+  sc.page = page;
+  page.setDefaultTimeout(15_000);
+  const q = (id) => page.locator(`[data-testid="${id}"]`);
+  await step(sc, 'a failed video says why', async () => {
+    await page.goto(pvd.base + '/');
+    await q('email').fill(`ui-fail-${Date.now()}@example.com`);
+    await q('password').fill('correct horse battery');
+    await q('signup').click();
+    await q('upload-input').setInputFiles(photos.slice(0, 2));
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid="photo"]').length === 2);
+    for (const c of await page.locator('[data-testid="photo"] .card-select').all()) await c.click();
+    await q('create-video').click();
+    await page.locator('#v-title').fill('Doomed');
+    await q('video-submit').click();
+    const card = q('video').first();
+    await page.waitForFunction(() => { const c = document.querySelector('[data-testid="video"]'); return c && c.dataset.status === 'failed'; }, null, { timeout: 60_000 });
+    const why = await card.locator('[data-testid="video-error"]').textContent();
+    check(why.length > 10 && !/did not say/.test(why), 'the reason is shown: ' + why);
+    await card.locator('[data-testid="video-retry"]').waitFor({ state: 'visible' });
+    await page.locator('[data-testid="notice"][data-kind="error"]', { hasText: 'Doomed' }).waitFor({ state: 'visible' }).catch(() => {});
+    await shot(sc, 'failed');
+  });
+  await context.close();
+  const ex = await stopPvd(pvd);
+  await step(sc, 'the failing pvd stops cleanly', async () => { check(ex && ex.code === 0, 'exit ' + JSON.stringify(ex)); });
 }
 
 // ---------- serving ----------
@@ -554,6 +646,7 @@ async function main() {
     if (!only || only === 'phone') {
       await scenario(browser, pvd, photos, { name: 'phone', viewport: { width: 390, height: 844 }, scheme: 'dark', mobile: true });
     }
+    if (!only || only === 'failure') await failureScenario(browser, photos);
   } catch (e) {
     failed++;
     log('not ok - setup: ' + (e && e.message));

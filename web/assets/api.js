@@ -181,7 +181,7 @@ export async function login(email, password) {
 
 export async function logout() {
   try {
-    if (access) await request('POST', '/auth/logout', { json: {}, headers: SESSION_HEADERS, retry: false });
+    if (access) await request('POST', '/auth/logout', { json: {}, headers: SESSION_HEADERS });
   } finally {
     endSession('logout');
     if (channel) channel.postMessage('logout');

@@ -62,7 +62,7 @@ export function toast(text, opts = {}) {
   box.append(el);
   while (box.children.length > 3) box.firstElementChild.remove();
   raise(box);
-  const timeout = opts.timeout ?? (kind === 'error' ? 12000 : 6000);
+  const timeout = opts.timeout ?? (kind === 'error' ? 12000 : kind === 'warn' ? 8000 : 5000);
   const timer = timeout > 0 ? setTimeout(close, timeout) : 0;
   return close;
 }
