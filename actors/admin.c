@@ -1135,8 +1135,11 @@ static void conn_write(struct bufferevent *bev, void *arg)
 static void conn_event(struct bufferevent *bev, short what, void *arg)
 {
     admin_conn_t *c = arg;
-    if ((what & BEV_EVENT_EOF) && c->busy) {
-        c->closing = true; /* half-closed after its request: answer, then close */
+    bool unsent = evbuffer_get_length(bufferevent_get_output(bev)) > 0;
+    if ((what & BEV_EVENT_EOF) && (c->busy || unsent)) {
+        /* half-closed after its request: answer, then close (conn_write) */
+        c->closing = true;
+        bufferevent_disable(bev, EV_READ);
         return;
     }
     if (what & BEV_EVENT_TIMEOUT)

@@ -160,29 +160,52 @@ static bool name_hashed(const char *name)
         hex++;
         p--;
     }
-    return *p == '.' && hex >= 8;
+    return p > name && *p == '.' && hex >= 8;
 }
 
-/* Accept-Encoding names gzip with a non-zero q (or "*"). */
-static bool accepts_gzip(pv_http_req_t *req)
+/* The q value of one Accept-Encoding element's parameters (";q=0.5"),
+ * 1 when it has none. [p, e) is the text after the coding's name. */
+static double coding_q(const char *p, const char *e)
 {
-    const char *h = pv_http_header(req, "Accept-Encoding");
-    for (const char *p = h; p && *p;) {
-        while (*p == ' ' || *p == ',')
+    while (p < e) {
+        const char *semi = memchr(p, ';', (size_t)(e - p));
+        if (!semi)
+            return 1.0;
+        p = semi + 1;
+        while (p < e && (*p == ' ' || *p == '\t'))
             p++;
-        size_t tok = strcspn(p, ";, ");
-        bool hit = (tok == 4 && strncasecmp(p, "gzip", 4) == 0) ||
-                   (tok == 1 && *p == '*');
-        const char *end = p + strcspn(p, ",");
-        if (hit) {
-            const char *q = strstr(p, "q=");
-            if (!q || q > end)
-                return true;
-            return strtod(q + 2, NULL) > 0.0;
+        if (e - p >= 2 && (*p == 'q' || *p == 'Q') && p[1] == '=') {
+            char num[16];
+            size_t n = 0;
+            for (p += 2; p < e && n + 1 < sizeof(num) && *p && strchr("0123456789.", *p); p++)
+                num[n++] = *p;
+            num[n] = '\0';
+            return n ? strtod(num, NULL) : 0.0;
         }
-        p = end;
     }
-    return false;
+    return 1.0;
+}
+
+/* An Accept-Encoding value (RFC 9110 12.5.3) takes gzip: named with q > 0,
+ * or not named and "*" with q > 0. Pure: tests/fuzz/fuzz_web.c feeds it
+ * arbitrary bytes. */
+static bool accepts_gzip(const char *h)
+{
+    double gzip_q = -1, star_q = -1;
+    for (const char *p = h; p && *p;) {
+        const char *e = p + strcspn(p, ",");
+        while (p < e && (*p == ' ' || *p == '\t'))
+            p++;
+        size_t tok = strcspn(p, "; \t,");
+        if (p + tok > e)
+            tok = (size_t)(e - p);
+        if (tok == 4 && strncasecmp(p, "gzip", 4) == 0)
+            gzip_q = coding_q(p + tok, e);
+        else if (tok == 1 && *p == '*')
+            star_q = coding_q(p + tok, e);
+        p = *e ? e + 1 : e;
+    }
+    return gzip_q >= 0 ? gzip_q > 0 : star_q > 0;
 }
 
 /* Opens dir/name, or its .gz sibling when there is one and the client takes
@@ -197,7 +220,7 @@ static int open_variant(pv_http_req_t *req, const char *dir, const char *name,
     if (n < 0 || (size_t)n >= sizeof(p))
         return -ENAMETOOLONG;
     bool have_gz = stat(p, &st) == 0 && S_ISREG(st.st_mode);
-    *gz = have_gz && accepts_gzip(req);
+    *gz = have_gz && accepts_gzip(pv_http_header(req, "Accept-Encoding"));
     *vary = have_gz;
     if (!*gz)
         p[n - 3] = '\0';

@@ -19,6 +19,7 @@
 #include "backup.h"
 #include "pv.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -502,6 +503,22 @@ static bool safe_component(const char *s)
     return true;
 }
 
+/* Directories a re-packed backup may list (tar -c of a restored dir). */
+static bool dir_ok(const char *name)
+{
+    char d[100];
+    size_t n = strlen(name);
+    if (n == 0 || n >= sizeof(d))
+        return false;
+    memcpy(d, name, n + 1);
+    if (d[n - 1] == '/')
+        d[n - 1] = '\0';
+    return strcmp(d, "store") == 0 || strcmp(d, "tls") == 0 || strcmp(d, "blobs") == 0 ||
+           (strncmp(d, "blobs/", 6) == 0 && strlen(d) == 8 && isxdigit((unsigned char)d[6]) &&
+            isxdigit((unsigned char)d[7]) && !isupper((unsigned char)d[6]) &&
+            !isupper((unsigned char)d[7]));
+}
+
 /* The names a backup may hold; anything else (.., absolute paths, links,
  * devices) is refused rather than extracted. */
 static int entry_kind(const char *name)
@@ -528,7 +545,7 @@ static int read_full(int fd, void *buf, size_t n)
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
-            return r < 0 ? -errno : -EIO; /* EOF: truncated archive */
+            return r < 0 ? -errno : -ENODATA; /* EOF: a truncated archive */
         p += r;
         n -= (size_t)r;
     }
@@ -565,9 +582,11 @@ typedef struct restore_job {
     size_t errlen;
     char *buf;
     bool seen_manifest, seen_store;
+    char store_tmp[PATH_MAX + 16]; /* the store, renamed in place last */
 } restore_job_t;
 
-/* Check the header; 1 for the end marker, 0 and name/size for a file. */
+/* Check the header; 1 for the end marker, 2 for a directory to skip, 0
+ * and name/size for a file. */
 static int header_read(restore_job_t *r, char name[101], uint64_t *size)
 {
     tar_hdr_t h;
@@ -583,10 +602,12 @@ static int header_read(restore_job_t *r, char name[101], uint64_t *size)
         return errf(-EINVAL, r->err, r->errlen, "not a pv backup (a tar header is damaged)");
     memcpy(name, h.name, 100);
     name[100] = '\0';
-    if (h.prefix[0] || (h.type != '0' && h.type != '\0') || entry_kind(name) < 0)
-        return errf(-EINVAL, r->err, r->errlen, "unexpected entry \"%s\" in the archive", name);
     if (parse_size(h.size, sizeof(h.size), size) < 0)
         return errf(-EINVAL, r->err, r->errlen, "bad size for \"%s\"", name);
+    if (!h.prefix[0] && h.type == '5' && dir_ok(name) && *size == 0)
+        return 2; /* a directory: made as files need it */
+    if (h.prefix[0] || (h.type != '0' && h.type != '\0') || entry_kind(name) < 0)
+        return errf(-EINVAL, r->err, r->errlen, "unexpected entry \"%s\" in the archive", name);
     return 0;
 }
 
@@ -650,13 +671,19 @@ static int extract(restore_job_t *r, const char *name, int kind, uint64_t size)
         rc = -errno;
     if (fd >= 0 && close(fd) < 0 && rc == 0)
         rc = -errno;
-    if (rc == 0 && rename(tmp, dst) < 0)
+    /* The store goes in place only once everything else did: a failed
+     * restore leaves no store behind that names missing blobs. */
+    if (rc == 0 && kind == E_STORE)
+        snprintf(r->store_tmp, sizeof(r->store_tmp), "%s", tmp);
+    else if (rc == 0 && rename(tmp, dst) < 0)
         rc = -errno;
     if (rc < 0) {
         unlink(tmp);
         if (rc == -EBADMSG)
             return errf(rc, r->err, r->errlen, "%s is damaged (its content does not match its name)",
-                           name);
+                        name);
+        if (rc == -ENODATA)
+            return errf(rc, r->err, r->errlen, "the archive is truncated (in %s)", name);
         return errf(rc, r->err, r->errlen, "cannot restore %s: %s", name, strerror(-rc));
     }
     return pv_fsync_dir(dir);
@@ -719,11 +746,24 @@ int pv_restore(const char *archive, const char *data_dir, pv_backup_info_t *info
             rc = 0;
             break;
         }
+        if (rc == 2) {
+            rc = 0;
+            continue;
+        }
         if (rc == 0)
             rc = restore_entry(&r, name, size);
     }
     if (rc == 0 && !r.seen_store)
         rc = errf(-EINVAL, err, errlen, "the archive holds no store (store/data.mdb)");
+    if (rc == 0) {
+        char dst[PATH_MAX + 16], dir[PATH_MAX + 16];
+        snprintf(dst, sizeof(dst), "%s/store/data.mdb", data_dir);
+        dir_of(dst, dir, sizeof(dir));
+        if (rename(r.store_tmp, dst) < 0 || pv_fsync_dir(dir) < 0)
+            rc = errf(-errno, err, errlen, "cannot put the store in place: %s", strerror(errno));
+    }
+    if (rc < 0 && r.store_tmp[0])
+        unlink(r.store_tmp);
     close(r.fd);
     free(r.buf);
     info->seconds = (double)(pv_mono_us() - t0) / 1e6;

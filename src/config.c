@@ -8,6 +8,7 @@
 #include "config.h"
 #include "pv.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <math.h>
 #include <stdio.h>
@@ -230,6 +231,38 @@ int pv_config_load_env(pv_config_t *c, char *err, size_t errlen)
     return 0;
 }
 
+/* "1.2.3.4:443" or "[::1]:443", port 0..65535. */
+static bool valid_listen(const char *s)
+{
+    char host[64];
+    const char *colon;
+    size_t hl;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (!close || close[1] != ':')
+            return false;
+        hl = (size_t)(close - s - 1);
+        if (hl == 0 || hl >= sizeof(host))
+            return false;
+        memcpy(host, s + 1, hl);
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || colon == s || (size_t)(colon - s) >= sizeof(host))
+            return false;
+        hl = (size_t)(colon - s);
+        memcpy(host, s, hl);
+    }
+    host[hl] = '\0';
+    unsigned char buf[16];
+    if (inet_pton(s[0] == '[' ? AF_INET6 : AF_INET, host, buf) != 1)
+        return false;
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    return !errno && end != colon + 1 && !*end && port >= 0 && port <= 65535;
+}
+
 static int derive(char *field, size_t size, const char *dir, const char *rel)
 {
     if (*field)
@@ -266,8 +299,9 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
         snprintf(err, errlen, "map_size: at least 64K");
         return -EINVAL;
     }
-    if (!strchr(c->https_listen, ':') || !strchr(c->http_listen, ':')) {
-        snprintf(err, errlen, "listeners take ADDR:PORT");
+    if (!valid_listen(c->https_listen) || !valid_listen(c->http_listen)) {
+        snprintf(err, errlen, "https_listen and http_listen take IP:PORT or [IPv6]:PORT (port 0-65535), got \"%s\", \"%s\"",
+                 c->https_listen, c->http_listen);
         return -EINVAL;
     }
     return 0;

@@ -1169,8 +1169,9 @@ static void pv_req_begin(pv_conn_t *c)
 static void pv_req_make_id(pv_conn_t *c, const char *incoming)
 {
     pv_http_req_t *r = &c->req;
-    if (incoming && pv_id_sane(incoming, strlen(incoming))) {
-        strcpy(r->id, incoming);
+    size_t n = incoming ? strlen(incoming) : 0;
+    if (incoming && pv_id_sane(incoming, n)) {
+        memcpy(r->id, incoming, n + 1); /* n <= PV_HTTP_ID_MAX */
         return;
     }
     static const char hex[] = "0123456789abcdef";
@@ -1690,12 +1691,23 @@ static bool pv_conn_read_head(pv_conn_t *c)
         pv_conn_drop(c); /* a head dribbled in too slowly */
         return true;
     }
-    size_t n = len < mhb ? len : mhb;
-    const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+    /* Parse in place from the first chain; make the head contiguous only
+     * when it spans chains (pipelined input can be 256 KiB). */
+    size_t want = len < mhb ? len : mhb;
+    struct evbuffer_iovec v;
+    evbuffer_peek(in, -1, NULL, &v, 1);
+    size_t n = v.iov_len < want ? v.iov_len : want;
+    const char *buf = v.iov_base;
     pv_http_reqline_t rl;
     size_t nh = PV_HTTP_MAX_HEADERS;
-    int r = buf ? pv_http_parse_request(buf, n, &rl, c->hdrs, &nh, mhb)
+    int r = pv_http_parse_request(buf, n, &rl, c->hdrs, &nh, mhb);
+    if (r == PV_HTTP_PARSE_PARTIAL && n < want) {
+        n = want;
+        buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+        nh = PV_HTTP_MAX_HEADERS;
+        r = buf ? pv_http_parse_request(buf, n, &rl, c->hdrs, &nh, mhb)
                 : PV_HTTP_PARSE_BAD;
+    }
     if (r == PV_HTTP_PARSE_PARTIAL && len < mhb) {
         if (c->peer_eof) {
             pv_conn_drop(c);
@@ -1949,42 +1961,64 @@ static int pv_parse_addr(const char *s, struct sockaddr_storage *ss,
     return 0;
 }
 
+/* A listening socket, bound without SO_REUSEPORT: a second daemon on the
+ * same port must fail to start rather than silently take half the
+ * connections. Loops share the socket (pv_http_listen_fd). */
+static int pv_bind_listen(const struct sockaddr_storage *ss, int sslen)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(fd, (const struct sockaddr *)ss, (socklen_t)sslen) < 0 || listen(fd, 511) < 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    return fd;
+}
+
 int pv_http_listen(pv_http_server_t *srv, const char *addr_port,
                    SSL_CTX *_Atomic *tls, int kind)
 {
     struct sockaddr_storage ss;
     int sslen = (int)sizeof(ss);
-    unsigned flags = LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT |
-                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
+    if (!srv || !addr_port || pv_parse_addr(addr_port, &ss, &sslen) < 0)
+        return -EINVAL;
+    int fd = pv_fail("http.listen") ? -EADDRINUSE : pv_bind_listen(&ss, sslen);
+    if (fd < 0)
+        return fd; /* the caller logs it, with its context */
+    int rc = pv_http_listen_fd(srv, fd, tls, kind);
+    close(fd); /* the listener holds its own duplicate */
+    return rc;
+}
 
-    if (!srv || !addr_port || srv->shutting_down)
+int pv_http_listen_fd(pv_http_server_t *srv, int fd, SSL_CTX *_Atomic *tls, int kind)
+{
+    if (!srv || fd < 0 || srv->shutting_down)
         return -EINVAL;
     if (srv->nlst == PV_HTTP_MAX_LISTENERS)
         return -ENOSPC;
-    if (pv_parse_addr(addr_port, &ss, &sslen) < 0)
-        return -EINVAL;
+    int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dfd < 0)
+        return -errno;
     pv_listener_t *l = &srv->lst[srv->nlst];
     memset(l, 0, sizeof(*l));
     l->srv = srv;
     l->kind = kind;
     l->tls = tls;
-    errno = 0;
-    l->lev = pv_fail("http.listen")
-                 ? NULL
-                 : evconnlistener_new_bind(srv->base, pv_accept_cb, l, flags,
-                                           511, (struct sockaddr *)&ss, sslen);
+    l->lev = evconnlistener_new(srv->base, pv_accept_cb, l,
+                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, dfd);
     if (!l->lev) {
-        int err = errno ? errno : EADDRINUSE;
-        pv_log(PV_LOG_ERROR, LOG_ACTOR, NULL, NULL, "cannot listen on %s: %s",
-               addr_port, strerror(err));
-        return -err;
+        close(dfd);
+        return -ENOMEM;
     }
     evconnlistener_set_error_cb(l->lev, pv_accept_error);
     l->retry = evtimer_new(srv->base, pv_accept_retry, l);
     struct sockaddr_storage bound;
     socklen_t blen = sizeof(bound);
-    if (getsockname(evconnlistener_get_fd(l->lev), (struct sockaddr *)&bound,
-                    &blen) == 0) {
+    if (getsockname(dfd, (struct sockaddr *)&bound, &blen) == 0) {
         if (bound.ss_family == AF_INET)
             l->port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
         else if (bound.ss_family == AF_INET6)
@@ -1992,6 +2026,14 @@ int pv_http_listen(pv_http_server_t *srv, const char *addr_port,
     }
     srv->nlst++;
     return 0;
+}
+
+int pv_http_listener_fd(pv_http_server_t *srv, int kind)
+{
+    for (int i = 0; srv && i < srv->nlst; i++)
+        if (srv->lst[i].lev && srv->lst[i].kind == kind)
+            return evconnlistener_get_fd(srv->lst[i].lev);
+    return -ENOENT;
 }
 
 int pv_http_server_port(pv_http_server_t *srv, int kind)

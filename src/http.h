@@ -89,7 +89,8 @@ typedef struct pv_http_config {
 
 pv_http_server_t *pv_http_server_new(struct event_base *base,
                                      const pv_http_config_t *cfg);
-/* Listen on "ADDR:PORT" ("127.0.0.1:8443", "[::1]:8443"). tls is a pointer
+/* Bind and listen on "ADDR:PORT" ("127.0.0.1:8443", "[::1]:8443"; port 0:
+ * the OS picks), without SO_REUSEPORT. tls is a pointer
  * to the SSL_CTX pointer in use, so that a reload can swap it for new
  * connections (NULL: plain HTTP). Returns 0 or -errno. */
 int pv_http_listen(pv_http_server_t *srv, const char *addr_port,
@@ -97,6 +98,11 @@ int pv_http_listen(pv_http_server_t *srv, const char *addr_port,
 /* The port a listener of that kind is bound to (useful with port 0), or
  * -ENOENT. */
 int pv_http_server_port(pv_http_server_t *srv, int kind);
+/* Listen on an already listening socket (another loop's): the socket is
+ * duplicated, so loops share one bound port without SO_REUSEPORT. */
+int pv_http_listen_fd(pv_http_server_t *srv, int fd, SSL_CTX *_Atomic *tls, int kind);
+/* The listening socket of the first listener of `kind`, or -ENOENT. */
+int pv_http_listener_fd(pv_http_server_t *srv, int kind);
 /* Stop accepting; connections finish their in-flight request then close. */
 void pv_http_server_shutdown(pv_http_server_t *srv);
 /* True when no connection is left (used to finish a graceful stop). */

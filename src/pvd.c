@@ -247,12 +247,18 @@ static int start_http_loop(pv_app_t *app, pv_http_loop_t *hl, int i)
     hl->server = pv_http_server_new(pv_loop_base(hl->loop), &hc);
     if (!hl->actor || !hl->server)
         return -ENOMEM;
-    int rc = pv_http_listen(hl->server, app->cfg.https_listen, &app->tls, PV_LISTEN_PUBLIC);
+    /* The first loop binds; the others share its sockets. */
+    pv_http_server_t *first = app->loops[0].server;
+    int rc = i == 0 ? pv_http_listen(hl->server, app->cfg.https_listen, &app->tls, PV_LISTEN_PUBLIC)
+                    : pv_http_listen_fd(hl->server, pv_http_listener_fd(first, PV_LISTEN_PUBLIC),
+                                        &app->tls, PV_LISTEN_PUBLIC);
     if (rc < 0) {
         pv_error("pvd", "cannot listen on %s: %s", app->cfg.https_listen, strerror(-rc));
         return rc;
     }
-    rc = pv_http_listen(hl->server, app->cfg.http_listen, NULL, PV_LISTEN_PRIVATE);
+    rc = i == 0 ? pv_http_listen(hl->server, app->cfg.http_listen, NULL, PV_LISTEN_PRIVATE)
+                : pv_http_listen_fd(hl->server, pv_http_listener_fd(first, PV_LISTEN_PRIVATE), NULL,
+                                    PV_LISTEN_PRIVATE);
     if (rc < 0) {
         pv_error("pvd", "cannot listen on %s: %s", app->cfg.http_listen, strerror(-rc));
         return rc;

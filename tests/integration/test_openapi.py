@@ -238,6 +238,20 @@ def _check(method, path, r, what=None, status=None, code=None):
     return text
 
 
+def _url_fits(path, url, what):
+    """url (e.g. a presigned link pvd made) is an instance of the path
+    template, each path parameter valid against its documented schema."""
+    op = _op("GET", path)
+    params = {p["name"]: p for p in map(_deref, op.get("parameters", [])) if p.get("in") == "path"}
+    rx = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path)) + "$"
+    m = re.match(rx, url.split("?", 1)[0])
+    check(m, "%s: %s fits the documented path %s" % (what, url, path), path, url)
+    for name, value in m.groupdict().items():
+        errs = []
+        _validate(params[name]["schema"], value, "path parameter " + name, errs)
+        check(not errs, "%s: path parameter %s" % (what, name), "valid", "; ".join(errs))
+
+
 # ---------------------------------------------------------------- the route table
 
 ROW_RE = re.compile(r'\{\s*"([A-Z]+)"\s*,\s*"([^"]*)"\s*,\s*(\w+)\s*,\s*(PV_AUTH_\w+)\s*,\s*(PV_BODY_\w+)\s*,'
@@ -598,6 +612,8 @@ def test_photo_answers_match_doc(pvd):
     _check("GET", T, u.req("GET", "%s/%s/thumbnail" % (P, pid)), "thumbnail", 200)
 
     M = "/media/photos/{id}/{what}"
+    for k, url in photo["urls"].items():
+        _url_fits(M, url, "photo urls." + k)
     r = pvd.req("GET", photo["urls"]["content"])
     _check("GET", M, r, "presigned content", 200)
     eq(r.body, data, "presigned content: bytes")
@@ -675,6 +691,8 @@ def test_video_answers_match_doc(pvd):
     eq(events[-1][0], "status", "events of a ready video: it ends with its status")
 
     M = "/media/videos/{id}/{what}"
+    for k, url in v["urls"].items():
+        _url_fits(M, url, "video urls." + k)
     r = pvd.req("GET", v["urls"]["content"], headers={"Range": "bytes=0-99"})
     _check("GET", M, r, "presigned video Range", 206)
     eq(r.header("Content-Type"), "video/mp4", "video content type")
@@ -714,6 +732,7 @@ def test_operations_and_web_match_doc(pvd):
         names = re.findall(r'/assets/([A-Za-z0-9._-]+)', r.body.decode("utf-8", "replace"))
         check(names, "the page links assets", "/assets/...", r.body[:300])
         for n in sorted(set(names))[:4]:
+            _url_fits("/assets/{name}", "/assets/" + n, "asset link of the page")
             _check("GET", "/assets/{name}", pvd.req("GET", "/assets/" + n, headers={"Accept-Encoding": "gzip"}),
                    "asset " + n, 200)
             _check("HEAD", "/assets/{name}", pvd.req("HEAD", "/assets/" + n), "HEAD asset " + n, 200)

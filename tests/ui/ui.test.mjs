@@ -122,6 +122,7 @@ async function startPvd(env = {}) {
   const proc = spawn(PVD, ['--config', confPath], { cwd: tmp, stdio: ['ignore', logFd, logFd], env: { ...process.env, ...env } });
   let exited = null;
   proc.on('exit', (code, sig) => { exited = { code, sig }; });
+  proc.on('error', (e) => { exited = { code: 'spawn: ' + e.message, sig: null }; });
   const pvd = { proc, tmp, logPath, base: `https://127.0.0.1:${httpsPort}`, httpPort, get exited() { return exited; } };
   const deadline = Date.now() + 30_000;
   for (;;) {
@@ -508,13 +509,19 @@ async function scenario(browser, pvd, photos, opts) {
           check(up.status === 201, `upload ${f}: ${up.status} ${up.text.slice(0, 200)}`);
         }));
       }
+      const pages = [];
+      const seen = (r) => { if (/\/api\/v1\/photos\?/.test(r.url())) pages.push(r.url()); };
+      page.on('request', seen);
       await page.locator('.tabs a[data-route="photos"]').click();
       await page.reload();
       await page.waitForFunction(() => document.querySelectorAll('[data-testid="photo"]').length >= 60);
-      const first = await page.locator('[data-testid="photo"]').count();
-      check(first === 60, 'the first page has 60 photos, got ' + first);
       await page.mouse.wheel(0, 20000);
       await page.waitForFunction(() => document.querySelectorAll('[data-testid="photo"]').length === 68, null, { timeout: 20_000 });
+      page.off('request', seen);
+      check(pages.length === 2 && /limit=60/.test(pages[0]) && !/cursor=/.test(pages[0]) && /cursor=/.test(pages[1]),
+        'two pages, the second by cursor: ' + pages.join(' '));
+      const distinct = new Set(await page.locator('[data-testid="photo"]').evaluateAll((els) => els.map((e) => e.dataset.id)));
+      check(distinct.size === 68, 'no photo twice');
       check(/68 photos/.test(await page.locator('#photo-count').textContent()), 'the count says 68 photos');
       await shot(sc, 'many-photos');
     });
@@ -535,6 +542,11 @@ async function scenario(browser, pvd, photos, opts) {
 
   consoleLog.end();
   await context.close();
+}
+
+function sanitizerLines(logPath) {
+  const text = fs.existsSync(logPath) ? fs.readFileSync(logPath, 'utf8') : '';
+  return text.split('\n').filter((l) => /ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|SUMMARY: UndefinedBehaviorSanitizer/.test(l));
 }
 
 // ---------- a render that fails ----------
@@ -558,6 +570,7 @@ async function failureScenario(browser, photos) {
     await q('email').fill(`ui-fail-${Date.now()}@example.com`);
     await q('password').fill('correct horse battery');
     await q('signup').click();
+    await q('logout').waitFor({ state: 'visible' });
     await q('upload-input').setInputFiles(photos.slice(0, 2));
     await page.waitForFunction(() => document.querySelectorAll('[data-testid="photo"]').length === 2);
     for (const c of await page.locator('[data-testid="photo"] .card-select').all()) await c.click();
@@ -574,7 +587,11 @@ async function failureScenario(browser, photos) {
   });
   await context.close();
   const ex = await stopPvd(pvd);
-  await step(sc, 'the failing pvd stops cleanly', async () => { check(ex && ex.code === 0, 'exit ' + JSON.stringify(ex)); });
+  await step(sc, 'the failing pvd stops cleanly', async () => {
+    check(ex && ex.code === 0, 'exit ' + JSON.stringify(ex));
+    const bad = sanitizerLines(pvd.logPath);
+    check(bad.length === 0, bad.join('\n'));
+  });
 }
 
 // ---------- serving ----------
@@ -655,8 +672,7 @@ async function main() {
     if (browser) await browser.close().catch(() => {});
     if (pvd) {
       const ex = await stopPvd(pvd);
-      const text = fs.existsSync(pvd.logPath) ? fs.readFileSync(pvd.logPath, 'utf8') : '';
-      const bad = text.split('\n').filter((l) => /ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|SUMMARY: UndefinedBehaviorSanitizer/.test(l));
+      const bad = sanitizerLines(pvd.logPath);
       if (ex && ex.code === 0 && bad.length === 0) { passed++; log('ok - pvd stops cleanly with no sanitizer report'); } else {
         failed++;
         log(`not ok - pvd stops cleanly with no sanitizer report (exit ${ex && (ex.code ?? ex.sig)})`);

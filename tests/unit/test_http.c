@@ -675,6 +675,41 @@ TEST(keepalive_and_pipelining)
     }
 }
 
+TEST(split_head_and_pipeline_burst)
+{
+    cli_t *c = cli_open(false);
+    resp_t r;
+    cli_sends(c, "GET /hel");
+    usleep(50 * 1000);
+    cli_sends(c, "lo HTTP/1.1\r\nHo");
+    usleep(50 * 1000);
+    cli_sends(c, "st: x\r\n\r\n");
+    CHECK_EQ_INT(cli_response(c, &r, false), 0);
+    CHECK_EQ_STR(r.body, "hello world");
+    resp_free(&r);
+
+    /* 1000 requests in one go: answered in order, one at a time. */
+    enum { N = 1000 };
+    size_t cap = (size_t)N * 64, len = 0;
+    char *burst = malloc(cap);
+    for (int i = 0; i < N; i++)
+        len += (size_t)snprintf(burst + len, cap - len,
+                                "GET /items/%d HTTP/1.1\r\nHost: x\r\n\r\n", i);
+    CHECK_EQ_INT(cli_send(c, burst, len), 0);
+    int good = 0;
+    for (int i = 0; i < N; i++) {
+        char want[32];
+        snprintf(want, sizeof(want), "{\"id\":\"%d\"}", i);
+        if (cli_response(c, &r, false) != 0)
+            break;
+        good += r.status == 200 && r.body && strcmp(r.body, want) == 0;
+        resp_free(&r);
+    }
+    CHECK_EQ_INT(good, N);
+    free(burst);
+    cli_close(c);
+}
+
 TEST(http10)
 {
     resp_t r;
@@ -1387,6 +1422,7 @@ int main(void)
     RUN(routing);
     RUN(listener_kinds_and_hsts);
     RUN(keepalive_and_pipelining);
+    RUN(split_head_and_pipeline_burst);
     RUN(http10);
     RUN(limits_and_garbage);
     RUN(paths);

@@ -161,7 +161,6 @@ async function boot() {
       photos.clearSelection();
       videos.added(v);
       navigate('/videos');
-      toast('Your video is being made. You can keep working meanwhile.', { kind: 'info' });
     },
   });
   videos.init({ photo: photos.photo, isVisible: () => view === 'videos', navigate });

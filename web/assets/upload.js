@@ -153,10 +153,8 @@ function batchDone() {
   paint();
   const clean = items.every((it) => it.state === 'done' || it.state === 'cancelled');
   const added = items.filter((it) => it.state === 'done').length;
-  if (clean && added) {
-    toast(`${plural(added, 'photo')} added.`, { kind: 'ok' });
-    hideTimer = setTimeout(closePanel, 4000);
-  }
+  // All went well: the panel said so; it steps aside after a moment.
+  if (clean && added) hideTimer = setTimeout(closePanel, 4000);
 }
 
 function closePanel() {

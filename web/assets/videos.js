@@ -34,8 +34,10 @@ const STATUS = {
 function titleOf(v) { return (v && v.title) || 'Untitled video'; }
 function errorText(v) {
   const e = v.error;
-  const t = e && typeof e === 'object' ? (e.message || e.code) : e;
-  return t ? String(t) : 'The server did not say why.';
+  let t = String((e && typeof e === 'object' ? (e.message || e.code) : e) || '').trim();
+  if (!t) return 'The server did not say why.';
+  t = t[0].toUpperCase() + t.slice(1);
+  return /[.!?]$/.test(t) ? t : t + '.';
 }
 
 // ---------- public ----------
@@ -149,7 +151,7 @@ function announce(v, was) {
   if (v.status === 'ready') {
     toast(`“${titleOf(v)}” is ready.`, { kind: 'ok', action: { label: 'Play', run: () => openPlayer(v.id) } });
   } else if (v.status === 'failed') {
-    toast(`“${titleOf(v)}” could not be made: ${errorText(v)}`, {
+    toast(`“${titleOf(v)}” could not be made. ${errorText(v)}`, {
       kind: 'error',
       action: onPage ? null : { label: 'Show', run: () => ctx.navigate('/videos') },
     });
