@@ -1042,7 +1042,7 @@ static void dispatch(admin_conn_t *c, const void *payload, size_t len)
     pv_admin_t *adm = c->adm;
     json_t *req, *args;
     const pv_admin_cmd_t *cmd;
-    pv_admin_err_t e;
+    pv_admin_err_t e = {"", ""};
     if (pv_admin_request_parse(payload, len, &req, &cmd, &args, &e) < 0) {
         pv_debug("admin", "bad request from uid %u: %s", (unsigned)c->uid, e.message);
         conn_reply_error(c, e.code, e.message);

@@ -260,6 +260,10 @@ int pv_api_authorize(pv_http_req_t *req, const pv_http_route_t *route)
 
 void pv_api_body_error(pv_http_req_t *req, const pv_body_err_t *e)
 {
+    if (strcmp(e->code, "out_of_memory") == 0) {
+        pv_api_fail(req, -ENOMEM); /* 503 with Retry-After */
+        return;
+    }
     int status = strcmp(e->code, "body_too_large") == 0 ? 413 : 400;
     pv_http_respond_error(req, status, e->code, e->message);
 }

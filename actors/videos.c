@@ -96,7 +96,12 @@ typedef struct videos_state {
     int n_workers;
     sub_entry_t *subs;
     pthread_mutex_t live_mu;      /* guards workers[i].live_id for readers */
+    bool stopping;                /* pvd is stopping: streams end */
 } videos_state_t;
+
+/* Sent to every open event stream when pvd stops, so that the HTTP loops
+ * can finish draining: the browser reconnects to the next pvd. */
+#define SSE_SHUTDOWN "event: shutdown\ndata: {}\n\n"
 
 typedef struct progress_msg {
     pv_msg_t msg;
@@ -285,6 +290,22 @@ static void notify_status(videos_state_t *st, const pv_video_t *v)
     }
 }
 
+/* End the streams of one video (id) or of all (NULL) with `event`. */
+static void end_subs(videos_state_t *st, const uint8_t *id, const char *event)
+{
+    for (sub_entry_t **pp = &st->subs; *pp;) {
+        sub_entry_t *e = *pp;
+        if (id && memcmp(e->sub->id, id, 16) != 0) {
+            pp = &e->next;
+            continue;
+        }
+        char *text = id ? pv_video_event_gone(id) : strdup(event);
+        send_event(e->sub, text, true);
+        *pp = e->next;
+        free(e);
+    }
+}
+
 static void notify_progress(videos_state_t *st, const uint8_t id[16], double progress)
 {
     for (sub_entry_t *e = st->subs; e; e = e->next)
@@ -294,6 +315,10 @@ static void notify_progress(videos_state_t *st, const uint8_t id[16], double pro
 
 static void subscribe(videos_state_t *st, pv_video_sub_t *sub)
 {
+    if (st->stopping) { /* pvd is stopping: the stream ends at once */
+        send_event(sub, strdup(SSE_SHUTDOWN), true);
+        return;
+    }
     pv_txn_t txn;
     pv_video_t v = {0};
     int rc = pv_txn_begin(st->app->store, &txn, false);
@@ -721,6 +746,7 @@ static void job_cmd(videos_state_t *st, pv_actor_t *self, pv_job_cmd_t *c)
         if (w)
             atomic_store(&w->current->cancel, true);
         dequeue_id(st, c->video_id);
+        end_subs(st, c->video_id, NULL); /* "gone", then the streams end */
         pv_actor_reply(&c->msg, 0);
         return;
     }
@@ -836,6 +862,11 @@ static void videos_fn(pv_actor_t *self, pv_msg_t *msg)
         return;
     case PV_MSG_UNSUB:
         unsubscribe(st, ((pv_sse_msg_t *)msg)->sub);
+        pv_msg_free(msg);
+        return;
+    case PV_MSG_VIDEO_SHUTDOWN:
+        st->stopping = true;
+        end_subs(st, NULL, SSE_SHUTDOWN);
         pv_msg_free(msg);
         return;
     default:

@@ -17,6 +17,7 @@ enum pv_video_msg {
     PV_MSG_UNSUB,               /* http loop -> actor: pv_sse_msg_t */
     PV_MSG_SSE,                 /* actor -> http loop: an event to write */
     PV_MSG_UNSUB_DONE,          /* actor -> http loop: free the subscription */
+    PV_MSG_VIDEO_SHUTDOWN,      /* main -> actor: end every event stream */
 };
 
 typedef struct pv_video_enqueue {

@@ -181,6 +181,10 @@ static void begin_stop(main_state_t *ms, const char *why)
     if (atomic_exchange(&app->stopping, true))
         return;
     pv_info("pvd", "stopping (%s): finishing in-flight requests", why);
+    /* Event streams never finish by themselves: end them first. */
+    pv_msg_t *vs = app->videos ? pv_msg_new(sizeof(pv_msg_t), PV_MSG_VIDEO_SHUTDOWN) : NULL;
+    if (vs)
+        pv_actor_send(app->videos, vs);
     for (int i = 0; i < app->n_loops; i++) {
         pv_msg_t *m = pv_msg_new(sizeof(pv_msg_t), PV_MSG_SHUTDOWN);
         if (m)

@@ -340,7 +340,9 @@ static int socket_path(const pvctl_opts_t *o, char *out, size_t len)
     char err[512];
     pv_config_defaults(&cfg);
     int rc = pv_config_load_file(&cfg, o->config ? o->config : PV_DEFAULT_CONFIG, err, sizeof(err));
-    if (rc < 0 && (o->config || rc != -ENOENT)) {
+    if (rc == -EACCES && !o->config) /* an admin_group member may not read it */
+        fprintf(stderr, "pvctl: %s; using the default socket path (or pass --socket)\n", err);
+    else if (rc < 0 && (o->config || rc != -ENOENT)) {
         fprintf(stderr, "pvctl: %s\n", err);
         return -EINVAL;
     }
@@ -666,7 +668,7 @@ static int run_command(const pvctl_opts_t *o, int argc, char **argv)
     const pv_admin_cmd_t *cmd;
     json_t *args;
     bool prompt, generated = false;
-    pv_admin_err_t e;
+    pv_admin_err_t e = {"", ""};
     if (pv_admin_argv(argc, argv, &cmd, &args, &prompt, &e) < 0)
         return usage_error(e.message);
     char pw[1100] = "";
@@ -685,7 +687,7 @@ static int run_command(const pvctl_opts_t *o, int argc, char **argv)
     int timeout = o->timeout_s >= 0 ? o->timeout_s
                                     : (cmd->flags & PV_CMDF_SLOW) ? -1 : DEFAULT_TIMEOUT_S;
     json_t *answer;
-    conn_err_t ce;
+    conn_err_t ce = {"", ""};
     rc = exchange(path, req, timeout, &answer, &ce);
     json_decref(req);
     if (rc < 0)

@@ -23,7 +23,7 @@ static void check_payload(const uint8_t *p, size_t n)
 {
     json_t *req = NULL, *args = NULL;
     const pv_admin_cmd_t *cmd = NULL;
-    pv_admin_err_t e;
+    pv_admin_err_t e = {"", ""};
     int rc = pv_admin_request_parse(p, n, &req, &cmd, &args, &e);
     if (rc != 0 && rc != -EINVAL && rc != -ENOMEM)
         abort();
@@ -72,7 +72,7 @@ static void check_argv(const uint8_t *data, size_t size)
     const pv_admin_cmd_t *cmd;
     json_t *args;
     bool prompt;
-    pv_admin_err_t e;
+    pv_admin_err_t e = {"", ""};
     if (pv_admin_argv(argc, argv, &cmd, &args, &prompt, &e) == 0)
         json_decref(args);
     free(copy);

@@ -721,7 +721,14 @@ def test_admin_group(tmp):
         rc, out, err = pvctl("--json", "status", sock=p.admin_sock, uid=65533, gid=65533)
         eq(rc, 3, "non-member refused by its credentials")
         eq(jsonlib.loads(out)["error"]["code"], "forbidden", "refusal code")
+        # Stopping with admin connections open: idle, mid-frame, and one whose
+        # request (argon2id hashing on a worker) is still in flight.
+        idle, half, busy = Raw(p.admin_sock), Raw(p.admin_sock), Raw(p.admin_sock)
+        half.send(request("status")[:6])
+        busy.send(request("user.add", {"email": rand_email("late"), "password": "in-flight-pw"}))
         stop_checked(p)
+        for c in (idle, half, busy):
+            c.close()
         check(not os.path.exists(p.admin_sock), "the socket is removed at stop", "gone", "still there")
     finally:
         p.cleanup()

@@ -312,3 +312,41 @@ def test_kill9_mid_render_then_ready(tmp):
                   "full duration after re-render", done["duration_s"], ffprobe(path)["format"]["duration"])
         left = [n for n in os.listdir(tmpdir)] if os.path.isdir(tmpdir) else []
         eq([n for n in left if n.startswith("render-")], [], "no half-written render left in tmp")
+
+
+def test_stream_ends_when_video_deleted(pvd):
+    import threading
+    u = pvd.new_user("gone")
+    ids = upload_colors(u, ("red", "green"))
+    v = long_video(u, ids)
+    got = {}
+    t = threading.Thread(target=lambda: got.setdefault("ev", sse_events(pvd, u.access, v["id"], timeout=30)))
+    t.start()
+    time.sleep(1.0)
+    u.req("DELETE", "/api/v1/videos/" + v["id"]).expect(204, "delete while streaming")
+    t.join(30)
+    check(not t.is_alive(), "the stream ended after the delete", "ended", "still open")
+    eq(got["ev"][-1][0], "gone", "last event after a delete")
+
+
+def test_sigterm_with_open_stream_stops_cleanly():
+    import threading
+    with Pvd(name="videos-sigterm", config={"render_workers": "1"}).start() as p:
+        u = p.new_user("term")
+        ids = upload_colors(u, ("red", "green"))
+        v = long_video(u, ids)
+        got = {}
+        t = threading.Thread(target=lambda: got.setdefault("ev", sse_events(p, u.access, v["id"], timeout=30)))
+        t.start()
+        time.sleep(1.0)
+        t0 = time.time()
+        rc = p.stop()  # SIGTERM
+        eq(rc, 0, "exit status after SIGTERM with a stream open")
+        eq(p.sanitizer_lines(), [], "no sanitizer report")
+        check(time.time() - t0 < 10, "stopped promptly with a stream open", "< 10 s", time.time() - t0)
+        t.join(10)
+        eq(got["ev"][-1][0], "shutdown", "the stream's last event")
+        # The running render was left resumable: after a restart it completes.
+        p.start()
+        u.login()
+        eq(wait_status(u, v["id"], ("ready", "failed"), timeout=180)["status"], "ready", "resumed after restart")
