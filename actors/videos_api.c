@@ -77,7 +77,7 @@ json_t *pv_video_json(pv_app_t *app, const pv_video_t *v)
 
 static char *event_text(const char *event, json_t *data)
 {
-    char *d = json_dumps(data, JSON_COMPACT);
+    char *d = json_dumps(data, JSON_COMPACT | JSON_REAL_PRECISION(9));
     json_decref(data);
     if (!d)
         return NULL;

@@ -792,7 +792,7 @@ out:
 
 static void pv_answer_json(pv_http_req_t *r, int status, json_t *obj)
 {
-    char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    char *s = obj ? json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(obj);
     if (!s) {
         static const char oom[] =
