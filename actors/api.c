@@ -13,6 +13,8 @@
 #include "pv.h"
 
 #include <event2/event.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -421,4 +423,23 @@ void pv_api_list(pv_http_req_t *req, int db, pv_list_item_fn fn)
         next = json_string(c);
     }
     pv_http_respond_json(req, 200, json_pack("{s:o,s:o}", "items", lc.items, "next_cursor", next));
+}
+
+/* ---------------- blobs ---------------- */
+
+/* A blob file as the answer: ETag is its hash (content never changes under
+ * a name), Range and HEAD through the HTTP layer. */
+void pv_api_serve_blob(pv_http_req_t *req, const uint8_t sha[32], const char *ctype)
+{
+    pv_app_t *app = pv_api_app(req);
+    char path[PATH_MAX], hex[65], etag[70];
+    pv_blob_path(app->store, sha, path, sizeof(path));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        pv_api_fail(req, errno == ENOENT ? -ENOENT : -errno);
+        return;
+    }
+    pv_hex(sha, 32, hex);
+    snprintf(etag, sizeof(etag), "\"%s\"", hex);
+    pv_http_respond_file(req, fd, ctype, etag, "private, max-age=86400, immutable");
 }

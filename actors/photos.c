@@ -105,34 +105,6 @@ static void part_cleanup(upload_part_t *p)
     *p->tmp = *p->thumb_tmp = '\0';
 }
 
-static int sha256_file(const char *path, uint8_t out[32], uint64_t *bytes)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int rc = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) ? 0 : -ENOMEM;
-    char buf[65536];
-    uint64_t total = 0;
-    ssize_t n;
-    while (rc == 0 && (n = read(fd, buf, sizeof(buf))) != 0) {
-        if (n < 0) {
-            if (errno != EINTR)
-                rc = -errno;
-            continue;
-        }
-        EVP_DigestUpdate(ctx, buf, (size_t)n);
-        total += (uint64_t)n;
-    }
-    if (rc == 0)
-        EVP_DigestFinal_ex(ctx, out, NULL);
-    EVP_MD_CTX_free(ctx);
-    close(fd);
-    if (bytes)
-        *bytes = total;
-    return rc;
-}
-
 /* Does the user already have a photo with these bytes? (a hint; the
  * store writer decides). */
 static bool already_have(pv_app_t *app, const uint8_t user[16], const uint8_t sha[32])
@@ -168,7 +140,7 @@ static int ingest_part(upload_call_t *u, upload_part_t *p)
     }
     if (rc < 0)
         return rc;
-    if ((rc = sha256_file(p->thumb_tmp, p->thumb_sha256, NULL)) < 0)
+    if ((rc = pv_sha256_file(p->thumb_tmp, p->thumb_sha256, NULL)) < 0)
         return rc;
     if ((rc = pv_blob_commit_file(u->app->store, p->thumb_tmp, p->thumb_sha256)) < 0)
         return rc;
@@ -306,7 +278,7 @@ static void upload_work(pv_msg_t *m)
         upload_part_t *p = &u->parts[0];
         snprintf(p->tmp, sizeof(p->tmp), "%s", u->body_path);
         snprintf(p->filename, sizeof(p->filename), "%s", u->raw_filename);
-        rc = sha256_file(p->tmp, p->sha256, &p->bytes);
+        rc = pv_sha256_file(p->tmp, p->sha256, &p->bytes);
     }
     for (int i = 0; rc == 0 && i < u->n; i++) {
         upload_part_t *p = &u->parts[i];
@@ -548,33 +520,18 @@ void pv_h_photo_get(pv_http_req_t *req)
         pv_http_respond_json(req, 200, json_pack("{s:o}", "photo", pv_photo_json(pv_api_app(req), &p)));
 }
 
-static void serve_blob(pv_http_req_t *req, const uint8_t sha[32], const char *ctype)
-{
-    pv_app_t *app = pv_api_app(req);
-    char path[PATH_MAX], hex[65], etag[70];
-    pv_blob_path(app->store, sha, path, sizeof(path));
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        pv_api_fail(req, errno == ENOENT ? -ENOENT : -errno);
-        return;
-    }
-    pv_hex(sha, 32, hex);
-    snprintf(etag, sizeof(etag), "\"%s\"", hex);
-    pv_http_respond_file(req, fd, ctype, etag, "private, max-age=86400, immutable");
-}
-
 void pv_h_photo_content(pv_http_req_t *req)
 {
     pv_photo_t p;
     if (load_own_photo(req, pv_http_param(req, "id"), &p) == 0)
-        serve_blob(req, p.sha256, p.content_type);
+        pv_api_serve_blob(req, p.sha256, p.content_type);
 }
 
 void pv_h_photo_thumbnail(pv_http_req_t *req)
 {
     pv_photo_t p;
     if (load_own_photo(req, pv_http_param(req, "id"), &p) == 0)
-        serve_blob(req, p.thumb_sha256, "image/jpeg");
+        pv_api_serve_blob(req, p.thumb_sha256, "image/jpeg");
 }
 
 /* /media/photos/{id}/{content|thumbnail}: the owner comes from the
@@ -590,9 +547,9 @@ void pv_h_media_photo(pv_http_req_t *req)
     if (load_own_photo(req, pv_http_param(req, "id"), &p) != 0)
         return;
     if (what[0] == 'c')
-        serve_blob(req, p.sha256, p.content_type);
+        pv_api_serve_blob(req, p.sha256, p.content_type);
     else
-        serve_blob(req, p.thumb_sha256, "image/jpeg");
+        pv_api_serve_blob(req, p.thumb_sha256, "image/jpeg");
 }
 
 static json_t *photo_item(pv_app_t *app, const pv_val_t *v)

@@ -31,7 +31,6 @@
 
 #include <fcntl.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -475,43 +474,14 @@ static int render_progress(void *arg, int64_t done, int64_t total)
     return 0;
 }
 
-static int hash_file(const char *path, uint8_t out[32], uint64_t *bytes)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int rc = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) ? 0 : -ENOMEM;
-    static __thread char buf[1 << 16];
-    uint64_t total = 0;
-    while (rc == 0) {
-        ssize_t n = read(fd, buf, sizeof(buf));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            rc = n < 0 ? -errno : 0;
-            break;
-        }
-        EVP_DigestUpdate(ctx, buf, (size_t)n);
-        total += (uint64_t)n;
-    }
-    if (rc == 0)
-        EVP_DigestFinal_ex(ctx, out, NULL);
-    EVP_MD_CTX_free(ctx);
-    close(fd);
-    if (bytes)
-        *bytes = total;
-    return rc;
-}
-
 static void run_task(render_task_t *t, pv_store_t *store)
 {
     t->rc = pv_render((const char *const *)t->paths, t->n, &t->opts, t->out, t->poster,
                       render_progress, t, t->err, sizeof(t->err));
     if (t->rc == 0)
-        t->rc = hash_file(t->out, t->sha, &t->bytes);
+        t->rc = pv_sha256_file(t->out, t->sha, &t->bytes);
     if (t->rc == 0)
-        t->rc = hash_file(t->poster, t->poster_sha, NULL);
+        t->rc = pv_sha256_file(t->poster, t->poster_sha, NULL);
     /* Durable before the record says ready: blob files first. */
     if (t->rc == 0)
         t->rc = pv_blob_commit_file(store, t->out, t->sha);

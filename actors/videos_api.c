@@ -356,21 +356,6 @@ void pv_h_video_get(pv_http_req_t *req)
     pv_video_clear(&v);
 }
 
-static void serve_video_blob(pv_http_req_t *req, const uint8_t sha[32], const char *ctype)
-{
-    pv_app_t *app = pv_api_app(req);
-    char path[PATH_MAX], hex[65], etag[70];
-    pv_blob_path(app->store, sha, path, sizeof(path));
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        pv_api_fail(req, errno == ENOENT ? -ENOENT : -errno);
-        return;
-    }
-    pv_hex(sha, 32, hex);
-    snprintf(etag, sizeof(etag), "\"%s\"", hex);
-    pv_http_respond_file(req, fd, ctype, etag, "private, max-age=86400, immutable");
-}
-
 /* /media/videos/{id}/{content|poster}: the owner is the signature's. */
 void pv_h_media_video(pv_http_req_t *req)
 {
@@ -386,9 +371,9 @@ void pv_h_media_video(pv_http_req_t *req)
     if (v.status != PV_VIDEO_READY)
         pv_http_respond_error(req, 404, "not_found", "the video is not ready");
     else if (content)
-        serve_video_blob(req, v.sha256, "video/mp4");
+        pv_api_serve_blob(req, v.sha256, "video/mp4");
     else
-        serve_video_blob(req, v.poster_sha256, "image/jpeg");
+        pv_api_serve_blob(req, v.poster_sha256, "image/jpeg");
     pv_video_clear(&v);
 }
 

@@ -389,7 +389,8 @@ static int write_archive(backup_job_t *j, const pv_store_stat_t *st, const char 
 {
     char *buf = malloc(COPY_BUF);
     char *manifest = manifest_json(j, st);
-    int fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    unlink(tmp_path); /* a crashed run's; never follow a link planted there */
+    int fd = open(tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     int rc = !buf || !manifest ? -ENOMEM : fd < 0 ? -errno : 0;
     if (rc < 0)
         errf(0, j->err, j->errlen, "cannot create %s: %s", tmp_path, strerror(-rc));
@@ -430,6 +431,26 @@ static void dir_of(const char *path, char *out, size_t outlen)
         *slash = '\0';
     else
         snprintf(out, outlen, ".");
+}
+
+/* Refuse a FILE inside the data directory (one typo there could replace
+ * the live store) or one that exists and is not a regular file. */
+static int check_target(const char *path, const char *data_dir, char *err, size_t errlen)
+{
+    char dir[PATH_MAX], real_dir[PATH_MAX], real_data[PATH_MAX];
+    dir_of(path, dir, sizeof(dir));
+    if (!realpath(dir, real_dir))
+        return errf(-errno, err, errlen, "cannot write into %s: %s", dir, strerror(errno));
+    if (realpath(data_dir, real_data)) {
+        size_t n = strlen(real_data);
+        if (strncmp(real_dir, real_data, n) == 0 && (real_dir[n] == '/' || real_dir[n] == '\0'))
+            return errf(-EINVAL, err, errlen,
+                        "%s is inside the data directory; write the backup elsewhere", path);
+    }
+    struct stat st;
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        return errf(-EEXIST, err, errlen, "%s exists and is not a regular file", path);
+    return 0;
 }
 
 static int backup_run(backup_job_t *j)
@@ -473,6 +494,9 @@ int pv_backup_write(pv_store_t *store, const char *data_dir, const char *tls_cer
     err[0] = '\0';
     if (!path || path[0] != '/')
         return errf(-EINVAL, err, errlen, "the backup path must be absolute");
+    int rc = check_target(path, data_dir, err, errlen);
+    if (rc < 0)
+        return rc;
     backup_job_t j = {.store = store, .data_dir = data_dir, .tls_cert = tls_cert,
                       .tls_key = tls_key, .path = path, .blobs = blobs, .info = info,
                       .err = err, .errlen = errlen};
@@ -480,7 +504,7 @@ int pv_backup_write(pv_store_t *store, const char *data_dir, const char *tls_cer
     if (snprintf(j.blobs_dir, sizeof(j.blobs_dir), "%s/blobs", data_dir) >= PATH_MAX - 72)
         return errf(-ENAMETOOLONG, err, errlen, "data_dir is too long");
     stage_clean(j.tmp_dir); /* a crashed earlier backup's links */
-    int rc = backup_run(&j);
+    rc = backup_run(&j);
     stage_clean(j.tmp_dir);
     free(j.names.v);
     info->files = 2 + info->blobs; /* manifest, store, blobs (+ keys and TLS) */

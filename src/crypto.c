@@ -167,6 +167,36 @@ void pv_hmac_sha256(const void *key, size_t keylen, const void *data,
     sodium_memzero(&st, sizeof(st));
 }
 
+int pv_sha256_file(const char *path, uint8_t out[32], uint64_t *bytes)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    crypto_hash_sha256_state st;
+    crypto_init();
+    crypto_hash_sha256_init(&st);
+    uint8_t buf[65536];
+    uint64_t total = 0;
+    int rc = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rc = n < 0 ? -errno : 0;
+            break;
+        }
+        crypto_hash_sha256_update(&st, buf, (size_t)n);
+        total += (uint64_t)n;
+    }
+    close(fd);
+    if (rc == 0)
+        crypto_hash_sha256_final(&st, out);
+    if (bytes)
+        *bytes = total;
+    return rc;
+}
+
 void pv_hex(const uint8_t *in, size_t len, char *out)
 {
     static const char digits[] = "0123456789abcdef";

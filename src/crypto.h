@@ -22,6 +22,8 @@ int pv_id_decode(const char *text, uint8_t id[16]); /* 0 or -EINVAL */
 
 /* ---- hashes and encodings ---- */
 void pv_sha256(const void *data, size_t len, uint8_t out[32]);
+/* SHA-256 of a file's bytes (blocking); bytes may be NULL. 0 or -errno. */
+int pv_sha256_file(const char *path, uint8_t out[32], uint64_t *bytes);
 /* HMAC-SHA256 with a key of any length (also for SigV4 signing) */
 void pv_hmac_sha256(const void *key, size_t keylen, const void *data,
                     size_t len, uint8_t out[32]);

@@ -151,6 +151,17 @@ TEST(round_trip)
     path_of(archive, sizeof(archive), "small.tar");
     CHECK_EQ_INT(pv_backup_write(s, src, NULL, NULL, archive, false, &info, err, sizeof(err)), 0);
     CHECK_EQ_INT(info.blobs, 0);
+    /* never into the data directory, never over a directory */
+    char inside[600];
+    snprintf(inside, sizeof(inside), "%s/store/data.mdb", src);
+    CHECK_EQ_INT(pv_backup_write(s, src, NULL, NULL, inside, true, &info, err, sizeof(err)),
+                 -EINVAL);
+    CHECK(strstr(err, "inside the data directory") != NULL);
+    CHECK_EQ_INT(pv_backup_write(s, src, NULL, NULL, g_root, true, &info, err, sizeof(err)),
+                 -EEXIST);
+    path_of(inside, sizeof(inside), "no/such/dir/x.tar");
+    CHECK_EQ_INT(pv_backup_write(s, src, NULL, NULL, inside, true, &info, err, sizeof(err)),
+                 -ENOENT);
     /* relative paths are refused (pvctl makes them absolute) */
     CHECK_EQ_INT(pv_backup_write(s, src, NULL, NULL, "rel.tar", true, &info, err, sizeof(err)),
                  -EINVAL);
