@@ -309,14 +309,14 @@ void pv_api_on_done(pv_http_req_t *req, int status, uint64_t bytes_out,
     pv_metrics_request(app->metrics, name, status, bytes_out, ms);
     if (pv_log_get_level() > PV_LOG_INFO)
         return;
-    char extra[512];
+    char extra[512], client[64];
     json_t *p = json_string(pv_http_path(req));
     char *path = p ? json_dumps(p, JSON_ENCODE_ANY) : NULL;
     snprintf(extra, sizeof(extra),
              "\"method\":\"%s\",\"path\":%s,\"route\":\"%s\",\"status\":%d,"
              "\"bytes\":%llu,\"ms\":%.2f,\"remote\":\"%s\"",
              pv_http_method(req), path ? path : "\"\"", name, status,
-             (unsigned long long)bytes_out, ms, pv_http_remote_addr(req));
+             (unsigned long long)bytes_out, ms, pv_api_client_addr(req, client, sizeof(client)));
     free(path);
     json_decref(p);
     pv_log(PV_LOG_INFO, "http", pv_http_request_id(req), extra, "request");
@@ -442,4 +442,51 @@ void pv_api_serve_blob(pv_http_req_t *req, const uint8_t sha[32], const char *ct
     pv_hex(sha, 32, hex);
     snprintf(etag, sizeof(etag), "\"%s\"", hex);
     pv_http_respond_file(req, fd, ctype, etag, "private, max-age=86400, immutable");
+}
+
+/* ---------------- client address ---------------- */
+
+static bool addr_in_list(const char *list, const char *addr, size_t alen)
+{
+    for (const char *p = list; p && *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ", ");
+        if (n && n == alen && strncmp(p, addr, n) == 0)
+            return true;
+        p += n;
+    }
+    return false;
+}
+
+/* The client's address: the peer's, or, when the peer is a configured
+ * trusted proxy, the right-most X-Forwarded-For entry that is not itself a
+ * trusted proxy (entries further left are the client's own claims). */
+const char *pv_api_client_addr(pv_http_req_t *req, char *buf, size_t buflen)
+{
+    pv_app_t *app = pv_api_app(req);
+    const char *peer = pv_http_remote_addr(req);
+    const char *xff = pv_http_header(req, "X-Forwarded-For");
+    const char *list = app->cfg.trusted_proxies;
+    if (!*list || !xff || !addr_in_list(list, peer, strlen(peer)))
+        return peer;
+    const char *end = xff + strlen(xff);
+    while (end > xff) {
+        const char *start = end;
+        while (start > xff && start[-1] != ',')
+            start--;
+        const char *a = start, *b = end;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        size_t n = (size_t)(b - a);
+        if (n && n < buflen && !addr_in_list(list, a, n)) {
+            memcpy(buf, a, n);
+            buf[n] = '\0';
+            return buf;
+        }
+        end = start > xff ? start - 1 : xff;
+    }
+    return peer;
 }

@@ -139,6 +139,8 @@ int pv_api_user_id(pv_http_req_t *req, uint8_t id[16]);
 /* Answer a body parser's error (400, or 413 for body_too_large). */
 struct pv_body_err;
 void pv_api_body_error(pv_http_req_t *req, const struct pv_body_err *e);
+/* The client's address, honouring X-Forwarded-For from trusted proxies. */
+const char *pv_api_client_addr(pv_http_req_t *req, char *buf, size_t buflen);
 /* Answer with a blob file (ETag, Range, HEAD). */
 void pv_api_serve_blob(pv_http_req_t *req, const uint8_t sha[32], const char *ctype);
 /* Parse a JSON body; answers 400 itself and returns NULL on failure. */

