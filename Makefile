@@ -28,7 +28,7 @@ TEST_OBJ := $(LIB_SRC:%.c=build/test/%.o)
 
 main_src = $(if $(filter pvd,$(1)),src/pvd.c,tools/$(1).c)
 
-.PHONY: all deps test-deps run test check unit fuzz bench fmt lint clean web
+.PHONY: all deps test-deps run test check unit fuzz bench fmt lint clean web doc
 all: $(TOOLS:%=build/bin/%)
 
 deps:
@@ -112,6 +112,10 @@ fuzz: $(FUZZ_BINS)
 
 bench: deps all
 	@sh bench/run.sh
+
+# Man pages come from the config and command tables (tools/mkman.sh).
+doc: all
+	sh tools/mkman.sh
 
 fmt:
 	clang-format -i src/*.c src/*.h actors/*.c actors/*.h tools/*.c tests/unit/*.c tests/fuzz/*.c 2>/dev/null || true

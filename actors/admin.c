@@ -276,18 +276,6 @@ static int user_lookup(pv_txn_t *txn, const char *who, pv_user_t *u)
     return rc < 0 ? rc : pv_user_decode(v.data, v.len, u);
 }
 
-static int user_save(pv_txn_t *txn, const pv_user_t *u, bool is_new)
-{
-    char *buf;
-    size_t len;
-    int rc = pv_user_encode(u, &buf, &len);
-    if (rc < 0)
-        return rc;
-    rc = pv_txn_put(txn, PV_DB_USERS, u->id, 16, buf, len, is_new);
-    free(buf);
-    return rc;
-}
-
 /* ---------------- status ---------------- */
 
 typedef struct video_counts {
@@ -480,9 +468,7 @@ static void hash_work(pv_msg_t *m)
 static int user_add_apply(pv_txn_t *txn, void *arg)
 {
     admin_req_t *r = arg;
-    const char *email = r->user.email;
-    int rc = pv_txn_put(txn, PV_DB_EMAILS, email, strlen(email), r->user.id, 16, true);
-    return rc < 0 ? rc : user_save(txn, &r->user, true);
+    return pv_user_insert(txn, &r->user);
 }
 
 static void user_add_committed(admin_req_t *r)
@@ -548,7 +534,7 @@ static int user_state_apply(pv_txn_t *txn, void *arg)
         return rc;
     r->user.disabled = disable;
     r->changed = true;
-    return user_save(txn, &r->user, false);
+    return pv_user_save(txn, &r->user, false);
 }
 
 static void user_state_committed(admin_req_t *r)
@@ -608,7 +594,7 @@ static int reset_password_apply(pv_txn_t *txn, void *arg)
         return rc;
     memcpy(u.pw_hash, r->user.pw_hash, sizeof(u.pw_hash));
     r->user = u;
-    if ((rc = user_save(txn, &u, false)) < 0)
+    if ((rc = pv_user_save(txn, &u, false)) < 0)
         return rc;
     family_list_t fl = {.user = u.id};
     rc = pv_txn_scan(txn, PV_DB_TOKENS, NULL, 0, NULL, 0, false, collect_family, &fl);

@@ -153,6 +153,10 @@ void pv_h_refresh(pv_http_req_t *req);
 void pv_h_logout(pv_http_req_t *req);
 void pv_h_me(pv_http_req_t *req);
 void pv_auth_actor_fn(pv_actor_t *self, pv_msg_t *msg);
+/* Users in a write txn: insert (with its email index; -EEXIST if taken)
+ * and save (is_new: refuse to overwrite). */
+int pv_user_insert(pv_txn_t *txn, const pv_user_t *u);
+int pv_user_save(pv_txn_t *txn, const pv_user_t *u, bool is_new);
 void *pv_auth_state_new(const pv_config_t *cfg);
 void pv_auth_state_free(void *state);
 

@@ -222,21 +222,30 @@ static void signup_committed(pv_call_t *c)
     pv_call_free(c);
 }
 
+int pv_user_save(pv_txn_t *txn, const pv_user_t *u, bool is_new)
+{
+    char *buf;
+    size_t len;
+    int rc = pv_user_encode(u, &buf, &len);
+    if (rc < 0)
+        return rc;
+    rc = pv_txn_put(txn, PV_DB_USERS, u->id, 16, buf, len, is_new);
+    free(buf);
+    return rc;
+}
+
+/* A new user and its email index, in one transaction; -EEXIST when the
+ * email is taken. Sign-up and `pvctl user add` both come here. */
+int pv_user_insert(pv_txn_t *txn, const pv_user_t *u)
+{
+    int rc = pv_txn_put(txn, PV_DB_EMAILS, u->email, strlen(u->email), u->id, 16, true);
+    return rc < 0 ? rc : pv_user_save(txn, u, true);
+}
+
 static int signup_apply(pv_txn_t *txn, void *arg)
 {
     signup_call_t *s = arg;
-    const char *email = s->user.email;
-    int rc = pv_txn_put(txn, PV_DB_EMAILS, email, strlen(email), s->user.id, 16, true);
-    if (rc < 0)
-        return rc; /* -EEXIST: taken */
-    char *buf;
-    size_t len;
-    rc = pv_user_encode(&s->user, &buf, &len);
-    if (rc < 0)
-        return rc;
-    rc = pv_txn_put(txn, PV_DB_USERS, s->user.id, 16, buf, len, true);
-    free(buf);
-    return rc;
+    return pv_user_insert(txn, &s->user);
 }
 
 static void signup_hashed(pv_call_t *c)

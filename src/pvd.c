@@ -14,6 +14,7 @@
  * closes. SIGHUP reloads the certificate and the log level.
  */
 #include "app.h"
+#include "backup.h"
 #include "videos.h"
 #include "pv.h"
 
@@ -33,17 +34,20 @@
 static const char g_usage[] =
     "usage: pvd [--config FILE] [--data DIR] [--https ADDR:PORT] [--http ADDR:PORT]\n"
     "           [--admin-socket PATH] [--set KEY=VALUE]... [--check-config]\n"
+    "           [--restore FILE]\n"
     "           [--help] [--version]\n"
     "\n"
     "Runs the pv appliance in the foreground; logs JSON lines to stderr.\n"
     "With no config it serves HTTPS on 127.0.0.1:8443 (self-signed certificate),\n"
     "plain HTTP (health, metrics) on 127.0.0.1:8080, data under ./pv-data.\n"
+    "--restore FILE unpacks a `pvctl backup` file into an empty data dir and exits.\n"
     "Config file keys (also PV_<KEY> in the environment):\n";
 
 typedef struct pvd_args {
     const char *config;       /* --config */
     bool config_given;
     bool check_only;          /* --check-config */
+    const char *restore;      /* --restore FILE */
 } pvd_args_t;
 
 static void usage_keys(FILE *f)
@@ -72,6 +76,7 @@ static int load_config(int argc, char **argv, pv_config_t *cfg, pvd_args_t *a)
         {"https", required_argument, 0, 's'},  {"http", required_argument, 0, 'p'},
         {"admin-socket", required_argument, 0, 'a'}, {"set", required_argument, 0, 'S'},
         {"check-config", no_argument, 0, 'k'}, {"help", no_argument, 0, 'h'},
+        {"restore", required_argument, 0, 'R'},
         {"version", no_argument, 0, 'V'},      {0, 0, 0, 0}};
     char err[300];
     a->config = PV_DEFAULT_CONFIG;
@@ -81,6 +86,7 @@ static int load_config(int argc, char **argv, pv_config_t *cfg, pvd_args_t *a)
         switch (c) {
         case 'c': a->config = optarg; a->config_given = true; break;
         case 'k': a->check_only = true; break;
+        case 'R': a->restore = optarg; break;
         case 'h':
             fputs(g_usage, stdout);
             usage_keys(stdout);
@@ -377,6 +383,8 @@ int main(int argc, char **argv)
         printf("config ok\n");
         return 0;
     }
+    if (args.restore) /* into an empty data dir, with pvd stopped */
+        return pv_restore_cli(args.restore, app.cfg.data_dir);
     pv_log_set_level(pv_log_level_parse(app.cfg.log_level));
     /* stderr carries JSON lines only; FFmpeg's own chatter (x264's
      * banner, decoder warnings) would break that. Failures still reach

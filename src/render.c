@@ -248,12 +248,14 @@ static int writable(job_t *j, AVFrame *f)
 }
 
 /* Photo s's picture at time t of the video, for Ken Burns, into dst. */
-static void kb_at(const job_t *j, const slot_t *s, double t, AVFrame *dst)
+static int kb_at(job_t *j, const slot_t *s, double t, AVFrame *dst)
 {
     double u = (t - s->index * j->step) / j->spp;
-    pv_rfx_kb_draw(dst, s->pic, &s->kb, u);
+    if (pv_rfx_kb_draw(dst, s->pic, &s->kb, u) < 0)
+        return errf(j, -ENOMEM, "out of memory for a frame");
     if (s->index == 0)
         pv_rtitle_draw(j->title, dst);
+    return 0;
 }
 
 static int scratch(job_t *j, AVFrame **f)
@@ -283,9 +285,8 @@ static int compose(job_t *j, int64_t i, AVFrame **frame)
             *frame = b->pic;
             return 0;
         }
-        if ((rc = scratch(j, &j->out)) < 0)
+        if ((rc = scratch(j, &j->out)) < 0 || (rc = kb_at(j, b, t, j->out)) < 0)
             return rc;
-        kb_at(j, b, t, j->out);
         *frame = j->out;
         return 0;
     }
@@ -295,10 +296,9 @@ static int compose(job_t *j, int64_t i, AVFrame **frame)
         return rc;
     const AVFrame *pa = a->pic, *pb = b->pic;
     if (j->o->video.ken_burns) {
-        if ((rc = scratch(j, &j->pa)) < 0 || (rc = scratch(j, &j->pb)) < 0)
+        if ((rc = scratch(j, &j->pa)) < 0 || (rc = scratch(j, &j->pb)) < 0 ||
+            (rc = kb_at(j, a, t, j->pa)) < 0 || (rc = kb_at(j, b, t, j->pb)) < 0)
             return rc;
-        kb_at(j, a, t, j->pa);
-        kb_at(j, b, t, j->pb);
         pa = j->pa;
         pb = j->pb;
     }

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <libavutil/frame.h>
@@ -397,28 +398,33 @@ static void sample_table(int n, double left, double step, int len, int *i0, int 
     }
 }
 
-/* Bilinear resample of one plane's rectangle into a whole plane. */
+/* Bilinear resample of one plane's rectangle into a whole plane. Vertical
+ * first: the two source rows are mixed into a 16-bit row over the span the
+ * output row reads (a contiguous loop the compiler vectorises), then each
+ * output pixel mixes two neighbours of that row. tmp holds sw values. */
 static void sample_plane(uint8_t *dst, int dls, int dw, int dh, const uint8_t *src, int sls,
-                         int sw, int sh, double left, double top, double step)
+                         int sw, int sh, double left, double top, double step, uint16_t *tmp)
 {
     int xi0[MAX_SIDE], xi1[MAX_SIDE], yi0[MAX_SIDE], yi1[MAX_SIDE];
     uint16_t xf[MAX_SIDE], yf[MAX_SIDE];
     sample_table(dw, left, step, sw, xi0, xi1, xf);
     sample_table(dh, top, step, sh, yi0, yi1, yf);
+    int lo = xi0[0], hi = xi1[dw - 1];
     for (int y = 0; y < dh; y++) {
-        const uint8_t *r0 = src + (ptrdiff_t)yi0[y] * sls, *r1 = src + (ptrdiff_t)yi1[y] * sls;
-        int fy = yf[y];
-        uint8_t *d = dst + (ptrdiff_t)y * dls;
+        const uint8_t *restrict r0 = src + (ptrdiff_t)yi0[y] * sls;
+        const uint8_t *restrict r1 = src + (ptrdiff_t)yi1[y] * sls;
+        const int fy = yf[y], gy = 256 - fy;
+        for (int x = lo; x <= hi; x++)
+            tmp[x] = (uint16_t)(r0[x] * gy + r1[x] * fy);
+        uint8_t *restrict d = dst + (ptrdiff_t)y * dls;
         for (int x = 0; x < dw; x++) {
             int fx = xf[x];
-            int t = r0[xi0[x]] * (256 - fx) + r0[xi1[x]] * fx;
-            int b = r1[xi0[x]] * (256 - fx) + r1[xi1[x]] * fx;
-            d[x] = (uint8_t)((t * (256 - fy) + b * fy + 32768) >> 16);
+            d[x] = (uint8_t)((tmp[xi0[x]] * (256 - fx) + tmp[xi1[x]] * fx + 32768) >> 16);
         }
     }
 }
 
-void pv_rfx_kb_draw(AVFrame *dst, const AVFrame *photo, const pv_rfx_kb_t *kb, double u)
+int pv_rfx_kb_draw(AVFrame *dst, const AVFrame *photo, const pv_rfx_kb_t *kb, double u)
 {
     u = clampd(u, 0.0, 1.0);
     double z = kb->z0 + (kb->z1 - kb->z0) * u;
@@ -427,11 +433,16 @@ void pv_rfx_kb_draw(AVFrame *dst, const AVFrame *photo, const pv_rfx_kb_t *kb, d
     double cy = clampd(kb->y0 + (kb->y1 - kb->y0) * u, ch / 2.0, kb->ph - ch / 2.0);
     double step = cw / dst->width; /* same both ways: the crop has the frame's aspect */
     if (dst->width > MAX_SIDE || dst->height > MAX_SIDE)
-        return;
+        return -EINVAL;
+    uint16_t *tmp = pv_fail("render_alloc") ? NULL : malloc(sizeof(*tmp) * (size_t)kb->pw);
+    if (!tmp)
+        return -ENOMEM;
     for (int i = 0; i < 3; i++) {
         double k = i ? 0.5 : 1.0; /* chroma planes: half the coordinates */
         sample_plane(dst->data[i], dst->linesize[i], plane_w(dst, i), plane_h(dst, i),
                      photo->data[i], photo->linesize[i], plane_w(photo, i), plane_h(photo, i),
-                     (cx - cw / 2.0) * k, (cy - ch / 2.0) * k, step);
+                     (cx - cw / 2.0) * k, (cy - ch / 2.0) * k, step, tmp);
     }
+    free(tmp);
+    return 0;
 }

@@ -59,8 +59,9 @@ typedef struct pv_rfx_kb {
 } pv_rfx_kb_t;
 
 void pv_rfx_kb_plan(pv_rfx_kb_t *kb, uint64_t seed, int index, int pw, int ph, int w, int h);
-/* Sample the photo's crop at clip time u in [0, 1] into dst (bilinear). */
-void pv_rfx_kb_draw(struct AVFrame *dst, const struct AVFrame *photo, const pv_rfx_kb_t *kb,
+/* Sample the photo's crop at clip time u in [0, 1] into dst (bilinear).
+ * 0 or -ENOMEM. */
+int pv_rfx_kb_draw(struct AVFrame *dst, const struct AVFrame *photo, const pv_rfx_kb_t *kb,
                     double u);
 /* If photo is not limited-range yuv420p, a converted copy in *out (else
  * *out = NULL: use photo as it is). 0, -ENOMEM or -EIO. */

@@ -64,7 +64,7 @@ def pvctl(*args, sock=None, input=None, uid=None, gid=None, groups=None, cwd=Non
 
 def ctl(pvd, *args, expect=0, **kw):
     """pvctl against pvd's socket, checking the exit code."""
-    rc, out, err = pvctl(*args, sock=pvd.admin_sock, **kw)
+    rc, out, err = pvctl(*args, sock=sock_of(pvd), **kw)
     check(rc == expect, "pvctl %s exit code (stderr %r, stdout %r)" % (" ".join(args), err[-400:],
                                                                        out[-400:]), expect, rc)
     return out, err
@@ -88,11 +88,9 @@ def ctl_json(pvd, *args, expect=0, **kw):
     return doc
 
 
-def admin_sock(pvd):
+def sock_of(pvd):
+    """Where the harness's config puts the admin socket."""
     return os.path.join(pvd.tmp, "admin.sock")
-
-
-Pvd.admin_sock = property(admin_sock)  # where the harness's config puts it
 
 
 def stop_checked(p):
@@ -406,7 +404,7 @@ def test_man_pages_current():
 # ---------------------------------------------------------------- the shared pvd
 
 def test_socket_mode(pvd):
-    st = os.stat(pvd.admin_sock)
+    st = os.stat(sock_of(pvd))
     check(stat.S_ISSOCK(st.st_mode), "admin socket is a socket", "socket", oct(st.st_mode))
     eq(stat.S_IMODE(st.st_mode), 0o600, "admin socket mode")
 
@@ -496,7 +494,7 @@ def test_jobs(pvd):
     d = ctl_json(pvd, "job", "cancel", "not-an-id", expect=1)
     eq(d["error"]["code"], "bad_args", "job cancel of a malformed id")
     ghost = "01" + "0" * 24
-    rc, out, _ = pvctl("--json", "job", "retry", ghost, sock=pvd.admin_sock)
+    rc, out, _ = pvctl("--json", "job", "retry", ghost, sock=sock_of(pvd))
     code = jsonlib.loads(out)["error"]["code"]
     check((rc, code) in ((1, "not_found"), (4, "unavailable")), "job retry of an unknown id",
           "1 not_found (or 4 without video jobs)", (rc, code))
@@ -514,7 +512,7 @@ def test_jobs(pvd):
     row = [j for j in jobs if j["id"] == vid]
     check(row and row[0]["status"] in ("queued", "running") and row[0]["user"] == u.email,
           "job list shows the new job with its user", vid, jobs)
-    rc, out, _ = pvctl("--json", "job", "cancel", vid, sock=pvd.admin_sock)
+    rc, out, _ = pvctl("--json", "job", "cancel", vid, sock=sock_of(pvd))
     doc = jsonlib.loads(out)
     if rc == 1 and doc["error"]["code"] == "conflict":
         raise Skip("the render finished before it could be cancelled")
@@ -533,7 +531,7 @@ def test_jobs(pvd):
     ctl_json(pvd, "job", "retry", vid)
     st = u.req("GET", "/api/v1/videos/" + vid).json()["video"]["status"]
     check(st in ("queued", "running"), "retried job is queued again", "queued/running", st)
-    pvctl("job", "cancel", vid, sock=pvd.admin_sock)  # no render left running behind us
+    pvctl("job", "cancel", vid, sock=sock_of(pvd))  # no render left running behind us
 
 
 def test_sync(pvd):
@@ -550,7 +548,7 @@ def test_sync(pvd):
 def test_config_show(pvd):
     cfg = ctl_json(pvd, "config", "show")["result"]["config"]
     eq(cfg.get("https_listen"), "127.0.0.1:%d" % pvd.https_port, "config show: https_listen")
-    eq(cfg.get("admin_socket"), pvd.admin_sock, "config show: admin_socket")
+    eq(cfg.get("admin_socket"), sock_of(pvd), "config show: admin_socket")
     eq(cfg.get("data_dir"), pvd.data_dir, "config show: data_dir")
     out, _ = ctl(pvd, "config", "show")
     check("login_ip_burst" in out, "human config show", "every key", out[:500])
@@ -584,7 +582,7 @@ def test_tls_reload_same_files(pvd):
 # ---------------------------------------------------------------- bad input
 
 def test_bad_frames(pvd):
-    path = pvd.admin_sock
+    path = sock_of(pvd)
     c = Raw(path)
     # junk in a well-formed frame: an error, and the connection stays usable
     c.send(frame(b"\xc1\xff junk"))
@@ -656,7 +654,7 @@ def test_bad_frames(pvd):
 
 
 def test_connection_limit(pvd):
-    conns = [Raw(pvd.admin_sock) for _ in range(20)]
+    conns = [Raw(sock_of(pvd)) for _ in range(20)]
     try:
         refused = 0
         for c in conns:
@@ -685,18 +683,18 @@ def test_other_uid_refused(pvd):
     if os.geteuid() != 0:
         raise Skip("needs root to act as another uid")
     os.chmod(pvd.tmp, 0o711)  # the socket's directory must be traversable
-    rc, out, err = pvctl("status", sock=pvd.admin_sock, uid=65534, gid=65534)
+    rc, out, err = pvctl("status", sock=sock_of(pvd), uid=65534, gid=65534)
     eq(rc, 3, "uid 65534 against a 0600 socket: exit 3 (%s)" % err)
     check("permission denied" in err, "says permission denied", "permission denied", err)
-    os.chmod(pvd.admin_sock, 0o666)
+    os.chmod(sock_of(pvd), 0o666)
     try:
-        rc, out, err = pvctl("--json", "status", sock=pvd.admin_sock, uid=65534, gid=65534)
+        rc, out, err = pvctl("--json", "status", sock=sock_of(pvd), uid=65534, gid=65534)
         eq(rc, 3, "uid 65534 through a 0666 socket: refused by SO_PEERCRED, exit 3")
         eq(jsonlib.loads(out)["error"]["code"], "forbidden", "the refusal's code")
         check("refused a connection from uid 65534" in pvd.log_text(), "pvd logs the refusal",
               "a warning", pvd.log_tail(5))
     finally:
-        os.chmod(pvd.admin_sock, 0o600)
+        os.chmod(sock_of(pvd), 0o600)
     still_serving(pvd, "refusing another uid")
 
 
@@ -708,28 +706,28 @@ def test_admin_group(tmp):
     p = start_pvd("pvctl-group", {"admin_group": "nogroup"})
     try:
         os.chmod(p.tmp, 0o711)
-        st = os.stat(p.admin_sock)
+        st = os.stat(sock_of(p))
         eq(stat.S_IMODE(st.st_mode), 0o660, "socket mode with admin_group")
         eq(st.st_gid, 65534, "socket group with admin_group")
-        rc, out, err = pvctl("status", sock=p.admin_sock, uid=65533, gid=65534)
+        rc, out, err = pvctl("status", sock=sock_of(p), uid=65533, gid=65534)
         eq(rc, 0, "primary group member allowed (%s)" % err)
-        rc, out, err = pvctl("status", sock=p.admin_sock, uid=65533, gid=65533, groups=[65534])
+        rc, out, err = pvctl("status", sock=sock_of(p), uid=65533, gid=65533, groups=[65534])
         eq(rc, 0, "supplementary group member allowed (%s)" % err)
-        rc, out, err = pvctl("status", sock=p.admin_sock, uid=65533, gid=65533)
+        rc, out, err = pvctl("status", sock=sock_of(p), uid=65533, gid=65533)
         eq(rc, 3, "non-member refused by the file mode")
-        os.chmod(p.admin_sock, 0o666)
-        rc, out, err = pvctl("--json", "status", sock=p.admin_sock, uid=65533, gid=65533)
+        os.chmod(sock_of(p), 0o666)
+        rc, out, err = pvctl("--json", "status", sock=sock_of(p), uid=65533, gid=65533)
         eq(rc, 3, "non-member refused by its credentials")
         eq(jsonlib.loads(out)["error"]["code"], "forbidden", "refusal code")
         # Stopping with admin connections open: idle, mid-frame, and one whose
         # request (argon2id hashing on a worker) is still in flight.
-        idle, half, busy = Raw(p.admin_sock), Raw(p.admin_sock), Raw(p.admin_sock)
+        idle, half, busy = Raw(sock_of(p)), Raw(sock_of(p)), Raw(sock_of(p))
         half.send(request("status")[:6])
         busy.send(request("user.add", {"email": rand_email("late"), "password": "in-flight-pw"}))
         stop_checked(p)
         for c in (idle, half, busy):
             c.close()
-        check(not os.path.exists(p.admin_sock), "the socket is removed at stop", "gone", "still there")
+        check(not os.path.exists(sock_of(p)), "the socket is removed at stop", "gone", "still there")
     finally:
         p.cleanup()
 
@@ -737,7 +735,7 @@ def test_admin_group(tmp):
 def test_stale_socket_and_second_pvd(tmp):
     p = start_pvd("pvctl-stale")
     try:
-        sock = p.admin_sock
+        sock = sock_of(p)
         # A second pvd on the same socket path must not steal it.
         q = Pvd({"admin_socket": sock}, name="pvctl-second")
         try:

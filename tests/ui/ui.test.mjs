@@ -298,7 +298,7 @@ async function scenario(browser, pvd, photos, opts) {
     await dup.first().waitFor({ state: 'visible', timeout: 30_000 });
     await rej.first().waitFor({ state: 'visible', timeout: 30_000 });
     const why = await rej.first().textContent();
-    check(/not added: .{10,}/.test(why), 'the rejection gives a reason: ' + why);
+    check(/not added\. .{10,}/.test(why), 'the rejection gives a reason: ' + why);
     check(await page.locator('[data-testid="photo"]').count() === 3, 'still three photos');
     await page.waitForFunction(() => /1 already there/.test(document.querySelector('#uploads-summary').textContent));
     await shot(sc, 'duplicate-and-rejected');

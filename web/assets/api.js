@@ -41,7 +41,9 @@ export class ApiError extends Error {
 const WORDS = {
   invalid_credentials: 'That email and password do not match an account. Check them and try again.',
   email_taken: 'An account with this email already exists. Log in instead.',
-  unsupported_media_type: 'This is not a photo pv can read. Use JPEG, PNG, WebP or HEIC.',
+  // The server says what was wrong with the file: keep that, add the way out.
+  unsupported_media_type: (m) => (m ? sentence('Not a photo pv can read: ' + m)
+    : 'This is not a photo pv can read. Use JPEG, PNG, WebP or HEIC.'),
   photo_in_use: 'This photo is in a video that is still being made. Wait for it to finish, or cancel it first.',
   too_large: 'This file is too large for the server.',
   payload_too_large: 'This file is too large for the server.',
@@ -80,7 +82,8 @@ function sentence(s) {
 export function describe(status, body, retryAfter) {
   const err = body && typeof body === 'object' ? body.error : null;
   const code = (err && err.code) || 'http_' + status;
-  let text = WORDS[code] || (err && err.message ? sentence(err.message) : '') ||
+  const words = typeof WORDS[code] === 'function' ? WORDS[code](err && err.message) : WORDS[code];
+  let text = words || (err && err.message ? sentence(err.message) : '') ||
     STATUS_WORDS[status] || STATUS_WORDS[Math.floor(status / 100) * 100] ||
     `The server answered with an unexpected error (HTTP ${status}).`;
   if (status === 429 && retryAfter) {

@@ -93,8 +93,9 @@ async function start(it) {
       it.state = 'cancelled';
     } else {
       it.state = 'bad';
-      it.reason = e.message;
-      toast(`“${it.file.name}” was not added: ${e.message}`, { kind: 'error' });
+      // The server's reason may start with the file's name: said once is enough.
+      it.reason = e.message.replace(`: ${it.file.name}: `, ': ');
+      toast(`“${it.file.name}” was not added. ${it.reason}`, { kind: 'error' });
     }
   } finally {
     it.up = null;
