@@ -196,5 +196,11 @@ void pv_metrics_free(pv_metrics_t *m);
 void pv_metrics_request(pv_metrics_t *m, const char *route, int status,
                         uint64_t bytes_out, double ms);
 void pv_h_metrics(pv_http_req_t *req);
+enum pv_metric {
+    PV_M_UPLOADS, PV_M_UPLOAD_BYTES, PV_M_JOBS_QUEUED, PV_M_JOBS_RUNNING, PV_M_JOBS_READY,
+    PV_M_JOBS_FAILED, PV_M_JOBS_CANCELLED, PV_M_RENDER_FRAMES, PV_M_COUNT
+};
+void pv_metrics_add(pv_metrics_t *m, int which, long long delta);
+void pv_metrics_set(pv_metrics_t *m, int which, long long value);
 
 #endif

@@ -30,9 +30,36 @@ typedef struct m_route {
     atomic_ullong bytes_out;
 } m_route_t;
 
+/* Counters and gauges other actors update, described once here. */
+static const struct {
+    const char *name, *type, *help;
+} g_vals[PV_M_COUNT] = {
+    [PV_M_UPLOADS] = {"pv_photo_uploads_total", "counter", "Photos stored (new, not duplicates)."},
+    [PV_M_UPLOAD_BYTES] = {"pv_photo_upload_bytes_total", "counter", "Bytes of photos stored."},
+    [PV_M_JOBS_QUEUED] = {"pv_video_jobs_queued", "gauge", "Video jobs waiting for a render thread (queue depth)."},
+    [PV_M_JOBS_RUNNING] = {"pv_video_jobs_running", "gauge", "Video jobs rendering now."},
+    [PV_M_JOBS_READY] = {"pv_video_jobs_ready_total", "counter", "Video jobs finished ready."},
+    [PV_M_JOBS_FAILED] = {"pv_video_jobs_failed_total", "counter", "Video jobs that failed."},
+    [PV_M_JOBS_CANCELLED] = {"pv_video_jobs_cancelled_total", "counter", "Video jobs cancelled."},
+    [PV_M_RENDER_FRAMES] = {"pv_render_frames_total", "counter", "Frames rendered (rate() gives frames per second)."},
+};
+
 struct pv_metrics {
     m_route_t routes[M_ROUTES];
+    atomic_llong vals[PV_M_COUNT];
 };
+
+void pv_metrics_add(pv_metrics_t *m, int which, long long delta)
+{
+    if (m && which >= 0 && which < PV_M_COUNT)
+        atomic_fetch_add_explicit(&m->vals[which], delta, memory_order_relaxed);
+}
+
+void pv_metrics_set(pv_metrics_t *m, int which, long long value)
+{
+    if (m && which >= 0 && which < PV_M_COUNT)
+        atomic_store_explicit(&m->vals[which], value, memory_order_relaxed);
+}
 
 pv_metrics_t *pv_metrics_new(void) { return calloc(1, sizeof(pv_metrics_t)); }
 void pv_metrics_free(pv_metrics_t *m) { free(m); }
@@ -194,6 +221,9 @@ void pv_h_metrics(pv_http_req_t *req)
         out(&o, "# TYPE pv_photos gauge\npv_photos %llu\n", (unsigned long long)st.entries[PV_DB_PHOTOS]);
         out(&o, "# TYPE pv_videos gauge\npv_videos %llu\n", (unsigned long long)st.entries[PV_DB_VIDEOS]);
     }
+    for (int i = 0; i < PV_M_COUNT; i++)
+        out(&o, "# HELP %s %s\n# TYPE %s %s\n%s %lld\n", g_vals[i].name, g_vals[i].help,
+            g_vals[i].name, g_vals[i].type, g_vals[i].name, atomic_load(&app->metrics->vals[i]));
     out(&o, "# TYPE pv_process_resident_memory_bytes gauge\npv_process_resident_memory_bytes %ld\n", rss_bytes());
     out(&o, "# TYPE pv_process_open_fds gauge\npv_process_open_fds %d\n", open_fds());
     out(&o, "# TYPE pv_uptime_seconds gauge\npv_uptime_seconds %lld\n",

@@ -412,10 +412,13 @@ static void upload_committed(pv_call_t *c)
     json_t *list = json_array();
     for (int i = 0; i < u->n; i++) {
         json_t *pj = pv_photo_json(u->app, &u->parts[i].photo);
-        if (u->parts[i].duplicate)
+        if (u->parts[i].duplicate) {
             json_object_set_new(pj, "duplicate", json_true());
-        else
+        } else {
             any_new = true;
+            pv_metrics_add(u->app->metrics, PV_M_UPLOADS, 1);
+            pv_metrics_add(u->app->metrics, PV_M_UPLOAD_BYTES, (long long)u->parts[i].photo.bytes);
+        }
         json_array_append_new(list, pj);
     }
     json_t *body;

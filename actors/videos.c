@@ -59,6 +59,7 @@ typedef struct render_task {
     atomic_bool cancel;           /* set by the actor: cancel or shutdown */
     bool shutdown;                /* cancelled because pvd stops */
     atomic_int permille_sent;     /* last progress reported, in 1/1000 */
+    int64_t frames_counted;       /* frames already added to the metrics */
     int rc;
     char err[256];
     char out[PATH_MAX], poster[PATH_MAX];
@@ -582,8 +583,25 @@ static void fail_video(videos_state_t *st, pv_actor_t *self, const uint8_t id[16
     pv_store_submit(st->app->store, &u->sreq);
 }
 
-/* Start queued jobs on idle render threads. */
+static void publish_gauges(videos_state_t *st)
+{
+    int running = 0;
+    for (int i = 0; i < st->n_workers; i++)
+        running += st->workers[i].current != NULL;
+    pv_metrics_set(st->app->metrics, PV_M_JOBS_QUEUED, st->n_queued);
+    pv_metrics_set(st->app->metrics, PV_M_JOBS_RUNNING, running);
+}
+
+static void schedule_jobs(videos_state_t *st, pv_actor_t *self);
+
+/* Start queued jobs on idle render threads; publish the gauges. */
 static void schedule(videos_state_t *st, pv_actor_t *self)
+{
+    schedule_jobs(st, self);
+    publish_gauges(st);
+}
+
+static void schedule_jobs(videos_state_t *st, pv_actor_t *self)
 {
     for (int i = 0; i < st->n_workers && st->head; i++) {
         rworker_t *w = &st->workers[i];
@@ -663,6 +681,9 @@ static void render_done(videos_state_t *st, pv_actor_t *self, render_task_t *t)
         u->from_mask = 1u << PV_VIDEO_RUNNING;
         u->finished = true;
         u->jobs = -1;
+        int outcome = t->rc == 0 ? PV_M_JOBS_READY
+                      : t->rc == -ECANCELED ? PV_M_JOBS_CANCELLED : PV_M_JOBS_FAILED;
+        pv_metrics_add(st->app->metrics, outcome, 1);
         if (t->rc == 0) {
             u->status = PV_VIDEO_READY;
             u->progress = 1.0;
@@ -693,6 +714,8 @@ static void on_progress(videos_state_t *st, pv_actor_t *self, progress_msg_t *m)
      * the same sender's order, so it cannot); still, check it is current. */
     if (t->w->current != t)
         return;
+    pv_metrics_add(st->app->metrics, PV_M_RENDER_FRAMES, m->done - t->frames_counted);
+    t->frames_counted = m->done;
     double p = m->total > 0 ? (double)m->done / (double)m->total : 0;
     notify_progress(st, t->id, p);
     int permille = (int)(p * 1000);
@@ -717,6 +740,7 @@ static void job_cmd(videos_state_t *st, pv_actor_t *self, pv_job_cmd_t *c)
             atomic_store(&w->current->cancel, true);
         dequeue_id(st, c->video_id);
         end_subs(st, c->video_id, NULL); /* "gone", then the streams end */
+        publish_gauges(st);
         pv_actor_reply(&c->msg, 0);
         return;
     }
@@ -757,6 +781,7 @@ static void job_cmd(videos_state_t *st, pv_actor_t *self, pv_job_cmd_t *c)
                 atomic_store(&w->current->cancel, true); /* render_done writes it */
             else if (dequeue_id(st, c->video_id) || v.status == PV_VIDEO_QUEUED) {
                 u = vupdate_new(st, self, c->video_id, c->user_id);
+                pv_metrics_add(st->app->metrics, PV_M_JOBS_CANCELLED, 1);
                 if (u) {
                     u->from_mask = 1u << PV_VIDEO_QUEUED;
                     u->status = PV_VIDEO_CANCELLED;
@@ -783,6 +808,7 @@ static void job_cmd(videos_state_t *st, pv_actor_t *self, pv_job_cmd_t *c)
     pv_video_clear(&v);
     if (u)
         pv_store_submit(st->app->store, &u->sreq);
+    publish_gauges(st);
     pv_actor_reply(&c->msg, rc);
 }
 

@@ -86,6 +86,7 @@ bench_cleanup()
 }
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
+bench_tmp
 
 # ---------------------------------------------------------------- ports
 

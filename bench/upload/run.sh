@@ -24,6 +24,7 @@ files=()
 for i in $(seq 1 "$N"); do files+=("$BIG_JPEGS/$(printf 'big%02d.jpg' "$i")"); done
 total_bytes=$(stat -c %s "${files[@]}" | awk '{s += $1} END {print s}')
 
+bench_tmp
 OUT=$BENCH_TMP/upload
 mkdir -p "$OUT"
 

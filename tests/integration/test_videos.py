@@ -350,3 +350,17 @@ def test_sigterm_with_open_stream_stops_cleanly():
         p.start()
         u.login()
         eq(wait_status(u, v["id"], ("ready", "failed"), timeout=180)["status"], "ready", "resumed after restart")
+
+
+def test_metrics_count_jobs_and_frames(pvd):
+    u = pvd.new_user("metrics")
+    ids = upload_colors(u, ("red",))
+    v = create(u, ids).expect(202, "create").json()["video"]
+    wait_status(u, v["id"], ("ready",))
+    text = pvd.private("GET", "/metrics").expect(200, "metrics").body.decode()
+    vals = dict(re.findall(r"^(pv_[a-z_]+) (\d+)$", text, re.M))
+    check(int(vals.get("pv_video_jobs_ready_total", 0)) >= 1, "jobs ready counted", ">=1", vals)
+    check(int(vals.get("pv_render_frames_total", 0)) >= 30, "frames counted", ">=30", vals)
+    check(int(vals.get("pv_photo_uploads_total", 0)) >= 1, "uploads counted", ">=1", vals)
+    check("pv_video_jobs_queued" in vals and "pv_video_jobs_running" in vals, "job gauges", "present", vals)
+    check('pv_http_requests_total{route="video_create",status="202"}' in text, "requests by route", "present", text[:300])
