@@ -29,7 +29,13 @@ TEST_OBJ := $(LIB_SRC:%.c=build/test/%.o)
 main_src = $(if $(filter pvd,$(1)),src/pvd.c,tools/$(1).c)
 
 .PHONY: all deps test-deps run test check unit fuzz bench fmt lint clean web doc
-all: $(TOOLS:%=build/bin/%)
+all: $(TOOLS:%=build/bin/%) build/web/index.html
+
+# The web UI: content-hashed, gzipped copies of web/ (no npm needed).
+WEB_SRC := $(wildcard web/*.html web/*.js web/*.css web/*.svg web/assets/*)
+build/web/index.html: tools/webbuild.sh $(WEB_SRC)
+	sh tools/webbuild.sh web build/web
+web: build/web/index.html
 
 deps:
 	@sh tools/deps.sh

@@ -76,18 +76,6 @@ static bool has_index(const char *dir)
     return n > 0 && (size_t)n < sizeof(p) && stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-/* `web_root` from the config table, if that key exists there (it is read by
- * name so that this file does not depend on the field being declared). */
-static const char *config_root(const pv_config_t *cfg)
-{
-    size_t n = 0;
-    const pv_config_key_t *k = pv_config_keys(&n);
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(k[i].name, "web_root") == 0 && k[i].size > 0)
-            return (const char *)cfg + k[i].offset;
-    return NULL;
-}
-
 /* Runs once, whichever loop asks first. */
 static void root_resolve(void)
 {
@@ -122,8 +110,8 @@ static void root_resolve(void)
 
 static const char *web_root(pv_http_req_t *req)
 {
-    const char *cfg = config_root(&pv_api_app(req)->cfg);
-    if (cfg && *cfg)
+    const char *cfg = pv_api_app(req)->cfg.web_root;
+    if (*cfg)
         return cfg;
     pthread_once(&g_root_once, root_resolve);
     return g_root;

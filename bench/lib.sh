@@ -404,19 +404,22 @@ bench_small_jpegs()
 # bench_big_jpegs N — N different ~20 MB JPEGs, 6000x4000 (24 MP, a common
 # camera size), testsrc2 under heavy noise with a different seed each, at
 # ffmpeg's best JPEG quality: different bytes and pixels, so that no upload
-# is a duplicate and pvd decodes every one. Made once (about 2 s each, two
-# at a time), kept in $BENCH_CACHE/big/. Sets BIG_JPEGS (a directory).
+# is a duplicate and pvd decodes every one. Each is made once (about 2 s,
+# two at a time) and kept in $BENCH_CACHE/big/. Sets BIG_JPEGS (a directory).
 bench_big_jpegs()
 {
-    local n=$1 d=$BENCH_CACHE/big i pids=()
+    local n=$1 d=$BENCH_CACHE/big i f pids=() made=0
     BIG_JPEGS=$d
-    [ -f "$d/done.$n" ] && return 0
-    rm -rf "$d" && mkdir -p "$d"
-    bench_log "bench: making $n test JPEGs of ~20 MB in $d (once)"
+    mkdir -p "$d"
     for i in $(seq 1 "$n"); do
+        f=$d/$(printf 'big%02d.jpg' "$i")
+        [ -s "$f" ] && continue
+        [ $made = 0 ] && bench_log "bench: making ~20 MB test JPEGs in $d (once)"
+        made=1
+        # to a temp name first: an interrupted run leaves no half image
         ffmpeg -v error -y -f lavfi \
             -i "testsrc2=s=6000x4000:d=1,noise=alls=50:allf=u:all_seed=$((i * 7919))" \
-            -frames:v 1 -q:v 1 -qmin 1 "$d/$(printf 'big%02d.jpg' "$i")" &
+            -frames:v 1 -q:v 1 -qmin 1 -f mjpeg "$f.part" && mv "$f.part" "$f" &
         pids+=($!)
         if [ ${#pids[@]} = 2 ]; then wait "${pids[@]}"; pids=(); fi
     done
@@ -424,5 +427,4 @@ bench_big_jpegs()
     for i in $(seq 1 "$n"); do
         [ -s "$d/$(printf 'big%02d.jpg' "$i")" ] || bench_die "ffmpeg could not make the big test images"
     done
-    touch "$d/done.$n"
 }

@@ -46,6 +46,7 @@ static const pv_config_key_t g_keys[] = {
     {"read_timeout", T_INT, F(read_timeout), "30", "slow-client read timeout, seconds"},
     {"write_timeout", T_INT, F(write_timeout), "60", "slow-client write timeout, seconds"},
     {"trusted_proxies", T_STR, F(trusted_proxies), "", "comma-separated proxy addresses for X-Forwarded-For"},
+    {"web_root", T_STR, F(web_root), "", "the built web UI (default: ../web beside the pvd binary)"},
 };
 
 const pv_config_key_t *pv_config_keys(size_t *n)

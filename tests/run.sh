@@ -62,5 +62,9 @@ if [ -f tests/integration/run.py ]; then
     run integration /usr/bin/python3 tests/integration/run.py
 fi
 
+if [ -f tests/ui/run.sh ]; then
+    run ui sh tests/ui/run.sh
+fi
+
 awk '{ for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed,?$/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }' "$LOG/summary"

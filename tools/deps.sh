@@ -8,10 +8,13 @@ BUILD="make gcc libc6-dev pkg-config liblmdb-dev lmdb-utils libevent-dev libssl-
 libmsgpack-dev libavcodec-dev libavformat-dev libavfilter-dev libswscale-dev libswresample-dev
 libavutil-dev libcurl4-openssl-dev libsodium-dev libpq-dev libheif-dev libexif-dev libjansson-dev
 openssl ca-certificates"
-TEST="clang-14 libclang-rt-14-dev ffmpeg python3 curl procps"
+TEST="clang-14 libclang-rt-14-dev ffmpeg python3 curl procps util-linux chromium fonts-dejavu-core"
 
 want="$BUILD"
 [ "${1:-}" = test ] && want="$want $TEST"
+# The browser tests drive chromium from Node.js (playwright-core); use the
+# machine's Node when there is one (Debian's npm would replace it).
+[ "${1:-}" = test ] && ! command -v node >/dev/null 2>&1 && want="$want nodejs npm"
 
 missing=""
 for p in $want; do
