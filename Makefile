@@ -89,7 +89,7 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=build/test/unit/%)
 
 # ---- fuzzing (clang + libFuzzer) ----
 FUZZ_CC := clang-14
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc -Iactors -g -O1 -DPV_FUZZ \
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc -Iactors -g -O1 -DPV_FUZZ -MMD -MP \
                -fsanitize=fuzzer-no-link,address,undefined
 FUZZ_OBJ := $(LIB_SRC:%.c=build/fuzz/%.o)
 build/fuzz/%.o: %.c
@@ -134,7 +134,10 @@ lint:
 clean:
 	rm -rf build
 
--include $(REL_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+# Header dependencies (-MMD) of every object, the programs' mains and the
+# unit tests included: a changed header must rebuild all that use it.
+-include $(REL_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(wildcard build/rel/main/*.d build/test/main/*.d \
+         build/test/unit/*.d build/fuzz/src/*.d build/fuzz/actors/*.d)
 
 # ---- development: build one unit test from named sources only, so that a
 # half-written file elsewhere does not block you:

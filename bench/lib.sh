@@ -13,6 +13,7 @@
 #   BENCH_CACHE  where generated test images are kept between runs
 #                (default build/bench)
 
+# shellcheck disable=SC2034  # variables set here are read by the benches
 set -u
 set -o pipefail
 
@@ -68,6 +69,20 @@ bench_tmp()
     fi
 }
 
+# bench_forget PID — a job of ours has been waited for: never signal its
+# pid again (it may belong to some other process by then).
+bench_forget()
+{
+    local i
+    for i in "${!BENCH_PIDS[@]}"; do
+        [ "${BENCH_PIDS[$i]}" = "$1" ] && unset "BENCH_PIDS[$i]"
+    done
+    for i in "${!BENCH_NGINX_PIDS[@]}"; do
+        [ "${BENCH_NGINX_PIDS[$i]}" = "$1" ] && unset "BENCH_NGINX_PIDS[$i]"
+    done
+    return 0
+}
+
 bench_cleanup()
 {
     local p
@@ -113,10 +128,15 @@ print(s.getsockname()[1])') || bench_die "cannot pick a port"
 # ---------------------------------------------------------------- pvd
 
 # pvd_build — the release binary (make decides whether anything changed).
+# The Makefile reads the .d files of library objects only, so a changed
+# header would not rebuild build/rel/main/pvd.o; the second makefile given
+# on stdin adds the programs' .d files, so a stale main is never linked.
 pvd_build()
 {
     if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
-        make -s -C "$BENCH_ROOT" build/bin/pvd >/dev/null || bench_die "make build/bin/pvd failed"
+        echo '-include build/rel/main/*.d' |
+            make -s -C "$BENCH_ROOT" -f Makefile -f - build/bin/pvd >/dev/null ||
+            bench_die "make build/bin/pvd failed"
     fi
     [ -x "$PVD" ] || bench_die "no pvd binary at $PVD"
 }
@@ -297,6 +317,7 @@ nginx_stop()
     done
     kill -KILL "$NGINX_PID" 2>/dev/null
     wait "$NGINX_PID" 2>/dev/null
+    bench_forget "$NGINX_PID"
     NGINX_PID=""
 }
 
@@ -377,6 +398,7 @@ rss_sampler_stop()
     [ -n "${RSS_SAMPLER_PID:-}" ] || return 0
     kill "$RSS_SAMPLER_PID" 2>/dev/null
     wait "$RSS_SAMPLER_PID" 2>/dev/null
+    bench_forget "$RSS_SAMPLER_PID"
     RSS_SAMPLER_PID=""
 }
 

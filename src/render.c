@@ -150,7 +150,8 @@ static void loader_start(job_t *j, int index)
     ld->rc = 0;
     ld->err[0] = '\0';
     /* no thread (resources): need() decodes on this thread instead */
-    ld->running = !pv_fail("render_thread") && pthread_create(&ld->thread, NULL, loader_main, ld) == 0;
+    ld->running = !pv_fail("render_thread") &&
+                  pthread_create(&ld->thread, NULL, loader_main, ld) == 0;
 }
 
 /* Wait for the loader; its result (slide or error) is in ld->out / ld->rc. */
@@ -188,13 +189,18 @@ static int need(job_t *j, int index, slot_t **out)
         if (j->slots[i].index < 0 && !free_slot)
             free_slot = &j->slots[i];
     }
-    if (!free_slot) /* cannot happen: the timeline needs two photos at most */
-        return errf(j, -EIO, "internal error: no free photo slot for photo %d", index + 1);
+    if (!free_slot) { /* cannot happen: the timeline needs two photos at most */
+        errf(j, -EIO, "internal error: no free photo slot for photo %d", index + 1);
+        return -EIO;
+    }
     loader_t *ld = &j->ld;
     if (ld->running && ld->out.index == index) {
         loader_join(ld);
-        if (ld->rc < 0)
-            return errf(j, ld->rc, "%s", ld->err);
+        int rc = ld->rc;
+        if (rc < 0) {
+            errf(j, rc, "%s", ld->err);
+            return rc;
+        }
         *free_slot = ld->out;
         ld->out = (slot_t){.index = -1};
     } else {
@@ -329,8 +335,13 @@ static int setup(job_t *j, const char *const *photos, int n, const pv_render_opt
     j->o = o;
     j->photos = photos;
     j->n = n;
-    j->w = o->width;
-    j->h = o->height;
+    /* resolution + aspect decide the size when they are known names: a
+     * caller that copied a stored record's options into o cannot then
+     * render at a stale width/height */
+    if (pv_ropts_frame_size(&o->video, &j->w, &j->h) < 0) {
+        j->w = o->width;
+        j->h = o->height;
+    }
     j->fps = o->video.fps;
     j->slots[0].index = j->slots[1].index = -1;
     j->ld.out.index = -1;
@@ -373,7 +384,8 @@ static int run(job_t *j, const char *out_mp4, const char *poster_jpg)
 {
     int rc = precheck(j);
     if (rc == 0)
-        rc = pv_rout_open(&j->rout, out_mp4, poster_jpg, j->o, j->err, j->errlen);
+        rc = pv_rout_open(&j->rout, out_mp4, poster_jpg, j->o, j->w, j->h, j->err,
+                          j->errlen);
     if (rc == 0)
         rc = report(j, 0);
     for (int64_t i = 0; rc == 0 && i < j->total; i++) {

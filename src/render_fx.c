@@ -407,7 +407,7 @@ static void mix_rows(uint16_t *tmp, const uint8_t *r0, const uint8_t *r1, int lo
 {
     const int gy = 256 - fy;
     int x = lo;
-    v16u16 vf, vg;
+    v16u16 vf = {0}, vg = {0};
     for (int i = 0; i < 16; i++) {
         vf[i] = (uint16_t)fy;
         vg[i] = (uint16_t)gy;
@@ -416,7 +416,8 @@ static void mix_rows(uint16_t *tmp, const uint8_t *r0, const uint8_t *r1, int lo
         v16u8 a, b;
         memcpy(&a, r0 + x, sizeof(a));
         memcpy(&b, r1 + x, sizeof(b));
-        v16u16 t = __builtin_convertvector(a, v16u16) * vg + __builtin_convertvector(b, v16u16) * vf;
+        v16u16 t = __builtin_convertvector(a, v16u16) * vg +
+                   __builtin_convertvector(b, v16u16) * vf;
         memcpy(tmp + x, &t, sizeof(t));
     }
     for (; x <= hi; x++)
@@ -431,6 +432,8 @@ static void sample_plane(uint8_t *dst, int dls, int dw, int dh, const uint8_t *s
                          int sw, int sh, double left, double top, double step, uint16_t *tmp)
 {
     int32_t xt[MAX_SIDE], yt[MAX_SIDE];
+    if (dw < 1 || dh < 1 || dw > MAX_SIDE || dh > MAX_SIDE)
+        return;
     sample_table(dw, left, step, sw, xt);
     sample_table(dh, top, step, sh, yt);
     int lo = xt[0] >> 8, hi = xt[dw - 1] >> 8;

@@ -18,6 +18,8 @@
 struct AVFrame;
 
 /* ---- render_opts.c ---- */
+/* The frame size for v's resolution and aspect; -EINVAL if unknown. */
+int pv_ropts_frame_size(const pv_video_opts_t *v, int *w, int *h);
 /* Effective transition length: 0 with "none" (API.md). */
 double pv_ropts_transition_seconds(const pv_video_opts_t *v);
 
@@ -83,7 +85,7 @@ void pv_rtitle_free(pv_rtitle_t *t);
  * pv_rout_finish succeeds; pv_rout_free removes whatever is left. */
 typedef struct pv_rout pv_rout_t;
 int pv_rout_open(pv_rout_t **out, const char *out_mp4, const char *poster_jpg,
-                 const pv_render_opts_t *o, char *err, size_t errlen);
+                 const pv_render_opts_t *o, int w, int h, char *err, size_t errlen);
 /* Encode one w x h yuv420p frame; f->pts is the frame number. */
 int pv_rout_frame(pv_rout_t *r, struct AVFrame *f, char *err, size_t errlen);
 /* Keep f (any time) as the poster JPEG. A no-op without a poster path. */

@@ -51,20 +51,26 @@ static void join_names(const char *const *names, char *out, size_t len)
 
 /* Frame size: the short side from the resolution, the other from the
  * aspect, rounded to even (yuv420p needs even sizes). */
-static void derive_size(pv_render_opts_t *o)
+int pv_ropts_frame_size(const pv_video_opts_t *v, int *w, int *h)
 {
-    int r = name_index(g_resolutions, o->video.resolution);
-    int a = name_index(g_aspects, o->video.aspect);
+    int r = name_index(g_resolutions, v->resolution);
+    int a = name_index(g_aspects, v->aspect);
     if (r < 0 || a < 0)
-        return;
+        return -EINVAL;
     int s = g_short_sides[r], aw = g_aspect_wh[a][0], ah = g_aspect_wh[a][1];
     if (aw >= ah) {
-        o->height = s;
-        o->width = 2 * (int)lround((double)s * aw / ah / 2.0);
+        *h = s;
+        *w = 2 * (int)lround((double)s * aw / ah / 2.0);
     } else {
-        o->width = s;
-        o->height = 2 * (int)lround((double)s * ah / aw / 2.0);
+        *w = s;
+        *h = 2 * (int)lround((double)s * ah / aw / 2.0);
     }
+    return 0;
+}
+
+static void derive_size(pv_render_opts_t *o)
+{
+    pv_ropts_frame_size(&o->video, &o->width, &o->height);
 }
 
 void pv_render_opts_default(pv_render_opts_t *o)
@@ -193,7 +199,7 @@ static int set_aspect(opt_ctx_t *c, json_t *v)
 
 static int set_fps(opt_ctx_t *c, json_t *v)
 {
-    long long f;
+    long long f = 0;
     if (get_int(c, "fps", v, &f) == 0)
         for (size_t i = 0; i < PV_ARRAY_LEN(g_fps); i++)
             if (f == g_fps[i]) {
@@ -237,7 +243,7 @@ static int set_preset(opt_ctx_t *c, json_t *v)
 
 static int set_crf(opt_ctx_t *c, json_t *v)
 {
-    long long crf;
+    long long crf = 0;
     if (get_int(c, "crf", v, &crf) < 0 || crf < 0 || crf > 51)
         return bad(c, "crf must be an integer within 0..51");
     c->o->crf = (int)crf;
@@ -246,7 +252,7 @@ static int set_crf(opt_ctx_t *c, json_t *v)
 
 static int set_seed(opt_ctx_t *c, json_t *v)
 {
-    long long s;
+    long long s = 0;
     if (get_int(c, "seed", v, &s) < 0 || s < 0)
         return bad(c, "seed must be a non-negative integer");
     c->o->seed = (uint64_t)s;
@@ -255,7 +261,7 @@ static int set_seed(opt_ctx_t *c, json_t *v)
 
 static int set_threads(opt_ctx_t *c, json_t *v)
 {
-    long long t;
+    long long t = 0;
     if (get_int(c, "threads", v, &t) < 0 || t < 0 || t > 64)
         return bad(c, "threads must be an integer within 0..64 (0: auto)");
     c->o->threads = (int)t;

@@ -171,7 +171,8 @@ static int open_muxer(pv_rout_t *r, char *err, size_t errlen)
     return 0;
 }
 
-static int open_encoder(pv_rout_t *r, const pv_render_opts_t *o, char *err, size_t errlen)
+static int open_encoder(pv_rout_t *r, const pv_render_opts_t *o, int w, int h, char *err,
+                        size_t errlen)
 {
     const AVCodec *codec = avcodec_find_encoder_by_name("libx264");
     if (!codec)
@@ -180,8 +181,8 @@ static int open_encoder(pv_rout_t *r, const pv_render_opts_t *o, char *err, size
     if (!r->enc)
         return av_fail(r, AVERROR(ENOMEM), "H.264 encoder", err, errlen);
     AVCodecContext *c = r->enc;
-    c->width = o->width;
-    c->height = o->height;
+    c->width = w;
+    c->height = h;
     c->pix_fmt = AV_PIX_FMT_YUV420P;
     c->time_base = (AVRational){1, o->video.fps};
     c->framerate = (AVRational){o->video.fps, 1};
@@ -198,8 +199,6 @@ static int open_encoder(pv_rout_t *r, const pv_render_opts_t *o, char *err, size
     AVDictionary *opts = NULL;
     av_dict_set(&opts, "preset", o->x264_preset, 0);
     av_dict_set_int(&opts, "crf", o->crf, 0);
-    if (getenv("PV_X264_PARAMS")) /* EXPERIMENT */
-        av_dict_set(&opts, "x264-params", getenv("PV_X264_PARAMS"), 0);
     int rc = pv_fail("render_encoder") ? AVERROR_EXTERNAL : avcodec_open2(c, codec, &opts);
     av_dict_free(&opts);
     if (rc < 0)
@@ -226,7 +225,7 @@ static int write_header(pv_rout_t *r, char *err, size_t errlen)
 }
 
 int pv_rout_open(pv_rout_t **out, const char *out_mp4, const char *poster_jpg,
-                 const pv_render_opts_t *o, char *err, size_t errlen)
+                 const pv_render_opts_t *o, int w, int h, char *err, size_t errlen)
 {
     *out = NULL;
     pv_rout_t *r = pv_fail("render_alloc") ? NULL : calloc(1, sizeof(*r));
@@ -239,7 +238,7 @@ int pv_rout_open(pv_rout_t **out, const char *out_mp4, const char *poster_jpg,
     if (rc == 0)
         rc = open_muxer(r, err, errlen);
     if (rc == 0)
-        rc = open_encoder(r, o, err, errlen);
+        rc = open_encoder(r, o, w, h, err, errlen);
     if (rc == 0)
         rc = write_header(r, err, errlen);
     if (rc < 0) {

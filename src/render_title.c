@@ -189,10 +189,13 @@ static int build_mask(pv_rtitle_t *t, const uint8_t *g, const line_t *lines, int
     int maxw = 0;
     for (int i = 0; i < nl; i++)
         maxw = lines[i].width > maxw ? lines[i].width : maxw;
+    if (maxw < 1)
+        return 0;
     uint8_t *bm = malloc((size_t)maxw * pv_rfont_height);
     if (!bm)
         return -ENOMEM;
-    int pad = (int)lround(pv_rfont_height * s * 0.45), pitch = (int)lround(pv_rfont_height * s * 1.1);
+    int pad = (int)lround(pv_rfont_height * s * 0.45);
+    int pitch = (int)lround(pv_rfont_height * s * 1.1);
     for (int i = 0; i < nl; i++) {
         memset(bm, 0, (size_t)lines[i].width * pv_rfont_height);
         line_bitmap(g, &lines[i], bm);
@@ -222,7 +225,8 @@ pv_rtitle_t *pv_rtitle_new(const char *title, int w, int h, int *rc)
     int maxw = 0;
     for (int i = 0; i < nl; i++)
         maxw = lines[i].width > maxw ? lines[i].width : maxw;
-    int pad = (int)lround(pv_rfont_height * s * 0.45), pitch = (int)lround(pv_rfont_height * s * 1.1);
+    int pad = (int)lround(pv_rfont_height * s * 0.45);
+    int pitch = (int)lround(pv_rfont_height * s * 1.1);
     pv_rtitle_t *t = calloc(1, sizeof(*t));
     if (!t || pv_fail("render_alloc"))
         goto nomem;

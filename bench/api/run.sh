@@ -11,6 +11,7 @@
 #
 # Environment: BENCH_API_SECONDS (10), BENCH_API_CONNS (64),
 # BENCH_API_INFO=0 to skip the extra run with log_level=info.
+# shellcheck source=bench/lib.sh
 . "$(dirname "$0")/../lib.sh"
 
 SECS=${BENCH_API_SECONDS:-10}

@@ -139,6 +139,7 @@ f2160=$(awk -v w="$(median fps2160 2)" 'BEGIN { printf "%.1f", 150 / w }')
     echo "SSIM pvrender vs peer: $ssim (target >= 0.95)"
     echo "memory bound (480p, 0.5 s a photo): 10 photos $(median mem10 5 | awk '{ printf "%.0f", $1 / 1024 }') MB," \
          "200 photos $(median mem200 5 | awk '{ printf "%.0f", $1 / 1024 }') MB"
-    echo "speed: 720p30 $f720 fps (10 photos); 2160p30 $f2160 fps (3 photos, 2 s each)"
+    echo "speed: 720p30 $f720 fps, $(median fps720 5 | awk '{ printf "%.0f", $1 / 1024 }') MB (10 photos);" \
+         "2160p30 $f2160 fps, $(median fps2160 5 | awk '{ printf "%.0f", $1 / 1024 }') MB (3 photos, 2 s each)"
     echo "(runs: $RUNS; every timing is in $W/times.txt)"
 } | tee results.txt

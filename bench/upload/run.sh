@@ -12,6 +12,7 @@
 # baseline (just before), peak, growth (target <= 64 MB) and after.
 #
 # Environment: BENCH_UPLOAD_N (16).
+# shellcheck source=bench/lib.sh
 . "$(dirname "$0")/../lib.sh"
 
 N=${BENCH_UPLOAD_N:-16}
@@ -115,7 +116,7 @@ growth_kb=$((peak_kb - base_kb))
 cpu=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {printf "%.1f\n", b - a}')
 
 echo "== upload: $N different JPEGs at once, $(mb $((total_bytes / 1024))) MB in all ($(identify -format '%wx%h' "${files[0]}" 2>/dev/null || echo 6000x4000) each), TLS"
-printf '   %-24s %8s %8s %10s %14s\n' server wall_s MB/s ok/$N "per-upload_s"
+printf '   %-24s %8s %8s %10s %14s\n' server wall_s MB/s "ok/$N" "per-upload_s"
 printf '   %-24s %8s %8s %10s %14s\n' "pvd (store+decode+thumb)" "$pvd_wall" "$pvd_mbs" "$pvd_ok" "$pvd_min-$pvd_max"
 printf '   %-24s %8s %8s %10s %14s\n' "nginx (WebDAV PUT)" "$nginx_wall" "$ngx_mbs" "$ngx_ok" "$ngx_min-$ngx_max"
 echo "   pvd CPU during the uploads: ${cpu} s; photos stored per /me: $photos; warn/error log lines: $pvd_err"

@@ -81,9 +81,9 @@ static void opts_small(pv_render_opts_t *o)
     o->video.seconds_per_photo = 1.0;
     o->video.transition_seconds = 0.25;
     o->video.fps = 24;
+    /* width/height stay at the defaults' 1920x1080: pv_render must take the
+     * size from resolution + aspect (render_basic checks 854x480) */
     snprintf(o->video.resolution, sizeof(o->video.resolution), "480p");
-    o->width = 854;
-    o->height = 480;
     snprintf(o->x264_preset, sizeof(o->x264_preset), "ultrafast");
 }
 
@@ -100,15 +100,19 @@ static json_t *probe(const char *path)
     return j;
 }
 
+static json_t *stream0(json_t *pr, const char *key)
+{
+    return json_object_get(json_array_get(json_object_get(pr, "streams"), 0), key);
+}
+
 static const char *stream_str(json_t *pr, const char *key)
 {
-    return json_string_value(json_object_get(json_array_get(json_object_get(pr, "streams"), 0), key));
+    return json_string_value(stream0(pr, key));
 }
 
 static long long stream_int(json_t *pr, const char *key)
 {
-    return json_integer_value(
-        json_object_get(json_array_get(json_object_get(pr, "streams"), 0), key));
+    return json_integer_value(stream0(pr, key));
 }
 
 static double format_duration(json_t *pr)
@@ -456,6 +460,29 @@ TEST(render_basic)
     CHECK_EQ_INT(count_files(".tmp-"), 0);
 }
 
+/* EXIF orientation 6 (display rotated 90 degrees clockwise): a stored
+ * 320x240 photo, red left half and blue right half, shows as 240x320 with
+ * red on top; fitted into 854x480 it is 360x480 between wide bars. */
+TEST(render_exif_orientation)
+{
+    char photo[128], out[128], err[256] = "";
+    path_in(photo, sizeof(photo), "oriented.jpg");
+    int rc = sh("ffmpeg -v error -y -f lavfi -i color=c=red:s=320x240 -vf "
+                "drawbox=x=160:y=0:w=160:h=240:color=blue:t=fill -frames:v 1 %s && "
+                "exiftool -q -overwrite_original -n -Orientation=6 %s",
+                photo, photo);
+    CHECK_EQ_INT(rc, 0);
+    pv_render_opts_t o;
+    opts_small(&o);
+    path_in(out, sizeof(out), "oriented.mp4");
+    const char *photos[] = {photo};
+    CHECK_EQ_INT(pv_render(photos, 1, &o, out, NULL, NULL, NULL, err, sizeof(err)), 0);
+    CHECK_PIXEL(out, 0.5, 427, 100, 255, 0, 0, 40);
+    CHECK_PIXEL(out, 0.5, 427, 380, 0, 0, 255, 40);
+    CHECK_PIXEL(out, 0.5, 200, 240, 0, 0, 0, 24);
+    CHECK_PIXEL(out, 0.5, 660, 240, 0, 0, 0, 24);
+}
+
 TEST(render_wipeleft_direction)
 {
     pv_render_opts_t o;
@@ -501,8 +528,6 @@ TEST(render_ken_burns_title_deterministic)
     o.video.ken_burns = true;
     o.seed = 1234;
     snprintf(o.video.aspect, sizeof(o.video.aspect), "9:16");
-    o.width = 480;
-    o.height = 854;
     snprintf(o.title, sizeof(o.title), "Été à Paris — a long title that has to wrap over "
                                        "several lines because it does not fit in one");
     path_in(a, sizeof(a), "kb_a.mp4");
@@ -533,6 +558,7 @@ TEST(render_ken_burns_title_deterministic)
 typedef struct prog {
     int64_t last, total, calls;
     int64_t cancel_at;       /* return nonzero once done reaches it; 0: never */
+    int64_t cancelled_us;    /* when it asked to cancel */
     bool monotonic;
 } prog_t;
 
@@ -544,7 +570,11 @@ static int on_progress(void *arg, int64_t done, int64_t total)
     p->last = done;
     p->total = total;
     p->calls++;
-    return p->cancel_at && done >= p->cancel_at;
+    if (p->cancel_at && done >= p->cancel_at) {
+        p->cancelled_us = pv_mono_us();
+        return 1;
+    }
+    return 0;
 }
 
 TEST(render_progress_and_cancel)
@@ -567,6 +597,7 @@ TEST(render_progress_and_cancel)
     CHECK_EQ_INT(pv_render(photos, 3, &o, out, poster, on_progress, &c, err, sizeof(err)),
                  -ECANCELED);
     CHECK(c.last >= 5 && c.last < 60);
+    CHECK(pv_mono_us() - c.cancelled_us < 1000000); /* returns within a second */
     CHECK(!exists(out));
     CHECK(!exists(poster));
     CHECK_EQ_INT(count_files(".tmp-"), 0);
@@ -702,6 +733,7 @@ int main(void)
     RUN(opts_sizes);
     RUN(duration_formula);
     RUN(render_basic);
+    RUN(render_exif_orientation);
     RUN(render_wipeleft_direction);
     RUN(render_every_transition);
     RUN(render_ken_burns_title_deterministic);
