@@ -1284,7 +1284,7 @@ static int make_socket(pv_admin_t *adm)
     if (rc == 0 && adm->has_group &&
         (chown(path, (uid_t)-1, adm->gid) < 0 || chmod(path, 0660) < 0))
         rc = -errno;
-    if (rc == 0 && listen(fd, 16) < 0)
+    if (rc == 0 && listen(fd, 128) < 0)
         rc = -errno;
     struct stat st;
     if (rc == 0 && lstat(path, &st) == 0) {

@@ -67,12 +67,17 @@ struct pv_app {
     pv_metrics_t *metrics;
     pv_actor_t *videos;          /* video records, job queue, renders */
     pv_admin_t *admin;           /* the pvctl socket (actors/admin.c) */
+    pv_actor_t *sync;            /* change-log trimming (actors/sync.c) */
     char listeners[256];         /* "https://..., http://..." for status */
 };
 
 /* ---- admin (actors/admin.c): the pvctl Unix socket on the core loop ---- */
 int pv_admin_start(pv_app_t *app);  /* after the store and core loop exist */
 void pv_admin_stop(pv_app_t *app);  /* on the core loop's thread or after it stopped */
+
+/* ---- sync (actors/sync.c): trims the change log on the core loop ---- */
+int pv_sync_start(pv_app_t *app);   /* before the core loop starts */
+void pv_sync_free(pv_app_t *app);   /* after it stopped */
 
 /* Reload the TLS certificate and key from the configured files; the old
  * context stays when the new one is bad. 0 or -errno (err says why). */

@@ -217,6 +217,9 @@ void pv_h_metrics(pv_http_req_t *req)
             (unsigned long long)st.map_used);
         out(&o, "# TYPE pv_changelog_head gauge\npv_changelog_head %llu\n",
             (unsigned long long)st.last_seq);
+        out(&o, "# HELP pv_changelog_entries Change-log entries kept (not yet trimmed).\n"
+                "# TYPE pv_changelog_entries gauge\npv_changelog_entries %llu\n",
+            (unsigned long long)st.entries[PV_DB_CHANGES]);
         out(&o, "# TYPE pv_users gauge\npv_users %llu\n", (unsigned long long)st.entries[PV_DB_USERS]);
         out(&o, "# TYPE pv_photos gauge\npv_photos %llu\n", (unsigned long long)st.entries[PV_DB_PHOTOS]);
         out(&o, "# TYPE pv_videos gauge\npv_videos %llu\n", (unsigned long long)st.entries[PV_DB_VIDEOS]);

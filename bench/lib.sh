@@ -127,16 +127,12 @@ print(s.getsockname()[1])') || bench_die "cannot pick a port"
 
 # ---------------------------------------------------------------- pvd
 
-# pvd_build — the release binary (make decides whether anything changed).
-# The Makefile reads the .d files of library objects only, so a changed
-# header would not rebuild build/rel/main/pvd.o; the second makefile given
-# on stdin adds the programs' .d files, so a stale main is never linked.
+# pvd_build — the release binary (make decides whether anything changed;
+# BENCH_NO_BUILD=1 takes the binary as it is).
 pvd_build()
 {
     if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
-        echo '-include build/rel/main/*.d' |
-            make -s -C "$BENCH_ROOT" -f Makefile -f - build/bin/pvd >/dev/null ||
-            bench_die "make build/bin/pvd failed"
+        make -s -C "$BENCH_ROOT" build/bin/pvd >/dev/null || bench_die "make build/bin/pvd failed"
     fi
     [ -x "$PVD" ] || bench_die "no pvd binary at $PVD"
 }
@@ -177,29 +173,53 @@ pvd_start()
     bench_die "pvd not ready after 30 s (log above)"
 }
 
-# pvd_stop — SIGTERM, then SIGKILL after 15 s.
+# pvd_stop — SIGTERM, then SIGKILL after 20 s (pvd's grace period is
+# 15 s). A stop that takes over 2 s (no client is left by then) is
+# reported, with the log lines that say why.
 pvd_stop()
 {
-    local i
+    local i rc
     [ -n "${PVD_PID:-}" ] || return 0
     kill -TERM "$PVD_PID" 2>/dev/null
-    for i in $(seq 1 150); do
+    for i in $(seq 1 200); do
         kill -0 "$PVD_PID" 2>/dev/null || break
         sleep 0.1
     done
     if kill -0 "$PVD_PID" 2>/dev/null; then
-        bench_log "bench: pvd did not stop in 15 s after SIGTERM; killing it"
+        bench_log "bench: pvd did not stop in 20 s after SIGTERM; killing it"
         kill -KILL "$PVD_PID" 2>/dev/null
+    elif [ "$i" -gt 20 ]; then
+        bench_log "bench: pvd took $((i / 10)) s to stop after SIGTERM:"
+        grep -v '"msg":"request"' "$PVD_LOG" | tail -3 >&2
     fi
     wait "$PVD_PID" 2>/dev/null
+    rc=$?
+    [ "$rc" = 0 ] || bench_log "bench: pvd exited with status $rc (log: $PVD_LOG)"
     PVD_PID=""
 }
 
 # pvd_rss_kb — the current VmRSS of pvd in kB.
 pvd_rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$PVD_PID/status" 2>/dev/null; }
 
-# pvd_errors — warn/error lines pvd logged, counted (a sign of trouble).
+# pvd_errors — warn/error lines pvd logged, counted (a sign of trouble);
+# pvd_show_errors — the first few of them, indented, for a bench's output.
 pvd_errors() { grep -c '"level":"\(warn\|error\)"' "$PVD_LOG" 2>/dev/null || true; }
+pvd_show_errors()
+{
+    grep '"level":"\(warn\|error\)"' "$PVD_LOG" 2>/dev/null | head -5 | cut -c1-300 | sed 's/^/     /'
+}
+
+# bench_busy — how busy the machine was over one second (percent of all
+# cores), before a bench adds its own load: other work skews the figures.
+bench_busy()
+{
+    local a b
+    a=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat)
+    sleep 1
+    b=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN {split(a, x, " "); split(b, y, " ");
+        t = y[2] - x[2]; p = 0; if (t > 0) p = 100 * (y[1] - x[1]) / t; printf "%.0f%%\n", p}'
+}
 
 # ---------------------------------------------------------------- API helpers
 

@@ -46,6 +46,7 @@ static const pv_config_key_t g_keys[] = {
     {"read_timeout", T_INT, F(read_timeout), "30", "slow-client read timeout, seconds"},
     {"write_timeout", T_INT, F(write_timeout), "60", "slow-client write timeout, seconds"},
     {"trusted_proxies", T_STR, F(trusted_proxies), "", "comma-separated proxy addresses for X-Forwarded-For"},
+    {"changelog_trim_seconds", T_INT, F(changelog_trim_seconds), "5", "how often the change log is trimmed below every replication cursor"},
     {"web_root", T_STR, F(web_root), "", "the built web UI (default: ../web beside the pvd binary)"},
 };
 
@@ -294,6 +295,10 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
     }
     if (c->access_token_ttl < 1 || c->presign_ttl < 1 || c->refresh_token_ttl < 1) {
         snprintf(err, errlen, "token and URL lifetimes must be at least 1 second");
+        return -EINVAL;
+    }
+    if (c->changelog_trim_seconds < 1) {
+        snprintf(err, errlen, "changelog_trim_seconds: at least 1");
         return -EINVAL;
     }
     if (c->map_size < (64u << 10)) {

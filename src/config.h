@@ -42,6 +42,7 @@ typedef struct pv_config {
     int read_timeout;               /* slow client sending, seconds */
     int write_timeout;              /* slow client reading, seconds */
     char trusted_proxies[256];      /* addresses whose X-Forwarded-For counts */
+    int changelog_trim_seconds;     /* how often the change log is trimmed */
     char web_root[PATH_MAX];        /* the built web UI, or "" for the default */
 } pv_config_t;
 

@@ -314,6 +314,8 @@ static int start(pv_app_t *app)
         pv_error("pvd", "cannot start the video jobs: %s", strerror(-rc));
         return rc;
     }
+    if ((rc = pv_sync_start(app)) < 0)
+        return rc;
     if ((rc = pv_loop_start(app->core)) < 0)
         return rc;
     app->loops = calloc((size_t)c->loops, sizeof(pv_http_loop_t));
@@ -355,6 +357,7 @@ static void stop_all(pv_app_t *app)
     }
     free(app->loops);
     pv_videos_free(app);
+    pv_sync_free(app);
     if (app->auth) {
         pv_auth_state_free(pv_actor_state(app->auth));
         pv_actor_free(app->auth);

@@ -200,7 +200,8 @@ static int build_mask(pv_rtitle_t *t, const uint8_t *g, const line_t *lines, int
         memset(bm, 0, (size_t)lines[i].width * pv_rfont_height);
         line_bitmap(g, &lines[i], bm);
         int lw = (int)lround(lines[i].width * s);
-        line_draw(bm, lines[i].width, s, t->a, t->w, t->h, (t->w - lw) / 2, pad + i * pitch);
+        int ox = lw < t->w ? (t->w - lw) / 2 : 0; /* too wide: clipped on the right */
+        line_draw(bm, lines[i].width, s, t->a, t->w, t->h, ox, pad + i * pitch);
     }
     free(bm);
     int cw = t->w / 2;

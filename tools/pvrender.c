@@ -41,7 +41,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: pvrender --spec SPEC.json --out OUT.mp4 [--poster POSTER.jpg]\n"
-            "                [--quiet] [--verbose]\n"
+            "                [--quiet]\n"
             "Render photos into an H.264 MP4 (moov first) without pvd.\n"
             "SPEC: {\"photos\":[\"a.jpg\",...], \"seconds_per_photo\":3, \"transition\":\"fade\",\n"
             "  \"transition_seconds\":0.5, \"resolution\":\"1080p\", \"aspect\":\"16:9\", \"fps\":30,\n"
@@ -52,7 +52,6 @@ static void usage(FILE *f)
             "Photo paths are relative to SPEC's folder. Exit 0 only when OUT is complete;\n"
             "1 render failed, 2 bad usage/spec/option, 130 cancelled.\n"
             "  --quiet    no progress on stderr\n"
-            "  --verbose  FFmpeg's own log lines too\n"
             "  --help, --version\n");
 }
 
@@ -133,7 +132,7 @@ static void warn_unknown_keys(json_t *spec)
 
 typedef struct args {
     const char *spec, *out, *poster;
-    bool quiet, verbose;
+    bool quiet;
 } args_t;
 
 /* 0 to go on; otherwise the exit code (-1: exit 0 after --help/--version). */
@@ -142,8 +141,8 @@ static int parse_args(int argc, char **argv, args_t *a)
     static const struct option opts[] = {
         {"spec", required_argument, NULL, 's'}, {"out", required_argument, NULL, 'o'},
         {"poster", required_argument, NULL, 'p'}, {"quiet", no_argument, NULL, 'q'},
-        {"verbose", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
     };
     opterr = 0;
     for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
@@ -152,7 +151,6 @@ static int parse_args(int argc, char **argv, args_t *a)
         case 'o': a->out = optarg; break;
         case 'p': a->poster = optarg; break;
         case 'q': a->quiet = true; break;
-        case 'v': a->verbose = true; break;
         case 'h': usage(stdout); return -1;
         case 'V': printf("pvrender %s\n", PV_VERSION); return -1;
         default:
@@ -210,7 +208,7 @@ int main(int argc, char **argv)
     int code = parse_args(argc, argv, &a);
     if (code)
         return code < 0 ? 0 : code;
-    av_log_set_level(a.verbose ? AV_LOG_INFO : AV_LOG_ERROR);
+    av_log_set_level(AV_LOG_QUIET); /* our own messages say what failed */
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);

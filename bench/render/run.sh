@@ -143,3 +143,9 @@ f2160=$(awk -v w="$(median fps2160 2)" 'BEGIN { printf "%.1f", 150 / w }')
          "2160p30 $f2160 fps, $(median fps2160 5 | awk '{ printf "%.0f", $1 / 1024 }') MB (3 photos, 2 s each)"
     echo "(runs: $RUNS; every timing is in $W/times.txt)"
 } | tee results.txt
+# one line for bench/run.sh's summary
+awk -v a="$vw" -v b="$pw" -v c="$vr" -v d="$pr" -v s="$ssim" 'BEGIN {
+    w = a / b; r = c / d; m = c / 1024
+    v = (w <= 1.0 && s >= 0.95 && m <= 300) ? "met" : "MISSED"
+    printf "SUMMARY render: pvrender %.2f s vs ffmpeg %.2f s (%.2fx), RSS %.0f vs %.0f MB (%.2fx), SSIM %s; targets <=1.0x, SSIM>=0.95, <=300 MB -> %s\n",
+           a, b, w, m, d / 1024, r, s, v }'

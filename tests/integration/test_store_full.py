@@ -3,11 +3,13 @@ LMDB map that may not grow, uploads and sign-ups end in 507, what was
 acknowledged before stays readable, the daemon keeps serving, restarts on
 the same data, and works again once something is deleted."""
 
+import time
+
 from harness import Pvd, check, eq, unique_jpeg
 
 
 def test_full_map_gives_507_and_keeps_data():
-    cfg = {"map_size": "256K", "map_max": "0"}
+    cfg = {"map_size": "256K", "map_max": "0", "changelog_trim_seconds": "1"}
     with Pvd(name="store-full", config=cfg).start() as p:
         u = p.new_user("full")
         kept = {}
@@ -39,4 +41,31 @@ def test_full_map_gives_507_and_keeps_data():
         victims = list(kept)[:3]
         for pid in victims:
             u.req("DELETE", "/api/v1/photos/" + pid).expect(204, "delete on a full store")
-        u.upload(unique_jpeg(), "image/jpeg", "after.jpg").expect(201, "upload after deleting")
+        # The deletes' change entries go too once the log is trimmed (no
+        # replication target reads them): within a couple of seconds.
+        data = unique_jpeg()
+        for _ in range(50):
+            r = u.upload(data, "image/jpeg", "after.jpg")
+            if r.status != 507:
+                break
+            time.sleep(0.2)
+        r.expect(201, "upload after deleting")
+
+
+def test_change_log_is_trimmed_without_targets():
+    """No replication target: nobody reads the log, so it is trimmed to
+    nothing while the head sequence keeps counting."""
+    import re
+    with Pvd(name="trim", config={"changelog_trim_seconds": "1"}).start() as p:
+        u = p.new_user("trim")
+        for _ in range(3):
+            u.upload_ok(unique_jpeg())
+        vals = {}
+        for _ in range(50):
+            text = p.private("GET", "/metrics").expect(200, "metrics").body.decode()
+            vals = dict(re.findall(r"^(pv_changelog_[a-z]+) (\d+)$", text, re.M))
+            if vals.get("pv_changelog_entries") == "0":
+                break
+            time.sleep(0.1)
+        eq(vals.get("pv_changelog_entries"), "0", "change-log entries after trimming")
+        check(int(vals.get("pv_changelog_head", 0)) >= 4, "head keeps counting (user + 3 photos)", ">=4", vals)

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import Pvd, Skip, check, eq, ffmpeg_image
+from harness import Pvd, Skip, check, eq, ffmpeg_image, unique_jpeg
 
 PVD_CONFIG = {"render_workers": "1"}
 
@@ -272,7 +272,8 @@ def test_fair_between_users(pvd):
 
 def test_photo_that_stops_decoding_fails_cleanly(pvd):
     u = pvd.new_user("corrupt")
-    photo = u.upload_ok(solid("red"), "image/jpeg", "r.jpg")
+    # Bytes no other test uploads: blobs are shared by content.
+    photo = u.upload_ok(unique_jpeg(), "image/jpeg", "r.jpg")
     sha = photo["sha256"]
     blob = os.path.join(pvd.data_dir, "blobs", sha[:2], sha)
     check(os.path.exists(blob), "blob file exists", blob, None)

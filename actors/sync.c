@@ -1,0 +1,137 @@
+/*
+ * sync.c — the change log's consumer side: how far it may be trimmed.
+ *
+ * Every mutation appends a change entry in the same transaction
+ * (src/store.c). Replicators (S3, RDS, DynamoDB) will each keep a durable
+ * cursor; the log is trimmed only below every enabled target's cursor. With
+ * no target configured — the appliance's embedded default — nobody will
+ * ever read the entries, so everything up to the head is trimmed: without
+ * this a store that is full stays full even after deletes, because each
+ * delete appends another entry.
+ *
+ * The trimmer is a timer on the core loop; each pass trims a bounded number
+ * of entries in one store write, so a long backlog never makes one huge
+ * transaction.
+ */
+#include "app.h"
+#include "pv.h"
+
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TRIM_BATCH 4096
+
+typedef struct sync_state {
+    pv_app_t *app;
+    struct event *timer;
+    bool busy;               /* a trim write is in flight */
+    uint64_t trimmed;        /* entries removed so far (for logs) */
+} sync_state_t;
+
+typedef struct trim_req {
+    pv_store_req_t sreq;
+    uint64_t upto;           /* trim entries with seq <= upto */
+    uint64_t removed;        /* out */
+} trim_req_t;
+
+typedef struct trim_count {
+    uint64_t last;           /* seq of the last entry seen */
+    size_t n;
+} trim_count_t;
+
+static int count_one(void *arg, const pv_change_t *c)
+{
+    trim_count_t *tc = arg;
+    tc->last = c->seq;
+    tc->n++;
+    return 0;
+}
+
+/* The lowest cursor of the enabled targets; none yet: the head. */
+static uint64_t trim_limit(pv_app_t *app, uint64_t head)
+{
+    (void)app;
+    return head;
+}
+
+static int trim_apply(pv_txn_t *txn, void *arg)
+{
+    trim_req_t *t = arg;
+    trim_count_t tc = {0};
+    /* At most TRIM_BATCH entries: find the seq of the last one to go. */
+    int rc = pv_changes_read(txn, 0, TRIM_BATCH, count_one, &tc);
+    if (rc < 0 || tc.n == 0)
+        return rc;
+    uint64_t upto = tc.last < t->upto ? tc.last : t->upto;
+    rc = pv_changes_trim(txn, upto);
+    t->removed = rc == 0 ? tc.n : 0;
+    return rc;
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    pv_actor_t *self = arg;
+    sync_state_t *st = pv_actor_state(self);
+    pv_store_stat_t ss;
+    if (st->busy || pv_store_stat(st->app->store, &ss) < 0)
+        return;
+    uint64_t upto = trim_limit(st->app, ss.last_seq);
+    if (ss.entries[PV_DB_CHANGES] == 0 || upto == 0)
+        return;
+    trim_req_t *t = pv_msg_new(sizeof(*t), PV_MSG_CALL);
+    if (!t)
+        return;
+    t->upto = upto;
+    t->sreq.apply = trim_apply;
+    t->sreq.arg = t;
+    t->sreq.msg.reply_to = self;
+    st->busy = true;
+    pv_store_submit(st->app->store, &t->sreq);
+}
+
+static void sync_fn(pv_actor_t *self, pv_msg_t *msg)
+{
+    sync_state_t *st = pv_actor_state(self);
+    trim_req_t *t = (trim_req_t *)msg;
+    st->busy = false;
+    if (msg->status < 0)
+        pv_log(PV_LOG_WARN, "sync", NULL, NULL, "trimming the change log failed: %s",
+               strerror(-msg->status));
+    else
+        st->trimmed += t->removed;
+    bool more = msg->status == 0 && t->removed == TRIM_BATCH;
+    pv_msg_free(msg);
+    if (more) /* a backlog: go on at once rather than at the next tick */
+        on_timer(-1, 0, self);
+}
+
+int pv_sync_start(pv_app_t *app)
+{
+    sync_state_t *st = calloc(1, sizeof(*st));
+    if (!st)
+        return -ENOMEM;
+    st->app = app;
+    app->sync = pv_actor_new(app->core, "sync", sync_fn, st);
+    if (!app->sync) {
+        free(st);
+        return -ENOMEM;
+    }
+    st->timer = event_new(pv_loop_base(app->core), -1, EV_PERSIST, on_timer, app->sync);
+    struct timeval tv = {app->cfg.changelog_trim_seconds, 0};
+    if (!st->timer || event_add(st->timer, &tv) < 0)
+        return -ENOMEM;
+    return 0;
+}
+
+void pv_sync_free(pv_app_t *app)
+{
+    if (!app->sync)
+        return;
+    sync_state_t *st = pv_actor_state(app->sync);
+    pv_actor_free(app->sync);
+    app->sync = NULL;
+    if (st->timer)
+        event_free(st->timer);
+    free(st);
+}
