@@ -91,9 +91,13 @@ void pv_call_store(pv_call_t *call, pv_store_apply_fn apply)
 
 void pv_call_pool(pv_call_t *call, pv_work_fn work)
 {
+    pv_call_pool_on(call, call->hl->app->workers, work);
+}
+
+void pv_call_pool_on(pv_call_t *call, pv_pool_t *pool, pv_work_fn work)
+{
     call->sreq.msg.type = PV_MSG_CALL;
-    int rc = pv_pool_submit(call->hl->app->workers, work, call->hl->actor,
-                            &call->sreq.msg);
+    int rc = pv_pool_submit(pool, work, call->hl->actor, &call->sreq.msg);
     if (rc < 0) {
         pv_api_fail(call->req, rc);
         pv_call_free(call);

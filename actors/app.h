@@ -51,6 +51,8 @@ struct pv_app {
     pv_keys_t keys;
     pv_store_t *store;
     pv_pool_t *workers;          /* blocking work */
+    pv_pool_t *hashers;          /* argon2id only: at most half the cores, so a
+                                    login flood cannot take every core */
     SSL_CTX *_Atomic tls;        /* current server context (swapped on reload) */
 #define PV_TLS_RETIRED 8
     SSL_CTX *tls_retired[PV_TLS_RETIRED]; /* replaced contexts, freed later */
@@ -124,6 +126,7 @@ void pv_call_free(pv_call_t *call);
 void pv_call_store(pv_call_t *call, pv_store_apply_fn apply);
 /* Run work on a worker thread, then k on the request's loop. */
 void pv_call_pool(pv_call_t *call, pv_work_fn work);
+void pv_call_pool_on(pv_call_t *call, pv_pool_t *pool, pv_work_fn work);
 
 /* The http actor's handler (actors/api.c). */
 void pv_http_actor_fn(pv_actor_t *self, pv_msg_t *msg);

@@ -296,7 +296,7 @@ void pv_h_signup(pv_http_req_t *req)
     pv_id_new(s->user.id);
     snprintf(s->user.email, sizeof(s->user.email), "%s", s->cred.email);
     s->user.created_ms = pv_now_ms();
-    pv_call_pool(&s->base, signup_hash_work);
+    pv_call_pool_on(&s->base, app->hashers, signup_hash_work);
 }
 
 /* ---------------- login ---------------- */
@@ -369,7 +369,7 @@ static void login_admitted(pv_call_t *c)
     }
     lc->user_found = rc == 0;
     c->k = login_verified;
-    pv_call_pool(c, login_verify_work);
+    pv_call_pool_on(c, lc->app->hashers, login_verify_work);
 }
 
 void pv_h_login(pv_http_req_t *req)

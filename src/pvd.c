@@ -298,10 +298,11 @@ static int start(pv_app_t *app)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int workers = c->workers > 0 ? c->workers : (int)(cores > 0 ? cores : 2);
     app->workers = pv_pool_new("workers", workers);
+    app->hashers = pv_pool_new("hashers", cores > 1 ? (int)cores / 2 : 1);
     app->metrics = pv_metrics_new();
     app->core = pv_loop_new("core");
     void *auth_state = pv_auth_state_new(c);
-    if (!app->workers || !app->metrics || !app->core || !auth_state)
+    if (!app->workers || !app->hashers || !app->metrics || !app->core || !auth_state)
         return -ENOMEM;
     app->auth = pv_actor_new(app->core, "auth", pv_auth_actor_fn, auth_state);
     /* before the core loop runs: the admin actor registers its events there */
@@ -342,6 +343,8 @@ static void stop_all(pv_app_t *app)
     }
     if (app->workers)
         pv_pool_stop(app->workers);
+    if (app->hashers)
+        pv_pool_stop(app->hashers);
     /* The writer drains before the actors it replies to are freed. */
     if (app->store)
         pv_store_close(app->store);
@@ -365,6 +368,7 @@ static void stop_all(pv_app_t *app)
     pv_admin_stop(app); /* after the pool and the store: nothing replies to it now */
     pv_loop_free(app->core);
     pv_pool_free(app->workers);
+    pv_pool_free(app->hashers);
     if (app->store)
         pv_store_close(app->store);
     pv_metrics_free(app->metrics);
