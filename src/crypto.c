@@ -995,38 +995,6 @@ int pv_ratelimit_take(pv_ratelimit_t *rl, const char *key, int64_t now_ms)
 
 /* ---- emails ---- */
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    size_t len;
-    uint32_t cp;
-
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-        len = 2;
-        cp = s[0] & 0x1f;
-    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-        len = 3;
-        cp = s[0] & 0x0f;
-    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-        len = 4;
-        cp = s[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3f);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-        return 0;
-    return len;
-}
 
 static bool is_trim_space(char c)
 {
@@ -1060,7 +1028,7 @@ int pv_email_normalize(const char *in, char *out, size_t outlen)
 
     const unsigned char *s = (const unsigned char *)in + start;
     for (size_t i = 0; i < len;) {
-        size_t cl = utf8_len(s + i, len - i);
+        size_t cl = pv_utf8_len(s + i, len - i);
         if (cl == 0 || s[i] <= 0x20 || s[i] == 0x7f)
             return -EINVAL;
         if (s[i] == '@') {

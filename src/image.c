@@ -959,49 +959,56 @@ out:
 
 /* ---- thumbnail ---- */
 
-static int img_encode_jpeg(AVFrame *f, const char *path, char *err, size_t errlen)
+int pv_image_encode_jpeg(const AVFrame *f, int q, AVPacket **out)
 {
     const AVCodec *codec = avcodec_find_encoder(AV_CODEC_ID_MJPEG);
     if (!codec)
-        return img_errf(err, errlen, -EIO, "no JPEG encoder in this FFmpeg");
+        return -EIO;
     AVCodecContext *c = pv_fail("image_alloc") ? NULL : avcodec_alloc_context3(codec);
     AVPacket *pkt = pv_fail("image_alloc") ? NULL : av_packet_alloc();
-    int rc, fd = -1;
-    if (!c || !pkt) {
-        rc = img_errf(err, errlen, -ENOMEM, "out of memory");
-        goto out;
+    AVFrame *in = pkt ? av_frame_clone(f) : NULL; /* a reference: quality and pts are set */
+    int rc = c && in ? 0 : AVERROR(ENOMEM);
+    if (rc == 0) {
+        c->width = f->width;
+        c->height = f->height;
+        c->pix_fmt = AV_PIX_FMT_YUVJ420P;
+        c->color_range = AVCOL_RANGE_JPEG;
+        c->time_base = (AVRational){1, 25};
+        c->flags |= AV_CODEC_FLAG_QSCALE;
+        c->global_quality = FF_QP2LAMBDA * q; /* like -q:v q */
+        in->quality = c->global_quality;
+        in->pts = 0;
+        rc = pv_fail("image_decode") ? AVERROR(EIO) : avcodec_open2(c, codec, NULL);
     }
-    c->width = f->width;
-    c->height = f->height;
-    c->pix_fmt = AV_PIX_FMT_YUVJ420P;
-    c->color_range = AVCOL_RANGE_JPEG;
-    c->time_base = (AVRational){1, 25};
-    c->flags |= AV_CODEC_FLAG_QSCALE;
-    c->global_quality = FF_QP2LAMBDA * 4; /* like -q:v 4 */
-    f->quality = c->global_quality;
-    f->pts = 0;
-    rc = pv_fail("image_decode") ? AVERROR(EIO) : avcodec_open2(c, codec, NULL);
     if (rc >= 0)
-        rc = avcodec_send_frame(c, f);
+        rc = avcodec_send_frame(c, in);
     if (rc >= 0)
         rc = avcodec_send_frame(c, NULL);
     if (rc >= 0)
         rc = avcodec_receive_packet(c, pkt);
-    if (rc < 0) {
-        rc = img_errf(err, errlen, rc == AVERROR(ENOMEM) ? -ENOMEM : -EIO,
-                      "cannot encode the thumbnail");
-        goto out;
-    }
-    fd = pv_fail("image_io") ? -1 : open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    rc = fd < 0 ? -EIO : pv_write_all(fd, pkt->data, (size_t)pkt->size);
-    if (rc < 0)
-        rc = img_errf(err, errlen, rc == -ENOSPC ? -ENOSPC : -EIO, "cannot write thumbnail %s",
-                      path);
-out:
-    if (fd >= 0 && close(fd) < 0 && rc == 0)
-        rc = img_errf(err, errlen, -EIO, "cannot write thumbnail %s", path);
-    av_packet_free(&pkt);
+    av_frame_free(&in);
     avcodec_free_context(&c);
+    if (rc < 0) {
+        av_packet_free(&pkt);
+        return rc == AVERROR(ENOMEM) ? -ENOMEM : -EIO;
+    }
+    *out = pkt;
+    return 0;
+}
+
+static int img_encode_jpeg(AVFrame *f, const char *path, char *err, size_t errlen)
+{
+    AVPacket *pkt = NULL;
+    int rc = pv_image_encode_jpeg(f, 4, &pkt);
+    if (rc < 0)
+        return img_errf(err, errlen, rc, rc == -ENOMEM ? "out of memory" : "cannot encode the thumbnail");
+    int fd = pv_fail("image_io") ? -1 : open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    rc = fd < 0 ? -EIO : pv_write_all(fd, pkt->data, (size_t)pkt->size);
+    if (fd >= 0 && close(fd) < 0 && rc == 0)
+        rc = -EIO;
+    if (rc < 0)
+        rc = img_errf(err, errlen, rc == -ENOSPC ? -ENOSPC : -EIO, "cannot write thumbnail %s", path);
+    av_packet_free(&pkt);
     return rc;
 }
 

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 struct AVFrame;
+struct AVPacket;
 
 #define PV_THUMB_MAX_SIDE 320
 
@@ -52,5 +53,10 @@ const char *pv_image_sniff(const void *buf, size_t len);
  */
 int pv_image_decode(const char *path, int pix_fmt, int max_w, int max_h,
                     struct AVFrame **out, char *err, size_t errlen);
+
+/* Encode a full-range yuvj420p frame as one JPEG packet, quality as
+ * ffmpeg's -q:v q (2 best .. 31). 0, -ENOMEM or -EIO. Thumbnails and video
+ * posters both come through here. */
+int pv_image_encode_jpeg(const struct AVFrame *f, int q, struct AVPacket **out);
 
 #endif

@@ -19,6 +19,7 @@
  * percent-escapes only ever shrink text, so they decode over their source.
  */
 #include "multipart.h"
+#include "pv.h"
 
 #include <errno.h>
 #include <string.h>
@@ -69,34 +70,6 @@ static bool ieq(const char *a, size_t an, const char *b)
     return true;
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    size_t len;
-    unsigned cp;
-
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf)
-        len = 2, cp = s[0] & 0x1fu;
-    else if (s[0] >= 0xe0 && s[0] <= 0xef)
-        len = 3, cp = s[0] & 0x0fu;
-    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-        len = 4, cp = s[0] & 0x07u;
-    else
-        return 0;
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3fu);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-        return 0;
-    return len;
-}
 
 /* Names and filenames must be UTF-8 without controls. Returns 0 or
  * -EINVAL, and in *fit how many bytes of whole characters fit in cap - 1. */
@@ -105,7 +78,7 @@ static int text_check(const char *src, size_t n, size_t cap, size_t *fit)
     const unsigned char *s = (const unsigned char *)src;
     *fit = 0;
     for (size_t i = 0; i < n;) {
-        size_t cl = utf8_len(s + i, n - i);
+        size_t cl = pv_utf8_len(s + i, n - i);
         if (cl == 0 || is_ctl(s[i]))
             return -EINVAL;
         i += cl;

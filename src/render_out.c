@@ -13,6 +13,7 @@
  * the MP4 (the MP4 under its final name means the job is complete), fsync
  * the directory.
  */
+#include "image.h"
 #include "render_int.h"
 
 #include <errno.h>
@@ -303,37 +304,10 @@ int pv_rout_poster(pv_rout_t *r, const AVFrame *f, char *err, size_t errlen)
 {
     if (r->poster.fd < 0 || r->jpeg)
         return 0;
-    const AVCodec *codec = avcodec_find_encoder(AV_CODEC_ID_MJPEG);
-    AVCodecContext *c = codec && !pv_fail("render_alloc") ? avcodec_alloc_context3(codec) : NULL;
-    AVFrame *j = c ? to_jpeg_range(f) : NULL;
-    AVPacket *pkt = av_packet_alloc();
-    int rc = c && j && pkt ? 0 : AVERROR(ENOMEM);
-    if (rc == 0) {
-        c->width = f->width;
-        c->height = f->height;
-        c->pix_fmt = AV_PIX_FMT_YUVJ420P;
-        c->color_range = AVCOL_RANGE_JPEG;
-        c->time_base = (AVRational){1, 25};
-        c->flags |= AV_CODEC_FLAG_QSCALE;
-        c->global_quality = FF_QP2LAMBDA * 3; /* like -q:v 3 */
-        j->quality = c->global_quality;
-        j->pts = 0;
-        rc = avcodec_open2(c, codec, NULL);
-    }
-    if (rc >= 0)
-        rc = avcodec_send_frame(c, j);
-    if (rc >= 0)
-        rc = avcodec_send_frame(c, NULL);
-    if (rc >= 0)
-        rc = avcodec_receive_packet(c, pkt);
-    if (rc >= 0) {
-        r->jpeg = pkt;
-        pkt = NULL;
-    }
-    av_packet_free(&pkt);
+    AVFrame *j = pv_fail("render_alloc") ? NULL : to_jpeg_range(f);
+    int rc = j ? pv_image_encode_jpeg(j, 3, &r->jpeg) : -ENOMEM;
     av_frame_free(&j);
-    avcodec_free_context(&c);
-    return rc < 0 ? av_fail(r, rc, "poster JPEG encoder", err, errlen) : 0;
+    return rc < 0 ? av_fail(r, AVERROR(-rc), "poster JPEG encoder", err, errlen) : 0;
 }
 
 /* ---- the end ---- */

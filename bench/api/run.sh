@@ -52,8 +52,12 @@ NGINX_TLS=$(tls_cipher "$NGINX_PORT")
 
 OUT=$BENCH_TMP/api-wrk
 mkdir -p "$OUT"
+# A second of warm-up for each server (handshakes, caches), not counted.
+warm() { wrk_run "$OUT/warm.txt" -t2 -c"$CONNS" -d1s "$@"; }
+
 busy=$(bench_busy)
 rss0=$(pvd_rss_kb)
+warm -H "Authorization: Bearer $BENCH_TOKEN" "$PVD_URL/api/v1/photos"
 wrk_run "$OUT/pvd.txt" -t2 -c"$CONNS" -d"${SECS}s" --latency \
     -H "Authorization: Bearer $BENCH_TOKEN" "$PVD_URL/api/v1/photos"
 rss1=$(pvd_rss_kb)
@@ -63,6 +67,7 @@ wrk_run "$OUT/pvd-me.txt" -t2 -c"$CONNS" -d"$(( (SECS + 1) / 2 ))s" --latency \
     -H "Authorization: Bearer $BENCH_TOKEN" "$PVD_URL/api/v1/me"
 errs_warn=$(pvd_errors)
 errs_show=$(pvd_show_errors)
+warm "https://127.0.0.1:$NGINX_PORT/api/v1/photos"
 wrk_run "$OUT/nginx.txt" -t2 -c"$CONNS" -d"${SECS}s" --latency \
     "https://127.0.0.1:$NGINX_PORT/api/v1/photos"
 nginx_stop
@@ -73,6 +78,7 @@ if [ "${BENCH_API_INFO:-1}" != 0 ]; then
     # with its default access log on.
     pvd_stop
     pvd_start api --set log_level=info
+    warm -H "Authorization: Bearer $BENCH_TOKEN" "$PVD_URL/api/v1/photos"
     wrk_run "$OUT/pvd-info.txt" -t2 -c"$CONNS" -d"${SECS}s" --latency \
         -H "Authorization: Bearer $BENCH_TOKEN" "$PVD_URL/api/v1/photos"
     info_rps=$(wrk_rps "$OUT/pvd-info.txt")
