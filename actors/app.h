@@ -59,6 +59,7 @@ struct pv_app {
     int n_tls_retired;
     int n_loops;
     pv_http_loop_t *loops;
+    pv_http_server_t **servers;  /* loops[i].server, as a group */
     pv_loop_t *core;             /* auth, admin, videos ... */
     pv_actor_t *auth;            /* login admission (rate limits) */
     pv_actor_t *main_actor;      /* pvd's main thread: stop, reload */

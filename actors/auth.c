@@ -17,6 +17,9 @@
 #include "pv.h"
 
 #include <sodium.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -259,8 +262,21 @@ static void signup_hashed(pv_call_t *c)
     pv_call_store(c, signup_apply);
 }
 
+/* Hashing threads run at a lower priority: a login storm then takes the
+ * CPU the HTTP loops leave idle, not the CPU they need. */
+static void hasher_nice(void)
+{
+    static __thread bool done;
+    if (!done) {
+        done = true;
+        if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) < 0)
+            pv_debug("auth", "cannot lower the hashing thread's priority: %s", strerror(errno));
+    }
+}
+
 static void signup_hash_work(pv_msg_t *m)
 {
+    hasher_nice();
     signup_call_t *s = (signup_call_t *)m;
     char hash[PV_PWHASH_LEN];
     s->base.result = pv_password_hash(s->cred.password, hash);
@@ -344,6 +360,7 @@ static void login_verified(pv_call_t *c)
 
 static void login_verify_work(pv_msg_t *m)
 {
+    hasher_nice();
     login_call_t *lc = (login_call_t *)m;
     const char *hash = lc->user_found ? lc->user.pw_hash : pv_password_dummy_hash();
     lc->verified = pv_password_verify(hash, lc->password) && lc->user_found;

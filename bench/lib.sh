@@ -12,6 +12,8 @@
 #   BENCH_KEEP=1 keep the temp directories (pvd and nginx logs) afterwards
 #   BENCH_CACHE  where generated test images are kept between runs
 #                (default build/bench)
+#   BENCH_PVD_ARGS  more pvd arguments for every start, split on spaces
+#                (e.g. "--set workers=1"), to try a setting
 
 # shellcheck disable=SC2034  # variables set here are read by the benches
 set -u
@@ -154,9 +156,10 @@ pvd_start()
     bench_port PVD_HTTP_PORT
     PVD_URL=https://127.0.0.1:$PVD_HTTPS_PORT
     mkdir -p "$PVD_DATA"
+    # shellcheck disable=SC2086  # BENCH_PVD_ARGS is split on purpose
     "$PVD" --data "$PVD_DATA" --https "127.0.0.1:$PVD_HTTPS_PORT" \
         --http "127.0.0.1:$PVD_HTTP_PORT" --admin-socket "$PVD_DATA/admin.sock" \
-        "$@" >"$PVD_LOG" 2>&1 &
+        "$@" ${BENCH_PVD_ARGS:-} >"$PVD_LOG" 2>&1 &
     PVD_PID=$!
     for i in $(seq 1 300); do
         if ! kill -0 "$PVD_PID" 2>/dev/null; then
@@ -207,6 +210,23 @@ pvd_errors() { grep -c '"level":"\(warn\|error\)"' "$PVD_LOG" 2>/dev/null || tru
 pvd_show_errors()
 {
     grep '"level":"\(warn\|error\)"' "$PVD_LOG" 2>/dev/null | head -5 | cut -c1-300 | sed 's/^/     /'
+}
+
+# pvd_thread_ticks OUT — CPU ticks (user+system, 1/100 s) of each pvd
+# thread, "tid ticks" a line; pvd_busy_threads A B SECONDS — the threads
+# that used more than 10 % of a core between two such snapshots, as
+# "tid:percent" words, busiest first (shows how the work spread).
+pvd_thread_ticks()
+{
+    local t
+    for t in /proc/"$PVD_PID"/task/*; do
+        printf '%s %s\n' "${t##*/}" "$(awk '{print $14 + $15}' "$t/stat" 2>/dev/null)"
+    done | sort >"$1"
+}
+pvd_busy_threads()
+{
+    join "$1" "$2" | awk -v s="$3" -v hz="$(getconf CLK_TCK)" '{p = 100 * ($3 - $2) / hz / s}
+        p > 10 {printf "%d %s:%.0f%%\n", p, $1, p}' | sort -rn | cut -d' ' -f2 | tr '\n' ' '
 }
 
 # bench_busy — how busy the machine was over one second (percent of all

@@ -15,6 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.." || exit 1
 
 only=${BENCH_ONLY:-api upload login render}
+no_build=${BENCH_NO_BUILD:-0}
 logdir=$(mktemp -d /tmp/pvbench-run.XXXXXX) || exit 1
 trap 'rm -rf "$logdir"' EXIT
 
@@ -28,7 +29,7 @@ echo "   load average before: $(load) (other work on the machine skews the figur
 # One binary for the whole run: built once here, then copied, so that a
 # rebuild in the tree meanwhile cannot change it between two benches.
 case " $only " in *" api "* | *" upload "* | *" login "*)
-    if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
+    if [ "$no_build" != 1 ]; then
         make -s build/bin/pvd >/dev/null || { echo "bench: make build/bin/pvd failed" >&2; exit 1; }
     fi
     cp "${PVD:-build/bin/pvd}" "$logdir/pvd" || exit 1
@@ -50,6 +51,9 @@ case " $only " in *" render "*)
         echo; echo "== render: skipped (BENCH_SKIP_RENDER=1)"
     elif [ -f bench/render/run.sh ]; then
         echo
+        if [ "$no_build" != 1 ] || [ ! -x build/bin/pvrender ]; then
+            make -s build/bin/pvrender >/dev/null || echo "bench: make build/bin/pvrender failed" >&2
+        fi
         { if [ -x bench/render/run.sh ]; then bench/render/run.sh; else sh bench/render/run.sh; fi
           echo $? >"$logdir/render.rc"; } 2>&1 | tee "$logdir/render.log"
         [ "$(cat "$logdir/render.rc")" = 0 ] || failed="$failed render"

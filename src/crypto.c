@@ -756,8 +756,19 @@ static void presign_mac(const uint8_t key[32], const char *path,
     char exp_text[24];
     int n = snprintf(exp_text, sizeof(exp_text), "%" PRId64, expires);
 
+    /* The keyed state (key XOR ipad/opad hashed) is the same for every
+     * URL of a key: keep it per thread and copy it, rather than set the key
+     * up again for each of the 40 links of a photo list. */
+    static __thread uint8_t cached_key[32];
+    static __thread crypto_auth_hmacsha256_state cached;
+    static __thread bool have_cached;
     crypto_init();
-    crypto_auth_hmacsha256_init(&st, key, 32);
+    if (!have_cached || sodium_memcmp(cached_key, key, 32) != 0) {
+        crypto_auth_hmacsha256_init(&cached, key, 32);
+        memcpy(cached_key, key, 32);
+        have_cached = true;
+    }
+    st = cached;
     crypto_auth_hmacsha256_update(&st, (const uint8_t *)"GET\n", 4);
     crypto_auth_hmacsha256_update(&st, (const uint8_t *)path, strlen(path));
     crypto_auth_hmacsha256_update(&st, (const uint8_t *)"\n", 1);

@@ -220,7 +220,24 @@ struct pv_http_server {
     struct timeval wto;
     time_t date_sec;
     char date[40];
+    /* Accepted connections handed over by the group's accepting loop
+     * (memcached's dispatch: a queue and an eventfd per loop). */
+    pv_http_server_t **group;  /* all servers, when accepts are shared */
+    int ngroup;
+    unsigned rr;               /* next server to hand a connection to */
+    pthread_mutex_t inbox_mu;
+    struct pv_handoff *inbox;  /* pushed by the accepting loop */
+    int inbox_fd;              /* eventfd, -1 when not in a group */
+    struct event *inbox_ev;
 };
+
+typedef struct pv_handoff {
+    struct pv_handoff *next;
+    evutil_socket_t fd;
+    int kind;
+    SSL_CTX *_Atomic *tls;
+    struct sockaddr_storage sa;
+} pv_handoff_t;
 
 static const char pv_sec_headers[] =
     "X-Content-Type-Options: nosniff\r\n"
@@ -1815,15 +1832,14 @@ static void pv_conn_event_cb(struct bufferevent *bev, short what, void *arg)
  * Listeners
  * ---------------------------------------------------------------- */
 
-static void pv_conn_new(pv_listener_t *l, evutil_socket_t fd,
-                        const struct sockaddr *sa)
+static void pv_conn_new(pv_http_server_t *s, int kind, SSL_CTX *_Atomic *tls,
+                        evutil_socket_t fd, const struct sockaddr *sa)
 {
-    pv_http_server_t *s = l->srv;
-    SSL_CTX *ctx = l->tls ? atomic_load(l->tls) : NULL;
+    SSL_CTX *ctx = tls ? atomic_load(tls) : NULL;
     pv_conn_t *c = pv_fail("http.accept") ? NULL : calloc(1, sizeof(*c));
     int one = 1;
 
-    if (!c || (l->tls && !ctx)) {
+    if (!c || (tls && !ctx)) {
         free(c);
         evutil_closesocket(fd);
         return;
@@ -1837,7 +1853,7 @@ static void pv_conn_new(pv_listener_t *l, evutil_socket_t fd,
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr,
                   c->remote, sizeof(c->remote));
     c->srv = s;
-    c->kind = l->kind;
+    c->kind = kind;
     c->fresh = true;
     c->rto_cur = -1;
     c->state = C_HEAD;
@@ -1877,17 +1893,85 @@ static void pv_conn_new(pv_listener_t *l, evutil_socket_t fd,
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
+/* Hand an accepted socket to another loop's server: any thread. */
+static int pv_handoff(pv_http_server_t *to, pv_listener_t *l, evutil_socket_t fd,
+                      const struct sockaddr *sa, int salen)
+{
+    pv_handoff_t *h = malloc(sizeof(*h));
+    if (!h || salen < 0 || (size_t)salen > sizeof(h->sa)) {
+        free(h);
+        return -ENOMEM;
+    }
+    h->fd = fd;
+    h->kind = l->kind;
+    h->tls = l->tls;
+    memset(&h->sa, 0, sizeof(h->sa));
+    memcpy(&h->sa, sa, (size_t)salen);
+    pthread_mutex_lock(&to->inbox_mu);
+    bool was_empty = to->inbox == NULL;
+    h->next = to->inbox;
+    to->inbox = h;
+    pthread_mutex_unlock(&to->inbox_mu);
+    if (was_empty) { /* wake the loop only on empty -> non-empty */
+        uint64_t one = 1;
+        ssize_t n = write(to->inbox_fd, &one, sizeof(one));
+        (void)n; /* an eventfd write fails only on counter overflow */
+    }
+    return 0;
+}
+
+/* On the receiving loop: adopt every handed-over connection. */
+static void pv_inbox_cb(evutil_socket_t fd, short what, void *arg)
+{
+    pv_http_server_t *s = arg;
+    uint64_t v;
+    ssize_t n = read(fd, &v, sizeof(v));
+    (void)n;
+    (void)what;
+    pthread_mutex_lock(&s->inbox_mu);
+    pv_handoff_t *h = s->inbox;
+    s->inbox = NULL;
+    pthread_mutex_unlock(&s->inbox_mu);
+    while (h) {
+        pv_handoff_t *next = h->next;
+        if (s->shutting_down)
+            evutil_closesocket(h->fd);
+        else
+            pv_conn_new(s, h->kind, h->tls, h->fd, (const struct sockaddr *)&h->sa);
+        free(h);
+        h = next;
+    }
+}
+
+int pv_http_server_group(pv_http_server_t **servers, int n)
+{
+    for (int i = 0; i < n; i++) {
+        pv_http_server_t *s = servers[i];
+        s->group = servers;
+        s->ngroup = n;
+        s->inbox_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (s->inbox_fd < 0)
+            return -errno;
+        s->inbox_ev = event_new(s->base, s->inbox_fd, EV_READ | EV_PERSIST, pv_inbox_cb, s);
+        if (!s->inbox_ev || event_add(s->inbox_ev, NULL) < 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
 static void pv_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
                          struct sockaddr *sa, int salen, void *arg)
 {
     pv_listener_t *l = arg;
+    pv_http_server_t *s = l->srv;
     (void)lev;
-    (void)salen;
-    if (l->srv->shutting_down) {
+    if (s->shutting_down) {
         evutil_closesocket(fd);
         return;
     }
-    pv_conn_new(l, fd, sa);
+    pv_http_server_t *to = s->ngroup > 1 ? s->group[s->rr++ % (unsigned)s->ngroup] : s;
+    if (to == s || pv_handoff(to, l, fd, sa, salen) < 0)
+        pv_conn_new(s, l->kind, l->tls, fd, sa);
 }
 
 static void pv_accept_retry(evutil_socket_t fd, short what, void *arg)
@@ -2061,6 +2145,8 @@ pv_http_server_t *pv_http_server_new(struct event_base *base,
     signal(SIGPIPE, SIG_IGN);
     s->base = base;
     s->cfg = *cfg;
+    s->inbox_fd = -1;
+    pthread_mutex_init(&s->inbox_mu, NULL);
     if (!s->cfg.max_header_bytes)
         s->cfg.max_header_bytes = PV_HTTP_DEF_HEADER_BYTES;
     if (!s->cfg.max_memory_body)
@@ -2141,6 +2227,17 @@ void pv_http_server_free(pv_http_server_t *srv)
     if (!srv)
         return;
     pv_listeners_close(srv);
+    while (srv->inbox) { /* handed over but never adopted */
+        pv_handoff_t *h = srv->inbox;
+        srv->inbox = h->next;
+        evutil_closesocket(h->fd);
+        free(h);
+    }
+    if (srv->inbox_ev)
+        event_free(srv->inbox_ev);
+    if (srv->inbox_fd >= 0)
+        close(srv->inbox_fd);
+    pthread_mutex_destroy(&srv->inbox_mu);
     while (srv->conns) {
         pv_conn_t *c = srv->conns;
         if (c->job) { /* wait for its thread: it holds the fd */

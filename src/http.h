@@ -98,6 +98,11 @@ int pv_http_listen(pv_http_server_t *srv, const char *addr_port,
 /* The port a listener of that kind is bound to (useful with port 0), or
  * -ENOENT. */
 int pv_http_server_port(pv_http_server_t *srv, int kind);
+/* Make the servers (one per loop, none running yet) share accepts: each
+ * accepted connection is dealt round-robin to the group, so a burst of
+ * connections does not all land on the loop that woke first. Listen on
+ * one of them only. 0 or -errno. */
+int pv_http_server_group(pv_http_server_t **servers, int n);
 /* Listen on an already listening socket (another loop's): the socket is
  * duplicated, so loops share one bound port without SO_REUSEPORT. */
 int pv_http_listen_fd(pv_http_server_t *srv, int fd, SSL_CTX *_Atomic *tls, int kind);

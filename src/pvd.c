@@ -4,8 +4,8 @@
  *
  * Start-up: config -> data dir -> keys -> TLS (self-signed on first start)
  * -> store (opens LMDB, starts the writer, collects orphans) -> workers ->
- * core loop (auth actor) -> HTTP loops (each with its own listeners, via
- * SO_REUSEPORT) -> ready. The main thread then runs its own loop, which
+ * core loop (auth, videos, sync, admin actors) -> HTTP loops (the first
+ * listens and accepted connections are dealt to all of them) -> ready. The main thread then runs its own loop, which
  * owns the signals.
  *
  * Stop (SIGTERM/SIGINT): not ready; each HTTP loop stops accepting and
@@ -21,6 +21,7 @@
 #include <event2/event.h>
 #include <libavutil/log.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <openssl/ssl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -231,7 +232,8 @@ static void main_actor_fn(pv_actor_t *self, pv_msg_t *msg)
 
 /* ---------------- start and stop ---------------- */
 
-static int start_http_loop(pv_app_t *app, pv_http_loop_t *hl, int i)
+/* An HTTP loop and its server, not started yet. */
+static int make_http_loop(pv_app_t *app, pv_http_loop_t *hl, int i)
 {
     char name[16];
     snprintf(name, sizeof(name), "http%d", i);
@@ -255,25 +257,40 @@ static int start_http_loop(pv_app_t *app, pv_http_loop_t *hl, int i)
         .on_done = pv_api_on_done,
     };
     hl->server = pv_http_server_new(pv_loop_base(hl->loop), &hc);
-    if (!hl->actor || !hl->server)
+    return hl->actor && hl->server ? 0 : -ENOMEM;
+}
+
+/* All loops share accepts (dealt round-robin); the first one listens. A
+ * port already taken fails here rather than being shared with another
+ * process (no SO_REUSEPORT). */
+static int start_http_loops(pv_app_t *app)
+{
+    int n = app->cfg.loops, rc;
+    app->loops = calloc((size_t)n, sizeof(pv_http_loop_t));
+    app->servers = calloc((size_t)n, sizeof(pv_http_server_t *));
+    if (!app->loops || !app->servers)
         return -ENOMEM;
-    /* The first loop binds; the others share its sockets. */
-    pv_http_server_t *first = app->loops[0].server;
-    int rc = i == 0 ? pv_http_listen(hl->server, app->cfg.https_listen, &app->tls, PV_LISTEN_PUBLIC)
-                    : pv_http_listen_fd(hl->server, pv_http_listener_fd(first, PV_LISTEN_PUBLIC),
-                                        &app->tls, PV_LISTEN_PUBLIC);
-    if (rc < 0) {
+    for (int i = 0; i < n; i++) {
+        app->n_loops = i + 1;
+        if ((rc = make_http_loop(app, &app->loops[i], i)) < 0)
+            return rc;
+        app->servers[i] = app->loops[i].server;
+    }
+    if (n > 1 && (rc = pv_http_server_group(app->servers, n)) < 0)
+        return rc;
+    pv_http_server_t *first = app->servers[0];
+    if ((rc = pv_http_listen(first, app->cfg.https_listen, &app->tls, PV_LISTEN_PUBLIC)) < 0) {
         pv_error("pvd", "cannot listen on %s: %s", app->cfg.https_listen, strerror(-rc));
         return rc;
     }
-    rc = i == 0 ? pv_http_listen(hl->server, app->cfg.http_listen, NULL, PV_LISTEN_PRIVATE)
-                : pv_http_listen_fd(hl->server, pv_http_listener_fd(first, PV_LISTEN_PRIVATE), NULL,
-                                    PV_LISTEN_PRIVATE);
-    if (rc < 0) {
+    if ((rc = pv_http_listen(first, app->cfg.http_listen, NULL, PV_LISTEN_PRIVATE)) < 0) {
         pv_error("pvd", "cannot listen on %s: %s", app->cfg.http_listen, strerror(-rc));
         return rc;
     }
-    return pv_loop_start(hl->loop);
+    for (int i = 0; i < n; i++)
+        if ((rc = pv_loop_start(app->loops[i].loop)) < 0)
+            return rc;
+    return 0;
 }
 
 static int start(pv_app_t *app)
@@ -319,15 +336,7 @@ static int start(pv_app_t *app)
         return rc;
     if ((rc = pv_loop_start(app->core)) < 0)
         return rc;
-    app->loops = calloc((size_t)c->loops, sizeof(pv_http_loop_t));
-    if (!app->loops)
-        return -ENOMEM;
-    for (int i = 0; i < c->loops; i++) {
-        app->n_loops = i + 1;
-        if ((rc = start_http_loop(app, &app->loops[i], i)) < 0)
-            return rc;
-    }
-    return 0;
+    return start_http_loops(app);
 }
 
 static void stop_all(pv_app_t *app)
@@ -359,6 +368,7 @@ static void stop_all(pv_app_t *app)
         pv_loop_free(hl->loop);
     }
     free(app->loops);
+    free(app->servers);
     pv_videos_free(app);
     pv_sync_free(app);
     if (app->auth) {
@@ -397,6 +407,10 @@ int main(int argc, char **argv)
      * banner, decoder warnings) would break that. Failures still reach
      * the log through our error paths. */
     av_log_set_level(AV_LOG_QUIET);
+    /* Big buffers (a 20 MB photo read for decoding) come from mmap and go
+     * back to the system when freed; otherwise glibc raises its threshold
+     * after the first one and keeps every later one in the heap. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     signal(SIGPIPE, SIG_IGN);
     app.started_ms = pv_now_ms();
 

@@ -58,8 +58,11 @@ warm() { wrk_run "$OUT/warm.txt" -t2 -c"$CONNS" -d1s "$@"; }
 busy=$(bench_busy)
 rss0=$(pvd_rss_kb)
 warm -H "Authorization: Bearer $BENCH_TOKEN" "$PVD_URL/api/v1/photos"
+pvd_thread_ticks "$OUT/ticks0"
 wrk_run "$OUT/pvd.txt" -t2 -c"$CONNS" -d"${SECS}s" --latency \
     -H "Authorization: Bearer $BENCH_TOKEN" "$PVD_URL/api/v1/photos"
+pvd_thread_ticks "$OUT/ticks1"
+threads=$(pvd_busy_threads "$OUT/ticks0" "$OUT/ticks1" "$SECS")
 rss1=$(pvd_rss_kb)
 # Context for the figure: the same stack (TLS, HTTP, token check, one
 # LMDB read) with a ~200-byte answer, so the list's own cost shows.
@@ -72,15 +75,18 @@ wrk_run "$OUT/nginx.txt" -t2 -c"$CONNS" -d"${SECS}s" --latency \
     "https://127.0.0.1:$NGINX_PORT/api/v1/photos"
 nginx_stop
 
-info_rps="" info_p50="" info_p99="" info_bad=""
+info_rps="" info_p50="" info_p99="" info_bad="" info_threads=""
 if [ "${BENCH_API_INFO:-1}" != 0 ]; then
     # The same data directory (same user, token and photos), pvd restarted
     # with its default access log on.
     pvd_stop
     pvd_start api --set log_level=info
     warm -H "Authorization: Bearer $BENCH_TOKEN" "$PVD_URL/api/v1/photos"
+    pvd_thread_ticks "$OUT/ticks0"
     wrk_run "$OUT/pvd-info.txt" -t2 -c"$CONNS" -d"${SECS}s" --latency \
         -H "Authorization: Bearer $BENCH_TOKEN" "$PVD_URL/api/v1/photos"
+    pvd_thread_ticks "$OUT/ticks1"
+    info_threads=$(pvd_busy_threads "$OUT/ticks0" "$OUT/ticks1" "$SECS")
     info_rps=$(wrk_rps "$OUT/pvd-info.txt")
     info_p50=$(wrk_p50 "$OUT/pvd-info.txt")
     info_p99=$(wrk_p99 "$OUT/pvd-info.txt")
@@ -102,6 +108,7 @@ printf '   %-22s %10s %10s %10s %8s\n' "pvd GET /api/v1/me" "$(wrk_rps "$OUT/pvd
     "$(wrk_p50 "$OUT/pvd-me.txt")" "$(wrk_p99 "$OUT/pvd-me.txt")" "$(wrk_bad "$OUT/pvd-me.txt")"
 [ -n "$info_rps" ] &&
     printf '   %-22s %10s %10s %10s %8s\n' "pvd (log_level=info)" "$info_rps" "$info_p50" "$info_p99" "$info_bad"
+echo "   pvd threads busy (tid:CPU; 2 = both HTTP loops served): warn run ${threads:-none}${info_rps:+; info run ${info_threads:-none}}"
 echo "   pvd RSS before/after the warn run: $(mb "$rss0") / $(mb "$rss1") MB; warn/error log lines: $errs_warn"
 [ -n "$errs_show" ] && printf '%s\n' "$errs_show"
 echo "   machine busy in the second before: $busy of all cores (other work skews the figures)"

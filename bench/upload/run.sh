@@ -68,7 +68,7 @@ summarize()
 }
 
 # ---- pvd
-pvd_start upload --set log_level=warn ${BENCH_PVD_SET:-}
+pvd_start upload --set log_level=warn
 bench_user upload@bench.example
 rss_sampler_start "$PVD_PID" "$OUT/rss.txt" 600
 busy=$(bench_busy)    # also a second of quiet before the baseline
