@@ -22,6 +22,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,6 +121,13 @@ static bool already_have(pv_app_t *app, const uint8_t user[16], const uint8_t sh
     return have;
 }
 
+/* FFmpeg's JPEG decoder holds the whole file plus an unescaped copy of
+ * its scan (~2x the file) whatever the output size, so two 20 MB photos
+ * decoding at once cost ~80 MB. Large files decode one at a time; small
+ * ones (the common case) never wait. */
+#define BIG_DECODE_BYTES (8u << 20)
+static pthread_mutex_t g_big_decode = PTHREAD_MUTEX_INITIALIZER;
+
 /* Decode, thumbnail and make both blobs durable. */
 static int ingest_part(upload_call_t *u, upload_part_t *p)
 {
@@ -131,7 +139,12 @@ static int ingest_part(upload_call_t *u, upload_part_t *p)
         return -errno;
     }
     close(fd);
+    bool big = p->bytes >= BIG_DECODE_BYTES;
+    if (big)
+        pthread_mutex_lock(&g_big_decode);
     int rc = pv_image_ingest(p->tmp, &p->info, p->thumb_tmp, err, sizeof(err));
+    if (big)
+        pthread_mutex_unlock(&g_big_decode);
     if (rc == -EINVAL || rc == -EMSGSIZE) {
         char what[PV_FILENAME_MAX + 240];
         snprintf(what, sizeof(what), "%s%s%s", *p->filename ? p->filename : "", *p->filename ? ": " : "", err);
