@@ -72,7 +72,9 @@ static bool supported_type(const char *ct)
     return false;
 }
 
-/* Keep a display name: its last path segment, no control characters. */
+/* Keep a display name: its last path segment, valid UTF-8 without control
+ * characters (an invalid byte becomes U+FFFD), cut at a character. A name
+ * that is not UTF-8 would make every later answer naming it fail. */
 static void clean_filename(const char *in, char *out, size_t outlen)
 {
     const char *slash = strrchr(in, '/'), *bslash = strrchr(in, '\\');
@@ -80,10 +82,26 @@ static void clean_filename(const char *in, char *out, size_t outlen)
         in = slash + 1;
     if (bslash && bslash + 1 > in)
         in = bslash + 1;
-    size_t j = 0;
-    for (; *in && j + 1 < outlen; in++)
-        if ((unsigned char)*in >= 0x20 && *in != 0x7f)
-            out[j++] = *in;
+    const unsigned char *s = (const unsigned char *)in;
+    size_t n = strlen(in), j = 0;
+    for (size_t i = 0; i < n;) {
+        size_t cl = pv_utf8_len(s + i, n - i);
+        const char *piece = (const char *)s + i;
+        size_t plen = cl;
+        if (cl == 0) { /* not UTF-8: the replacement character */
+            piece = "\xef\xbf\xbd";
+            plen = 3;
+            cl = 1;
+        } else if (cl == 1 && (s[i] < 0x20 || s[i] == 0x7f)) {
+            i++;
+            continue;
+        }
+        if (j + plen + 1 > outlen)
+            break;
+        memcpy(out + j, piece, plen);
+        j += plen;
+        i += cl;
+    }
     out[j] = '\0';
 }
 

@@ -476,3 +476,16 @@ def test_concurrent_identical_uploads(pvd):
     ids = {r.json()["photo"]["id"] for r in results}
     eq(len(ids), 1, "one photo id for identical simultaneous uploads")
     eq(u.list_all(), list(ids), "list after identical simultaneous uploads")
+
+
+def test_filename_not_utf8_is_cleaned(pvd):
+    """An X-Filename that is not UTF-8 is stored cleaned (U+FFFD), and the
+    user's list keeps working (a raw name used to break every answer)."""
+    u = pvd.new_user("fname")
+    data = unique_jpeg()
+    r = pvd.req("POST", "/api/v1/photos", data,
+                {"Content-Type": "image/jpeg", "X-Filename": b"bad\xff\xfename.jpg".decode("utf-8", "surrogateescape")},
+                token=u.access)
+    r.expect(201, "upload with a non-UTF-8 filename")
+    eq(r.json()["photo"]["filename"], "bad\ufffd\ufffdname.jpg", "cleaned filename")
+    eq(len(u.list_all()), 1, "the list still answers")
