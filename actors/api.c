@@ -354,7 +354,7 @@ int pv_app_tls_reload(pv_app_t *app, char *err, size_t errlen)
 typedef struct list_ctx {
     pv_app_t *app;
     pv_list_item_fn fn;
-    json_t *items;
+    pv_sb_t sb;            /* the answer, written as it is read */
     int limit, n;
     bool more;
     uint8_t last_id[16];
@@ -367,10 +367,11 @@ static int list_one(void *arg, const pv_val_t *k, const pv_val_t *v)
         lc->more = true;
         return 1;
     }
-    json_t *item = lc->fn(lc->app, v);
-    if (!item)
-        return -EIO;
-    json_array_append_new(lc->items, item);
+    if (lc->n)
+        pv_sb_add(&lc->sb, ",", 1);
+    int rc = lc->fn(&lc->sb, lc->app, v);
+    if (rc < 0)
+        return rc;
     memcpy(lc->last_id, (const uint8_t *)k->data + 16, 16);
     lc->n++;
     return 0;
@@ -410,23 +411,24 @@ void pv_api_list(pv_http_req_t *req, int db, pv_list_item_fn fn)
         pv_api_fail(req, rc);
         return;
     }
-    lc.items = json_array();
+    pv_sb_puts(&lc.sb, "{\"items\":[");
     rc = pv_txn_scan(&txn, db, uid, 16, has_cursor ? after : NULL, has_cursor ? sizeof(after) : 0,
                      true, list_one, &lc);
     pv_txn_abort(&txn);
-    if (rc < 0) {
-        json_decref(lc.items);
-        pv_api_fail(req, rc);
-        return;
-    }
-    json_t *next = json_null();
     if (lc.more) {
         char c[PV_ID_TEXT];
         pv_id_encode(lc.last_id, c);
-        json_decref(next);
-        next = json_string(c);
+        pv_sb_printf(&lc.sb, "],\"next_cursor\":\"%s\"}", c);
+    } else {
+        pv_sb_puts(&lc.sb, "],\"next_cursor\":null}");
     }
-    pv_http_respond_json(req, 200, json_pack("{s:o,s:o}", "items", lc.items, "next_cursor", next));
+    if (rc == 0 && lc.sb.failed)
+        rc = -ENOMEM;
+    if (rc < 0)
+        pv_api_fail(req, rc);
+    else
+        pv_http_respond(req, 200, "application/json; charset=utf-8", lc.sb.p, lc.sb.len);
+    pv_sb_free(&lc.sb);
 }
 
 /* ---------------- blobs ---------------- */

@@ -26,6 +26,7 @@
 #include "config.h"
 #include "crypto.h"
 #include "http.h"
+#include "pv.h"
 #include "records.h"
 #include "store.h"
 
@@ -178,12 +179,14 @@ void pv_h_photo_thumbnail(pv_http_req_t *req);
 void pv_h_photo_delete(pv_http_req_t *req);
 void pv_h_media_photo(pv_http_req_t *req);
 /* A list answer (?limit, ?cursor, newest first) of the caller's records in
- * db (keys user(16)|id(16)); fn turns a record into its JSON. */
-typedef json_t *(*pv_list_item_fn)(pv_app_t *app, const pv_val_t *record);
+ * db (keys user(16)|id(16)); fn writes a record's JSON object into sb. */
+typedef int (*pv_list_item_fn)(pv_sb_t *sb, pv_app_t *app, const pv_val_t *record);
 void pv_api_list(pv_http_req_t *req, int db, pv_list_item_fn fn);
 /* 1 when a queued or running video of the user uses the photo (actors/videos.c). */
 int pv_videos_photo_in_use(pv_txn_t *txn, const uint8_t user[16], const uint8_t photo[16]);
-/* JSON of a photo with fresh presigned URLs. */
+/* JSON of a photo with fresh presigned URLs: as text (the one definition
+ * of its shape) and parsed. */
+void pv_photo_json_write(pv_sb_t *sb, pv_app_t *app, const pv_photo_t *p);
 json_t *pv_photo_json(pv_app_t *app, const pv_photo_t *p);
 
 /* the web UI's static files: actors/web.c */

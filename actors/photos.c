@@ -391,30 +391,48 @@ static int upload_apply(pv_txn_t *txn, void *arg)
 
 /* ---------------- loop side ---------------- */
 
-json_t *pv_photo_json(pv_app_t *app, const pv_photo_t *p)
+/* The photo's JSON object, written straight as text: this is the one
+ * definition of its shape (lists are written this way; pv_photo_json
+ * parses it for the answers that nest it). URLs are presigned now. */
+void pv_photo_json_write(pv_sb_t *sb, pv_app_t *app, const pv_photo_t *p)
 {
     char id[PV_ID_TEXT], owner[PV_ID_TEXT], sha[65], created[32], taken[32];
-    char path[128], content[512], thumb[512];
+    char path[128], url[512];
     pv_id_encode(p->id, id);
     pv_id_encode(p->user_id, owner);
     pv_hex(p->sha256, 32, sha);
     pv_time_format(p->created_ms, created);
     int64_t exp = pv_now_ms() / 1000 + app->cfg.presign_ttl;
-    snprintf(path, sizeof(path), "/media/photos/%s/content", id);
-    pv_presign_url(&app->keys, path, owner, exp, content, sizeof(content));
-    snprintf(path, sizeof(path), "/media/photos/%s/thumbnail", id);
-    pv_presign_url(&app->keys, path, owner, exp, thumb, sizeof(thumb));
-    json_t *taken_at = json_null();
-    if (p->taken_ms != PV_TIME_NONE) {
+    pv_sb_printf(sb, "{\"id\":\"%s\",\"filename\":", id);
+    pv_sb_json_str(sb, p->filename);
+    pv_sb_puts(sb, ",\"content_type\":");
+    pv_sb_json_str(sb, p->content_type);
+    pv_sb_printf(sb, ",\"bytes\":%llu,\"sha256\":\"%s\",\"width\":%u,\"height\":%u,\"taken_at\":",
+                 (unsigned long long)p->bytes, sha, p->width, p->height);
+    if (p->taken_ms == PV_TIME_NONE) {
+        pv_sb_puts(sb, "null");
+    } else {
         pv_time_format(p->taken_ms, taken);
-        json_decref(taken_at);
-        taken_at = json_string(taken);
+        pv_sb_printf(sb, "\"%s\"", taken);
     }
-    return json_pack("{s:s,s:s,s:s,s:I,s:s,s:i,s:i,s:o,s:s,s:{s:s,s:s}}", "id", id,
-                     "filename", p->filename, "content_type", p->content_type, "bytes",
-                     (json_int_t)p->bytes, "sha256", sha, "width", (int)p->width, "height",
-                     (int)p->height, "taken_at", taken_at, "created_at", created, "urls",
-                     "content", content, "thumbnail", thumb);
+    pv_sb_printf(sb, ",\"created_at\":\"%s\",\"urls\":{\"content\":", created);
+    snprintf(path, sizeof(path), "/media/photos/%s/content", id);
+    pv_presign_url(&app->keys, path, owner, exp, url, sizeof(url));
+    pv_sb_json_str(sb, url);
+    pv_sb_puts(sb, ",\"thumbnail\":");
+    snprintf(path, sizeof(path), "/media/photos/%s/thumbnail", id);
+    pv_presign_url(&app->keys, path, owner, exp, url, sizeof(url));
+    pv_sb_json_str(sb, url);
+    pv_sb_puts(sb, "}}");
+}
+
+json_t *pv_photo_json(pv_app_t *app, const pv_photo_t *p)
+{
+    pv_sb_t sb = {0};
+    pv_photo_json_write(&sb, app, p);
+    json_t *j = sb.failed ? NULL : json_loadb(sb.p, sb.len, 0, NULL);
+    pv_sb_free(&sb);
+    return j;
 }
 
 static void upload_free(pv_call_t *c)
@@ -586,10 +604,13 @@ void pv_h_media_photo(pv_http_req_t *req)
         pv_api_serve_blob(req, p.thumb_sha256, "image/jpeg");
 }
 
-static json_t *photo_item(pv_app_t *app, const pv_val_t *v)
+static int photo_item(pv_sb_t *sb, pv_app_t *app, const pv_val_t *v)
 {
     pv_photo_t p;
-    return pv_photo_decode(v->data, v->len, &p) < 0 ? NULL : pv_photo_json(app, &p);
+    int rc = pv_photo_decode(v->data, v->len, &p);
+    if (rc == 0)
+        pv_photo_json_write(sb, app, &p);
+    return rc;
 }
 
 void pv_h_photo_list(pv_http_req_t *req) { pv_api_list(req, PV_DB_PHOTOS, photo_item); }

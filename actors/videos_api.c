@@ -312,14 +312,22 @@ void pv_h_video_create(pv_http_req_t *req)
 
 /* ---------------- reads ---------------- */
 
-static json_t *video_item(pv_app_t *app, const pv_val_t *val)
+static int video_item(pv_sb_t *sb, pv_app_t *app, const pv_val_t *val)
 {
     pv_video_t v;
-    if (pv_video_decode(val->data, val->len, &v) < 0)
-        return NULL;
+    int rc = pv_video_decode(val->data, val->len, &v);
+    if (rc < 0)
+        return rc;
     json_t *j = pv_video_json(app, &v);
+    char *text = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    if (text)
+        pv_sb_puts(sb, text);
+    else
+        rc = -ENOMEM;
+    free(text);
+    json_decref(j);
     pv_video_clear(&v);
-    return j;
+    return rc;
 }
 
 void pv_h_video_list(pv_http_req_t *req) { pv_api_list(req, PV_DB_VIDEOS, video_item); }

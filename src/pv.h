@@ -64,4 +64,19 @@ size_t pv_strlcpy(char *dst, const char *src, size_t size);
  * (overlong, surrogate, past U+10FFFF, truncated). */
 size_t pv_utf8_len(const unsigned char *s, size_t n);
 
+/* ---- string builder (src/util.c): answers written straight to text ----
+ * On allocation failure `failed` is set and later writes are no-ops. */
+typedef struct pv_sb {
+    char *p;        /* NUL-terminated text, or NULL before the first write */
+    size_t len;     /* bytes used */
+    size_t cap;     /* bytes allocated */
+    bool failed;    /* an allocation failed: the text is incomplete */
+} pv_sb_t;
+void pv_sb_add(pv_sb_t *sb, const char *s, size_t n);
+void pv_sb_puts(pv_sb_t *sb, const char *s);
+void pv_sb_printf(pv_sb_t *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* s as a JSON string, quotes included (s must be valid UTF-8). */
+void pv_sb_json_str(pv_sb_t *sb, const char *s);
+void pv_sb_free(pv_sb_t *sb);
+
 #endif

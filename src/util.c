@@ -5,6 +5,8 @@
 #include "pv.h"
 
 #include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -126,4 +128,79 @@ size_t pv_utf8_len(const unsigned char *s, size_t n)
         (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
         return 0;
     return len;
+}
+
+/* ---- string builder ---- */
+
+static bool sb_reserve(pv_sb_t *sb, size_t more)
+{
+    if (sb->failed)
+        return false;
+    if (sb->len + more + 1 <= sb->cap)
+        return true;
+    size_t cap = sb->cap ? sb->cap : 1024;
+    while (cap < sb->len + more + 1)
+        cap *= 2;
+    char *p = pv_fail("sb_alloc") ? NULL : realloc(sb->p, cap);
+    if (!p) {
+        sb->failed = true;
+        return false;
+    }
+    sb->p = p;
+    sb->cap = cap;
+    return true;
+}
+
+void pv_sb_add(pv_sb_t *sb, const char *s, size_t n)
+{
+    if (!sb_reserve(sb, n))
+        return;
+    memcpy(sb->p + sb->len, s, n);
+    sb->len += n;
+    sb->p[sb->len] = '\0';
+}
+
+void pv_sb_puts(pv_sb_t *sb, const char *s) { pv_sb_add(sb, s, strlen(s)); }
+
+void pv_sb_printf(pv_sb_t *sb, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || !sb_reserve(sb, (size_t)n))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(sb->p + sb->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    sb->len += (size_t)n;
+}
+
+void pv_sb_json_str(pv_sb_t *sb, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    pv_sb_add(sb, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        pv_sb_add(sb, run, (size_t)(s - run));
+        char esc[6] = {'\\', (char)c, 0};
+        size_t n = 2;
+        if (c < 0x20) {
+            esc[1] = 'u', esc[2] = '0', esc[3] = '0', esc[4] = hex[c >> 4], esc[5] = hex[c & 15];
+            n = 6;
+        }
+        pv_sb_add(sb, esc, n);
+        run = s + 1;
+    }
+    pv_sb_add(sb, run, (size_t)(s - run));
+    pv_sb_add(sb, "\"", 1);
+}
+
+void pv_sb_free(pv_sb_t *sb)
+{
+    free(sb->p);
+    *sb = (pv_sb_t){0};
 }
