@@ -102,33 +102,6 @@ void pv_metrics_request(pv_metrics_t *m, const char *route, int status,
     atomic_fetch_add_explicit(&r->bytes_out, bytes_out, memory_order_relaxed);
 }
 
-typedef struct outbuf {
-    char *p;
-    size_t len, cap;
-} outbuf_t;
-
-__attribute__((format(printf, 2, 3))) static void out(outbuf_t *o, const char *fmt, ...)
-{
-    va_list ap;
-    for (;;) {
-        va_start(ap, fmt);
-        int n = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-            return;
-        if ((size_t)n < o->cap - o->len) {
-            o->len += (size_t)n;
-            return;
-        }
-        size_t cap = o->cap * 2 + (size_t)n;
-        char *p = realloc(o->p, cap);
-        if (!p)
-            return;
-        o->p = p;
-        o->cap = cap;
-    }
-}
-
 static long rss_bytes(void)
 {
     FILE *f = fopen("/proc/self/statm", "r");
@@ -153,9 +126,9 @@ static int open_fds(void)
     return n - 3; /* ., .. and the DIR's own fd */
 }
 
-static void requests_text(outbuf_t *o, pv_metrics_t *m)
+static void requests_text(pv_sb_t *o, pv_metrics_t *m)
 {
-    out(o, "# HELP pv_http_requests_total HTTP requests answered, by route and status.\n"
+    pv_sb_printf(o, "# HELP pv_http_requests_total HTTP requests answered, by route and status.\n"
            "# TYPE pv_http_requests_total counter\n");
     for (int i = 0; i < M_ROUTES; i++) {
         m_route_t *r = &m->routes[i];
@@ -167,12 +140,12 @@ static void requests_text(outbuf_t *o, pv_metrics_t *m)
             if (!c)
                 continue;
             if (g_statuses[s])
-                out(o, "pv_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n", name, g_statuses[s], c);
+                pv_sb_printf(o, "pv_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n", name, g_statuses[s], c);
             else
-                out(o, "pv_http_requests_total{route=\"%s\",status=\"other\"} %llu\n", name, c);
+                pv_sb_printf(o, "pv_http_requests_total{route=\"%s\",status=\"other\"} %llu\n", name, c);
         }
     }
-    out(o, "# HELP pv_http_request_duration_ms Time to answer, by route.\n"
+    pv_sb_printf(o, "# HELP pv_http_request_duration_ms Time to answer, by route.\n"
            "# TYPE pv_http_request_duration_ms histogram\n");
     for (int i = 0; i < M_ROUTES; i++) {
         m_route_t *r = &m->routes[i];
@@ -183,54 +156,53 @@ static void requests_text(outbuf_t *o, pv_metrics_t *m)
         for (size_t b = 0; b <= M_BUCKETS; b++) {
             cum += atomic_load(&r->bucket[b]);
             if (b < M_BUCKETS)
-                out(o, "pv_http_request_duration_ms_bucket{route=\"%s\",le=\"%g\"} %llu\n", name, g_buckets[b], cum);
+                pv_sb_printf(o, "pv_http_request_duration_ms_bucket{route=\"%s\",le=\"%g\"} %llu\n", name, g_buckets[b], cum);
             else
-                out(o, "pv_http_request_duration_ms_bucket{route=\"%s\",le=\"+Inf\"} %llu\n", name, cum);
+                pv_sb_printf(o, "pv_http_request_duration_ms_bucket{route=\"%s\",le=\"+Inf\"} %llu\n", name, cum);
         }
-        out(o, "pv_http_request_duration_ms_sum{route=\"%s\"} %.3f\n", name, atomic_load(&r->sum_us) / 1000.0);
-        out(o, "pv_http_request_duration_ms_count{route=\"%s\"} %llu\n", name, cum);
+        pv_sb_printf(o, "pv_http_request_duration_ms_sum{route=\"%s\"} %.3f\n", name, atomic_load(&r->sum_us) / 1000.0);
+        pv_sb_printf(o, "pv_http_request_duration_ms_count{route=\"%s\"} %llu\n", name, cum);
     }
-    out(o, "# HELP pv_http_response_bytes_total Bytes of answer bodies, by route.\n"
+    pv_sb_printf(o, "# HELP pv_http_response_bytes_total Bytes of answer bodies, by route.\n"
            "# TYPE pv_http_response_bytes_total counter\n");
     for (int i = 0; i < M_ROUTES; i++) {
         const char *name = atomic_load(&m->routes[i].name);
         if (!name)
             break;
-        out(o, "pv_http_response_bytes_total{route=\"%s\"} %llu\n", name, atomic_load(&m->routes[i].bytes_out));
+        pv_sb_printf(o, "pv_http_response_bytes_total{route=\"%s\"} %llu\n", name, atomic_load(&m->routes[i].bytes_out));
     }
 }
 
 void pv_h_metrics(pv_http_req_t *req)
 {
     pv_app_t *app = pv_api_app(req);
-    outbuf_t o = {malloc(16384), 0, 16384};
-    if (!o.p) {
-        pv_api_fail(req, -ENOMEM);
-        return;
-    }
+    pv_sb_t o = {0};
     requests_text(&o, app->metrics);
     pv_store_stat_t st;
     if (pv_store_stat(app->store, &st) == 0) {
-        out(&o, "# TYPE pv_store_map_size_bytes gauge\npv_store_map_size_bytes %llu\n",
+        pv_sb_printf(&o, "# TYPE pv_store_map_size_bytes gauge\npv_store_map_size_bytes %llu\n",
             (unsigned long long)st.map_size);
-        out(&o, "# TYPE pv_store_map_used_bytes gauge\npv_store_map_used_bytes %llu\n",
+        pv_sb_printf(&o, "# TYPE pv_store_map_used_bytes gauge\npv_store_map_used_bytes %llu\n",
             (unsigned long long)st.map_used);
-        out(&o, "# TYPE pv_changelog_head gauge\npv_changelog_head %llu\n",
+        pv_sb_printf(&o, "# TYPE pv_changelog_head gauge\npv_changelog_head %llu\n",
             (unsigned long long)st.last_seq);
-        out(&o, "# HELP pv_changelog_entries Change-log entries kept (not yet trimmed).\n"
+        pv_sb_printf(&o, "# HELP pv_changelog_entries Change-log entries kept (not yet trimmed).\n"
                 "# TYPE pv_changelog_entries gauge\npv_changelog_entries %llu\n",
             (unsigned long long)st.entries[PV_DB_CHANGES]);
-        out(&o, "# TYPE pv_users gauge\npv_users %llu\n", (unsigned long long)st.entries[PV_DB_USERS]);
-        out(&o, "# TYPE pv_photos gauge\npv_photos %llu\n", (unsigned long long)st.entries[PV_DB_PHOTOS]);
-        out(&o, "# TYPE pv_videos gauge\npv_videos %llu\n", (unsigned long long)st.entries[PV_DB_VIDEOS]);
+        pv_sb_printf(&o, "# TYPE pv_users gauge\npv_users %llu\n", (unsigned long long)st.entries[PV_DB_USERS]);
+        pv_sb_printf(&o, "# TYPE pv_photos gauge\npv_photos %llu\n", (unsigned long long)st.entries[PV_DB_PHOTOS]);
+        pv_sb_printf(&o, "# TYPE pv_videos gauge\npv_videos %llu\n", (unsigned long long)st.entries[PV_DB_VIDEOS]);
     }
     for (int i = 0; i < PV_M_COUNT; i++)
-        out(&o, "# HELP %s %s\n# TYPE %s %s\n%s %lld\n", g_vals[i].name, g_vals[i].help,
+        pv_sb_printf(&o, "# HELP %s %s\n# TYPE %s %s\n%s %lld\n", g_vals[i].name, g_vals[i].help,
             g_vals[i].name, g_vals[i].type, g_vals[i].name, atomic_load(&app->metrics->vals[i]));
-    out(&o, "# TYPE pv_process_resident_memory_bytes gauge\npv_process_resident_memory_bytes %ld\n", rss_bytes());
-    out(&o, "# TYPE pv_process_open_fds gauge\npv_process_open_fds %d\n", open_fds());
-    out(&o, "# TYPE pv_uptime_seconds gauge\npv_uptime_seconds %lld\n",
+    pv_sb_printf(&o, "# TYPE pv_process_resident_memory_bytes gauge\npv_process_resident_memory_bytes %ld\n", rss_bytes());
+    pv_sb_printf(&o, "# TYPE pv_process_open_fds gauge\npv_process_open_fds %d\n", open_fds());
+    pv_sb_printf(&o, "# TYPE pv_uptime_seconds gauge\npv_uptime_seconds %lld\n",
         (long long)((pv_now_ms() - app->started_ms) / 1000));
-    pv_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", o.p, o.len);
-    free(o.p);
+    if (o.failed)
+        pv_api_fail(req, -ENOMEM);
+    else
+        pv_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", o.p, o.len);
+    pv_sb_free(&o);
 }
