@@ -164,15 +164,26 @@ void pv_sb_puts(pv_sb_t *sb, const char *s) { pv_sb_add(sb, s, strlen(s)); }
 
 void pv_sb_printf(pv_sb_t *sb, const char *fmt, ...)
 {
+    /* One pass in the usual case: format into the room there is, and only
+     * when it did not fit grow and format again. */
+    if (!sb_reserve(sb, 256))
+        return;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    size_t room = sb->cap - sb->len;
+    int n = vsnprintf(sb->p + sb->len, room, fmt, ap);
     va_end(ap);
-    if (n < 0 || !sb_reserve(sb, (size_t)n))
+    if (n < 0) {
+        sb->p[sb->len] = '\0';
         return;
-    va_start(ap, fmt);
-    vsnprintf(sb->p + sb->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
+    }
+    if ((size_t)n >= room) {
+        if (!sb_reserve(sb, (size_t)n))
+            return;
+        va_start(ap, fmt);
+        vsnprintf(sb->p + sb->len, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
     sb->len += (size_t)n;
 }
 

@@ -605,8 +605,28 @@ TEST(email_normalize)
     CHECK_EQ_INT(pv_email_normalize("a@b.co", out, 7), 0);
 }
 
+/* The presign MAC is plain HMAC-SHA256 over "GET\npath\nowner\nexpires":
+ * the expected value comes from Python's hmac module. */
+TEST(presign_known_answer)
+{
+    pv_keys_t k = {0};
+    memset(k.presign[0], 1, 32);
+    k.n_presign = 1;
+    k.presign_kid[0] = 1;
+    char url[512];
+    CHECK_EQ_INT(pv_presign_url(&k, "/media/photos/x/content", "owner1", 1000, url, sizeof(url)), 0);
+    CHECK(strstr(url, "sig=-XpTPM2UElz9Qz6yxNxlGm-6SueCdsO5Pc-M8089FuE") != NULL);
+    /* The same key again (the per-thread keyed state) and another key. */
+    CHECK_EQ_INT(pv_presign_url(&k, "/media/photos/x/content", "owner1", 1000, url, sizeof(url)), 0);
+    CHECK(strstr(url, "sig=-XpTPM2UElz9Qz6yxNxlGm-6SueCdsO5Pc-M8089FuE") != NULL);
+    memset(k.presign[0], 2, 32);
+    CHECK_EQ_INT(pv_presign_url(&k, "/media/photos/x/content", "owner1", 1000, url, sizeof(url)), 0);
+    CHECK(strstr(url, "sig=-XpTPM2UElz9Qz6yxNxlGm-6SueCdsO5Pc-M8089FuE") == NULL);
+}
+
 int main(void)
 {
+    RUN(presign_known_answer);
     pv_log_set_level(PV_LOG_ERROR);
     RUN(sha256_vectors);
     RUN(hmac_vectors);
