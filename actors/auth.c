@@ -17,6 +17,7 @@
 #include "pv.h"
 
 #include <sodium.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -262,14 +263,16 @@ static void signup_hashed(pv_call_t *c)
     pv_call_store(c, signup_apply);
 }
 
-/* Hashing threads run at a lower priority: a login storm then takes the
- * CPU the HTTP loops leave idle, not the CPU they need. */
+/* Hashing threads run as SCHED_IDLE: a login storm then takes only the
+ * CPU the HTTP loops leave idle, and a waking loop preempts a hash at
+ * once (a niced thread would keep the core for the rest of its slice). */
 static void hasher_nice(void)
 {
     static __thread bool done;
     if (!done) {
         done = true;
-        if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) < 0)
+        struct sched_param sp = {0};
+        if (sched_setscheduler((pid_t)syscall(SYS_gettid), SCHED_IDLE, &sp) < 0)
             pv_debug("auth", "cannot lower the hashing thread's priority: %s", strerror(errno));
     }
 }
