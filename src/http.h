@@ -6,9 +6,11 @@
  * kept apart from I/O: src/http_parse.c is a pure parser (no I/O, no
  * allocation) with a libFuzzer target; this layer feeds it bytes.
  *
- * One pv_http_server_t lives on one event loop; each loop that serves HTTP
- * has its own server with its own listening sockets (SO_REUSEPORT on the
- * same address), so a request and its reply stay on one loop.
+ * One pv_http_server_t lives on one event loop, and a connection and all
+ * its requests and replies stay on that loop. Servers grouped with
+ * pv_http_server_group share one listening socket: the loop that accepts
+ * deals each connection round-robin to the group (a queue and an eventfd
+ * per loop). No SO_REUSEPORT, so a second daemon cannot take the port.
  *
  * Request life: headers parsed -> route matched (404/405 otherwise) ->
  * the server's authorize hook (may answer 401/403 before any body is read)
