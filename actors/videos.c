@@ -435,19 +435,20 @@ static bool dequeue_id(videos_state_t *st, const uint8_t id[16])
     return false;
 }
 
-/* The fair pick: fewest running, then fewest served, then oldest. */
+/* The fair pick: fewest running, then fewest served, then oldest. The
+ * best user is kept by index: user_stat() may grow (move) the table. */
 static vjob_t *pick(videos_state_t *st)
 {
     vjob_t *best = NULL;
-    user_stat_t *bu = NULL;
+    int bi = -1;
     for (vjob_t *j = st->head; j; j = j->next) {
         user_stat_t *u = user_stat(st, j->user);
         if (!u)
             continue;
-        if (!best || u->running < bu->running ||
-            (u->running == bu->running && u->served < bu->served)) {
+        const user_stat_t *b = bi >= 0 ? &st->users[bi] : NULL;
+        if (!b || u->running < b->running || (u->running == b->running && u->served < b->served)) {
             best = j;
-            bu = u;
+            bi = (int)(u - st->users);
         }
     }
     return best;
