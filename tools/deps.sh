@@ -8,7 +8,8 @@ BUILD="make gcc libc6-dev pkg-config liblmdb-dev lmdb-utils libevent-dev libssl-
 libmsgpack-dev libavcodec-dev libavformat-dev libavfilter-dev libswscale-dev libswresample-dev
 libavutil-dev libcurl4-openssl-dev libsodium-dev libpq-dev libheif-dev libexif-dev libjansson-dev
 openssl ca-certificates"
-TEST="clang-14 libclang-rt-14-dev ffmpeg python3 curl procps util-linux chromium fonts-dejavu-core"
+TEST="clang-14 libclang-rt-14-dev ffmpeg python3 curl procps util-linux chromium fonts-dejavu-core
+libimage-exiftool-perl libheif-examples"
 
 want="$BUILD"
 [ "${1:-}" = test ] && want="$want $TEST"
