@@ -887,3 +887,16 @@ int pv_admin_argv(int argc, char **argv, const pv_admin_cmd_t **cmd, json_t **ar
     *args = a;
     return 0;
 }
+
+void pv_admin_arg_term(const pv_admin_arg_t *a, char *out, size_t outlen)
+{
+    if (a->how == PV_ARG_SECRET) {
+        snprintf(out, outlen, "--prompt");
+    } else if (a->how == PV_ARG_POS) {
+        snprintf(out, outlen, "%s", a->meta);
+    } else {
+        snprintf(out, outlen, "--%s", a->name);
+        for (char *p = out; *p; p++)
+            *p = *p == '_' ? '-' : *p;
+    }
+}

@@ -129,6 +129,9 @@ const pv_admin_cmd_t *pv_admin_cmds(size_t *n);
 const pv_admin_cmd_t *pv_admin_cmd_by_name(const char *name);
 /* "<words> ARG [--opt N]" usage line of one command into out. */
 void pv_admin_cmd_usage(const pv_admin_cmd_t *c, char *out, size_t outlen);
+/* How one argument is written on the command line ("--email", "EMAIL",
+ * "--prompt"), for help and man pages. */
+void pv_admin_arg_term(const pv_admin_arg_t *a, char *out, size_t outlen);
 
 /* A short reason for an error answer or a usage error. */
 typedef struct pv_admin_err {

@@ -234,17 +234,27 @@ static bool pv_token_eq(const char *s, size_t len, const char *lit)
     return lit[i] == '\0';
 }
 
-/* Content-Length: 1*DIGIT, fits in int64. */
-static int pv_parse_length(const char *s, size_t len, int64_t *out)
+/* 1*DIGIT as uint64 (at most 19 digits, so no overflow). */
+static int pv_parse_u64(const char *s, size_t len, uint64_t *out)
 {
     uint64_t v = 0;
-    if (len == 0 || len > 18)
+    if (len == 0 || len > 19)
         return -1;
     for (size_t i = 0; i < len; i++) {
         if (s[i] < '0' || s[i] > '9')
             return -1;
         v = v * 10 + (uint64_t)(s[i] - '0');
     }
+    *out = v;
+    return 0;
+}
+
+/* Content-Length: 1*DIGIT, at most 18 digits so that it fits in int64. */
+static int pv_parse_length(const char *s, size_t len, int64_t *out)
+{
+    uint64_t v;
+    if (len > 18 || pv_parse_u64(s, len, &v) < 0)
+        return -1;
     *out = (int64_t)v;
     return 0;
 }
@@ -475,20 +485,6 @@ ssize_t pv_http_pct_decode(const char *src, size_t len, char *dst,
     return (ssize_t)o;
 }
 
-/* 1*DIGIT as uint64 (at most 19 digits, so no overflow). */
-static int pv_parse_u64(const char *s, size_t len, uint64_t *out)
-{
-    uint64_t v = 0;
-    if (len == 0 || len > 19)
-        return -1;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
 
 int pv_http_parse_range(const char *v, size_t vlen, uint64_t size,
                         uint64_t *start, uint64_t *len)

@@ -166,15 +166,7 @@ static void man_command(FILE *out, const pv_admin_cmd_t *c)
     item(out, usage, c->help);
     for (const pv_admin_arg_t *a = c->args; a->name; a++) {
         char term[96];
-        if (a->how == PV_ARG_SECRET)
-            snprintf(term, sizeof(term), "--prompt");
-        else if (a->how == PV_ARG_POS)
-            snprintf(term, sizeof(term), "%s", a->meta);
-        else {
-            snprintf(term, sizeof(term), "--%s", a->name);
-            for (char *p = term + 2; *p; p++)
-                *p = *p == '_' ? '-' : *p;
-        }
+        pv_admin_arg_term(a, term, sizeof(term));
         fputs(".RS\n.TP\n.I ", out);
         roff(out, term);
         fputc('\n', out);

@@ -351,10 +351,11 @@ int pv_txn_get(pv_txn_t *txn, int db, const void *key, size_t klen,
 static const char store_seq_key[] = "seq";
 static const char store_format_key[] = "format";
 
-static int meta_get_u64(pv_txn_t *txn, const char *name, uint64_t *out)
+/* An 8-byte big-endian count or sequence stored under key; 0 if absent. */
+static int get_u64(pv_txn_t *txn, int db, const void *key, size_t klen, uint64_t *out)
 {
     pv_val_t v;
-    int rc = pv_txn_get(txn, PV_DB_META, name, strlen(name), &v);
+    int rc = pv_txn_get(txn, db, key, klen, &v);
     *out = 0;
     if (rc == -ENOENT)
         return 0;
@@ -364,6 +365,11 @@ static int meta_get_u64(pv_txn_t *txn, const char *name, uint64_t *out)
         return txn_fail_errno(txn, -EIO);
     *out = pv_be64_get(v.data);
     return 0;
+}
+
+static int meta_get_u64(pv_txn_t *txn, const char *name, uint64_t *out)
+{
+    return get_u64(txn, PV_DB_META, name, strlen(name), out);
 }
 
 static int meta_put_u64(pv_txn_t *txn, const char *name, uint64_t val)
@@ -796,17 +802,7 @@ int pv_blob_commit_file(pv_store_t *store, const char *tmp_path,
 
 static int blob_count(pv_txn_t *txn, const uint8_t sha256[32], uint64_t *n)
 {
-    pv_val_t v;
-    int rc = pv_txn_get(txn, PV_DB_BLOBS, sha256, 32, &v);
-    *n = 0;
-    if (rc == -ENOENT)
-        return 0;
-    if (rc)
-        return rc;
-    if (v.len != 8)
-        return txn_fail_errno(txn, -EIO);
-    *n = pv_be64_get(v.data);
-    return 0;
+    return get_u64(txn, PV_DB_BLOBS, sha256, 32, n);
 }
 
 static int blob_count_put(pv_txn_t *txn, const uint8_t sha256[32], uint64_t n)

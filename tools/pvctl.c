@@ -84,15 +84,7 @@ static void help_one(FILE *f, const pv_admin_cmd_t *c)
     bool any = false;
     for (const pv_admin_arg_t *a = c->args; a->name; a++) {
         char term[80];
-        if (a->how == PV_ARG_SECRET)
-            snprintf(term, sizeof(term), "--prompt");
-        else if (a->how == PV_ARG_POS)
-            snprintf(term, sizeof(term), "%s", a->meta);
-        else {
-            snprintf(term, sizeof(term), "--%s", a->name);
-            for (char *p = term; *p; p++)
-                *p = *p == '_' ? '-' : *p;
-        }
+        pv_admin_arg_term(a, term, sizeof(term));
         fprintf(f, "%s  %-14s %s%s%s\n", any ? "" : "\n", term,
                 a->how == PV_ARG_SECRET ? "type the password instead of generating one" : a->help,
                 a->choices ? "; one of " : "", a->choices ? a->choices : "");
