@@ -53,10 +53,11 @@ typedef struct upload_call {
     char body_path[512];        /* the request body, ours to remove */
     char raw_filename[PV_FILENAME_MAX + 1];
     int n;
-    upload_part_t parts[UPLOAD_MAX_PARTS];
     int status;                 /* HTTP status when failed in the worker */
     char code[48];
     char message[512];
+    int max_parts;              /* room in parts[]: 1 for a raw body */
+    upload_part_t parts[];      /* ~1.8 KB each: sized per request */
 } upload_call_t;
 
 static const char *const g_types[] = {"image/jpeg", "image/png", "image/webp",
@@ -254,7 +255,7 @@ static int split_multipart(upload_call_t *u, const char *body)
 {
     static const pv_mp_callbacks_t cb = {split_begin, split_data, split_end};
     split_t sp = {.u = u, .tmp_dir = pv_store_tmp_dir(u->app->store), .parts = u->parts,
-                  .max = UPLOAD_MAX_PARTS, .fd = -1, .msg = u->message,
+                  .max = u->max_parts, .fd = -1, .msg = u->message,
                   .msglen = sizeof(u->message)};
     pv_multipart_t *mp = malloc(sizeof(*mp));
     sp.md = EVP_MD_CTX_new();
@@ -519,11 +520,14 @@ void pv_h_photo_upload(pv_http_req_t *req)
         pv_http_respond_error(req, 400, "empty_body", "the upload is empty");
         return;
     }
-    upload_call_t *u = pv_call_new(req, sizeof(*u), upload_ingested);
+    int max_parts = multipart ? UPLOAD_MAX_PARTS : 1;
+    upload_call_t *u = pv_call_new(req, sizeof(*u) + (size_t)max_parts * sizeof(upload_part_t),
+                                   upload_ingested);
     if (!u) {
         pv_api_fail(req, -ENOMEM);
         return;
     }
+    u->max_parts = max_parts;
     u->app = pv_api_app(req);
     u->multipart = multipart;
     pv_api_user_id(req, u->user_id);
