@@ -10,7 +10,7 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lmsgpackc -lpthread
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wno-unused-parameter
-BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc -Iactors $(WARN) -MMD -MP
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc -I. $(WARN) -MMD -MP
 REL_CFLAGS  := $(BASE_CFLAGS) -O2 -g -fstack-protector-strong -D_FORTIFY_SOURCE=2
 TEST_CFLAGS := $(BASE_CFLAGS) -O1 -g -fno-omit-frame-pointer \
                -fsanitize=address,undefined -fno-sanitize-recover=undefined -DPV_TEST_BUILD
@@ -18,7 +18,7 @@ TEST_LDFLAGS := -fsanitize=address,undefined
 
 # Every .c in src/ and actors/ is library code, except the programs' mains.
 MAINS   := src/pvd.c
-LIB_SRC := $(filter-out $(MAINS),$(wildcard src/*.c actors/*.c))
+LIB_SRC := $(filter-out $(MAINS),$(wildcard src/*/*.c actors/*.c actors/*/*.c))
 TOOLS   := pvd pvctl pvrender
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
@@ -28,7 +28,7 @@ TEST_OBJ := $(LIB_SRC:%.c=build/test/%.o)
 
 main_src = $(if $(filter pvd,$(1)),src/pvd.c,tools/$(1).c)
 
-.PHONY: all deps test-deps run test check unit fuzz bench fmt lint clean web doc
+.PHONY: all deps test-deps run test check unit fuzz bench fmt lint clean web doc layers
 all: $(TOOLS:%=build/bin/%) build/web/index.html
 
 # The web UI: content-hashed, gzipped copies of web/ (no npm needed).
@@ -89,7 +89,7 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=build/test/unit/%)
 
 # ---- fuzzing (clang + libFuzzer) ----
 FUZZ_CC := clang-14
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc -Iactors -g -O1 -DPV_FUZZ -MMD -MP \
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc -I. -g -O1 -DPV_FUZZ -MMD -MP \
                -fsanitize=fuzzer-no-link,address,undefined
 FUZZ_OBJ := $(LIB_SRC:%.c=build/fuzz/%.o)
 build/fuzz/%.o: %.c
@@ -109,8 +109,13 @@ run: deps all
 
 unit: $(UNIT_BINS)
 
-check test: test-deps $(TOOLS:%=build/test/bin/%) $(UNIT_BINS) $(FUZZ_BINS) all
+check test: test-deps $(TOOLS:%=build/test/bin/%) $(UNIT_BINS) $(FUZZ_BINS) all layers
 	@sh tests/run.sh
+
+# Includes point only down the layers; no files call each other in a ring
+# (tools/layers.py says which layer may use which).
+layers: $(REL_OBJ)
+	@python3 tools/layers.py build/rel
 
 fuzz: $(FUZZ_BINS)
 	@for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build/fuzz/corpus/$$n; \
@@ -124,12 +129,12 @@ doc: all
 	sh tools/mkman.sh
 
 fmt:
-	clang-format -i src/*.c src/*.h actors/*.c actors/*.h tools/*.c tests/unit/*.c tests/fuzz/*.c 2>/dev/null || true
+	clang-format -i src/*.c src/*/*.c src/*/*.h actors/*.c actors/*.h actors/*/*.c actors/*/*.h tools/*.c tests/unit/*.c tests/fuzz/*.c 2>/dev/null || true
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
-	  --suppress=missingIncludeSystem -Isrc -Iactors src actors tools
-	clang-tidy --quiet src/*.c actors/*.c tools/*.c -- $(BASE_CFLAGS) $(PKG_CFLAGS)
+	  --suppress=missingIncludeSystem -Isrc -I. src actors tools
+	clang-tidy --quiet $(LIB_SRC) src/pvd.c tools/*.c -- $(BASE_CFLAGS) $(PKG_CFLAGS)
 
 clean:
 	rm -rf build
@@ -137,11 +142,11 @@ clean:
 # Header dependencies (-MMD) of every object, the programs' mains and the
 # unit tests included: a changed header must rebuild all that use it.
 -include $(REL_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(wildcard build/rel/main/*.d build/test/main/*.d \
-         build/test/unit/*.d build/fuzz/src/*.d build/fuzz/actors/*.d)
+         build/test/unit/*.d) $(FUZZ_OBJ:.o=.d)
 
 # ---- development: build one unit test from named sources only, so that a
 # half-written file elsewhere does not block you:
-#   make dev T=store SRCS="src/store.c src/records.c src/util.c src/log.c src/fail.c"
+#   make dev T=store SRCS="src/store/store.c src/base/records.c src/base/util.c src/base/log.c src/base/fail.c"
 #   then ./build/dev/test_store
 dev:
 	@mkdir -p build/dev

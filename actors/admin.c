@@ -15,19 +15,24 @@
  * usable; a bad header cannot be resynchronised, so it closes. Idle
  * connections time out.
  *
- * The command table (src/admin_proto.c) drives dispatch: g_handlers is
- * indexed by command id and pv_admin_start refuses to run with a gap. A
- * request becomes an admin_req_t, which embeds pv_store_req_t first so the
- * same allocation is a message, a pool job and a store write (the shape of
- * pv_call_t). Anything blocking — store scans, argon2id, the backup, file
- * reads for a TLS reload — runs on app->workers; the next step comes back
- * to this actor as a message. Answers find their connection by id: if the
- * client went away meanwhile, the answer is dropped.
+ * The command table (src/base/admin_proto.c) drives dispatch: g_handlers
+ * is indexed by command id and pv_admin_start refuses to run with a gap. A
+ * request becomes an admin_req_t, which embeds a call (src/app/call.h)
+ * first: the same continuations HTTP handlers use. Anything blocking —
+ * store scans, the backup, file reads for a TLS reload — runs on the work
+ * pool, argon2id on the hash pool; the next step comes back to this loop.
+ * Answers find their connection by id: if the client went away meanwhile,
+ * the answer is dropped.
  */
-#include "admin_proto.h"
-#include "app.h"
-#include "backup.h"
-#include "pv.h"
+#include "actors/admin.h"
+#include "actors/tls.h"
+#include "actors/videos.h"
+#include "app/call.h"
+#include "base/admin_proto.h"
+#include "base/pv.h"
+#include "model/users.h"
+#include "model/videos.h"
+#include "store/backup.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -54,8 +59,6 @@
 #define ADMIN_LIST_DEFAULT 1000
 #define ADMIN_PW_MIN 8
 #define ADMIN_PW_MAX 1024
-
-enum { ADMIN_MSG_STEP = 0x41444d }; /* "ADM": this actor's own continuation */
 
 typedef struct admin_conn admin_conn_t;
 struct admin_conn {
@@ -89,14 +92,14 @@ typedef struct admin_req admin_req_t;
 typedef void (*admin_step_fn)(admin_req_t *r);
 
 struct admin_req {
-    pv_store_req_t sreq;       /* first: message, pool job, store write */
+    pv_call_t call;            /* first: message, pool job, store write */
     pv_admin_t *adm;
     pv_app_t *app;
     uint64_t conn_id;
     const pv_admin_cmd_t *cmd;
     json_t *req;               /* the whole request; owns args */
     json_t *args;
-    admin_step_fn k;           /* next step, on the core loop */
+    admin_step_fn k;           /* next step, on the core loop (through step()) */
     int rc;                    /* outcome of the last step */
     json_t *result;            /* the answer on success */
     pv_admin_err_t err;        /* the answer when err.code is set */
@@ -193,15 +196,21 @@ static void req_done(admin_req_t *r)
         if (!c->in_read) /* frames that arrived meanwhile are already buffered */
             conn_read(c->bev, c);
     }
-    pv_msg_free(&r->sreq.msg);
+    pv_call_free(&r->call);
+}
+
+/* Every step comes back here, on the core loop. */
+static void step(pv_call_t *call)
+{
+    admin_req_t *r = (admin_req_t *)call;
+    r->k(r);
 }
 
 /* 0, or the pool refused (stopping, no memory): r was answered and freed. */
-static int go_pool(admin_req_t *r, pv_work_fn work, admin_step_fn k)
+static int go_pool_on(admin_req_t *r, pv_pool_t *pool, pv_work_fn work, admin_step_fn k)
 {
     r->k = k;
-    r->sreq.msg.type = ADMIN_MSG_STEP;
-    int rc = pv_pool_submit(r->app->workers, work, r->adm->actor, &r->sreq.msg);
+    int rc = pv_call_pool(&r->call, pool, work, step);
     if (rc < 0) {
         req_error_rc(r, rc, r->cmd->words);
         req_done(r);
@@ -209,14 +218,15 @@ static int go_pool(admin_req_t *r, pv_work_fn work, admin_step_fn k)
     return rc;
 }
 
+static int go_pool(admin_req_t *r, pv_work_fn work, admin_step_fn k)
+{
+    return go_pool_on(r, r->app->work, work, k);
+}
+
 static void go_store(admin_req_t *r, pv_store_apply_fn apply, admin_step_fn k)
 {
     r->k = k;
-    r->sreq.msg.type = ADMIN_MSG_STEP;
-    r->sreq.msg.reply_to = r->adm->actor;
-    r->sreq.apply = apply;
-    r->sreq.arg = r;
-    pv_store_submit(r->app->store, &r->sreq);
+    pv_call_store(&r->call, apply, step);
 }
 
 /* ---------------- shared helpers ---------------- */
@@ -473,7 +483,7 @@ static int user_add_apply(pv_txn_t *txn, void *arg)
 
 static void user_add_committed(admin_req_t *r)
 {
-    int rc = r->sreq.msg.status;
+    int rc = r->call.sreq.msg.status;
     if (rc == -EEXIST)
         req_error(r, "exists", "a user with the email %s already exists", r->user.email);
     else if (rc < 0)
@@ -521,7 +531,7 @@ static void h_user_add(admin_req_t *r)
     r->user.v = 1;
     pv_id_new(r->user.id);
     r->user.created_ms = pv_now_ms();
-    (void)go_pool(r, hash_work, user_add_hashed);
+    (void)go_pool_on(r, r->app->hash, hash_work, user_add_hashed);
 }
 
 /* disable / enable: one read-modify-write in the writer. */
@@ -539,7 +549,7 @@ static int user_state_apply(pv_txn_t *txn, void *arg)
 
 static void user_state_committed(admin_req_t *r)
 {
-    int rc = r->sreq.msg.status;
+    int rc = r->call.sreq.msg.status;
     if (rc == -ENOENT)
         req_error(r, "not_found", "no user %s", r->who);
     else if (rc < 0)
@@ -608,7 +618,7 @@ static int reset_password_apply(pv_txn_t *txn, void *arg)
 
 static void reset_password_committed(admin_req_t *r)
 {
-    int rc = r->sreq.msg.status;
+    int rc = r->call.sreq.msg.status;
     if (rc == -ENOENT)
         req_error(r, "not_found", "no user %s", r->who);
     else if (rc < 0)
@@ -638,7 +648,7 @@ static void h_user_reset_password(admin_req_t *r)
         req_done(r);
         return;
     }
-    (void)go_pool(r, hash_work, reset_password_hashed);
+    (void)go_pool_on(r, r->app->hash, hash_work, reset_password_hashed);
 }
 
 /* ---------------- jobs ---------------- */
@@ -779,23 +789,12 @@ static void job_list_done(admin_req_t *r)
 
 static void h_job_list(admin_req_t *r) { (void)go_pool(r, job_list_work, job_list_done); }
 
-/* A job command travels to the videos actor with the request inside it;
- * freeing the message (answered or not) frees the request. */
-typedef struct job_msg {
-    pv_job_cmd_t cmd;           /* first: what the videos actor sees */
-    admin_req_t *r;
-} job_msg_t;
-
-static void job_msg_free(pv_msg_t *m)
+/* The videos actor answered the command (call.answer). */
+static void job_replied(pv_call_t *call)
 {
-    job_msg_t *jm = (job_msg_t *)m;
-    if (jm->r)
-        pv_msg_free(&jm->r->sreq.msg);
-    free(jm);
-}
-
-static void job_replied(admin_req_t *r, const pv_job_cmd_t *cmd, int rc)
-{
+    admin_req_t *r = (admin_req_t *)call;
+    const pv_job_cmd_t *cmd = (const pv_job_cmd_t *)call->answer;
+    int rc = call->result;
     char id[PV_ID_TEXT];
     pv_id_encode(cmd->video_id, id);
     if (rc == -ENOENT)
@@ -807,6 +806,8 @@ static void job_replied(admin_req_t *r, const pv_job_cmd_t *cmd, int rc)
     else
         r->result = json_pack("{s:s,s:s}", "id", id, "done",
                               cmd->op == PV_JOB_CANCEL ? "cancelled" : "queued again");
+    pv_msg_free(call->answer);
+    call->answer = NULL;
     req_done(r);
 }
 
@@ -817,21 +818,18 @@ static void h_job_cmd(admin_req_t *r)
         req_done(r);
         return;
     }
-    job_msg_t *jm = pv_msg_new(sizeof(*jm), PV_MSG_JOB_CMD);
-    if (!jm || pv_id_decode(arg_str(r, "id"), jm->cmd.video_id) < 0) {
-        if (jm)
+    pv_job_cmd_t *cmd = pv_msg_new(sizeof(*cmd), PV_VIDEOS_JOB_CMD);
+    if (!cmd || pv_id_decode(arg_str(r, "id"), cmd->video_id) < 0) {
+        if (cmd)
             req_error(r, "bad_args", "\"%.64s\" is not a video id", arg_str(r, "id"));
         else
             req_error_rc(r, -ENOMEM, r->cmd->words);
-        free(jm);
+        free(cmd);
         req_done(r);
         return;
     }
-    jm->cmd.op = r->cmd->id == PV_CMD_JOB_CANCEL ? PV_JOB_CANCEL : PV_JOB_RETRY;
-    jm->cmd.msg.reply_to = r->adm->actor;
-    jm->cmd.msg.free_fn = job_msg_free;
-    jm->r = r;
-    pv_actor_send(r->app->videos, &jm->cmd.msg);
+    cmd->op = r->cmd->id == PV_CMD_JOB_CANCEL ? PV_JOB_CANCEL : PV_JOB_RETRY;
+    pv_call_ask(&r->call, r->app->videos, &cmd->msg, job_replied);
 }
 
 /* ---------------- sync (no replication targets exist yet) ---------------- */
@@ -999,24 +997,6 @@ static const admin_handler_fn g_handlers[PV_CMD_COUNT] = {
     [PV_CMD_LOG_LEVEL] = h_log_level,
 };
 
-static void admin_actor_fn(pv_actor_t *self, pv_msg_t *msg)
-{
-    if (msg->type == ADMIN_MSG_STEP) {
-        admin_req_t *r = (admin_req_t *)msg;
-        r->k(r);
-        return;
-    }
-    if (msg->type == PV_MSG_JOB_CMD) {
-        job_msg_t *jm = (job_msg_t *)msg;
-        admin_req_t *r = jm->r;
-        jm->r = NULL; /* the request goes on; the message goes */
-        job_replied(r, &jm->cmd, msg->status);
-        pv_msg_free(msg);
-        return;
-    }
-    pv_msg_free(msg);
-}
-
 /* Answer a frame-level error on c without a request object. */
 static void conn_reply_error(admin_conn_t *c, const char *code, const char *message)
 {
@@ -1034,13 +1014,14 @@ static void dispatch(admin_conn_t *c, const void *payload, size_t len)
         conn_reply_error(c, e.code, e.message);
         return;
     }
-    admin_req_t *r = pv_fail("admin_req") ? NULL : pv_msg_new(sizeof(*r), ADMIN_MSG_STEP);
+    admin_req_t *r = pv_fail("admin_req") ? NULL : pv_msg_new(sizeof(*r), 0);
     if (!r) {
         json_decref(req);
         conn_reply_error(c, "overloaded", "out of memory; try again");
         return;
     }
-    r->sreq.msg.free_fn = req_free;
+    r->call.sreq.msg.free_fn = req_free;
+    pv_call_init(&r->call, adm->app, adm->actor);
     r->adm = adm;
     r->app = adm->app;
     r->conn_id = c->id;
@@ -1326,7 +1307,9 @@ int pv_admin_start(pv_app_t *app)
         free(adm);
         return fd;
     }
-    adm->actor = pv_actor_new(app->core, "admin", admin_actor_fn, adm);
+    /* Its requests come from its own socket; its messages are answers. */
+    static const pv_actor_def_t def = {"admin", NULL, 0};
+    adm->actor = pv_actor_new(app->core, &def, adm);
     if (adm->actor)
         adm->listener = evconnlistener_new(pv_loop_base(app->core), on_accept, adm,
                                            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);

@@ -22,13 +22,13 @@
 
 #include <stdatomic.h>
 
-#include "actor.h"
-#include "config.h"
-#include "crypto.h"
-#include "http.h"
-#include "pv.h"
-#include "records.h"
-#include "store.h"
+#include "runtime/actor.h"
+#include "base/config.h"
+#include "base/crypto.h"
+#include "http/http.h"
+#include "base/pv.h"
+#include "base/records.h"
+#include "store/store.h"
 
 typedef struct pv_app pv_app_t;
 typedef struct pv_call pv_call_t;

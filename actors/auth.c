@@ -1,38 +1,29 @@
 /*
- * auth.c — sign-up, login, refresh, logout and /me, and the auth actor.
- *
- * Passwords are argon2id (about 80 ms and 64 MiB each): hashing and
- * verifying run on worker threads. Login is admitted first by the auth
- * actor, the one owner of the rate-limit tables (per account and per
- * address); an unknown email is verified against a dummy hash so that it
- * costs as long as a wrong password and answers the same 401.
- *
- * Refresh tokens are random, stored only as their SHA-256, and rotate: a
- * refresh spends the token and issues a new one in the same family.
- * Presenting a spent token revokes the whole family (someone replayed it),
- * so both the thief's and the owner's newer tokens stop working.
+ * auth.c — the auth actor: admits login attempts against the rate limits,
+ * per account and per address. It is the tables' one owner, on the core
+ * loop; the login handler (actors/api/auth.c) asks it before any hashing.
  */
-#include "api_body.h"
-#include "app.h"
-#include "pv.h"
+#include "actors/auth.h"
+#include "base/crypto.h"
+#include "base/pv.h"
 
-#include <sodium.h>
-#include <sched.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-
-/* ---------------- the auth actor: login admission ---------------- */
 
 typedef struct auth_state {
     pv_ratelimit_t *per_account;
     pv_ratelimit_t *per_ip;
 } auth_state_t;
 
-void *pv_auth_state_new(const pv_config_t *cfg)
+static void state_free(auth_state_t *st)
+{
+    if (!st)
+        return;
+    pv_ratelimit_free(st->per_account);
+    pv_ratelimit_free(st->per_ip);
+    free(st);
+}
+
+static auth_state_t *state_new(const pv_config_t *cfg)
 {
     auth_state_t *st = calloc(1, sizeof(*st));
     if (!st)
@@ -41,579 +32,44 @@ void *pv_auth_state_new(const pv_config_t *cfg)
                                        cfg->login_account_per_minute, 4096);
     st->per_ip = pv_ratelimit_new(cfg->login_ip_burst, cfg->login_ip_per_minute, 4096);
     if (!st->per_account || !st->per_ip) {
-        pv_auth_state_free(st);
+        state_free(st);
         return NULL;
     }
     return st;
 }
 
-void pv_auth_state_free(void *state)
-{
-    auth_state_t *st = state;
-    if (!st)
-        return;
-    pv_ratelimit_free(st->per_account);
-    pv_ratelimit_free(st->per_ip);
-    free(st);
-}
-
-typedef struct login_call {
-    pv_call_t base;
-    pv_app_t *app;
-    char email[PV_EMAIL_MAX + 1];
-    char password[1100];
-    char remote[64];
-    int retry_after;             /* from the auth actor; 0: admitted */
-    char pw_hash[PV_PWHASH_MAX + 1];
-    bool user_found;
-    bool verified;
-    pv_user_t user;
-    char refresh[PV_REFRESH_TEXT];
-    uint8_t refresh_hash[32];
-} login_call_t;
-
-void pv_auth_actor_fn(pv_actor_t *self, pv_msg_t *msg)
+static void on_admit(pv_actor_t *self, pv_msg_t *msg)
 {
     auth_state_t *st = pv_actor_state(self);
-    if (msg->type != PV_MSG_LOGIN_ADMIT) {
-        pv_msg_free(msg);
-        return;
-    }
-    login_call_t *lc = (login_call_t *)msg;
+    pv_auth_admit_t *a = (pv_auth_admit_t *)msg;
     int64_t now = pv_now_ms();
-    int a = pv_ratelimit_take(st->per_account, lc->email, now);
-    int b = pv_ratelimit_take(st->per_ip, lc->remote, now);
-    lc->retry_after = a > b ? a : b;
-    msg->type = PV_MSG_CALL;
-    pv_actor_reply(msg, 0); /* back to the request's loop */
+    int acc = pv_ratelimit_take(st->per_account, a->email, now);
+    int ip = pv_ratelimit_take(st->per_ip, a->remote, now);
+    a->retry_after = acc > ip ? acc : ip;
+    pv_actor_reply(msg, 0);
 }
 
-/* ---------------- helpers ---------------- */
+static const pv_actor_fn auth_on[PV_AUTH_MSG_COUNT] = {
+    [PV_AUTH_ADMIT] = on_admit,
+};
 
-static void body_error(pv_http_req_t *req, const pv_body_err_t *e)
+int pv_auth_start(pv_app_t *app)
 {
-    pv_api_body_error(req, e);
-}
-
-static json_t *user_json(const pv_user_t *u)
-{
-    char id[PV_ID_TEXT], created[32];
-    pv_id_encode(u->id, id);
-    pv_time_format(u->created_ms, created);
-    return json_pack("{s:s,s:s,s:s}", "id", id, "email", u->email, "created_at", created);
-}
-
-/* Browser sessions ask, with "X-PV-Session: cookie", for the refresh
- * token in an HttpOnly cookie rather than in the body: scripts injected
- * into the page can then never read it. */
-static bool cookie_session(pv_http_req_t *req)
-{
-    const char *h = pv_http_header(req, "X-PV-Session");
-    return h && strcasecmp(h, "cookie") == 0;
-}
-
-static void set_refresh_cookie(pv_http_req_t *req, const char *token, int max_age)
-{
-    char c[256];
-    snprintf(c, sizeof(c),
-             "pv_refresh=%s; Path=/api/v1/auth; Max-Age=%d; HttpOnly; Secure; SameSite=Strict",
-             token, max_age);
-    pv_http_add_header(req, "Set-Cookie", c);
-}
-
-/* The pv_refresh cookie's value into out; false when absent. */
-static bool refresh_cookie(pv_http_req_t *req, char *out, size_t outlen)
-{
-    const char *h = pv_http_header(req, "Cookie");
-    for (const char *p = h; p && *p;) {
-        while (*p == ' ' || *p == ';')
-            p++;
-        if (strncmp(p, "pv_refresh=", 11) == 0) {
-            p += 11;
-            size_t n = strcspn(p, ";");
-            if (n == 0 || n >= outlen)
-                return false;
-            memcpy(out, p, n);
-            out[n] = '\0';
-            return true;
-        }
-        p = strchr(p, ';');
-    }
-    return false;
-}
-
-/* The token pair answer of login and refresh. */
-static void respond_tokens(pv_http_req_t *req, pv_app_t *app,
-                           const uint8_t user_id[16], const char *refresh)
-{
-    char uid[PV_ID_TEXT];
-    pv_id_encode(user_id, uid);
-    char *access = NULL;
-    int rc = pv_jwt_issue(&app->keys, uid, app->cfg.access_token_ttl, &access);
-    if (rc < 0) {
-        pv_api_fail(req, rc);
-        return;
-    }
-    json_t *j = json_pack("{s:s,s:s,s:i}", "access_token", access, "token_type", "Bearer",
-                          "expires_in", app->cfg.access_token_ttl);
-    free(access);
-    if (cookie_session(req))
-        set_refresh_cookie(req, refresh, app->cfg.refresh_token_ttl);
-    else
-        json_object_set_new(j, "refresh_token", json_string(refresh));
-    pv_http_respond_json(req, 200, j);
-}
-
-static int read_user_by_email(pv_app_t *app, const char *email, pv_user_t *u)
-{
-    pv_txn_t txn;
-    int rc = pv_txn_begin(app->store, &txn, false);
-    if (rc < 0)
-        return rc;
-    pv_val_t v;
-    rc = pv_txn_get(&txn, PV_DB_EMAILS, email, strlen(email), &v);
-    if (rc == 0 && v.len == 16) {
-        uint8_t id[16];
-        memcpy(id, v.data, 16);
-        rc = pv_txn_get(&txn, PV_DB_USERS, id, 16, &v);
-        if (rc == 0)
-            rc = pv_user_decode(v.data, v.len, u);
-    } else if (rc == 0) {
-        rc = -EIO;
-    }
-    pv_txn_abort(&txn);
-    return rc;
-}
-
-/* Put a new refresh token of `family` for `user` (in a write txn). */
-static int put_refresh(pv_txn_t *txn, pv_app_t *app, const uint8_t user[16],
-                       const uint8_t family[16], const uint8_t hash[32])
-{
-    pv_token_t t = {.v = 1, .spent = false};
-    memcpy(t.user_id, user, 16);
-    memcpy(t.family_id, family, 16);
-    t.created_ms = pv_now_ms();
-    t.expires_ms = t.created_ms + (int64_t)app->cfg.refresh_token_ttl * 1000;
-    char *buf;
-    size_t len;
-    int rc = pv_token_encode(&t, &buf, &len);
-    if (rc < 0)
-        return rc;
-    rc = pv_txn_put(txn, PV_DB_TOKENS, hash, 32, buf, len, true);
-    free(buf);
-    return rc;
-}
-
-/* ---------------- signup ---------------- */
-
-typedef struct signup_call {
-    pv_call_t base;
-    pv_app_t *app;
-    pv_credentials_t cred;
-    pv_user_t user;
-} signup_call_t;
-
-static void signup_committed(pv_call_t *c)
-{
-    signup_call_t *s = (signup_call_t *)c;
-    int rc = c->sreq.msg.status;
-    if (rc == -EEXIST)
-        pv_http_respond_error(c->req, 409, "email_taken", "an account with this email already exists");
-    else if (rc < 0)
-        pv_api_fail(c->req, rc);
-    else
-        pv_http_respond_json(c->req, 201, json_pack("{s:o}", "user", user_json(&s->user)));
-    pv_call_free(c);
-}
-
-int pv_user_save(pv_txn_t *txn, const pv_user_t *u, bool is_new)
-{
-    char *buf;
-    size_t len;
-    int rc = pv_user_encode(u, &buf, &len);
-    if (rc < 0)
-        return rc;
-    rc = pv_txn_put(txn, PV_DB_USERS, u->id, 16, buf, len, is_new);
-    free(buf);
-    return rc;
-}
-
-/* A new user and its email index, in one transaction; -EEXIST when the
- * email is taken. Sign-up and `pvctl user add` both come here. */
-int pv_user_insert(pv_txn_t *txn, const pv_user_t *u)
-{
-    int rc = pv_txn_put(txn, PV_DB_EMAILS, u->email, strlen(u->email), u->id, 16, true);
-    return rc < 0 ? rc : pv_user_save(txn, u, true);
-}
-
-static int signup_apply(pv_txn_t *txn, void *arg)
-{
-    signup_call_t *s = arg;
-    return pv_user_insert(txn, &s->user);
-}
-
-static void signup_hashed(pv_call_t *c)
-{
-    if (c->result < 0) {
-        pv_api_fail(c->req, c->result);
-        pv_call_free(c);
-        return;
-    }
-    c->k = signup_committed;
-    pv_call_store(c, signup_apply);
-}
-
-/* Hashing threads run as SCHED_IDLE: a login storm then takes only the
- * CPU the HTTP loops leave idle, and a waking loop preempts a hash at
- * once (a niced thread would keep the core for the rest of its slice). */
-static void hasher_nice(void)
-{
-    static __thread bool done;
-    if (!done) {
-        done = true;
-        struct sched_param sp = {0};
-        if (sched_setscheduler((pid_t)syscall(SYS_gettid), SCHED_IDLE, &sp) < 0)
-            pv_debug("auth", "cannot lower the hashing thread's priority: %s", strerror(errno));
-    }
-}
-
-static void signup_hash_work(pv_msg_t *m)
-{
-    hasher_nice();
-    signup_call_t *s = (signup_call_t *)m;
-    char hash[PV_PWHASH_LEN];
-    s->base.result = pv_password_hash(s->cred.password, hash);
-    snprintf(s->user.pw_hash, sizeof(s->user.pw_hash), "%s", hash);
-    sodium_memzero(s->cred.password, sizeof(s->cred.password));
-}
-
-void pv_h_signup(pv_http_req_t *req)
-{
-    pv_app_t *app = pv_api_app(req);
-    size_t len;
-    const char *body = pv_http_body(req, &len);
-    signup_call_t *s = pv_call_new(req, sizeof(*s), signup_hashed);
-    if (!s) {
-        pv_api_fail(req, -ENOMEM);
-        return;
-    }
-    pv_body_err_t e;
-    if (pv_body_credentials(body, len, true, &s->cred, &e) < 0) {
-        body_error(req, &e);
-        pv_call_free(&s->base);
-        return;
-    }
-    s->app = app;
-    pv_user_t probe;
-    if (read_user_by_email(app, s->cred.email, &probe) == 0) {
-        /* Known at once: spare the hashing. The store re-checks. */
-        pv_http_respond_error(req, 409, "email_taken", "an account with this email already exists");
-        pv_call_free(&s->base);
-        return;
-    }
-    s->user.v = 1;
-    pv_id_new(s->user.id);
-    snprintf(s->user.email, sizeof(s->user.email), "%s", s->cred.email);
-    s->user.created_ms = pv_now_ms();
-    pv_call_pool_on(&s->base, app->hashers, signup_hash_work);
-}
-
-/* ---------------- login ---------------- */
-
-static void login_committed(pv_call_t *c)
-{
-    login_call_t *lc = (login_call_t *)c;
-    if (c->sreq.msg.status < 0)
-        pv_api_fail(c->req, c->sreq.msg.status);
-    else
-        respond_tokens(c->req, lc->app, lc->user.id, lc->refresh);
-    pv_call_free(c);
-}
-
-static int login_apply(pv_txn_t *txn, void *arg)
-{
-    login_call_t *lc = arg;
-    uint8_t family[16];
-    pv_id_new(family);
-    return put_refresh(txn, lc->app, lc->user.id, family, lc->refresh_hash);
-}
-
-static void invalid_credentials(pv_http_req_t *req)
-{
-    pv_http_respond_error(req, 401, "invalid_credentials", "wrong email or password");
-}
-
-static void login_verified(pv_call_t *c)
-{
-    login_call_t *lc = (login_call_t *)c;
-    if (!lc->verified || !lc->user_found) {
-        invalid_credentials(c->req);
-        pv_call_free(c);
-        return;
-    }
-    if (lc->user.disabled) {
-        pv_http_respond_error(c->req, 403, "account_disabled", "this account is disabled");
-        pv_call_free(c);
-        return;
-    }
-    pv_refresh_new(lc->refresh, lc->refresh_hash);
-    c->k = login_committed;
-    pv_call_store(c, login_apply);
-}
-
-static void login_verify_work(pv_msg_t *m)
-{
-    hasher_nice();
-    login_call_t *lc = (login_call_t *)m;
-    const char *hash = lc->user_found ? lc->user.pw_hash : pv_password_dummy_hash();
-    lc->verified = pv_password_verify(hash, lc->password) && lc->user_found;
-    sodium_memzero(lc->password, sizeof(lc->password));
-}
-
-static void login_admitted(pv_call_t *c)
-{
-    login_call_t *lc = (login_call_t *)c;
-    if (lc->retry_after > 0) {
-        char ra[16];
-        snprintf(ra, sizeof(ra), "%d", lc->retry_after);
-        pv_http_add_header(c->req, "Retry-After", ra);
-        pv_http_respond_error(c->req, 429, "rate_limited", "too many login attempts; try again later");
-        pv_call_free(c);
-        return;
-    }
-    int rc = read_user_by_email(lc->app, lc->email, &lc->user);
-    if (rc < 0 && rc != -ENOENT) {
-        pv_api_fail(c->req, rc);
-        pv_call_free(c);
-        return;
-    }
-    lc->user_found = rc == 0;
-    c->k = login_verified;
-    pv_call_pool_on(c, lc->app->hashers, login_verify_work);
-}
-
-void pv_h_login(pv_http_req_t *req)
-{
-    pv_app_t *app = pv_api_app(req);
-    size_t len;
-    const char *body = pv_http_body(req, &len);
-    login_call_t *lc = pv_call_new(req, sizeof(*lc), login_admitted);
-    if (!lc) {
-        pv_api_fail(req, -ENOMEM);
-        return;
-    }
-    pv_credentials_t cred;
-    pv_body_err_t e;
-    if (pv_body_credentials(body, len, false, &cred, &e) < 0) {
-        body_error(req, &e);
-        pv_call_free(&lc->base);
-        return;
-    }
-    lc->app = app;
-    snprintf(lc->email, sizeof(lc->email), "%s", cred.email);
-    snprintf(lc->password, sizeof(lc->password), "%s", cred.password);
-    sodium_memzero(cred.password, sizeof(cred.password));
-    char client[64];
-    snprintf(lc->remote, sizeof(lc->remote), "%s", pv_api_client_addr(req, client, sizeof(client)));
-    lc->base.sreq.msg.type = PV_MSG_LOGIN_ADMIT;
-    pv_actor_send(app->auth, &lc->base.sreq.msg);
-}
-
-/* ---------------- refresh and logout ---------------- */
-
-enum { REFRESH_OK, REFRESH_INVALID, REFRESH_REVOKED };
-
-typedef struct refresh_call {
-    pv_call_t base;
-    pv_app_t *app;
-    uint8_t hash[32];
-    bool logout;
-    uint8_t user_id[16];       /* logout: the caller; refresh: the owner */
-    char new_refresh[PV_REFRESH_TEXT];
-    uint8_t new_hash[32];
-} refresh_call_t;
-
-static int family_revoke(pv_txn_t *txn, const uint8_t family[16])
-{
-    uint8_t one = 1;
-    return pv_txn_put(txn, PV_DB_FAMILIES, family, 16, &one, 1, false);
-}
-
-static bool family_revoked(pv_txn_t *txn, const uint8_t family[16])
-{
-    pv_val_t v;
-    return pv_txn_get(txn, PV_DB_FAMILIES, family, 16, &v) == 0;
-}
-
-static int token_save(pv_txn_t *txn, const uint8_t hash[32], const pv_token_t *t)
-{
-    char *buf;
-    size_t len;
-    int rc = pv_token_encode(t, &buf, &len);
-    if (rc < 0)
-        return rc;
-    rc = pv_txn_put(txn, PV_DB_TOKENS, hash, 32, buf, len, false);
-    free(buf);
-    return rc;
-}
-
-/* Outcome in call->result; the return value is only for store failures,
- * so that a revocation commits even though the answer is 401. */
-static int refresh_apply(pv_txn_t *txn, void *arg)
-{
-    refresh_call_t *r = arg;
-    pv_val_t v;
-    pv_token_t t;
-    r->base.result = REFRESH_INVALID;
-    int rc = pv_txn_get(txn, PV_DB_TOKENS, r->hash, 32, &v);
-    if (rc == -ENOENT)
-        return 0;
-    if (rc < 0 || (rc = pv_token_decode(v.data, v.len, &t)) < 0)
-        return rc;
-    if (r->logout) {
-        if (memcmp(t.user_id, r->user_id, 16) != 0)
-            return 0; /* another user's token: not ours to revoke */
-        t.spent = true;
-        rc = token_save(txn, r->hash, &t);
-        return rc < 0 ? rc : family_revoke(txn, t.family_id);
-    }
-    if (t.spent) {
-        r->base.result = REFRESH_REVOKED;
-        return family_revoke(txn, t.family_id);
-    }
-    if (family_revoked(txn, t.family_id) || t.expires_ms < pv_now_ms())
-        return 0;
-    t.spent = true;
-    if ((rc = token_save(txn, r->hash, &t)) < 0)
-        return rc;
-    rc = put_refresh(txn, r->app, t.user_id, t.family_id, r->new_hash);
-    if (rc < 0)
-        return rc;
-    memcpy(r->user_id, t.user_id, 16);
-    r->base.result = REFRESH_OK;
-    return 0;
-}
-
-static void refresh_committed(pv_call_t *c)
-{
-    refresh_call_t *r = (refresh_call_t *)c;
-    int rc = c->sreq.msg.status;
-    if (rc < 0)
-        pv_api_fail(c->req, rc);
-    else if (r->logout) {
-        if (cookie_session(c->req))
-            set_refresh_cookie(c->req, "", 0);
-        pv_http_respond(c->req, 204, NULL, NULL, 0);
-    }
-    else if (c->result != REFRESH_OK)
-        pv_http_respond_error(c->req, 401, "invalid_refresh_token",
-                              "the refresh token is not valid; log in again");
-    else if (pv_api_user_active(r->app, r->user_id) < 0)
-        pv_http_respond_error(c->req, 401, "invalid_refresh_token",
-                              "the refresh token is not valid; log in again");
-    else
-        respond_tokens(c->req, r->app, r->user_id, r->new_refresh);
-    pv_call_free(c);
-}
-
-static void refresh_or_logout(pv_http_req_t *req, bool logout)
-{
-    size_t len;
-    const char *body = pv_http_body(req, &len);
-    pv_refresh_body_t rb;
-    char *token = rb.refresh_token;
-    pv_body_err_t e;
-    bool from_cookie = cookie_session(req) && refresh_cookie(req, token, sizeof(rb.refresh_token));
-    if (!from_cookie && pv_body_refresh(body, len, &rb, &e) < 0) {
-        body_error(req, &e);
-        return;
-    }
-    refresh_call_t *r = pv_call_new(req, sizeof(*r), refresh_committed);
-    if (!r) {
-        pv_api_fail(req, -ENOMEM);
-        return;
-    }
-    r->app = pv_api_app(req);
-    r->logout = logout;
-    if (pv_refresh_hash(token, r->hash) < 0) {
-        if (logout)
-            pv_http_respond_error(req, 400, "invalid_field", "refresh_token: malformed");
-        else
-            pv_http_respond_error(req, 401, "invalid_refresh_token",
-                                  "the refresh token is not valid; log in again");
-        pv_call_free(&r->base);
-        return;
-    }
-    if (logout)
-        pv_api_user_id(req, r->user_id);
-    else
-        pv_refresh_new(r->new_refresh, r->new_hash);
-    pv_call_store(&r->base, refresh_apply);
-}
-
-void pv_h_refresh(pv_http_req_t *req) { refresh_or_logout(req, false); }
-void pv_h_logout(pv_http_req_t *req) { refresh_or_logout(req, true); }
-
-/* ---------------- /me ---------------- */
-
-typedef struct usage {
-    uint64_t photos, photo_bytes, videos, video_bytes;
-} usage_t;
-
-static int usage_photo(void *arg, const pv_val_t *k, const pv_val_t *v)
-{
-    usage_t *u = arg;
-    pv_photo_t p;
-    if (pv_photo_decode(v->data, v->len, &p) == 0) {
-        u->photos++;
-        u->photo_bytes += p.bytes;
+    static const pv_actor_def_t def = {"auth", auth_on, PV_AUTH_MSG_COUNT};
+    auth_state_t *st = state_new(&app->cfg);
+    app->auth = st ? pv_actor_new(app->core, &def, st) : NULL;
+    if (!app->auth) {
+        state_free(st);
+        return -ENOMEM;
     }
     return 0;
 }
 
-static int usage_video(void *arg, const pv_val_t *k, const pv_val_t *v)
+void pv_auth_free(pv_app_t *app)
 {
-    usage_t *u = arg;
-    pv_video_t vid;
-    if (pv_video_decode(v->data, v->len, &vid) == 0) {
-        u->videos++;
-        u->video_bytes += vid.bytes;
-        pv_video_clear(&vid);
-    }
-    return 0;
-}
-
-void pv_h_me(pv_http_req_t *req)
-{
-    pv_app_t *app = pv_api_app(req);
-    uint8_t uid[16];
-    pv_api_user_id(req, uid);
-    pv_txn_t txn;
-    int rc = pv_txn_begin(app->store, &txn, false);
-    if (rc < 0) {
-        pv_api_fail(req, rc);
+    if (!app->auth)
         return;
-    }
-    pv_val_t v;
-    pv_user_t u;
-    usage_t use = {0};
-    rc = pv_txn_get(&txn, PV_DB_USERS, uid, 16, &v);
-    if (rc == 0)
-        rc = pv_user_decode(v.data, v.len, &u);
-    if (rc == 0)
-        rc = pv_txn_scan(&txn, PV_DB_PHOTOS, uid, 16, NULL, 0, false, usage_photo, &use);
-    if (rc == 0)
-        rc = pv_txn_scan(&txn, PV_DB_VIDEOS, uid, 16, NULL, 0, false, usage_video, &use);
-    pv_txn_abort(&txn);
-    if (rc < 0) {
-        pv_api_fail(req, rc);
-        return;
-    }
-    json_t *j = user_json(&u);
-    json_object_set_new(j, "usage",
-                        json_pack("{s:I,s:I,s:I,s:I}", "photos", (json_int_t)use.photos,
-                                  "photo_bytes", (json_int_t)use.photo_bytes, "videos",
-                                  (json_int_t)use.videos, "video_bytes",
-                                  (json_int_t)use.video_bytes));
-    pv_http_respond_json(req, 200, j);
+    state_free(pv_actor_state(app->auth));
+    pv_actor_free(app->auth);
+    app->auth = NULL;
 }

@@ -13,8 +13,8 @@
  * of entries in one store write, so a long backlog never makes one huge
  * transaction.
  */
-#include "app.h"
-#include "pv.h"
+#include "actors/sync.h"
+#include "base/pv.h"
 
 #include <event2/event.h>
 #include <stdlib.h>
@@ -30,7 +30,8 @@ typedef struct sync_state {
 } sync_state_t;
 
 typedef struct trim_req {
-    pv_store_req_t sreq;
+    pv_store_req_t sreq;     /* answered to the actor: trimmed() */
+    pv_actor_t *self;
     uint64_t upto;           /* trim entries with seq <= upto */
     uint64_t removed;        /* out */
 } trim_req_t;
@@ -69,6 +70,8 @@ static int trim_apply(pv_txn_t *txn, void *arg)
     return rc;
 }
 
+static void trimmed(pv_msg_t *msg);
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     pv_actor_t *self = arg;
@@ -79,21 +82,24 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     uint64_t upto = trim_limit(st->app, ss.last_seq);
     if (ss.entries[PV_DB_CHANGES] == 0 || upto == 0)
         return;
-    trim_req_t *t = pv_msg_new(sizeof(*t), PV_MSG_CALL);
+    trim_req_t *t = pv_msg_new(sizeof(*t), 0);
     if (!t)
         return;
     t->upto = upto;
+    t->self = self;
     t->sreq.apply = trim_apply;
     t->sreq.arg = t;
-    t->sreq.msg.reply_to = self;
+    pv_msg_expect(&t->sreq.msg, self, trimmed);
     st->busy = true;
     pv_store_submit(st->app->store, &t->sreq);
 }
 
-static void sync_fn(pv_actor_t *self, pv_msg_t *msg)
+/* A trim came back from the store writer. */
+static void trimmed(pv_msg_t *msg)
 {
-    sync_state_t *st = pv_actor_state(self);
     trim_req_t *t = (trim_req_t *)msg;
+    pv_actor_t *self = t->self;
+    sync_state_t *st = pv_actor_state(self);
     st->busy = false;
     if (msg->status < 0)
         pv_log(PV_LOG_WARN, "sync", NULL, NULL, "trimming the change log failed: %s",
@@ -112,7 +118,9 @@ int pv_sync_start(pv_app_t *app)
     if (!st)
         return -ENOMEM;
     st->app = app;
-    app->sync = pv_actor_new(app->core, "sync", sync_fn, st);
+    /* No messages of its own yet: replicators will steer it (pause, now). */
+    static const pv_actor_def_t def = {"sync", NULL, 0};
+    app->sync = pv_actor_new(app->core, &def, st);
     if (!app->sync) {
         free(st);
         return -ENOMEM;

@@ -20,14 +20,17 @@
  * the store coarsely (every 10 %).
  *
  * Event streams: an SSE request on an HTTP loop registers a subscription
- * here. Events go back to that loop as messages. Unsubscribing is a round
- * trip (UNSUB, then UNSUB_DONE), and per-sender ordering guarantees that no
- * event can arrive for a subscription after its UNSUB_DONE, so the HTTP
- * loop frees it only then.
+ * here. Events go back to the subscriber as answers (its continuation runs
+ * on its loop). Unsubscribing is a round trip (UNSUB, then an event marked
+ * unsubscribed), and per-sender ordering guarantees that no event can
+ * arrive for a subscription after that one, so the subscriber frees it
+ * only then.
  */
-#include "videos.h"
-#include "pv.h"
-#include "render.h"
+#include "actors/videos.h"
+#include "app/metrics.h"
+#include "base/pv.h"
+#include "media/render.h"
+#include "model/videos.h"
 
 #include <fcntl.h>
 #include <limits.h>
@@ -36,6 +39,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* The actor's own messages, after the public ones of videos.h. */
+enum {
+    VIDEOS_PROGRESS = PV_VIDEOS_PUBLIC_COUNT, /* render thread -> actor */
+    VIDEOS_DONE,                              /* render thread -> actor: the task back */
+    VIDEOS_MSG_COUNT
+};
+
+typedef struct videos_state videos_state_t;
 
 typedef struct vjob {
     struct vjob *next;
@@ -51,7 +63,7 @@ typedef struct user_stat {
 typedef struct rworker rworker_t;
 
 typedef struct render_task {
-    pv_msg_t msg;                 /* PV_MSG_VIDEO_DONE when it comes back */
+    pv_msg_t msg;                 /* VIDEOS_DONE when it comes back */
     uint8_t id[16], user[16];
     int n;
     char **paths;                 /* the photos' blob files */
@@ -86,7 +98,7 @@ typedef struct sub_entry {
     pv_video_sub_t *sub;
 } sub_entry_t;
 
-typedef struct videos_state {
+struct videos_state {
     pv_app_t *app;
     vjob_t *head, *tail;          /* queued jobs, oldest first */
     int n_queued;
@@ -97,7 +109,7 @@ typedef struct videos_state {
     sub_entry_t *subs;
     pthread_mutex_t live_mu;      /* guards workers[i].live_id for readers */
     bool stopping;                /* pvd is stopping: streams end */
-} videos_state_t;
+};
 
 /* Sent to every open event stream when pvd stops, so that the HTTP loops
  * can finish draining: the browser reconnects to the next pvd. */
@@ -111,32 +123,11 @@ typedef struct progress_msg {
 
 /* ---------------- store updates ---------------- */
 
-typedef struct find_ctx {
-    const uint8_t *id;
-    pv_video_t *out;
-    int rc;
-} find_ctx_t;
-
-static int find_one(void *arg, const pv_val_t *k, const pv_val_t *v)
-{
-    find_ctx_t *f = arg;
-    if (k->len != 32 || memcmp((const uint8_t *)k->data + 16, f->id, 16) != 0)
-        return 0;
-    f->rc = pv_video_decode(v->data, v->len, f->out);
-    return 1;
-}
-
-/* A video by id alone (pvctl): a scan, fine for an operator's command. */
-int pv_video_find(pv_txn_t *txn, const uint8_t id[16], pv_video_t *v)
-{
-    find_ctx_t f = {id, v, -ENOENT};
-    int rc = pv_txn_scan(txn, PV_DB_VIDEOS, NULL, 0, NULL, 0, false, find_one, &f);
-    return rc < 0 ? rc : f.rc;
-}
-
 typedef struct vupdate {
-    pv_store_req_t sreq;          /* type PV_MSG_VIDEO_STORED */
+    pv_store_req_t sreq;          /* answered to the actor: stored() */
     pv_app_t *app;
+    videos_state_t *st;
+    pv_actor_t *self;
     uint8_t id[16], user[16];
     unsigned from_mask;           /* apply only when status is in it (0: any) */
     int status;                   /* new status, or -1 */
@@ -159,29 +150,6 @@ static void vupdate_free(pv_msg_t *m)
     vupdate_t *u = (vupdate_t *)m;
     pv_video_clear(&u->after);
     free(u);
-}
-
-int pv_video_load(pv_txn_t *txn, const uint8_t user[16], const uint8_t id[16], pv_video_t *v)
-{
-    uint8_t key[32];
-    pv_key2(key, user, id, 16);
-    pv_val_t val;
-    int rc = pv_txn_get(txn, PV_DB_VIDEOS, key, sizeof(key), &val);
-    return rc < 0 ? rc : pv_video_decode(val.data, val.len, v);
-}
-
-int pv_video_save(pv_txn_t *txn, const pv_video_t *v)
-{
-    uint8_t key[32];
-    pv_key2(key, v->user_id, v->id, 16);
-    char *buf;
-    size_t len;
-    int rc = pv_video_encode(v, &buf, &len);
-    if (rc < 0)
-        return rc;
-    rc = pv_txn_put(txn, PV_DB_VIDEOS, key, sizeof(key), buf, len, false);
-    free(buf);
-    return rc;
 }
 
 static int vupdate_apply(pv_txn_t *txn, void *arg)
@@ -223,14 +191,18 @@ static int vupdate_apply(pv_txn_t *txn, void *arg)
     return rc;
 }
 
+static void stored(pv_msg_t *msg);
+
 static vupdate_t *vupdate_new(videos_state_t *st, pv_actor_t *self, const uint8_t id[16],
                               const uint8_t user[16])
 {
-    vupdate_t *u = pv_msg_new(sizeof(*u), PV_MSG_VIDEO_STORED);
+    vupdate_t *u = pv_msg_new(sizeof(*u), 0);
     if (!u)
         return NULL;
     u->sreq.msg.free_fn = vupdate_free;
-    u->sreq.msg.reply_to = self;
+    pv_msg_expect(&u->sreq.msg, self, stored);
+    u->st = st;
+    u->self = self;
     u->sreq.apply = vupdate_apply;
     u->sreq.arg = u;
     u->app = st->app;
@@ -244,24 +216,33 @@ static vupdate_t *vupdate_new(videos_state_t *st, pv_actor_t *self, const uint8_
 
 /* ---------------- subscribers ---------------- */
 
-static void sse_msg_free(pv_msg_t *m)
+static void event_free(pv_msg_t *m)
 {
-    free(((pv_sse_msg_t *)m)->text);
+    free(((pv_video_event_t *)m)->text);
     free(m);
 }
 
-static void send_event(pv_video_sub_t *sub, char *text, bool end)
+/* An event to the subscriber, answered to its home actor. */
+static void send_to(pv_video_sub_t *sub, char *text, bool end, bool unsubscribed)
 {
-    pv_sse_msg_t *m = text ? pv_msg_new(sizeof(*m), PV_MSG_SSE) : NULL;
+    pv_video_event_t *m = pv_msg_new(sizeof(*m), 0);
     if (!m) {
         free(text);
         return;
     }
-    m->msg.free_fn = sse_msg_free;
+    m->msg.free_fn = event_free;
     m->sub = sub;
     m->text = text;
     m->end = end;
-    pv_actor_send(sub->hl->actor, &m->msg);
+    m->unsubscribed = unsubscribed;
+    pv_msg_expect(&m->msg, sub->home, sub->on_event);
+    pv_actor_reply(&m->msg, 0);
+}
+
+static void send_event(pv_video_sub_t *sub, char *text, bool end)
+{
+    if (text)
+        send_to(sub, text, end, false);
 }
 
 static bool is_final(int status)
@@ -280,7 +261,7 @@ static void notify_status(videos_state_t *st, const pv_video_t *v)
             pp = &e->next;
             continue;
         }
-        send_event(e->sub, pv_video_event_status(st->app, v), end);
+        send_event(e->sub, pv_video_event_status(&st->app->keys, st->app->cfg.presign_ttl, v, -1), end);
         if (end) {
             *pp = e->next;
             free(e);
@@ -331,9 +312,8 @@ static void subscribe(videos_state_t *st, pv_video_sub_t *sub)
         return;
     }
     double live = pv_videos_live_progress(st->app, sub->id);
-    if (live >= 0 && v.status == PV_VIDEO_RUNNING)
-        v.progress = live;
-    send_event(sub, pv_video_event_status(st->app, &v), is_final(v.status));
+    send_event(sub, pv_video_event_status(&st->app->keys, st->app->cfg.presign_ttl, &v, live),
+               is_final(v.status));
     if (!is_final(v.status)) {
         sub_entry_t *e = malloc(sizeof(*e));
         if (e) {
@@ -355,11 +335,8 @@ static void unsubscribe(videos_state_t *st, pv_video_sub_t *sub)
             break;
         }
     }
-    pv_sse_msg_t *m = pv_msg_new(sizeof(*m), PV_MSG_UNSUB_DONE);
-    if (m) { /* without it the subscription leaks; it cannot be freed early */
-        m->sub = sub;
-        pv_actor_send(sub->hl->actor, &m->msg);
-    }
+    /* without it the subscription leaks; it cannot be freed early */
+    send_to(sub, NULL, true, true);
 }
 
 /* ---------------- the queue ---------------- */
@@ -465,7 +442,7 @@ static int render_progress(void *arg, int64_t done, int64_t total)
     if (permille - atomic_load(&t->permille_sent) >= 10 || (done == total && total > 0)) {
         atomic_store(&t->permille_sent, permille);
         atomic_store(&t->w->live_permille, permille);
-        progress_msg_t *m = pv_msg_new(sizeof(*m), PV_MSG_VIDEO_PROGRESS);
+        progress_msg_t *m = pv_msg_new(sizeof(*m), VIDEOS_PROGRESS);
         if (m) {
             m->task = t;
             m->done = done;
@@ -514,7 +491,7 @@ static void *render_thread(void *arg)
         if (!t)
             return NULL; /* stop */
         run_task(t, store);
-        t->msg.type = PV_MSG_VIDEO_DONE;
+        t->msg.type = VIDEOS_DONE;
         pv_actor_send(t->videos, &t->msg);
     }
 }
@@ -532,7 +509,7 @@ static void task_free(pv_msg_t *m)
 static render_task_t *task_new(videos_state_t *st, pv_actor_t *self, pv_txn_t *txn,
                                const pv_video_t *v, char *err, size_t errlen)
 {
-    render_task_t *t = pv_msg_new(sizeof(*t), PV_MSG_VIDEO_DONE);
+    render_task_t *t = pv_msg_new(sizeof(*t), VIDEOS_DONE);
     if (!t)
         return NULL;
     t->msg.free_fn = task_free;
@@ -829,47 +806,68 @@ static void on_stored(videos_state_t *st, pv_actor_t *self, vupdate_t *u)
     pv_msg_free(&u->sreq.msg);
 }
 
-static void videos_fn(pv_actor_t *self, pv_msg_t *msg)
+/* The continuation of every store update. */
+static void stored(pv_msg_t *msg)
+{
+    vupdate_t *u = (vupdate_t *)msg;
+    on_stored(u->st, u->self, u);
+}
+
+static void on_enqueue(pv_actor_t *self, pv_msg_t *msg)
 {
     videos_state_t *st = pv_actor_state(self);
-    switch (msg->type) {
-    case PV_MSG_VIDEO_ENQUEUE: {
-        pv_video_enqueue_t *e = (pv_video_enqueue_t *)msg;
-        enqueue(st, e->id, e->user);
-        pv_msg_free(msg);
-        schedule(st, self);
-        return;
-    }
-    case PV_MSG_VIDEO_PROGRESS:
-        on_progress(st, self, (progress_msg_t *)msg);
-        pv_msg_free(msg);
-        return;
-    case PV_MSG_VIDEO_DONE:
-        render_done(st, self, (render_task_t *)msg);
-        return;
-    case PV_MSG_VIDEO_STORED:
-        on_stored(st, self, (vupdate_t *)msg);
-        return;
-    case PV_MSG_JOB_CMD:
-        job_cmd(st, self, (pv_job_cmd_t *)msg);
-        return;
-    case PV_MSG_SUB:
-        subscribe(st, ((pv_sse_msg_t *)msg)->sub);
-        pv_msg_free(msg);
-        return;
-    case PV_MSG_UNSUB:
-        unsubscribe(st, ((pv_sse_msg_t *)msg)->sub);
-        pv_msg_free(msg);
-        return;
-    case PV_MSG_VIDEO_SHUTDOWN:
-        st->stopping = true;
-        end_subs(st, NULL, SSE_SHUTDOWN);
-        pv_msg_free(msg);
-        return;
-    default:
-        pv_msg_free(msg);
-    }
+    pv_video_enqueue_t *e = (pv_video_enqueue_t *)msg;
+    enqueue(st, e->id, e->user);
+    pv_msg_free(msg);
+    schedule(st, self);
 }
+
+static void on_progress_msg(pv_actor_t *self, pv_msg_t *msg)
+{
+    on_progress(pv_actor_state(self), self, (progress_msg_t *)msg);
+    pv_msg_free(msg);
+}
+
+static void on_done(pv_actor_t *self, pv_msg_t *msg)
+{
+    render_done(pv_actor_state(self), self, (render_task_t *)msg);
+}
+
+static void on_job_cmd(pv_actor_t *self, pv_msg_t *msg)
+{
+    job_cmd(pv_actor_state(self), self, (pv_job_cmd_t *)msg);
+}
+
+static void on_sub(pv_actor_t *self, pv_msg_t *msg)
+{
+    subscribe(pv_actor_state(self), ((pv_video_sub_msg_t *)msg)->sub);
+    pv_msg_free(msg);
+}
+
+static void on_unsub(pv_actor_t *self, pv_msg_t *msg)
+{
+    unsubscribe(pv_actor_state(self), ((pv_video_sub_msg_t *)msg)->sub);
+    pv_msg_free(msg);
+}
+
+static void on_shutdown(pv_actor_t *self, pv_msg_t *msg)
+{
+    videos_state_t *st = pv_actor_state(self);
+    st->stopping = true;
+    end_subs(st, NULL, SSE_SHUTDOWN);
+    pv_msg_free(msg);
+}
+
+static const pv_actor_fn videos_on[VIDEOS_MSG_COUNT] = {
+    [PV_VIDEOS_ENQUEUE] = on_enqueue,
+    [PV_VIDEOS_JOB_CMD] = on_job_cmd,
+    [PV_VIDEOS_SUB] = on_sub,
+    [PV_VIDEOS_UNSUB] = on_unsub,
+    [PV_VIDEOS_SHUTDOWN] = on_shutdown,
+    [VIDEOS_PROGRESS] = on_progress_msg,
+    [VIDEOS_DONE] = on_done,
+};
+static const pv_actor_def_t videos_def = {"videos", videos_on, VIDEOS_MSG_COUNT};
 
 /* ---------------- start-up recovery ---------------- */
 
@@ -939,7 +937,7 @@ int pv_videos_start(pv_app_t *app, int render_threads)
     st->app = app;
     pthread_mutex_init(&st->live_mu, NULL);
     st->workers = calloc((size_t)render_threads, sizeof(rworker_t));
-    app->videos = pv_actor_new(app->core, "videos", videos_fn, st);
+    app->videos = pv_actor_new(app->core, &videos_def, st);
     if (!st->workers || !app->videos)
         goto fail;
     for (int i = 0; i < render_threads; i++) {
@@ -965,7 +963,7 @@ int pv_videos_start(pv_app_t *app, int render_threads)
         return rc;
     }
     if (st->head) { /* schedule once the loop runs: a known id is a no-op */
-        pv_video_enqueue_t *e = pv_msg_new(sizeof(*e), PV_MSG_VIDEO_ENQUEUE);
+        pv_video_enqueue_t *e = pv_msg_new(sizeof(*e), PV_VIDEOS_ENQUEUE);
         if (e) {
             memcpy(e->id, st->head->id, 16);
             memcpy(e->user, st->head->user, 16);
@@ -1047,31 +1045,3 @@ double pv_videos_live_progress(pv_app_t *app, const uint8_t id[16])
     return p;
 }
 
-/* ---------------- photo in use ---------------- */
-
-typedef struct in_use_ctx {
-    pv_txn_t *txn;
-    const uint8_t *user, *photo;
-    int found;
-} in_use_ctx_t;
-
-static int in_use_job(void *arg, const pv_val_t *k, const pv_val_t *v)
-{
-    in_use_ctx_t *c = arg;
-    if (k->len != 16 || v->len != 16 || memcmp(v->data, c->user, 16) != 0)
-        return 0;
-    pv_video_t vid;
-    if (pv_video_load(c->txn, c->user, k->data, &vid) < 0)
-        return 0;
-    for (uint32_t i = 0; i < vid.n_photos && !c->found; i++)
-        c->found = memcmp(vid.photo_ids[i], c->photo, 16) == 0;
-    pv_video_clear(&vid);
-    return c->found ? 1 : 0;
-}
-
-int pv_videos_photo_in_use(pv_txn_t *txn, const uint8_t user[16], const uint8_t photo[16])
-{
-    in_use_ctx_t c = {txn, user, photo, 0};
-    int rc = pv_txn_scan(txn, PV_DB_JOBS, NULL, 0, NULL, 0, false, in_use_job, &c);
-    return rc < 0 ? rc : c.found;
-}

@@ -1,23 +1,21 @@
 /*
- * videos.h — what the videos actor (actors/videos.c) and the video HTTP
- * handlers (actors/videos_api.c) share.
+ * videos.h — the videos actor (actors/videos.c): the job queue, the
+ * renders, live progress and event streams. These are its messages; it
+ * answers the ones that are asked (pv_call_ask, or a continuation set with
+ * pv_msg_expect) and knows nothing of who asks.
  */
-#ifndef PV_VIDEOS_H
-#define PV_VIDEOS_H
+#ifndef PV_ACTORS_VIDEOS_H
+#define PV_ACTORS_VIDEOS_H
 
-#include "app.h"
-#include "render.h"
+#include "app/app.h"
 
-enum pv_video_msg {
-    PV_MSG_VIDEO_ENQUEUE = 100, /* pv_video_enqueue_t: a committed new job */
-    PV_MSG_VIDEO_PROGRESS,      /* render thread -> actor */
-    PV_MSG_VIDEO_DONE,          /* render thread -> actor: the task back */
-    PV_MSG_VIDEO_STORED,        /* store writer -> actor: an update done */
-    PV_MSG_SUB,                 /* http loop -> actor: pv_sse_msg_t */
-    PV_MSG_UNSUB,               /* http loop -> actor: pv_sse_msg_t */
-    PV_MSG_SSE,                 /* actor -> http loop: an event to write */
-    PV_MSG_UNSUB_DONE,          /* actor -> http loop: free the subscription */
-    PV_MSG_VIDEO_SHUTDOWN,      /* main -> actor: end every event stream */
+enum pv_videos_msg {
+    PV_VIDEOS_ENQUEUE,   /* pv_video_enqueue_t: a committed new job */
+    PV_VIDEOS_JOB_CMD,   /* pv_job_cmd_t: cancel, retry, drop; answered */
+    PV_VIDEOS_SUB,       /* pv_video_sub_msg_t: open an event stream */
+    PV_VIDEOS_UNSUB,     /* pv_video_sub_msg_t: close it (see pv_video_event_t) */
+    PV_VIDEOS_SHUTDOWN,  /* pvd stops: end every event stream */
+    PV_VIDEOS_PUBLIC_COUNT
 };
 
 typedef struct pv_video_enqueue {
@@ -25,43 +23,54 @@ typedef struct pv_video_enqueue {
     uint8_t id[16], user[16];
 } pv_video_enqueue_t;
 
-/* An event stream: owned by its HTTP loop; the actor only holds a
- * reference while subscribed (see videos.c on unsubscribing). */
+/* The answer's status is 0, -ENOENT (no such video), or -EINVAL (not
+ * cancellable / not retryable: err says why). */
+enum pv_job_op {
+    PV_JOB_CANCEL, /* queued or running -> cancelled */
+    PV_JOB_RETRY,  /* failed or cancelled -> queued */
+    PV_JOB_DROP,   /* the record is gone: stop rendering it, no store update */
+};
+typedef struct pv_job_cmd {
+    pv_msg_t msg;                /* type PV_VIDEOS_JOB_CMD */
+    int op;                      /* enum pv_job_op */
+    uint8_t video_id[16];
+    bool has_user;               /* user_id given (HTTP); else looked up (pvctl) */
+    uint8_t user_id[16];
+    char err[160];
+} pv_job_cmd_t;
+
+/* An event stream, owned by its subscriber. The actor holds it from SUB
+ * until it sends the stream's last event (end, or unsubscribed). Each
+ * event is a pv_video_event_t answered to `home`, where on_event runs and
+ * owns it. Events of one stream arrive in order; after an event with end
+ * or unsubscribed set, none follows. */
 typedef struct pv_video_sub {
     uint8_t id[16], user[16];
-    pv_http_loop_t *hl;
-    pv_http_req_t *req;
-    bool closed;                /* the client went away */
+    pv_actor_t *home;           /* the subscriber's actor */
+    pv_reply_fn on_event;       /* runs on home's loop, once per event */
+    void *ctx;                  /* the subscriber's own */
+    bool closed;                /* the subscriber's: its client went away */
 } pv_video_sub_t;
 
-typedef struct pv_sse_msg {
+typedef struct pv_video_sub_msg {
+    pv_msg_t msg;               /* PV_VIDEOS_SUB or PV_VIDEOS_UNSUB */
+    pv_video_sub_t *sub;
+} pv_video_sub_msg_t;
+
+typedef struct pv_video_event {
     pv_msg_t msg;
     pv_video_sub_t *sub;
     char *text;                 /* one SSE event (malloc'd), or NULL */
-    bool end;                   /* the last event of the stream */
-} pv_sse_msg_t;
+    bool end;                   /* the stream's last event */
+    bool unsubscribed;          /* the answer to UNSUB: no text, the last */
+} pv_video_event_t;
 
-/* Records. */
-int pv_video_load(pv_txn_t *txn, const uint8_t user[16], const uint8_t id[16], pv_video_t *v);
-int pv_video_save(pv_txn_t *txn, const pv_video_t *v);
-int pv_video_find(pv_txn_t *txn, const uint8_t id[16], pv_video_t *v);
-/* A video's render options (size, seed from its id). */
-int pv_video_render_opts(const pv_video_t *v, pv_render_opts_t *o, char *err, size_t errlen);
-/* {"video"...} JSON; live progress when it is running. */
-json_t *pv_video_json(pv_app_t *app, const pv_video_t *v);
-
-/* SSE event texts (malloc'd). */
-char *pv_video_event_status(pv_app_t *app, const pv_video_t *v);
-char *pv_video_event_progress(const uint8_t id[16], double progress);
-char *pv_video_event_gone(const uint8_t id[16]);
-
-/* The actor. */
+/* The actor on app->core (before the loop starts). */
 int pv_videos_start(pv_app_t *app, int render_threads);
+/* Cancel running renders (they stay resumable) and join the threads. */
 void pv_videos_stop(pv_app_t *app);
 void pv_videos_free(pv_app_t *app);
 /* Progress of a running render (0..1), or -1. Any thread. */
 double pv_videos_live_progress(pv_app_t *app, const uint8_t id[16]);
-/* The http actor's handling of video messages (SSE, replies). */
-void pv_videos_http_msg(pv_actor_t *self, pv_msg_t *msg);
 
 #endif

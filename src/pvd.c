@@ -13,10 +13,17 @@
  * stop, the workers finish their queue, and the store writer drains and
  * closes. SIGHUP reloads the certificate and the log level.
  */
-#include "app.h"
-#include "backup.h"
-#include "videos.h"
-#include "pv.h"
+#include "actors/admin.h"
+#include "actors/api/api.h"
+#include "actors/auth.h"
+#include "actors/http.h"
+#include "actors/sync.h"
+#include "actors/tls.h"
+#include "actors/videos.h"
+#include "app/kit.h"
+#include "app/metrics.h"
+#include "base/pv.h"
+#include "store/backup.h"
 
 #include <event2/event.h>
 #include <libavutil/log.h>
@@ -35,13 +42,14 @@
 static const char g_usage[] =
     "usage: pvd [--config FILE] [--data DIR] [--https ADDR:PORT] [--http ADDR:PORT]\n"
     "           [--admin-socket PATH] [--set KEY=VALUE]... [--check-config]\n"
-    "           [--restore FILE]\n"
+    "           [--restore FILE] [--routes]\n"
     "           [--help] [--version]\n"
     "\n"
     "Runs the pv appliance in the foreground; logs JSON lines to stderr.\n"
     "With no config it serves HTTPS on 127.0.0.1:8443 (self-signed certificate),\n"
     "plain HTTP (health, metrics) on 127.0.0.1:8080, data under ./pv-data.\n"
     "--restore FILE unpacks a `pvctl backup` file into an empty data dir and exits.\n"
+    "--routes prints the HTTP route table as JSON and exits.\n"
     "Config file keys (also PV_<KEY> in the environment):\n";
 
 typedef struct pvd_args {
@@ -68,6 +76,31 @@ static _Noreturn void die_usage(const char *fmt, const char *arg)
     exit(2);
 }
 
+/* `pvd --routes`: the route table as pvd dispatches it, one JSON document
+ * (what the OpenAPI test checks the reference against). */
+static int print_routes(FILE *f)
+{
+    static const char *const auth[] = {"none", "bearer", "presigned"};
+    static const char *const body[] = {"none", "memory", "file"};
+    json_t *rows = json_array();
+    for (const pv_http_route_t *r = pv_api_routes; r->method; r++) {
+        json_t *lst = json_array();
+        if (r->listeners & PV_LISTEN_PUBLIC)
+            json_array_append_new(lst, json_string("public"));
+        if (r->listeners & PV_LISTEN_PRIVATE)
+            json_array_append_new(lst, json_string("private"));
+        json_array_append_new(rows, json_pack("{s:s,s:s,s:s,s:s,s:I,s:o,s:s}", "method", r->method,
+                                              "path", r->pattern, "auth", auth[r->auth], "body",
+                                              body[r->body], "max_body", (json_int_t)r->max_body,
+                                              "listeners", lst, "name", r->name));
+    }
+    json_t *doc = json_pack("{s:o}", "routes", rows);
+    int rc = doc && json_dumpf(doc, f, JSON_INDENT(1)) == 0 ? 0 : -EIO;
+    json_decref(doc);
+    fputc('\n', f);
+    return rc;
+}
+
 /* Flags are applied after the file and the environment, so parse twice:
  * first for --config, then for the overrides. */
 static int load_config(int argc, char **argv, pv_config_t *cfg, pvd_args_t *a)
@@ -77,7 +110,7 @@ static int load_config(int argc, char **argv, pv_config_t *cfg, pvd_args_t *a)
         {"https", required_argument, 0, 's'},  {"http", required_argument, 0, 'p'},
         {"admin-socket", required_argument, 0, 'a'}, {"set", required_argument, 0, 'S'},
         {"check-config", no_argument, 0, 'k'}, {"help", no_argument, 0, 'h'},
-        {"restore", required_argument, 0, 'R'},
+        {"restore", required_argument, 0, 'R'}, {"routes", no_argument, 0, 'r'},
         {"version", no_argument, 0, 'V'},      {0, 0, 0, 0}};
     char err[300];
     a->config = PV_DEFAULT_CONFIG;
@@ -93,6 +126,7 @@ static int load_config(int argc, char **argv, pv_config_t *cfg, pvd_args_t *a)
             usage_keys(stdout);
             exit(0);
         case 'V': printf("pvd %s\n", PV_VERSION); exit(0);
+        case 'r': exit(print_routes(stdout) < 0 ? 1 : 0);
         case '?': die_usage("unknown option %s", argv[optind - 1]);
         case ':': die_usage("option %s needs a value", argv[optind - 1]);
         default: break;
@@ -182,6 +216,15 @@ typedef struct main_state {
     struct event *sigterm, *sigint, *sighup, *grace;
 } main_state_t;
 
+/* One HTTP loop finished draining; the last one ends the main loop. */
+static void drained(pv_msg_t *msg)
+{
+    main_state_t *ms = msg->ctx;
+    if (++ms->drained == ms->app->n_loops)
+        pv_loop_stop(ms->app->main_loop);
+    pv_msg_free(msg);
+}
+
 static void begin_stop(main_state_t *ms, const char *why)
 {
     pv_app_t *app = ms->app;
@@ -189,13 +232,16 @@ static void begin_stop(main_state_t *ms, const char *why)
         return;
     pv_info("pvd", "stopping (%s): finishing in-flight requests", why);
     /* Event streams never finish by themselves: end them first. */
-    pv_msg_t *vs = app->videos ? pv_msg_new(sizeof(pv_msg_t), PV_MSG_VIDEO_SHUTDOWN) : NULL;
+    pv_msg_t *vs = app->videos ? pv_msg_new(sizeof(pv_msg_t), PV_VIDEOS_SHUTDOWN) : NULL;
     if (vs)
         pv_actor_send(app->videos, vs);
     for (int i = 0; i < app->n_loops; i++) {
-        pv_msg_t *m = pv_msg_new(sizeof(pv_msg_t), PV_MSG_SHUTDOWN);
-        if (m)
+        pv_msg_t *m = pv_msg_new(sizeof(pv_msg_t), PV_HTTP_SHUTDOWN);
+        if (m) { /* answered once that loop has drained */
+            m->ctx = ms;
+            pv_msg_expect(m, app->main_actor, drained);
             pv_actor_send(app->loops[i].actor, m);
+        }
     }
     struct timeval tv = {GRACE_SECONDS, 0};
     event_add(ms->grace, &tv);
@@ -222,14 +268,6 @@ static void on_grace(evutil_socket_t fd, short what, void *arg)
     pv_loop_stop(ms->app->main_loop);
 }
 
-static void main_actor_fn(pv_actor_t *self, pv_msg_t *msg)
-{
-    main_state_t *ms = pv_actor_state(self);
-    if (msg->type == PV_MSG_DRAINED && ++ms->drained == ms->app->n_loops)
-        pv_loop_stop(ms->app->main_loop);
-    pv_msg_free(msg);
-}
-
 /* ---------------- start and stop ---------------- */
 
 /* An HTTP loop and its server, not started yet. */
@@ -242,7 +280,7 @@ static int make_http_loop(pv_app_t *app, pv_http_loop_t *hl, int i)
     hl->loop = pv_loop_new(name);
     if (!hl->loop)
         return -ENOMEM;
-    hl->actor = pv_actor_new(hl->loop, name, pv_http_actor_fn, hl);
+    hl->actor = pv_http_actor_new(hl);
     pv_http_config_t hc = {
         .routes = pv_api_routes,
         .authorize = pv_api_authorize,
@@ -314,19 +352,19 @@ static int start(pv_app_t *app)
     }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int workers = c->workers > 0 ? c->workers : (int)(cores > 0 ? cores : 2);
-    app->workers = pv_pool_new("workers", workers);
-    app->hashers = pv_pool_new("hashers", cores > 1 ? (int)cores / 2 : 1);
+    app->work = pv_pool_new("work", workers, 0);
+    app->decode_big = pv_pool_new("decode_big", 1, 0);
+    app->hash = pv_pool_new("hash", cores > 1 ? (int)cores / 2 : 1, PV_POOL_IDLE);
+    app->io = pv_pool_new("io", 2, 0);
     app->metrics = pv_metrics_new();
     app->core = pv_loop_new("core");
-    void *auth_state = pv_auth_state_new(c);
-    if (!app->workers || !app->hashers || !app->metrics || !app->core || !auth_state)
+    if (!app->work || !app->decode_big || !app->hash || !app->io || !app->metrics || !app->core)
         return -ENOMEM;
-    app->auth = pv_actor_new(app->core, "auth", pv_auth_actor_fn, auth_state);
-    /* before the core loop runs: the admin actor registers its events there */
-    if (app->auth && (rc = pv_admin_start(app)) < 0)
+    if ((rc = pv_auth_start(app)) < 0)
         return rc;
-    if (!app->auth)
-        return -ENOMEM;
+    /* before the core loop runs: the admin actor registers its events there */
+    if ((rc = pv_admin_start(app)) < 0)
+        return rc;
     int renders = c->render_workers > 0 ? c->render_workers : (int)(cores > 0 ? cores : 2);
     if ((rc = pv_videos_start(app, renders)) < 0) {
         pv_error("pvd", "cannot start the video jobs: %s", strerror(-rc));
@@ -350,10 +388,10 @@ static void stop_all(pv_app_t *app)
         pv_loop_stop(app->core);
         pv_loop_join(app->core);
     }
-    if (app->workers)
-        pv_pool_stop(app->workers);
-    if (app->hashers)
-        pv_pool_stop(app->hashers);
+    pv_pool_t *pools[] = {app->work, app->decode_big, app->hash, app->io};
+    for (size_t i = 0; i < PV_ARRAY_LEN(pools); i++)
+        if (pools[i])
+            pv_pool_stop(pools[i]);
     /* The writer drains before the actors it replies to are freed. */
     if (app->store)
         pv_store_close(app->store);
@@ -371,14 +409,11 @@ static void stop_all(pv_app_t *app)
     free(app->servers);
     pv_videos_free(app);
     pv_sync_free(app);
-    if (app->auth) {
-        pv_auth_state_free(pv_actor_state(app->auth));
-        pv_actor_free(app->auth);
-    }
+    pv_auth_free(app);
     pv_admin_stop(app); /* after the pool and the store: nothing replies to it now */
     pv_loop_free(app->core);
-    pv_pool_free(app->workers);
-    pv_pool_free(app->hashers);
+    for (size_t i = 0; i < PV_ARRAY_LEN(pools); i++)
+        pv_pool_free(pools[i]);
     if (app->store)
         pv_store_close(app->store);
     pv_metrics_free(app->metrics);
@@ -418,7 +453,9 @@ int main(int argc, char **argv)
     app.main_loop = pv_loop_new("main");
     if (!app.main_loop)
         return 1;
-    app.main_actor = pv_actor_new(app.main_loop, "main", main_actor_fn, &ms);
+    /* The main actor has no messages of its own: it gets answers (drained). */
+    static const pv_actor_def_t main_def = {"main", NULL, 0};
+    app.main_actor = pv_actor_new(app.main_loop, &main_def, &ms);
     struct event_base *base = pv_loop_base(app.main_loop);
     ms.sigterm = evsignal_new(base, SIGTERM, on_signal, &ms);
     ms.sigint = evsignal_new(base, SIGINT, on_signal, &ms);

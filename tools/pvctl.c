@@ -10,10 +10,10 @@
  * command line), relative paths made absolute (pvd runs elsewhere), the
  * blocking exchange with timeouts, and output.
  */
-#include "admin_proto.h"
-#include "config.h"
-#include "man.h"
-#include "pv.h"
+#include "base/admin_proto.h"
+#include "base/config.h"
+#include "base/man.h"
+#include "base/pv.h"
 
 #include <errno.h>
 #include <poll.h>

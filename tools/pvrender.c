@@ -26,8 +26,8 @@
 #include <jansson.h>
 #include <libavutil/log.h>
 
-#include "pv.h"
-#include "render.h"
+#include "base/pv.h"
+#include "media/render.h"
 
 #define EXIT_RENDER 1
 #define EXIT_USAGE 2

@@ -11,7 +11,7 @@
  * table with args that pass the table's own check.
  * A second use of the same bytes: split on NUL as a pvctl command line.
  */
-#include "admin_proto.h"
+#include "base/admin_proto.h"
 
 #include <errno.h>
 #include <stdint.h>

@@ -7,7 +7,7 @@
  * bytes as they arrive gives the same answer), and the chunked decoder
  * gives the same bytes and the same end however its input is split.
  */
-#include "http_parse.h"
+#include "http/http_parse.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -7,8 +7,8 @@
  *   make build/fuzz/bin/fuzz_image && ./build/fuzz/bin/fuzz_image \
  *       -max_total_time=60 tests/fuzz/corpus/fuzz_image
  */
-#include "image.h"
-#include "pv.h"
+#include "media/image.h"
+#include "base/pv.h"
 
 #include <stdio.h>
 #include <sys/mman.h>

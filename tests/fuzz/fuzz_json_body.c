@@ -4,8 +4,8 @@
  * a bare object and a list query string. Whatever passes must hold what
  * the header promises.
  */
-#include "api_body.h"
-#include "crypto.h"
+#include "app/api_body.h"
+#include "base/crypto.h"
 
 #include <errno.h>
 #include <stdint.h>

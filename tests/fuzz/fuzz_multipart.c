@@ -7,7 +7,7 @@
  * from the input, and the two runs must see the same callbacks, data,
  * result and part count: chunking may never change what is parsed.
  */
-#include "multipart.h"
+#include "http/multipart.h"
 
 #include <stdint.h>
 #include <stdlib.h>

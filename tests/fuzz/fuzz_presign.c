@@ -7,7 +7,7 @@
  * A query that parses must print back to one that parses the same; a
  * verification can only succeed for a signature made with our key.
  */
-#include "crypto.h"
+#include "base/crypto.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -7,8 +7,8 @@
  * encoding must decode to the same struct (the codecs are lossless on
  * everything they accept).
  */
-#include "records.h"
-#include "pv.h"
+#include "base/records.h"
+#include "base/pv.h"
 
 #include <stdlib.h>
 #include <string.h>

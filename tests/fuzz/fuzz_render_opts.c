@@ -13,8 +13,8 @@
 #include <jansson.h>
 #include <libavutil/frame.h>
 
-#include "render.h"
-#include "render_int.h"
+#include "media/render.h"
+#include "media/render_int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

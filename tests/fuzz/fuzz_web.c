@@ -4,7 +4,7 @@
  * Both parsers must accept any bytes without reading out of bounds, and a
  * name they accept must be one that cannot leave the assets directory.
  */
-#include "../../actors/web.c"
+#include "../../actors/api/web.c"
 
 #include <assert.h>
 #include <stdint.h>

@@ -2,7 +2,7 @@
 
 Why: a reference that drifts from the server is worse than none. So this
 module fails when the two part ways, from both sides:
-  - statically: every row of the route table in actors/api.c (parsed from
+  - statically: every row of the route table that pvd prints (`pvd --routes`, from
     the C source) is an operation of the document with the same method,
     path, route name, auth, body mode and listeners, and the other way
     round; HEAD exists exactly for the GET routes; the document is
@@ -20,11 +20,11 @@ module fails when the two part ways, from both sides:
 import json
 import os
 import re
+import subprocess
 
-from harness import ROOT, check, eq, rand_email, unique_jpeg, unique_png, multipart
+from harness import PVD_BIN, ROOT, check, eq, rand_email, unique_jpeg, unique_png, multipart
 
 DOC_PATH = os.path.join(ROOT, "schema", "openapi.json")
-API_C = os.path.join(ROOT, "actors", "api.c")
 METHODS = ("get", "head", "post", "put", "patch", "delete", "options", "trace")
 SAMPLE_ID = "01m8hm3rd2c0v5heqvq62efmqp"  # well-formed, never issued
 
@@ -254,33 +254,20 @@ def _url_fits(path, url, what):
 
 # ---------------------------------------------------------------- the route table
 
-ROW_RE = re.compile(r'\{\s*"([A-Z]+)"\s*,\s*"([^"]*)"\s*,\s*(\w+)\s*,\s*(PV_AUTH_\w+)\s*,\s*(PV_BODY_\w+)\s*,'
-                    r'\s*([^,{}]+?)\s*,\s*([^,{}]+?)\s*,\s*"([^"]*)"\s*\}')
 AUTH = {"PV_AUTH_NONE": "none", "PV_AUTH_BEARER": "bearer", "PV_AUTH_SIGNED": "presigned"}
 BODY = {"PV_BODY_NONE": "none", "PV_BODY_MEMORY": "memory", "PV_BODY_FILE": "file"}
-LISTEN = {"PUB": "public", "PRIV": "private", "PV_LISTEN_PUBLIC": "public", "PV_LISTEN_PRIVATE": "private"}
 
 
 def _route_table():
-    """[(method, path, auth, body, listeners, name)] from actors/api.c."""
-    with open(API_C, encoding="utf-8") as f:
-        src = f.read()
-    src = re.sub(r"/\*.*?\*/", "", src, flags=re.S)
-    m = re.search(r"pv_api_routes\[\]\s*=\s*\{(.*?)\n\};", src, re.S)
-    check(m, "actors/api.c has the route table pv_api_routes[] = {...};", "found", "not found")
-    block = m.group(1)
-    rows = []
-    for rm in ROW_RE.finditer(block):
-        method, path, _fn, auth, body, _max, listen, name = rm.groups()
-        check(auth in AUTH and body in BODY, "route row %s %s: known auth/body" % (method, path),
-              "PV_AUTH_*, PV_BODY_*", (auth, body))
-        lst = sorted({LISTEN[t.strip()] for t in listen.split("|")} if all(
-            t.strip() in LISTEN for t in listen.split("|")) else {"?" + listen})
-        rows.append((method, path, AUTH[auth], BODY[body], lst, name))
-    # Every row starting with a method string must have been understood.
-    starts = len(re.findall(r'\{\s*"[A-Z]+"', block))
-    eq(len(rows), starts, "route rows parsed by the regex (a row of a new shape needs this test updated)")
-    check(re.search(r"\{\s*NULL\s*,", block), "route table ends with a NULL row", "found", "missing")
+    """[(method, path, auth, body, listeners, name)] as pvd itself prints them."""
+    out = subprocess.run([PVD_BIN, "--routes"], capture_output=True, text=True, timeout=30)
+    eq(out.returncode, 0, "pvd --routes exit code")
+    doc = json.loads(out.stdout)
+    rows = [(r["method"], r["path"], r["auth"], r["body"], sorted(r["listeners"]), r["name"])
+            for r in doc["routes"]]
+    for r in rows:
+        check(r[2] in AUTH.values() and r[3] in BODY.values(), "route %s %s: known auth/body" % r[:2],
+              "one of %s / %s" % (list(AUTH.values()), list(BODY.values())), r[2:4])
     check(len(rows) >= 20, "route table size", ">= 20 rows", len(rows))
     return rows
 
@@ -397,8 +384,8 @@ def test_doc_matches_route_table():
     table = {(m, p): (a, b, l, n) for m, p, a, b, l, n in rows}
     eq(len(table), len(rows), "route table: no duplicate method+path")
     ops = {(m, p): op for m, p, op in _doc_ops()}
-    eq(sorted(set(ops) - set(table)), [], "documented operations that are not in actors/api.c")
-    eq(sorted(set(table) - set(ops)), [], "routes of actors/api.c missing from schema/openapi.json")
+    eq(sorted(set(ops) - set(table)), [], "documented operations that pvd --routes does not list")
+    eq(sorted(set(table) - set(ops)), [], "routes of pvd --routes missing from schema/openapi.json")
     want_security = {"bearer": [{"bearerAuth": []}],
                      "presigned": [{"presignOwner": [], "presignExpires": [], "presignKid": [], "presignSig": []}]}
     for key, (auth, body, listeners, name) in table.items():
@@ -417,7 +404,7 @@ def test_doc_matches_route_table():
             check("requestBody" not in op, "%s: no requestBody (the route reads none)" % what, "absent", "present")
         else:
             check("requestBody" in op, "%s: requestBody documented" % what, "present", "absent")
-    # HEAD exactly where GET is (src/http.c serves HEAD on every GET route).
+    # HEAD exactly where GET is (the HTTP layer serves HEAD on every GET route).
     item_paths = _doc()["paths"]
     for path, item in item_paths.items():
         eq("head" in item, "get" in item, "%s: HEAD documented iff GET is" % path)

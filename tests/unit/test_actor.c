@@ -1,7 +1,8 @@
 /* Unit tests for the actor runtime: ordering, no loss under contention,
- * batching, request/reply, stop with messages pending, and the pool. */
-#include "actor.h"
-#include "pv.h"
+ * batching, request/answer continuations, dispatch tables, stop with
+ * messages pending, and the pool. */
+#include "runtime/actor.h"
+#include "base/pv.h"
 #include "t.h"
 
 #include <pthread.h>
@@ -24,6 +25,11 @@ typedef struct counter_state {
     pv_loop_t *loop;
     int max_batch_seen;       /* unused by the handler: batching via runs */
 } counter_state_t;
+
+/* A test actor with one message type, 0, handled by fn. */
+#define ONE_MSG_DEF(var, nm, fn)                                                                  \
+    static const pv_actor_fn var##_on[1] = {fn};                                                 \
+    static const pv_actor_def_t var = {nm, var##_on, 1}
 
 static void counter_fn(pv_actor_t *self, pv_msg_t *m)
 {
@@ -48,7 +54,7 @@ static void *producer(void *arg)
 {
     producer_arg_t *pa = arg;
     for (long i = 0; i < pa->n; i++) {
-        seq_msg_t *m = pv_msg_new(sizeof(*m), 1);
+        seq_msg_t *m = pv_msg_new(sizeof(*m), 0);
         m->producer = pa->id;
         m->seq = i;
         pv_actor_send(pa->to, &m->msg);
@@ -60,7 +66,8 @@ TEST(million_messages_no_loss_per_sender_order)
 {
     pv_loop_t *loop = pv_loop_new("t");
     counter_state_t st = {.target = (long)PRODUCERS * PER_PRODUCER, .loop = loop};
-    pv_actor_t *a = pv_actor_new(loop, "counter", counter_fn, &st);
+    ONE_MSG_DEF(def, "counter", counter_fn);
+    pv_actor_t *a = pv_actor_new(loop, &def, &st);
     CHECK(a != NULL);
     CHECK_EQ_INT(pv_loop_start(loop), 0);
     pthread_t th[PRODUCERS];
@@ -82,6 +89,7 @@ TEST(million_messages_no_loss_per_sender_order)
 typedef struct pingpong {
     int replies;
     int sum;
+    int on_client_loop;       /* continuations that ran on the client's loop */
     pv_loop_t *loop;
 } pingpong_t;
 
@@ -92,11 +100,13 @@ static void doubler_fn(pv_actor_t *self, pv_msg_t *m)
     pv_actor_reply(m, 0);
 }
 
-static void client_fn(pv_actor_t *self, pv_msg_t *m)
+/* The asker's continuation: runs on the client's loop, never the server's. */
+static void doubled(pv_msg_t *m)
 {
-    pingpong_t *pp = pv_actor_state(self);
+    pingpong_t *pp = m->ctx;
     seq_msg_t *sm = (seq_msg_t *)m;
     pp->sum += (int)sm->seq;
+    pp->on_client_loop += pv_loop_is_current(pp->loop);
     pp->replies++;
     pv_msg_free(m);
     if (pp->replies == 100)
@@ -107,14 +117,17 @@ TEST(request_reply_across_loops)
 {
     pv_loop_t *l1 = pv_loop_new("server"), *l2 = pv_loop_new("client");
     pingpong_t pp = {.loop = l2};
-    pv_actor_t *server = pv_actor_new(l1, "doubler", doubler_fn, NULL);
-    pv_actor_t *client = pv_actor_new(l2, "client", client_fn, &pp);
+    ONE_MSG_DEF(server_def, "doubler", doubler_fn);
+    static const pv_actor_def_t client_def = {"client", NULL, 0}; /* answers only */
+    pv_actor_t *server = pv_actor_new(l1, &server_def, NULL);
+    pv_actor_t *client = pv_actor_new(l2, &client_def, &pp);
     pv_loop_start(l1);
     pv_loop_start(l2);
     for (int i = 1; i <= 100; i++) {
-        seq_msg_t *m = pv_msg_new(sizeof(*m), 2);
+        seq_msg_t *m = pv_msg_new(sizeof(*m), 0);
         m->seq = i;
-        m->msg.reply_to = client;
+        m->msg.ctx = &pp;
+        pv_msg_expect(&m->msg, client, doubled);
         pv_actor_send(server, &m->msg);
     }
     pv_loop_join(l2);
@@ -122,6 +135,7 @@ TEST(request_reply_across_loops)
     pv_loop_join(l1);
     CHECK_EQ_INT(pp.replies, 100);
     CHECK_EQ_INT(pp.sum, 2 * 5050);
+    CHECK_EQ_INT(pp.on_client_loop, 100);
     pv_actor_free(server);
     pv_actor_free(client);
     pv_loop_free(l1);
@@ -155,8 +169,10 @@ TEST(batch_bound_lets_other_actors_run)
 {
     pv_loop_t *loop = pv_loop_new("t");
     batch_state_t bs = {.loop = loop};
-    pv_actor_t *busy = pv_actor_new(loop, "busy", busy_fn, &bs);
-    pv_actor_t *other = pv_actor_new(loop, "other", other_fn, &bs);
+    ONE_MSG_DEF(busy_def, "busy", busy_fn);
+    ONE_MSG_DEF(other_def, "other", other_fn);
+    pv_actor_t *busy = pv_actor_new(loop, &busy_def, &bs);
+    pv_actor_t *other = pv_actor_new(loop, &other_def, &bs);
     for (int i = 0; i < 10 * PV_ACTOR_BATCH; i++)
         pv_actor_send(busy, pv_msg_new(sizeof(pv_msg_t), 0));
     pv_actor_send(other, pv_msg_new(sizeof(pv_msg_t), 0));
@@ -180,7 +196,8 @@ static void counted_free(pv_msg_t *m)
 TEST(stop_with_pending_messages_frees_them)
 {
     pv_loop_t *loop = pv_loop_new("t");
-    pv_actor_t *a = pv_actor_new(loop, "never-runs", busy_fn, NULL);
+    ONE_MSG_DEF(def, "never-runs", busy_fn);
+    pv_actor_t *a = pv_actor_new(loop, &def, NULL);
     g_freed = 0;
     for (int i = 0; i < 1000; i++) {
         pv_msg_t *m = pv_msg_new(sizeof(pv_msg_t), 0);
@@ -213,9 +230,9 @@ typedef struct pool_state {
     pv_loop_t *loop;
 } pool_state_t;
 
-static void pool_reply_fn(pv_actor_t *self, pv_msg_t *m)
+static void squared(pv_msg_t *m)
 {
-    pool_state_t *ps = pv_actor_state(self);
+    pool_state_t *ps = m->ctx;
     work_msg_t *w = (work_msg_t *)m;
     ps->sum += w->out;
     if (pthread_equal(w->ran_on, pthread_self()))
@@ -230,14 +247,17 @@ TEST(pool_runs_work_and_replies)
 {
     pv_loop_t *loop = pv_loop_new("t");
     pool_state_t ps = {.loop = loop};
-    pv_actor_t *a = pv_actor_new(loop, "pool-client", pool_reply_fn, &ps);
-    pv_pool_t *pool = pv_pool_new("workers", 3);
+    static const pv_actor_def_t def = {"pool-client", NULL, 0};
+    pv_actor_t *a = pv_actor_new(loop, &def, &ps);
+    pv_pool_t *pool = pv_pool_new("workers", 3, 0);
     long expect = 0;
     for (long i = 1; i <= 50; i++) {
         work_msg_t *w = pv_msg_new(sizeof(*w), 0);
         w->in = i;
         expect += i * i;
-        CHECK_EQ_INT(pv_pool_submit(pool, square_work, a, &w->msg), 0);
+        w->msg.ctx = &ps;
+        pv_msg_expect(&w->msg, a, squared);
+        CHECK_EQ_INT(pv_pool_submit(pool, square_work, &w->msg), 0);
     }
     pv_loop_run(loop);
     CHECK_EQ_INT(ps.n, 50);
@@ -245,7 +265,7 @@ TEST(pool_runs_work_and_replies)
     CHECK_EQ_INT(ps.on_loop_thread, 0);
     pv_pool_stop(pool);
     work_msg_t *late = pv_msg_new(sizeof(*late), 0);
-    CHECK_EQ_INT(pv_pool_submit(pool, square_work, NULL, &late->msg), -ESHUTDOWN);
+    CHECK_EQ_INT(pv_pool_submit(pool, square_work, &late->msg), -ESHUTDOWN);
     free(late);
     pv_pool_free(pool);
     pv_actor_free(a);
@@ -257,13 +277,61 @@ TEST(failure_seam_makes_creation_fail_cleanly)
     pv_fail_reset("actor_new:1,msg_new:1");
     pv_loop_t *loop = pv_loop_new("t");
     CHECK(loop != NULL);
-    CHECK(pv_actor_new(loop, "x", busy_fn, NULL) == NULL);
+    ONE_MSG_DEF(def, "x", busy_fn);
+    CHECK(pv_actor_new(loop, &def, NULL) == NULL);
     CHECK(pv_msg_new(sizeof(pv_msg_t), 0) == NULL);
-    pv_actor_t *a = pv_actor_new(loop, "y", busy_fn, NULL);
+    pv_actor_t *a = pv_actor_new(loop, &def, NULL);
     CHECK(a != NULL);
     pv_actor_free(a);
     pv_loop_free(loop);
     pv_fail_reset("");
+}
+
+/* ---- dispatch: each type goes to its own handler; an unknown type, or
+ * an answer without a continuation, is dropped and freed (ASan counts) ---- */
+typedef struct disp_state {
+    int a, b;
+    pv_loop_t *loop;
+} disp_state_t;
+static void disp_a(pv_actor_t *self, pv_msg_t *m)
+{
+    ((disp_state_t *)pv_actor_state(self))->a++;
+    pv_msg_free(m);
+}
+static void disp_b(pv_actor_t *self, pv_msg_t *m)
+{
+    disp_state_t *ds = pv_actor_state(self);
+    ds->b++;
+    pv_msg_free(m);
+    pv_loop_stop(ds->loop);
+}
+
+TEST(dispatch_table_routes_by_type_and_drops_unknown)
+{
+    pv_loop_t *loop = pv_loop_new("t");
+    disp_state_t ds = {.loop = loop};
+    static const pv_actor_fn on[3] = {disp_a, NULL, disp_b};
+    static const pv_actor_def_t def = {"disp", on, 3};
+    pv_actor_t *a = pv_actor_new(loop, &def, &ds);
+    g_freed = 0;
+    int types[] = {0, 1, 7, -1, 0, 2}; /* 1: a hole in the table; 7, -1: not ours */
+    for (size_t i = 0; i < PV_ARRAY_LEN(types); i++) {
+        pv_msg_t *m = pv_msg_new(sizeof(pv_msg_t), 0);
+        m->type = types[i];
+        if (types[i] != 0 && types[i] != 2)
+            m->free_fn = counted_free;
+        pv_actor_send(a, m);
+    }
+    pv_msg_t *lost = pv_msg_new(sizeof(pv_msg_t), 0); /* an answer with nowhere to run */
+    lost->free_fn = counted_free;
+    lost->reply_to = a;
+    pv_actor_reply(lost, 0);
+    pv_loop_run(loop);
+    CHECK_EQ_INT(ds.a, 2);
+    CHECK_EQ_INT(ds.b, 1);
+    CHECK_EQ_INT(g_freed, 4);
+    pv_actor_free(a);
+    pv_loop_free(loop);
 }
 
 int main(void)
@@ -274,5 +342,6 @@ int main(void)
     RUN(stop_with_pending_messages_frees_them);
     RUN(pool_runs_work_and_replies);
     RUN(failure_seam_makes_creation_fail_cleanly);
+    RUN(dispatch_table_routes_by_type_and_drops_unknown);
     return t_done("actor");
 }

@@ -3,8 +3,8 @@
  * validation, pvctl's command-line parser and the command table itself.
  * msgpack-c's own unpacker serves as an independent check of what we write.
  */
-#include "admin_proto.h"
-#include "pv.h"
+#include "base/admin_proto.h"
+#include "base/pv.h"
 #include "t.h"
 
 #include <msgpack.h>

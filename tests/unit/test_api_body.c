@@ -2,8 +2,8 @@
  * test_api_body.c — tables of good and bad request bodies and list query
  * strings, with the field and code each bad one must name.
  */
-#include "api_body.h"
-#include "pv.h"
+#include "app/api_body.h"
+#include "base/pv.h"
 #include "t.h"
 
 #include <stdlib.h>

@@ -6,11 +6,11 @@
  * every failure point on the write path ends in a clean error with no
  * half-written FILE left behind.
  */
-#include "backup.h"
-#include "crypto.h"
-#include "pv.h"
-#include "records.h"
-#include "store.h"
+#include "store/backup.h"
+#include "base/crypto.h"
+#include "base/pv.h"
+#include "base/records.h"
+#include "store/store.h"
 #include "t.h"
 
 #include <fcntl.h>

@@ -4,8 +4,8 @@
  * (tampering, expiry, key rotation), keys.json, passwords, the rate
  * limiter and email normalisation.
  */
-#include "crypto.h"
-#include "pv.h"
+#include "base/crypto.h"
+#include "base/pv.h"
 #include "t.h"
 
 #include <dirent.h>

@@ -6,8 +6,8 @@
  * The server's timeouts are 1-2 s so that the slow-client and idle cases
  * run quickly; everything else answers in milliseconds.
  */
-#include "http.h"
-#include "pv.h"
+#include "http/http.h"
+#include "base/pv.h"
 #include "t.h"
 
 #include <arpa/inet.h>

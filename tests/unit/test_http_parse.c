@@ -2,8 +2,8 @@
  * test_http_parse.c — the pure request parser, framing rules, chunked
  * decoder, Range and If-None-Match helpers.
  */
-#include "http_parse.h"
-#include "pv.h"
+#include "http/http_parse.h"
+#include "base/pv.h"
 #include "t.h"
 
 #include <stdlib.h>

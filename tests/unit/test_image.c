@@ -7,7 +7,7 @@
  * header probes, EXIF date parsing, fitting, the orientation copy — can be
  * tested directly; the public functions are tested through the fixtures.
  */
-#include "../../src/image.c"
+#include "../../src/media/image.c"
 
 #include "t.h"
 

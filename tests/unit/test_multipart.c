@@ -4,8 +4,8 @@
  * the data, truncation, bad headers, filename forms and the boundary
  * parameter of Content-Type.
  */
-#include "multipart.h"
-#include "pv.h"
+#include "http/multipart.h"
+#include "base/pv.h"
 #include "t.h"
 
 #include <stdlib.h>

@@ -9,8 +9,8 @@
  * trailing bytes, duplicate keys and garbage must fail cleanly; round trips
  * must be lossless.
  */
-#include "records.h"
-#include "pv.h"
+#include "base/records.h"
+#include "base/pv.h"
 #include "t.h"
 
 #include <jansson.h>

@@ -31,8 +31,8 @@
 #include <jansson.h>
 #include <libavutil/log.h>
 
-#include "pv.h"
-#include "render.h"
+#include "base/pv.h"
+#include "media/render.h"
 #include "t.h"
 
 static char g_dir[64];

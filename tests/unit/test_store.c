@@ -7,8 +7,8 @@
  * Every test works in its own temp data directory and opens the store with
  * no_sync (fsync adds nothing to what these tests show, only time).
  */
-#include "store.h"
-#include "pv.h"
+#include "store/store.h"
+#include "base/pv.h"
 #include "t.h"
 
 #include <fcntl.h>
@@ -553,10 +553,11 @@ static int gc_apply(pv_txn_t *txn, void *arg)
     return rc ? rc : r->fail_with;
 }
 
-static void gc_on_reply(pv_actor_t *self, pv_msg_t *msg)
+/* The answer's continuation, on the counter's loop. */
+static void gc_on_reply(pv_msg_t *msg)
 {
-    gc_t *g = pv_actor_state(self);
     gc_req_t *r = (gc_req_t *)msg;
+    gc_t *g = r->gc;
     pthread_mutex_lock(&g->mu);
     g->replies++;
     if (msg->status != r->fail_with)
@@ -577,7 +578,7 @@ static void gc_submit(gc_t *g, int n, int fail_with)
     r->fail_with = fail_with;
     r->req.apply = gc_apply;
     r->req.arg = r;
-    r->req.msg.reply_to = g->counter;
+    pv_msg_expect(&r->req.msg, g->counter, gc_on_reply);
     pv_store_submit(g->s, &r->req);
 }
 
@@ -634,7 +635,8 @@ static bool gc_setup(gc_t *g, const char *dir, pv_loop_t **loop)
     pthread_cond_init(&g->cv, NULL);
     g->s = open_store(dir, 0, 0);
     *loop = pv_loop_new("test");
-    g->counter = *loop ? pv_actor_new(*loop, "counter", gc_on_reply, g) : NULL;
+    static const pv_actor_def_t def = {"counter", NULL, 0}; /* it gets answers only */
+    g->counter = *loop ? pv_actor_new(*loop, &def, g) : NULL;
     CHECK(g->s && g->counter);
     return g->s && g->counter && pv_loop_start(*loop) == 0;
 }

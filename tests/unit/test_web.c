@@ -5,7 +5,7 @@
  * is #included so that its static functions can be tested (h2o's way);
  * serving itself is tested end to end by tests/ui (real pvd, real browser).
  */
-#include "../../actors/web.c"
+#include "../../actors/api/web.c"
 
 #include "t.h"
 

@@ -1,0 +1,79 @@
+/*
+ * app.h — the application context: what pvd is made of, in one struct.
+ *
+ * Layers (README, "How a request flows"): base -> runtime, store, http,
+ * media -> model -> app (this folder: the context, calls, the handlers'
+ * kit, metrics) -> actors -> actors/api (handlers, the route table) ->
+ * src/pvd.c. `make layers` checks that includes only point down.
+ *
+ * Who owns what:
+ *  - each HTTP loop owns its connections and requests (src/http/); its
+ *    actor (actors/http.c) runs the continuations of its calls;
+ *  - the store writer (src/store/) owns every write to the store;
+ *  - the auth actor owns the login rate-limit tables; the videos actor owns
+ *    the job queue and the renders; the admin actor the pvctl socket; the
+ *    sync actor the change-log trimming; the tls actor the certificate;
+ *  - pools run blocking work, one pool per kind, named below. Reads of the
+ *    store happen where they are needed, in LMDB read transactions (MVCC,
+ *    microseconds).
+ * Threads meet in one way only: a message on an actor's mailbox (a pool's
+ * work comes back as an answer on the asker's mailbox).
+ */
+#ifndef PV_APP_H
+#define PV_APP_H
+
+#include <stdatomic.h>
+
+#include "base/config.h"
+#include "base/crypto.h"
+#include "base/pv.h"
+#include "http/http.h"
+#include "runtime/actor.h"
+#include "store/store.h"
+
+typedef struct pv_app pv_app_t;
+typedef struct pv_metrics pv_metrics_t;
+
+/* One HTTP loop: its thread, its server and the actor that gets answers. */
+typedef struct pv_http_loop {
+    pv_app_t *app;
+    int index;
+    pv_loop_t *loop;
+    pv_actor_t *actor;          /* runs continuations of this loop's calls */
+    pv_http_server_t *server;
+    struct event *drain_timer;  /* graceful stop: polls for idle */
+    pv_msg_t *drain_msg;        /* graceful stop: answered once idle */
+} pv_http_loop_t;
+
+struct pv_app {
+    pv_config_t cfg;
+    pv_keys_t keys;
+    pv_store_t *store;
+    /* pools, one per kind of blocking work */
+    pv_pool_t *work;             /* decoding photos, reads for pvctl, backups */
+    pv_pool_t *decode_big;       /* one thread: decodes too big to run side by side */
+    pv_pool_t *hash;             /* argon2id: half the cores, SCHED_IDLE, so a
+                                    login flood cannot take every core */
+    pv_pool_t *io;               /* fsync of uploaded bodies */
+    int n_loops;
+    pv_http_loop_t *loops;
+    pv_http_server_t **servers;  /* loops[i].server, as a group */
+    pv_loop_t *core;             /* auth, admin, videos, sync, tls */
+    pv_actor_t *auth;            /* login admission (rate limits) */
+    pv_actor_t *main_actor;      /* pvd's main thread: stop */
+    pv_loop_t *main_loop;
+    atomic_bool ready;           /* /readyz */
+    atomic_bool stopping;
+    int64_t started_ms;
+    pv_metrics_t *metrics;
+    pv_actor_t *videos;          /* video records, job queue, renders */
+    struct pv_admin *admin;      /* the pvctl socket (actors/admin.c) */
+    pv_actor_t *sync;            /* change-log trimming (actors/sync.c) */
+    SSL_CTX *_Atomic tls;        /* current server context (swapped on reload) */
+#define PV_TLS_RETIRED 8
+    SSL_CTX *tls_retired[PV_TLS_RETIRED]; /* replaced contexts, freed later */
+    int n_tls_retired;
+    char listeners[256];         /* "https://..., http://..." for status */
+};
+
+#endif

@@ -1,0 +1,350 @@
+/*
+ * kit.c — the handlers' kit (kit.h): calls bound to a request, error
+ * mapping, the authorize hook (bearer tokens and presigned URLs), the
+ * access log, lists, blob answers and the client's address.
+ */
+#include "app/kit.h"
+#include "app/metrics.h"
+#include "base/pv.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* ---------------- calls ---------------- */
+
+void *pv_call_new(pv_http_req_t *req, size_t size)
+{
+    pv_call_t *c = size < sizeof(pv_call_t) ? NULL : pv_msg_new(size, 0);
+    if (!c)
+        return NULL;
+    pv_http_loop_t *hl = pv_http_app(req);
+    pv_call_init(c, hl->app, hl->actor);
+    c->req = req;
+    c->hl = hl;
+    return c;
+}
+
+void pv_call_work(pv_call_t *call, pv_pool_t *pool, pv_work_fn work, pv_call_fn k)
+{
+    int rc = pv_call_pool(call, pool, work, k);
+    if (rc < 0) {
+        pv_api_fail(call->req, rc);
+        pv_call_free(call);
+    }
+}
+
+/* ---------------- errors ---------------- */
+
+void pv_api_fail(pv_http_req_t *req, int rc)
+{
+    switch (rc) {
+    case -ENOENT:
+        pv_http_respond_error(req, 404, "not_found", "no such object");
+        return;
+    case -ENOSPC:
+        pv_http_respond_error(req, 507, "insufficient_storage",
+                              "the store is full; nothing was saved");
+        return;
+    case -EMSGSIZE:
+        pv_http_respond_error(req, 413, "too_large", "the request is too large");
+        return;
+    case -ESHUTDOWN:
+        pv_http_respond_error(req, 503, "shutting_down", "the server is stopping");
+        return;
+    case -ENOMEM:
+    case -EAGAIN:
+        pv_http_add_header(req, "Retry-After", "1");
+        pv_http_respond_error(req, 503, "overloaded", "try again in a moment");
+        return;
+    default:
+        pv_log(PV_LOG_ERROR, "http", pv_http_request_id(req), NULL,
+               "internal error: %s", strerror(-rc));
+        pv_http_respond_error(req, 500, "internal", "internal error; see the server log");
+    }
+}
+
+/* ---------------- auth ---------------- */
+
+pv_app_t *pv_api_app(pv_http_req_t *req)
+{
+    pv_http_loop_t *hl = pv_http_app(req);
+    return hl->app;
+}
+
+int pv_api_user_id(pv_http_req_t *req, uint8_t id[16])
+{
+    const char *u = pv_http_user(req);
+    return u ? pv_id_decode(u, id) : -EACCES;
+}
+
+/* The user must exist and not be disabled: checked on every request, so a
+ * disabled user's tokens stop working at once. */
+int pv_api_user_active(pv_app_t *app, const uint8_t id[16])
+{
+    pv_txn_t txn;
+    int rc = pv_txn_begin(app->store, &txn, false);
+    if (rc < 0)
+        return rc;
+    pv_val_t v;
+    rc = pv_txn_get(&txn, PV_DB_USERS, id, 16, &v);
+    if (rc == 0) {
+        pv_user_t u;
+        rc = pv_user_decode(v.data, v.len, &u);
+        if (rc == 0 && u.disabled)
+            rc = -EACCES;
+    }
+    pv_txn_abort(&txn);
+    return rc == -ENOENT ? -EACCES : rc;
+}
+
+static int authorize_bearer(pv_http_req_t *req, pv_app_t *app)
+{
+    const char *h = pv_http_header(req, "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
+        pv_http_add_header(req, "WWW-Authenticate", "Bearer");
+        pv_http_respond_error(req, 401, "unauthorized", "a bearer access token is required");
+        return 401;
+    }
+    char uid[PV_ID_TEXT];
+    int rc = pv_jwt_verify(&app->keys, h + 7, uid);
+    uint8_t id[16];
+    if (rc == 0)
+        rc = pv_id_decode(uid, id) < 0 ? -EACCES : pv_api_user_active(app, id);
+    if (rc == -ETIMEDOUT) {
+        pv_http_add_header(req, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+        pv_http_respond_error(req, 401, "token_expired", "the access token has expired; refresh it");
+        return 401;
+    }
+    if (rc < 0) {
+        pv_http_add_header(req, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+        pv_http_respond_error(req, 401, "invalid_token", "the access token is not valid");
+        return 401;
+    }
+    pv_http_set_user(req, uid);
+    return 0;
+}
+
+static int authorize_signed(pv_http_req_t *req, pv_app_t *app)
+{
+    pv_presign_query_t q;
+    int rc = pv_presign_verify(&app->keys, pv_http_raw_path(req),
+                               pv_http_query(req), pv_now_ms() / 1000, &q);
+    if (rc == -ETIMEDOUT) {
+        pv_http_respond_error(req, 403, "expired", "this link has expired");
+        return 403;
+    }
+    if (rc < 0) {
+        pv_http_respond_error(req, 403, "forbidden", "this link is not valid");
+        return 403;
+    }
+    pv_http_set_user(req, q.owner);
+    return 0;
+}
+
+int pv_api_authorize(pv_http_req_t *req, const pv_http_route_t *route)
+{
+    pv_app_t *app = pv_api_app(req);
+    if (route->auth == PV_AUTH_BEARER)
+        return authorize_bearer(req, app);
+    if (route->auth == PV_AUTH_SIGNED)
+        return authorize_signed(req, app);
+    return 0;
+}
+
+void pv_api_body_error(pv_http_req_t *req, const pv_body_err_t *e)
+{
+    if (strcmp(e->code, "out_of_memory") == 0) {
+        pv_api_fail(req, -ENOMEM); /* 503 with Retry-After */
+        return;
+    }
+    int status = strcmp(e->code, "body_too_large") == 0 ? 413 : 400;
+    pv_http_respond_error(req, status, e->code, e->message);
+}
+
+json_t *pv_api_json_body(pv_http_req_t *req)
+{
+    size_t len = 0;
+    const char *body = pv_http_body(req, &len);
+    json_t *j = NULL;
+    pv_body_err_t e;
+    if (pv_body_object(body, len, &j, &e) < 0) {
+        pv_api_body_error(req, &e);
+        return NULL;
+    }
+    return j;
+}
+
+/* Access log line and metrics, once per answer. */
+void pv_api_on_done(pv_http_req_t *req, int status, uint64_t bytes_out,
+                    double ms)
+{
+    pv_app_t *app = pv_api_app(req);
+    const pv_http_route_t *r = pv_http_route(req);
+    const char *name = r ? r->name : "unmatched";
+    pv_metrics_request(app->metrics, name, status, bytes_out, ms);
+    if (pv_log_get_level() > PV_LOG_INFO)
+        return;
+    char extra[512], client[64];
+    json_t *p = json_string(pv_http_path(req));
+    char *path = p ? json_dumps(p, JSON_ENCODE_ANY) : NULL;
+    snprintf(extra, sizeof(extra),
+             "\"method\":\"%s\",\"path\":%s,\"route\":\"%s\",\"status\":%d,"
+             "\"bytes\":%llu,\"ms\":%.2f,\"remote\":\"%s\"",
+             pv_http_method(req), path ? path : "\"\"", name, status,
+             (unsigned long long)bytes_out, ms, pv_api_client_addr(req, client, sizeof(client)));
+    free(path);
+    json_decref(p);
+    pv_log(PV_LOG_INFO, "http", pv_http_request_id(req), extra, "request");
+}
+
+/* ---------------- lists ---------------- */
+
+typedef struct list_ctx {
+    pv_app_t *app;
+    pv_list_item_fn fn;
+    pv_sb_t sb;            /* the answer, written as it is read */
+    int limit, n;
+    bool more;
+    uint8_t last_id[16];
+} list_ctx_t;
+
+static int list_one(void *arg, const pv_val_t *k, const pv_val_t *v)
+{
+    list_ctx_t *lc = arg;
+    if (lc->n == lc->limit) {
+        lc->more = true;
+        return 1;
+    }
+    if (lc->n)
+        pv_sb_add(&lc->sb, ",", 1);
+    int rc = lc->fn(&lc->sb, lc->app, v);
+    if (rc < 0)
+        return rc;
+    memcpy(lc->last_id, (const uint8_t *)k->data + 16, 16);
+    lc->n++;
+    return 0;
+}
+
+/* ?limit=N&cursor=C: 0, or a 400 answer was sent. */
+static int list_params(pv_http_req_t *req, int *limit, uint8_t cursor[16], bool *has_cursor)
+{
+    pv_body_err_t e;
+    pv_list_params_t lp;
+    if (pv_body_list_params(pv_http_query(req), &lp, &e) < 0) {
+        pv_api_body_error(req, &e);
+        return -EINVAL;
+    }
+    *limit = lp.limit;
+    *has_cursor = lp.cursor[0] != '\0';
+    if (*has_cursor && pv_id_decode(lp.cursor, cursor) < 0) {
+        pv_http_respond_error(req, 400, "invalid_field", "cursor: not a cursor from this list");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+void pv_api_list(pv_http_req_t *req, int db, pv_list_item_fn fn)
+{
+    pv_app_t *app = pv_api_app(req);
+    uint8_t uid[16], cursor[16], after[32];
+    bool has_cursor;
+    list_ctx_t lc = {.app = app, .fn = fn};
+    if (list_params(req, &lc.limit, cursor, &has_cursor) < 0)
+        return;
+    pv_api_user_id(req, uid);
+    pv_key2(after, uid, cursor, 16);
+    pv_txn_t txn;
+    int rc = pv_txn_begin(app->store, &txn, false);
+    if (rc < 0) {
+        pv_api_fail(req, rc);
+        return;
+    }
+    pv_sb_puts(&lc.sb, "{\"items\":[");
+    rc = pv_txn_scan(&txn, db, uid, 16, has_cursor ? after : NULL, has_cursor ? sizeof(after) : 0,
+                     true, list_one, &lc);
+    pv_txn_abort(&txn);
+    if (lc.more) {
+        char c[PV_ID_TEXT];
+        pv_id_encode(lc.last_id, c);
+        pv_sb_printf(&lc.sb, "],\"next_cursor\":\"%s\"}", c);
+    } else {
+        pv_sb_puts(&lc.sb, "],\"next_cursor\":null}");
+    }
+    if (rc == 0 && lc.sb.failed)
+        rc = -ENOMEM;
+    if (rc < 0)
+        pv_api_fail(req, rc);
+    else
+        pv_http_respond(req, 200, "application/json; charset=utf-8", lc.sb.p, lc.sb.len);
+    pv_sb_free(&lc.sb);
+}
+
+/* ---------------- blobs ---------------- */
+
+/* A blob file as the answer: ETag is its hash (content never changes under
+ * a name), Range and HEAD through the HTTP layer. */
+void pv_api_serve_blob(pv_http_req_t *req, const uint8_t sha[32], const char *ctype)
+{
+    pv_app_t *app = pv_api_app(req);
+    char path[PATH_MAX], hex[65], etag[70];
+    pv_blob_path(app->store, sha, path, sizeof(path));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        pv_api_fail(req, errno == ENOENT ? -ENOENT : -errno);
+        return;
+    }
+    pv_hex(sha, 32, hex);
+    snprintf(etag, sizeof(etag), "\"%s\"", hex);
+    pv_http_respond_file(req, fd, ctype, etag, "private, max-age=86400, immutable");
+}
+
+/* ---------------- client address ---------------- */
+
+static bool addr_in_list(const char *list, const char *addr, size_t alen)
+{
+    for (const char *p = list; p && *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ", ");
+        if (n && n == alen && strncmp(p, addr, n) == 0)
+            return true;
+        p += n;
+    }
+    return false;
+}
+
+/* The client's address: the peer's, or, when the peer is a configured
+ * trusted proxy, the right-most X-Forwarded-For entry that is not itself a
+ * trusted proxy (entries further left are the client's own claims). */
+const char *pv_api_client_addr(pv_http_req_t *req, char *buf, size_t buflen)
+{
+    pv_app_t *app = pv_api_app(req);
+    const char *peer = pv_http_remote_addr(req);
+    const char *xff = pv_http_header(req, "X-Forwarded-For");
+    const char *list = app->cfg.trusted_proxies;
+    if (!*list || !xff || !addr_in_list(list, peer, strlen(peer)))
+        return peer;
+    const char *end = xff + strlen(xff);
+    while (end > xff) {
+        const char *start = end;
+        while (start > xff && start[-1] != ',')
+            start--;
+        const char *a = start, *b = end;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        size_t n = (size_t)(b - a);
+        if (n && n < buflen && !addr_in_list(list, a, n)) {
+            memcpy(buf, a, n);
+            buf[n] = '\0';
+            return buf;
+        }
+        end = start > xff ? start - 1 : xff;
+    }
+    return peer;
+}

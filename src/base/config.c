@@ -1,0 +1,337 @@
+/*
+ * config.c — the configuration table and its parsers. The file format is
+ * deliberately small: `key = value` per line, `#` starts a comment, values
+ * may be quoted with "double quotes". Every key is also PV_<KEY> in the
+ * environment and settable by pvd's flags. Parsing is pure (no I/O besides
+ * reading the named file) so that it can be fuzzed and tested.
+ */
+#include "base/config.h"
+#include "base/pv.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { T_STR, T_INT, T_U64, T_DBL };
+
+#define F(field) offsetof(pv_config_t, field), sizeof(((pv_config_t *)0)->field)
+
+static const pv_config_key_t g_keys[] = {
+    {"data_dir", T_STR, F(data_dir), "./pv-data", "where the store, blobs, keys and TLS files live"},
+    {"https_listen", T_STR, F(https_listen), "127.0.0.1:8443", "public HTTPS listener ADDR:PORT"},
+    {"http_listen", T_STR, F(http_listen), "127.0.0.1:8080", "private plain-HTTP listener (health, metrics)"},
+    {"admin_socket", T_STR, F(admin_socket), "", "pvctl's Unix socket (default DATA/admin.sock)"},
+    {"admin_group", T_STR, F(admin_group), "", "group allowed to use the admin socket (mode 0660)"},
+    {"tls_cert", T_STR, F(tls_cert), "", "PEM certificate (default DATA/tls/cert.pem, self-signed)"},
+    {"tls_key", T_STR, F(tls_key), "", "PEM private key (default DATA/tls/key.pem)"},
+    {"access_token_ttl", T_INT, F(access_token_ttl), "900", "access token lifetime, seconds"},
+    {"refresh_token_ttl", T_INT, F(refresh_token_ttl), "2592000", "refresh token lifetime, seconds"},
+    {"presign_ttl", T_INT, F(presign_ttl), "3600", "presigned URL lifetime, seconds"},
+    {"login_account_burst", T_INT, F(login_account_burst), "10", "login attempts per account before 429"},
+    {"login_account_per_minute", T_DBL, F(login_account_per_minute), "5", "per-account refill rate"},
+    {"login_ip_burst", T_INT, F(login_ip_burst), "30", "login attempts per address before 429"},
+    {"login_ip_per_minute", T_DBL, F(login_ip_per_minute), "30", "per-address refill rate"},
+    {"max_upload_bytes", T_U64, F(max_upload_bytes), "209715200", "largest upload request body"},
+    {"max_json_bytes", T_U64, F(max_json_bytes), "1048576", "largest JSON request body"},
+    {"map_size", T_U64, F(map_size), "1073741824", "initial LMDB map size, bytes"},
+    {"map_max", T_U64, F(map_max), "68719476736", "grow the LMDB map up to this (0: never)"},
+    {"loops", T_INT, F(loops), "2", "HTTP event loops (threads)"},
+    {"workers", T_INT, F(workers), "0", "worker threads for blocking work (0: cores)"},
+    {"render_workers", T_INT, F(render_workers), "0", "render threads (0: cores)"},
+    {"log_level", T_STR, F(log_level), "info", "debug, info, warn or error"},
+    {"idle_timeout", T_INT, F(idle_timeout), "60", "keep-alive idle timeout, seconds"},
+    {"read_timeout", T_INT, F(read_timeout), "30", "slow-client read timeout, seconds"},
+    {"write_timeout", T_INT, F(write_timeout), "60", "slow-client write timeout, seconds"},
+    {"trusted_proxies", T_STR, F(trusted_proxies), "", "comma-separated proxy addresses for X-Forwarded-For"},
+    {"changelog_trim_seconds", T_INT, F(changelog_trim_seconds), "5", "how often the change log is trimmed below every replication cursor"},
+    {"web_root", T_STR, F(web_root), "", "the built web UI (default: ../web beside the pvd binary)"},
+};
+
+const pv_config_key_t *pv_config_keys(size_t *n)
+{
+    *n = PV_ARRAY_LEN(g_keys);
+    return g_keys;
+}
+
+static const pv_config_key_t *find_key(const char *name)
+{
+    for (size_t i = 0; i < PV_ARRAY_LEN(g_keys); i++)
+        if (strcmp(g_keys[i].name, name) == 0)
+            return &g_keys[i];
+    return NULL;
+}
+
+static int parse_value(const pv_config_key_t *k, void *field, const char *v,
+                       char *err, size_t errlen)
+{
+    char *end = NULL;
+    errno = 0;
+    switch (k->type) {
+    case T_STR:
+        if (strlen(v) >= k->size) {
+            snprintf(err, errlen, "%s: value too long", k->name);
+            return -EINVAL;
+        }
+        memcpy(field, v, strlen(v) + 1);
+        return 0;
+    case T_INT: {
+        long x = strtol(v, &end, 10);
+        if (errno || end == v || *end || x < 0 || x > 100000000) {
+            snprintf(err, errlen, "%s: expected a whole number, got \"%s\"", k->name, v);
+            return -EINVAL;
+        }
+        *(int *)field = (int)x;
+        return 0;
+    }
+    case T_U64: {
+        if (*v == '-')
+            goto bad_u64;
+        unsigned long long x = strtoull(v, &end, 10);
+        if (errno || end == v)
+            goto bad_u64;
+        /* optional K/M/G suffix, powers of 1024 */
+        unsigned long long mul = 1;
+        if (*end == 'K' || *end == 'k')
+            mul = 1ULL << 10;
+        else if (*end == 'M' || *end == 'm')
+            mul = 1ULL << 20;
+        else if (*end == 'G' || *end == 'g')
+            mul = 1ULL << 30;
+        if (mul > 1)
+            end++;
+        if (*end || (x && mul > UINT64_MAX / x))
+            goto bad_u64;
+        *(uint64_t *)field = x * mul;
+        return 0;
+    bad_u64:
+        snprintf(err, errlen, "%s: expected a size in bytes (K/M/G allowed), got \"%s\"", k->name, v);
+        return -EINVAL;
+    }
+    case T_DBL: {
+        double x = strtod(v, &end);
+        if (errno || end == v || *end || !isfinite(x) || x < 0) {
+            snprintf(err, errlen, "%s: expected a number, got \"%s\"", k->name, v);
+            return -EINVAL;
+        }
+        *(double *)field = x;
+        return 0;
+    }
+    }
+    return -EINVAL;
+}
+
+int pv_config_set(pv_config_t *c, const char *key, const char *value,
+                  char *err, size_t errlen)
+{
+    const pv_config_key_t *k = find_key(key);
+    if (!k) {
+        snprintf(err, errlen, "unknown config key \"%s\"", key);
+        return -EINVAL;
+    }
+    return parse_value(k, (char *)c + k->offset, value, err, errlen);
+}
+
+void pv_config_defaults(pv_config_t *c)
+{
+    char err[128];
+    memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < PV_ARRAY_LEN(g_keys); i++)
+        parse_value(&g_keys[i], (char *)c + g_keys[i].offset, g_keys[i].def,
+                    err, sizeof(err));
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+/* One line of a config file. Pure. */
+static int parse_line(pv_config_t *c, char *line, int lineno, char *err,
+                      size_t errlen)
+{
+    char *s = trim(line);
+    if (*s == '\0' || *s == '#')
+        return 0;
+    char *eq = strchr(s, '=');
+    if (!eq) {
+        snprintf(err, errlen, "line %d: expected key = value", lineno);
+        return -EINVAL;
+    }
+    *eq = '\0';
+    char *key = trim(s), *val = trim(eq + 1);
+    size_t vl = strlen(val);
+    if (vl >= 2 && val[0] == '"' && val[vl - 1] == '"') {
+        val[vl - 1] = '\0';
+        val++;
+    } else {
+        char *hash = strstr(val, " #");
+        if (hash)
+            *hash = '\0', val = trim(val);
+    }
+    char sub[200];
+    int rc = pv_config_set(c, key, val, sub, sizeof(sub));
+    if (rc < 0)
+        snprintf(err, errlen, "line %d: %s", lineno, sub);
+    return rc;
+}
+
+int pv_config_load_file(pv_config_t *c, const char *path, char *err,
+                        size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        return -e;
+    }
+    char line[1024], sub[256];
+    int lineno = 0, rc = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            snprintf(err, errlen, "%s: line %d too long", path, lineno);
+            rc = -EINVAL;
+            break;
+        }
+        rc = parse_line(c, line, lineno, sub, sizeof(sub));
+        if (rc < 0) {
+            snprintf(err, errlen, "%s: %s", path, sub);
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+int pv_config_load_env(pv_config_t *c, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < PV_ARRAY_LEN(g_keys); i++) {
+        char name[64] = "PV_";
+        size_t j = 3;
+        for (const char *p = g_keys[i].name; *p && j < sizeof(name) - 1; p++)
+            name[j++] = (char)toupper((unsigned char)*p);
+        name[j] = '\0';
+        const char *v = getenv(name);
+        if (!v)
+            continue;
+        char sub[200];
+        int rc = parse_value(&g_keys[i], (char *)c + g_keys[i].offset, v, sub,
+                             sizeof(sub));
+        if (rc < 0) {
+            snprintf(err, errlen, "%s: %s", name, sub);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* "1.2.3.4:443" or "[::1]:443", port 0..65535. */
+static bool valid_listen(const char *s)
+{
+    char host[64];
+    const char *colon;
+    size_t hl;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (!close || close[1] != ':')
+            return false;
+        hl = (size_t)(close - s - 1);
+        if (hl == 0 || hl >= sizeof(host))
+            return false;
+        memcpy(host, s + 1, hl);
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || colon == s || (size_t)(colon - s) >= sizeof(host))
+            return false;
+        hl = (size_t)(colon - s);
+        memcpy(host, s, hl);
+    }
+    host[hl] = '\0';
+    unsigned char buf[16];
+    if (inet_pton(s[0] == '[' ? AF_INET6 : AF_INET, host, buf) != 1)
+        return false;
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    return !errno && end != colon + 1 && !*end && port >= 0 && port <= 65535;
+}
+
+static int derive(char *field, size_t size, const char *dir, const char *rel)
+{
+    if (*field)
+        return 0;
+    int n = snprintf(field, size, "%s/%s", dir, rel);
+    return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
+{
+    if (!*c->data_dir) {
+        snprintf(err, errlen, "data_dir must not be empty");
+        return -EINVAL;
+    }
+    if (derive(c->admin_socket, sizeof(c->admin_socket), c->data_dir, "admin.sock") ||
+        derive(c->tls_cert, sizeof(c->tls_cert), c->data_dir, "tls/cert.pem") ||
+        derive(c->tls_key, sizeof(c->tls_key), c->data_dir, "tls/key.pem")) {
+        snprintf(err, errlen, "data_dir is too long");
+        return -EINVAL;
+    }
+    if (pv_log_level_parse(c->log_level) < 0) {
+        snprintf(err, errlen, "log_level: expected debug, info, warn or error, got \"%s\"", c->log_level);
+        return -EINVAL;
+    }
+    if (c->loops < 1 || c->loops > 64) {
+        snprintf(err, errlen, "loops: expected 1 to 64");
+        return -EINVAL;
+    }
+    if (c->access_token_ttl < 1 || c->presign_ttl < 1 || c->refresh_token_ttl < 1) {
+        snprintf(err, errlen, "token and URL lifetimes must be at least 1 second");
+        return -EINVAL;
+    }
+    if (c->changelog_trim_seconds < 1) {
+        snprintf(err, errlen, "changelog_trim_seconds: at least 1");
+        return -EINVAL;
+    }
+    if (c->map_size < (64u << 10)) {
+        snprintf(err, errlen, "map_size: at least 64K");
+        return -EINVAL;
+    }
+    if (!valid_listen(c->https_listen) || !valid_listen(c->http_listen)) {
+        snprintf(err, errlen, "https_listen and http_listen take IP:PORT or [IPv6]:PORT (port 0-65535), got \"%s\", \"%s\"",
+                 c->https_listen, c->http_listen);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+char *pv_config_dump(const pv_config_t *c)
+{
+    size_t cap = 8192, pos = 0;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    out[0] = '\0';
+    for (size_t i = 0; i < PV_ARRAY_LEN(g_keys) && pos < cap; i++) {
+        const pv_config_key_t *k = &g_keys[i];
+        const void *f = (const char *)c + k->offset;
+        int n = 0;
+        switch (k->type) {
+        case T_STR: n = snprintf(out + pos, cap - pos, "%s = %s\n", k->name, (const char *)f); break;
+        case T_INT: n = snprintf(out + pos, cap - pos, "%s = %d\n", k->name, *(const int *)f); break;
+        case T_U64: n = snprintf(out + pos, cap - pos, "%s = %llu\n", k->name, (unsigned long long)*(const uint64_t *)f); break;
+        case T_DBL: n = snprintf(out + pos, cap - pos, "%s = %g\n", k->name, *(const double *)f); break;
+        }
+        if (n > 0)
+            pos += (size_t)n;
+    }
+    return out;
+}
