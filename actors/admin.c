@@ -30,6 +30,7 @@
 #include "app/call.h"
 #include "base/admin_proto.h"
 #include "base/pv.h"
+#include "model/invites.h"
 #include "model/users.h"
 #include "model/videos.h"
 #include "store/backup.h"
@@ -110,6 +111,8 @@ struct admin_req {
     bool changed;
     int revoked;
     pv_backup_info_t backup;
+    char invite[PV_INVITE_TEXT];     /* user invite: the code, wiped once sent */
+    int invite_days;
 };
 
 /* ---------------- requests: life, errors, answers ---------------- */
@@ -503,6 +506,45 @@ static void user_add_hashed(admin_req_t *r)
         return;
     }
     go_store(r, user_add_apply, user_add_committed);
+}
+
+/* ---- user invite ---- */
+
+static int invite_apply(pv_txn_t *txn, void *arg)
+{
+    admin_req_t *r = arg;
+    return pv_invite_new(txn, r->user.email, r->invite_days * 86400LL, r->invite);
+}
+
+static void invite_committed(admin_req_t *r)
+{
+    int rc = r->call.sreq.msg.status;
+    if (rc < 0) {
+        req_error_rc(r, rc, "user invite");
+    } else {
+        int mode = pv_config_signup_mode(&r->app->cfg);
+        r->result = json_pack("{s:s,s:o,s:o,s:s}", "code", r->invite, "email",
+                              *r->user.email ? json_string(r->user.email) : json_null(),
+                              "expires_at", time_json(pv_now_ms() + r->invite_days * 86400000LL),
+                              "signup", r->app->cfg.signup);
+        if (mode != PV_SIGNUP_INVITE)
+            json_object_set_new(r->result, "note",
+                                json_string("codes are asked for only when signup = invite"));
+    }
+    sodium_memzero(r->invite, sizeof(r->invite));
+    req_done(r);
+}
+
+static void h_user_invite(admin_req_t *r)
+{
+    const char *email = arg_str(r, "email");
+    if (email && pv_email_normalize(email, r->user.email, sizeof(r->user.email)) < 0) {
+        req_error(r, "bad_args", "\"%.200s\" is not a valid email", email);
+        req_done(r);
+        return;
+    }
+    r->invite_days = (int)arg_int(r, "days", 7);
+    go_store(r, invite_apply, invite_committed);
 }
 
 static void h_user_add(admin_req_t *r)
@@ -985,6 +1027,7 @@ static const admin_handler_fn g_handlers[PV_CMD_COUNT] = {
     [PV_CMD_USER_ENABLE] = h_user_state,
     [PV_CMD_USER_RESET_PASSWORD] = h_user_reset_password,
     [PV_CMD_JOB_LIST] = h_job_list,
+    [PV_CMD_USER_INVITE] = h_user_invite,
     [PV_CMD_JOB_CANCEL] = h_job_cmd,
     [PV_CMD_JOB_RETRY] = h_job_cmd,
     [PV_CMD_SYNC_STATUS] = h_sync_status,

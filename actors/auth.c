@@ -1,7 +1,8 @@
 /*
  * auth.c — the auth actor: admits login attempts against the rate limits,
- * per account and per address. It is the tables' one owner, on the core
- * loop; the login handler (actors/api/auth.c) asks it before any hashing.
+ * per account and per address, and sign-ups per address. It is the tables'
+ * one owner, on the core loop; the handlers (actors/api/auth.c) ask it
+ * before any hashing, so a flood costs a table look-up, not argon2id.
  */
 #include "actors/auth.h"
 #include "base/crypto.h"
@@ -12,6 +13,7 @@
 typedef struct auth_state {
     pv_ratelimit_t *per_account;
     pv_ratelimit_t *per_ip;
+    pv_ratelimit_t *signup_per_ip;
 } auth_state_t;
 
 static void state_free(auth_state_t *st)
@@ -20,6 +22,7 @@ static void state_free(auth_state_t *st)
         return;
     pv_ratelimit_free(st->per_account);
     pv_ratelimit_free(st->per_ip);
+    pv_ratelimit_free(st->signup_per_ip);
     free(st);
 }
 
@@ -31,7 +34,8 @@ static auth_state_t *state_new(const pv_config_t *cfg)
     st->per_account = pv_ratelimit_new(cfg->login_account_burst,
                                        cfg->login_account_per_minute, 4096);
     st->per_ip = pv_ratelimit_new(cfg->login_ip_burst, cfg->login_ip_per_minute, 4096);
-    if (!st->per_account || !st->per_ip) {
+    st->signup_per_ip = pv_ratelimit_new(cfg->signup_ip_burst, cfg->signup_ip_per_minute, 4096);
+    if (!st->per_account || !st->per_ip || !st->signup_per_ip) {
         state_free(st);
         return NULL;
     }
@@ -43,9 +47,13 @@ static void on_admit(pv_actor_t *self, pv_msg_t *msg)
     auth_state_t *st = pv_actor_state(self);
     pv_auth_admit_t *a = (pv_auth_admit_t *)msg;
     int64_t now = pv_now_ms();
-    int acc = pv_ratelimit_take(st->per_account, a->email, now);
-    int ip = pv_ratelimit_take(st->per_ip, a->remote, now);
-    a->retry_after = acc > ip ? acc : ip;
+    if (a->kind == PV_ADMIT_SIGNUP) {
+        a->retry_after = pv_ratelimit_take(st->signup_per_ip, a->remote, now);
+    } else {
+        int acc = pv_ratelimit_take(st->per_account, a->email, now);
+        int ip = pv_ratelimit_take(st->per_ip, a->remote, now);
+        a->retry_after = acc > ip ? acc : ip;
+    }
     pv_actor_reply(msg, 0);
 }
 

@@ -1,7 +1,7 @@
 /*
- * auth.h — the auth actor (actors/auth.c): admission of login attempts. It
- * is the one owner of the login rate-limit tables (per account and per
- * address), so they need no lock.
+ * auth.h — the auth actor (actors/auth.c): admission of login and sign-up
+ * attempts. It is the one owner of the rate-limit tables (logins per
+ * account and per address, sign-ups per address), so they need no lock.
  */
 #ifndef PV_ACTORS_AUTH_H
 #define PV_ACTORS_AUTH_H
@@ -10,13 +10,16 @@
 #include "base/records.h"
 
 enum pv_auth_msg {
-    PV_AUTH_ADMIT, /* pv_auth_admit_t: may this login attempt go on? */
+    PV_AUTH_ADMIT, /* pv_auth_admit_t: may this attempt go on? answered */
     PV_AUTH_MSG_COUNT
 };
 
+enum pv_auth_kind { PV_ADMIT_LOGIN, PV_ADMIT_SIGNUP };
+
 typedef struct pv_auth_admit {
     pv_msg_t msg;                 /* type PV_AUTH_ADMIT */
-    char email[PV_EMAIL_MAX + 1]; /* normalised */
+    int kind;                     /* enum pv_auth_kind */
+    char email[PV_EMAIL_MAX + 1]; /* normalised (logins) */
     char remote[64];              /* the client's address */
     int retry_after;              /* answer: seconds to wait; 0: admitted */
 } pv_auth_admit_t;

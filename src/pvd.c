@@ -355,6 +355,8 @@ static int start(pv_app_t *app)
     app->work = pv_pool_new("work", workers, 0);
     app->decode_big = pv_pool_new("decode_big", 1, 0);
     app->hash = pv_pool_new("hash", cores > 1 ? (int)cores / 2 : 1, PV_POOL_IDLE);
+    if (app->hash) /* a flood of sign-ups or logins waits in no queue: 503 */
+        pv_pool_set_max_queued(app->hash, c->hash_queue);
     app->io = pv_pool_new("io", 2, 0);
     app->metrics = pv_metrics_new();
     app->core = pv_loop_new("core");

@@ -16,6 +16,7 @@
 #include "actors/auth.h"
 #include "app/kit.h"
 #include "base/pv.h"
+#include "model/invites.h"
 #include "model/users.h"
 
 #include <sodium.h>
@@ -159,6 +160,8 @@ typedef struct signup_call {
     pv_app_t *app;
     pv_credentials_t cred;
     pv_user_t user;
+    bool invited;                /* signup = invite: spend `invite` */
+    char invite[PV_INVITE_TEXT + 8];
 } signup_call_t;
 
 static void signup_committed(pv_call_t *c)
@@ -167,6 +170,9 @@ static void signup_committed(pv_call_t *c)
     int rc = c->sreq.msg.status;
     if (rc == -EEXIST)
         pv_http_respond_error(c->req, 409, "email_taken", "an account with this email already exists");
+    else if (rc == -EACCES)
+        pv_http_respond_error(c->req, 403, "invalid_invite",
+                              "this invite code is not valid: it may be used, expired or made for another email");
     else if (rc < 0)
         pv_api_fail(c->req, rc);
     else
@@ -177,7 +183,37 @@ static void signup_committed(pv_call_t *c)
 static int signup_apply(pv_txn_t *txn, void *arg)
 {
     signup_call_t *s = arg;
-    return pv_user_insert(txn, &s->user);
+    int rc = s->invited ? pv_invite_take(txn, s->invite, s->user.email) : 0;
+    return rc < 0 ? rc : pv_user_insert(txn, &s->user);
+}
+
+static void signup_hash_work(pv_msg_t *m);
+static void signup_hashed(pv_call_t *c);
+
+/* The auth actor admitted the sign-up (or not): hash, after any login. */
+static void signup_admitted(pv_call_t *c)
+{
+    signup_call_t *s = (signup_call_t *)c;
+    int retry_after = ((pv_auth_admit_t *)c->answer)->retry_after;
+    pv_msg_free(c->answer);
+    c->answer = NULL;
+    if (retry_after > 0) {
+        char ra[16];
+        snprintf(ra, sizeof(ra), "%d", retry_after);
+        pv_http_add_header(c->req, "Retry-After", ra);
+        pv_http_respond_error(c->req, 429, "rate_limited",
+                              "too many sign-ups from this address; try again later");
+        pv_call_free(c);
+        return;
+    }
+    pv_user_t probe;
+    if (read_user_by_email(s->app, s->cred.email, &probe) == 0) {
+        /* Known at once: spare the hashing. The store re-checks. */
+        pv_http_respond_error(c->req, 409, "email_taken", "an account with this email already exists");
+        pv_call_free(c);
+        return;
+    }
+    pv_call_work_at(c, s->app->hash, signup_hash_work, signup_hashed, PV_PRIO_LOW);
 }
 
 static void signup_hashed(pv_call_t *c)
@@ -199,35 +235,64 @@ static void signup_hash_work(pv_msg_t *m)
     sodium_memzero(s->cred.password, sizeof(s->cred.password));
 }
 
+/* signup = invite: the body's "invite" member, or an answer (403). */
+static bool take_invite(pv_http_req_t *req, const char *body, size_t len, signup_call_t *s)
+{
+    json_t *j = json_loadb(body, len, 0, NULL);
+    const char *code = json_string_value(json_object_get(j, "invite"));
+    bool ok = code && *code && strlen(code) < sizeof(s->invite);
+    if (ok)
+        snprintf(s->invite, sizeof(s->invite), "%s", code);
+    json_decref(j);
+    if (!ok)
+        pv_http_respond_error(req, 403, "invite_required",
+                              "this appliance takes new accounts by invitation: enter the "
+                              "invite code its operator gave you");
+    s->invited = ok;
+    return ok;
+}
+
 void pv_h_signup(pv_http_req_t *req)
 {
     pv_app_t *app = pv_api_app(req);
+    int mode = pv_config_signup_mode(&app->cfg);
+    if (mode == PV_SIGNUP_CLOSED) {
+        pv_http_respond_error(req, 403, "signup_closed",
+                              "sign-up is closed on this appliance; ask its operator for an account");
+        return;
+    }
     size_t len;
     const char *body = pv_http_body(req, &len);
     signup_call_t *s = pv_call_new(req, sizeof(*s));
-    if (!s) {
+    pv_auth_admit_t *adm = pv_msg_new(sizeof(*adm), PV_AUTH_ADMIT);
+    if (!s || !adm) {
         pv_api_fail(req, -ENOMEM);
+        if (s)
+            pv_call_free(&s->base);
+        if (adm)
+            pv_msg_free(&adm->msg);
         return;
     }
     pv_body_err_t e;
     if (pv_body_credentials(body, len, true, &s->cred, &e) < 0) {
         body_error(req, &e);
-        pv_call_free(&s->base);
-        return;
+        goto drop;
     }
+    if (mode == PV_SIGNUP_INVITE && !take_invite(req, body, len, s))
+        goto drop;
     s->app = app;
-    pv_user_t probe;
-    if (read_user_by_email(app, s->cred.email, &probe) == 0) {
-        /* Known at once: spare the hashing. The store re-checks. */
-        pv_http_respond_error(req, 409, "email_taken", "an account with this email already exists");
-        pv_call_free(&s->base);
-        return;
-    }
     s->user.v = 1;
     pv_id_new(s->user.id);
     snprintf(s->user.email, sizeof(s->user.email), "%s", s->cred.email);
     s->user.created_ms = pv_now_ms();
-    pv_call_work(&s->base, app->hash, signup_hash_work, signup_hashed);
+    char client[64];
+    adm->kind = PV_ADMIT_SIGNUP;
+    snprintf(adm->remote, sizeof(adm->remote), "%s", pv_api_client_addr(req, client, sizeof(client)));
+    pv_call_ask(&s->base, app->auth, &adm->msg, signup_admitted);
+    return;
+drop:
+    pv_call_free(&s->base);
+    pv_msg_free(&adm->msg);
 }
 
 /* ---------------- login ---------------- */
@@ -333,6 +398,7 @@ void pv_h_login(pv_http_req_t *req)
     snprintf(lc->password, sizeof(lc->password), "%s", cred.password);
     sodium_memzero(cred.password, sizeof(cred.password));
     char client[64];
+    adm->kind = PV_ADMIT_LOGIN;
     snprintf(adm->email, sizeof(adm->email), "%s", cred.email);
     snprintf(adm->remote, sizeof(adm->remote), "%s", pv_api_client_addr(req, client, sizeof(client)));
     pv_call_ask(&lc->base, app->auth, &adm->msg, login_admitted);

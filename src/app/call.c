@@ -41,11 +41,16 @@ void pv_call_store(pv_call_t *call, pv_store_apply_fn apply, pv_call_fn k)
     pv_store_submit(call->app->store, &call->sreq);
 }
 
-int pv_call_pool(pv_call_t *call, pv_pool_t *pool, pv_work_fn work, pv_call_fn k)
+int pv_call_pool_at(pv_call_t *call, pv_pool_t *pool, pv_work_fn work, pv_call_fn k, int prio)
 {
     call->k = k;
     pv_msg_expect(&call->sreq.msg, call->home, resume);
-    return pv_pool_submit(pool, work, &call->sreq.msg);
+    return pv_pool_submit_at(pool, work, &call->sreq.msg, prio);
+}
+
+int pv_call_pool(pv_call_t *call, pv_pool_t *pool, pv_work_fn work, pv_call_fn k)
+{
+    return pv_call_pool_at(call, pool, work, k, PV_PRIO_HIGH);
 }
 
 void pv_call_ask(pv_call_t *call, pv_actor_t *to, pv_msg_t *msg, pv_call_fn k)

@@ -43,6 +43,9 @@ void pv_call_store(pv_call_t *call, pv_store_apply_fn apply, pv_call_fn k);
  * call->result. Returns 0, or < 0 when the pool refused (the call was not
  * handed on: the caller answers and frees it). */
 int pv_call_pool(pv_call_t *call, pv_pool_t *pool, pv_work_fn work, pv_call_fn k);
+/* The same at a priority (PV_PRIO_HIGH, PV_PRIO_LOW); -EAGAIN when that
+ * priority's queue is full. */
+int pv_call_pool_at(pv_call_t *call, pv_pool_t *pool, pv_work_fn work, pv_call_fn k, int prio);
 /* Send msg (a message of `to`'s own set, with its type set) to another
  * actor; when it is answered, k runs with call->answer = msg (to free) and
  * call->result = its status. */

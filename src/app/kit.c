@@ -28,13 +28,18 @@ void *pv_call_new(pv_http_req_t *req, size_t size)
     return c;
 }
 
-void pv_call_work(pv_call_t *call, pv_pool_t *pool, pv_work_fn work, pv_call_fn k)
+void pv_call_work_at(pv_call_t *call, pv_pool_t *pool, pv_work_fn work, pv_call_fn k, int prio)
 {
-    int rc = pv_call_pool(call, pool, work, k);
+    int rc = pv_call_pool_at(call, pool, work, k, prio);
     if (rc < 0) {
-        pv_api_fail(call->req, rc);
+        pv_api_fail(call->req, rc); /* -EAGAIN: 503 with Retry-After */
         pv_call_free(call);
     }
+}
+
+void pv_call_work(pv_call_t *call, pv_pool_t *pool, pv_work_fn work, pv_call_fn k)
+{
+    pv_call_work_at(call, pool, work, k, PV_PRIO_HIGH);
 }
 
 /* ---------------- errors ---------------- */

@@ -20,6 +20,8 @@
 void *pv_call_new(pv_http_req_t *req, size_t size);
 /* pv_call_pool, answering 503 (and freeing the call) when the pool refuses. */
 void pv_call_work(pv_call_t *call, pv_pool_t *pool, pv_work_fn work, pv_call_fn k);
+/* The same at a priority: a full queue answers 503 with Retry-After. */
+void pv_call_work_at(pv_call_t *call, pv_pool_t *pool, pv_work_fn work, pv_call_fn k, int prio);
 
 /* ---- the request's context ---- */
 pv_app_t *pv_api_app(pv_http_req_t *req);

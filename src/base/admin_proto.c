@@ -487,6 +487,14 @@ static const pv_admin_cmd_t g_cmds[] = {
      "Sets a new password (generated, or asked for with --prompt) and revokes the "
      "user's refresh tokens; access tokens already issued expire on their own.",
      {USER_ARG, SECRET("password", "at least 8 characters"), {0}}},
+    {PV_CMD_USER_INVITE, "user.invite", "user invite", 0, "make a sign-up invite code",
+     "Makes a code that lets one person sign up when the signup key is `invite`; "
+     "with EMAIL only that email can use it. It is spent by the sign-up it allows "
+     "and expires after --days (default 7). pvd keeps only its hash: the code is "
+     "shown once.",
+     {STR_POS("email", "EMAIL", false, "the only email that may use it"),
+      {"days", PV_ARG_INT, PV_ARG_OPT, false, "N", NULL, 1, 365, "valid this many days (default 7)"},
+      {0}}},
     {PV_CMD_JOB_LIST, "job.list", "job list", 0, "list video jobs",
      "Lists queued and running render jobs, or with --state the videos in that "
      "state (queued, running, ready, failed, cancelled, all), newest first.",

@@ -34,6 +34,10 @@ static const pv_config_key_t g_keys[] = {
     {"login_account_per_minute", T_DBL, F(login_account_per_minute), "5", "per-account refill rate"},
     {"login_ip_burst", T_INT, F(login_ip_burst), "30", "login attempts per address before 429"},
     {"login_ip_per_minute", T_DBL, F(login_ip_per_minute), "30", "per-address refill rate"},
+    {"signup", T_STR, F(signup), "open", "who may sign up: open, invite (with a code from `pvctl user invite`) or closed (accounts from `pvctl user add`)"},
+    {"signup_ip_burst", T_INT, F(signup_ip_burst), "10", "sign-ups per address before 429"},
+    {"signup_ip_per_minute", T_DBL, F(signup_ip_per_minute), "0.2", "per-address sign-up refill rate"},
+    {"hash_queue", T_INT, F(hash_queue), "32", "password hashes waiting, per priority, before 503 (logins go first)"},
     {"max_upload_bytes", T_U64, F(max_upload_bytes), "209715200", "largest upload request body"},
     {"max_json_bytes", T_U64, F(max_json_bytes), "1048576", "largest JSON request body"},
     {"map_size", T_U64, F(map_size), "1073741824", "initial LMDB map size, bytes"},
@@ -273,6 +277,15 @@ static int derive(char *field, size_t size, const char *dir, const char *rel)
     return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
 
+int pv_config_signup_mode(const pv_config_t *c)
+{
+    static const char *const modes[] = {"open", "invite", "closed"};
+    for (int i = 0; i < (int)PV_ARRAY_LEN(modes); i++)
+        if (strcmp(c->signup, modes[i]) == 0)
+            return i;
+    return -EINVAL;
+}
+
 int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
 {
     if (!*c->data_dir) {
@@ -295,6 +308,14 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
     }
     if (c->access_token_ttl < 1 || c->presign_ttl < 1 || c->refresh_token_ttl < 1) {
         snprintf(err, errlen, "token and URL lifetimes must be at least 1 second");
+        return -EINVAL;
+    }
+    if (pv_config_signup_mode(c) < 0) {
+        snprintf(err, errlen, "signup: expected open, invite or closed, got \"%s\"", c->signup);
+        return -EINVAL;
+    }
+    if (c->hash_queue < 1 || c->signup_ip_burst < 1 || c->signup_ip_per_minute <= 0) {
+        snprintf(err, errlen, "hash_queue, signup_ip_burst and signup_ip_per_minute: at least 1, 1 and above 0");
         return -EINVAL;
     }
     if (c->changelog_trim_seconds < 1) {

@@ -30,6 +30,10 @@ typedef struct pv_config {
     double login_account_per_minute;/* ... refilled at this rate */
     int login_ip_burst;             /* login attempts per address ... */
     double login_ip_per_minute;     /* ... refilled at this rate */
+    char signup[16];                /* open, invite, closed */
+    int signup_ip_burst;            /* sign-ups per address ... */
+    double signup_ip_per_minute;    /* ... refilled at this rate */
+    int hash_queue;                 /* hashes waiting per priority before 503 */
     uint64_t max_upload_bytes;      /* one upload request body */
     uint64_t max_json_bytes;        /* one JSON request body */
     uint64_t map_size;              /* initial LMDB map size */
@@ -58,6 +62,9 @@ int pv_config_load_file(pv_config_t *c, const char *path, char *err,
 int pv_config_load_env(pv_config_t *c, char *err, size_t errlen);
 /* Fill paths that default to places under data_dir; check consistency. */
 int pv_config_finish(pv_config_t *c, char *err, size_t errlen);
+/* Who may sign up (the `signup` key). */
+enum pv_signup_mode { PV_SIGNUP_OPEN, PV_SIGNUP_INVITE, PV_SIGNUP_CLOSED };
+int pv_config_signup_mode(const pv_config_t *c); /* or -EINVAL */
 /* key = value lines of the effective config (malloc'd, free()). */
 char *pv_config_dump(const pv_config_t *c);
 

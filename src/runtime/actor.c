@@ -351,7 +351,9 @@ typedef struct pool_item {
 struct pv_pool {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    pool_item_t *first, *last;  /* FIFO of work */
+    pool_item_t *first[2], *last[2]; /* FIFOs of work: [PV_PRIO_HIGH], [PV_PRIO_LOW] */
+    int queued[2];              /* items in each FIFO */
+    int max_queued;             /* per FIFO; 0: unbounded */
     bool stopping;
     int n;
     int flags;                  /* PV_POOL_IDLE */
@@ -376,16 +378,18 @@ static void *pool_thread(void *arg)
         pool_thread_idle(p);
     for (;;) {
         pthread_mutex_lock(&p->mu);
-        while (!p->first && !p->stopping)
+        while (!p->first[0] && !p->first[1] && !p->stopping)
             pthread_cond_wait(&p->cv, &p->mu);
-        pool_item_t *it = p->first;
+        int q = p->first[0] ? 0 : 1; /* high priority first, always */
+        pool_item_t *it = p->first[q];
         if (!it) { /* stopping and drained */
             pthread_mutex_unlock(&p->mu);
             return NULL;
         }
-        p->first = it->next;
-        if (!p->first)
-            p->last = NULL;
+        p->first[q] = it->next;
+        if (!p->first[q])
+            p->last[q] = NULL;
+        p->queued[q]--;
         pthread_mutex_unlock(&p->mu);
 
         it->work(it->msg);
@@ -424,8 +428,21 @@ pv_pool_t *pv_pool_new(const char *name, int threads, int flags)
 
 const char *pv_pool_name(pv_pool_t *p) { return p->name; }
 
+void pv_pool_set_max_queued(pv_pool_t *p, int max)
+{
+    pthread_mutex_lock(&p->mu);
+    p->max_queued = max > 0 ? max : 0;
+    pthread_mutex_unlock(&p->mu);
+}
+
 int pv_pool_submit(pv_pool_t *p, pv_work_fn work, pv_msg_t *msg)
 {
+    return pv_pool_submit_at(p, work, msg, PV_PRIO_HIGH);
+}
+
+int pv_pool_submit_at(pv_pool_t *p, pv_work_fn work, pv_msg_t *msg, int prio)
+{
+    int q = prio == PV_PRIO_LOW ? 1 : 0;
     pool_item_t *it = pv_fail("pool_submit") ? NULL : malloc(sizeof(*it));
     if (!it)
         return -ENOMEM;
@@ -433,16 +450,18 @@ int pv_pool_submit(pv_pool_t *p, pv_work_fn work, pv_msg_t *msg)
     it->work = work;
     it->msg = msg;
     pthread_mutex_lock(&p->mu);
-    if (p->stopping) {
+    if (p->stopping || (p->max_queued && p->queued[q] >= p->max_queued)) {
+        int rc = p->stopping ? -ESHUTDOWN : -EAGAIN;
         pthread_mutex_unlock(&p->mu);
         free(it);
-        return -ESHUTDOWN;
+        return rc;
     }
-    if (p->last)
-        p->last->next = it;
+    if (p->last[q])
+        p->last[q]->next = it;
     else
-        p->first = it;
-    p->last = it;
+        p->first[q] = it;
+    p->last[q] = it;
+    p->queued[q]++;
     pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
     return 0;

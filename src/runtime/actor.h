@@ -116,6 +116,13 @@ const char *pv_pool_name(pv_pool_t *pool);
  * pv_pool_stop. Threads of a pool made with PV_POOL_IDLE run as SCHED_IDLE:
  * they take only the CPU that the loops leave. */
 int pv_pool_submit(pv_pool_t *pool, pv_work_fn work, pv_msg_t *msg);
+/* The same at a priority: a worker always takes PV_PRIO_HIGH work first
+ * (logins before sign-ups on the hash pool). With a bound set, a full queue
+ * of that priority refuses with -EAGAIN, so a flood waits in no queue. */
+enum { PV_PRIO_HIGH, PV_PRIO_LOW };
+int pv_pool_submit_at(pv_pool_t *pool, pv_work_fn work, pv_msg_t *msg, int prio);
+/* At most max items waiting in each priority's queue (0: no bound). */
+void pv_pool_set_max_queued(pv_pool_t *pool, int max);
 /* Finishes queued work, joins the threads. */
 void pv_pool_stop(pv_pool_t *pool);
 void pv_pool_free(pv_pool_t *pool);

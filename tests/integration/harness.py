@@ -51,6 +51,9 @@ BASE_CONFIG = {
     "login_account_per_minute": "1000",
     "login_ip_burst": "100000",
     "login_ip_per_minute": "100000",
+    "signup_ip_burst": "100000",
+    "signup_ip_per_minute": "100000",
+    "hash_queue": "1000",
     "log_level": "info",
 }
 

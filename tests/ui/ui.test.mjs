@@ -110,6 +110,7 @@ async function startPvd(env = {}) {
     admin_socket: path.join(tmp, 'admin.sock'),
     login_account_burst: 1000, login_account_per_minute: 1000,
     login_ip_burst: 100000, login_ip_per_minute: 100000,
+    signup_ip_burst: 100000, signup_ip_per_minute: 100000,
     // Short-lived access tokens, so that the silent renewal happens while
     // the test works (the page renews at 80% of the lifetime).
     access_token_ttl: 20,

@@ -6,6 +6,8 @@
 #include "t.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <stdlib.h>
 
 #define PRODUCERS 4
@@ -287,6 +289,58 @@ TEST(failure_seam_makes_creation_fail_cleanly)
     pv_fail_reset("");
 }
 
+/* ---- pool priorities and bounds: high work first; a full queue says so ---- */
+static atomic_int g_gate;          /* the first item waits until this is 1 */
+static atomic_int g_started;       /* the first item is running */
+static atomic_int g_order_n;
+static long g_order[16];
+
+static void gated_work(pv_msg_t *m)
+{
+    work_msg_t *w = (work_msg_t *)m;
+    if (w->in == 0) {
+        atomic_store(&g_started, 1);
+        while (!atomic_load(&g_gate))
+            ;
+    }
+    g_order[atomic_fetch_add(&g_order_n, 1)] = w->in;
+}
+
+TEST(pool_takes_high_priority_first_and_bounds_each_queue)
+{
+    pv_pool_t *pool = pv_pool_new("prio", 1, 0);
+    pv_pool_set_max_queued(pool, 2);
+    atomic_store(&g_gate, 0);
+    atomic_store(&g_started, 0);
+    atomic_store(&g_order_n, 0);
+    work_msg_t *w[6];
+    for (int i = 0; i < 6; i++) {
+        w[i] = pv_msg_new(sizeof(*w[i]), 0);
+        w[i]->in = i;
+    }
+    /* 0 holds the only thread (queued first, then taken) */
+    CHECK_EQ_INT(pv_pool_submit(pool, gated_work, &w[0]->msg), 0);
+    while (!atomic_load(&g_started)) { /* the thread took it off the queue */
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    CHECK_EQ_INT(pv_pool_submit_at(pool, gated_work, &w[1]->msg, PV_PRIO_LOW), 0);
+    CHECK_EQ_INT(pv_pool_submit_at(pool, gated_work, &w[2]->msg, PV_PRIO_LOW), 0);
+    CHECK_EQ_INT(pv_pool_submit_at(pool, gated_work, &w[5]->msg, PV_PRIO_LOW), -EAGAIN);
+    CHECK_EQ_INT(pv_pool_submit_at(pool, gated_work, &w[3]->msg, PV_PRIO_HIGH), 0);
+    CHECK_EQ_INT(pv_pool_submit_at(pool, gated_work, &w[4]->msg, PV_PRIO_HIGH), 0);
+    atomic_store(&g_gate, 1);
+    pv_pool_stop(pool); /* finishes the queue */
+    CHECK_EQ_INT(atomic_load(&g_order_n), 5);
+    CHECK_EQ_INT(g_order[0], 0);
+    CHECK_EQ_INT(g_order[1], 3); /* both high ones before any low one */
+    CHECK_EQ_INT(g_order[2], 4);
+    CHECK_EQ_INT(g_order[3], 1);
+    CHECK_EQ_INT(g_order[4], 2);
+    free(w[5]);
+    pv_pool_free(pool);
+}
+
 /* ---- dispatch: each type goes to its own handler; an unknown type, or
  * an answer without a continuation, is dropped and freed (ASan counts) ---- */
 typedef struct disp_state {
@@ -343,5 +397,6 @@ int main(void)
     RUN(pool_runs_work_and_replies);
     RUN(failure_seam_makes_creation_fail_cleanly);
     RUN(dispatch_table_routes_by_type_and_drops_unknown);
+    RUN(pool_takes_high_priority_first_and_bounds_each_queue);
     return t_done("actor");
 }

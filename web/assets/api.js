@@ -170,8 +170,9 @@ export async function restore() {
   }
 }
 
-export async function signup(email, password) {
-  return request('POST', '/auth/signup', { json: { email, password }, auth: false });
+export async function signup(email, password, invite) {
+  const json = invite ? { email, password, invite } : { email, password };
+  return request('POST', '/auth/signup', { json, auth: false });
 }
 
 export async function login(email, password) {

@@ -73,13 +73,17 @@ async function onAuthSubmit(e) {
   const label = busy.textContent;
   busy.textContent = action === 'signup' ? 'Creating account…' : 'Logging in…';
   try {
-    if (action === 'signup') await api.signup(email, password);
+    if (action === 'signup') await api.signup(email, password, $('#invite').value.trim());
     await api.login(email, password);
     $('#password').value = '';
     if (action === 'signup') toast('Your account is ready. Add some photos to begin.', { kind: 'ok' });
   } catch (err) {
     authError(err.message);
     if (err.code === 'invalid_credentials') $('#password').select();
+    if (err.code === 'invite_required' || err.code === 'invalid_invite') {
+      $('#invite-field').hidden = false; // this box takes accounts by invitation
+      $('#invite').focus();
+    }
   } finally {
     for (const b of buttons) b.disabled = false;
     busy.textContent = label;
