@@ -142,6 +142,9 @@ static int authorize_signed(pv_http_req_t *req, pv_app_t *app)
         pv_http_respond_error(req, 403, "expired", "this link has expired");
         return 403;
     }
+    uint8_t owner[16];
+    if (rc == 0) /* a disabled owner's links stop at once, like its tokens */
+        rc = pv_id_decode(q.owner, owner) < 0 ? -EACCES : pv_api_user_active(app, owner);
     if (rc < 0) {
         pv_http_respond_error(req, 403, "forbidden", "this link is not valid");
         return 403;

@@ -10,7 +10,7 @@ invite code from `pvctl user invite`.
 import threading
 import time
 
-from harness import Pvd, check, eq, rand_email
+from harness import Pvd, check, eq, rand_email, unique_jpeg
 from test_pvctl import ctl_json
 
 
@@ -108,3 +108,15 @@ def test_signup_by_invite(pvd):
         for t in ts:
             t.join(60)
         eq(sorted(out), [201, 403, 403, 403], "4 sign-ups racing for one code")
+
+
+def test_presigned_link_stops_when_owner_disabled(pvd):
+    u = pvd.new_user("presign-dis")
+    p = u.upload_ok(unique_jpeg())
+    url = p["urls"]["content"]
+    pvd.req("GET", url).expect(200, "a presigned link of an active user")
+    ctl_json(pvd, "user", "disable", u.email)
+    pvd.req("GET", url).expect_error(403, "forbidden", what="the same link once its owner is disabled")
+    pvd.req("GET", p["urls"]["thumbnail"]).expect_error(403, "forbidden", what="the thumbnail link too")
+    ctl_json(pvd, "user", "enable", u.email)
+    pvd.req("GET", url).expect(200, "the link again once its owner is enabled")
