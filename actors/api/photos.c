@@ -242,7 +242,7 @@ static int split_end(void *ctx)
     sp->fd = -1;
     if (sp->cur->bytes == 0) {
         snprintf(sp->msg, sp->msglen, "%s: the file is empty", sp->cur->filename);
-        return -EINVAL;
+        return -ENODATA; /* not an image: 415, like any undecodable file */
     }
     sp->cur = NULL;
     return 0;
@@ -303,6 +303,9 @@ static void upload_work(pv_msg_t *m)
         if (rc == -EINVAL || rc == -E2BIG) {
             u->status = 400;
             snprintf(u->code, sizeof(u->code), "bad_multipart");
+        } else if (rc == -ENODATA) {
+            u->status = 415;
+            snprintf(u->code, sizeof(u->code), "unsupported_media_type");
         }
     } else {
         u->n = 1;
@@ -471,7 +474,8 @@ void pv_h_photo_upload(pv_http_req_t *req)
         return;
     }
     if (bf->bytes == 0) {
-        pv_http_respond_error(req, 400, "empty_body", "the upload is empty");
+        pv_http_respond_error(req, 415, "unsupported_media_type",
+                              "the upload is empty: send a photo (JPEG, PNG, WebP or HEIC)");
         return;
     }
     int max_parts = multipart ? UPLOAD_MAX_PARTS : 1;

@@ -565,7 +565,7 @@ def test_photo_answers_match_doc(pvd):
     eq([p.get("duplicate", False) for p in body["photos"]], [False, True], "multipart: duplicate flags")
     _check("POST", P, u.upload(b"hello", content_type="text/plain"), "upload text/plain", 415, "unsupported_media_type")
     _check("POST", P, u.upload(b"not an image at all"), "upload garbage as image/jpeg", 415, "unsupported_media_type")
-    _check("POST", P, u.upload(b""), "empty upload", 400, "empty_body")
+    _check("POST", P, u.upload(b""), "empty upload", 415, "unsupported_media_type")
     _check("POST", P, u.upload(b"x", content_type="multipart/form-data"), "multipart without a boundary", 400, "bad_multipart")
 
     page = _check("GET", P, u.req("GET", P + "?limit=1"), "list limit=1", 200)
