@@ -86,6 +86,8 @@ $(foreach t,$(TOOLS),$(eval build/rel/main/$(t).o: $(call main_src,$(t))))
 $(foreach t,$(TOOLS),$(eval build/test/main/$(t).o: $(call main_src,$(t))))
 
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=build/test/unit/%)
+# Drivers that tests run (not suites themselves): sigv4_cli feeds botocore's check.
+TEST_DRIVERS := build/test/unit/sigv4_cli
 
 # ---- fuzzing (clang + libFuzzer) ----
 FUZZ_CC := clang-14
@@ -109,7 +111,7 @@ run: deps all
 
 unit: $(UNIT_BINS)
 
-check test: test-deps $(TOOLS:%=build/test/bin/%) $(UNIT_BINS) $(FUZZ_BINS) all layers
+check test: test-deps $(TOOLS:%=build/test/bin/%) $(UNIT_BINS) $(TEST_DRIVERS) $(FUZZ_BINS) all layers
 	@sh tests/run.sh
 
 # Includes point only down the layers; no files call each other in a ring

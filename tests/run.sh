@@ -36,6 +36,13 @@ for t in build/test/unit/test_*; do
     run "unit-$(basename "$t")" "$t"
 done
 
+# Our AWS SigV4 signer against botocore's, on random S3 requests (the S3
+# and DynamoDB peers used in tests accept any signature, so this is where
+# signing is checked).
+if [ -x build/test/unit/sigv4_cli ]; then
+    run sigv4-botocore /usr/bin/python3 tests/unit/sigv4_botocore.py build/test/unit/sigv4_cli
+fi
+
 # Fuzz smoke: every target over its seed corpus plus a short random run.
 fuzz_smoke() {
     f=$1; n=$(basename "$f"); pass=0; fail=0
