@@ -26,6 +26,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <openssl/evp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,12 +111,15 @@ static void clean_filename(const char *in, char *out, size_t outlen)
     out[j] = '\0';
 }
 
-static void upload_fail(upload_call_t *u, int status, const char *code,
-                        const char *fmt, const char *arg)
+__attribute__((format(printf, 4, 5))) static void upload_fail(upload_call_t *u, int status,
+                                                               const char *code, const char *fmt, ...)
 {
     u->status = status;
     snprintf(u->code, sizeof(u->code), "%s", code);
-    snprintf(u->message, sizeof(u->message), fmt, arg ? arg : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(u->message, sizeof(u->message), fmt, ap);
+    va_end(ap);
 }
 
 /* ---------------- worker side ---------------- */
@@ -144,15 +148,23 @@ static bool already_have(pv_app_t *app, const uint8_t user[16], const uint8_t sh
     return have;
 }
 
-/* FFmpeg's JPEG decoder holds the whole file plus an unescaped copy of
- * its scan (~2x the file) whatever the output size, so two 20 MB photos
- * decoding at once cost ~80 MB. Large files decode one at a time, on the
- * one thread of the decode_big pool; small ones (the common case) never
- * wait behind them. */
-#define BIG_DECODE_BYTES (8u << 20)
+/* The decode memory budget (decode_memory, B): a decode is estimated from
+ * the photo's declared size and pixel format before any pixel is decoded
+ * (a 630 KB PNG can declare 9000x9000 RGBA16: 650 MB). One that fits in
+ * B / 2 / (work threads) runs on the work pool; a bigger one waits for the
+ * one thread of the decode_big pool and may take B / 2; past that, or past
+ * max_photo_pixels, it is refused (413). All decodes together stay within
+ * B, and small uploads (the common case) never wait behind big ones. */
+static pv_image_limits_t decode_limits(const pv_app_t *app, bool big)
+{
+    uint64_t half = app->cfg.decode_memory / 2;
+    int n = pv_pool_size(app->work);
+    return (pv_image_limits_t){(int64_t)app->cfg.max_photo_pixels,
+                               big ? half : half / (uint64_t)(n > 0 ? n : 1)};
+}
 
-/* Decode, thumbnail and make both blobs durable. */
-static int ingest_part(upload_call_t *u, upload_part_t *p)
+/* Decode, thumbnail and make both blobs durable; -E2BIG: not on this pool. */
+static int ingest_part(upload_call_t *u, upload_part_t *p, bool big)
 {
     char err[200] = "";
     snprintf(p->thumb_tmp, sizeof(p->thumb_tmp), "%s/thumb-XXXXXX", pv_store_tmp_dir(u->app->store));
@@ -162,11 +174,23 @@ static int ingest_part(upload_call_t *u, upload_part_t *p)
         return -errno;
     }
     close(fd);
-    int rc = pv_image_ingest(p->tmp, &p->info, p->thumb_tmp, err, sizeof(err));
-    if (rc == -EINVAL || rc == -EMSGSIZE) {
-        char what[PV_FILENAME_MAX + 240];
-        snprintf(what, sizeof(what), "%s%s%s", *p->filename ? p->filename : "", *p->filename ? ": " : "", err);
-        upload_fail(u, 415, "unsupported_media_type", "%s", what);
+    pv_image_limits_t lim = decode_limits(u->app, big);
+    int rc = pv_image_ingest_limited(p->tmp, &lim, &p->info, p->thumb_tmp, NULL, err, sizeof(err));
+    if (rc == -E2BIG && !big) { /* the caller sends it to decode_big */
+        unlink(p->thumb_tmp);
+        *p->thumb_tmp = '\0';
+        return rc;
+    }
+    if (rc == -EINVAL || rc == -EMSGSIZE || rc == -E2BIG) {
+        const char *name = *p->filename ? p->filename : "the photo";
+        if (rc == -EINVAL)
+            upload_fail(u, 415, "unsupported_media_type", "%s%s%s", *p->filename ? p->filename : "",
+                        *p->filename ? ": " : "", err);
+        else if (rc == -EMSGSIZE)
+            upload_fail(u, 413, "photo_too_large", "%s: %s", name, err);
+        else
+            upload_fail(u, 413, "photo_too_large",
+                        "%s: %s, more than this appliance gives one photo (decode_memory)", name, err);
         return rc;
     }
     if (rc < 0)
@@ -321,12 +345,12 @@ static void upload_work(pv_msg_t *m)
             part_cleanup(p);
             continue;
         }
-        if (p->bytes >= BIG_DECODE_BYTES) { /* next step, on decode_big */
+        rc = ingest_part(u, p, false);
+        if (rc == -E2BIG) { /* next step, on decode_big */
             p->big = true;
             u->n_big++;
-            continue;
+            rc = 0;
         }
-        rc = ingest_part(u, p);
     }
     for (int i = 0; i < u->n; i++)
         if (rc < 0 || !u->parts[i].big)
@@ -341,7 +365,7 @@ static void upload_big_work(pv_msg_t *m)
     int rc = 0;
     for (int i = 0; rc == 0 && i < u->n; i++)
         if (u->parts[i].big)
-            rc = ingest_part(u, &u->parts[i]);
+            rc = ingest_part(u, &u->parts[i], true);
     for (int i = 0; i < u->n; i++)
         part_cleanup(&u->parts[i]);
     u->n_big = 0;

@@ -38,6 +38,8 @@ static const pv_config_key_t g_keys[] = {
     {"signup_ip_burst", T_INT, F(signup_ip_burst), "10", "sign-ups per address before 429"},
     {"signup_ip_per_minute", T_DBL, F(signup_ip_per_minute), "0.2", "per-address sign-up refill rate"},
     {"hash_queue", T_INT, F(hash_queue), "32", "password hashes waiting, per priority, before 503 (logins go first)"},
+    {"max_photo_pixels", T_U64, F(max_photo_pixels), "100000000", "largest photo, in pixels (declared or decoded): 413 past it"},
+    {"decode_memory", T_U64, F(decode_memory), "536870912", "memory all photo decodes may take together; half for the largest one"},
     {"max_upload_bytes", T_U64, F(max_upload_bytes), "209715200", "largest upload request body"},
     {"max_json_bytes", T_U64, F(max_json_bytes), "1048576", "largest JSON request body"},
     {"map_size", T_U64, F(map_size), "1073741824", "initial LMDB map size, bytes"},
@@ -316,6 +318,10 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
     }
     if (c->hash_queue < 1 || c->signup_ip_burst < 1 || c->signup_ip_per_minute <= 0) {
         snprintf(err, errlen, "hash_queue, signup_ip_burst and signup_ip_per_minute: at least 1, 1 and above 0");
+        return -EINVAL;
+    }
+    if (c->max_photo_pixels < 1 || c->decode_memory < (16u << 20)) {
+        snprintf(err, errlen, "max_photo_pixels: at least 1; decode_memory: at least 16M");
         return -EINVAL;
     }
     if (c->changelog_trim_seconds < 1) {

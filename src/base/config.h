@@ -34,6 +34,8 @@ typedef struct pv_config {
     int signup_ip_burst;            /* sign-ups per address ... */
     double signup_ip_per_minute;    /* ... refilled at this rate */
     int hash_queue;                 /* hashes waiting per priority before 503 */
+    uint64_t max_photo_pixels;      /* largest photo, declared or decoded */
+    uint64_t decode_memory;         /* all photo decodes together, bytes */
     uint64_t max_upload_bytes;      /* one upload request body */
     uint64_t max_json_bytes;        /* one JSON request body */
     uint64_t map_size;              /* initial LMDB map size */

@@ -112,6 +112,7 @@ typedef struct img_probe {
     struct heif_context *heif;            /* HEIC only */
     struct heif_image_handle *heif_handle;
     bool alpha;            /* HEIC: primary image has alpha */
+    int bytes_pp;          /* decoded bytes per pixel, at most (memory estimate) */
 } img_probe_t;
 
 typedef struct img_type {
@@ -264,6 +265,11 @@ static int probe_png(const uint8_t *d, size_t n, img_probe_t *p, char *err, size
                 return img_bad(err, errlen, "PNG header has an invalid size");
             p->w = (int)w;
             p->h = (int)h;
+            /* colour type -> channels (3, palette: 1 index byte a pixel) */
+            static const int channels[7] = {1, 0, 3, 1, 2, 0, 4};
+            int depth = d[i + 16], ctype = d[i + 17];
+            int ch = ctype <= 6 && channels[ctype] ? channels[ctype] : 4;
+            p->bytes_pp = ch * (depth > 8 ? 2 : 1);
             first = false;
         }
         if ((size_t)clen + 12 > n - i)
@@ -385,6 +391,9 @@ static int probe_heic(const uint8_t *d, size_t n, img_probe_t *p, char *err, siz
     if (p->w <= 0 || p->h <= 0)
         return img_bad(err, errlen, "HEIC image has no size");
     p->alpha = heif_image_handle_has_alpha_channel(p->heif_handle) != 0;
+    /* libheif decodes to YCbCr, then converts to interleaved RGB(A). */
+    int bits = heif_image_handle_get_luma_bits_per_pixel(p->heif_handle);
+    p->bytes_pp = (p->alpha ? 4 : 3) * (bits > 8 ? 2 : 1) + 2;
     p->complete = true; /* libheif checks item extents when it decodes */
     if (heic_exif(p->heif_handle, p) < 0)
         return img_errf(err, errlen, -ENOMEM, "out of memory reading HEIC metadata");
@@ -556,6 +565,7 @@ typedef struct img_src {
     int orientation;        /* the one we apply: EXIF, or 1 for HEIC */
     int exif_orientation;
     int64_t taken_ms;
+    int64_t max_pixels;     /* refused above this, declared or decoded */
 } img_src_t;
 
 static void img_src_free(img_src_t *s)
@@ -610,9 +620,10 @@ out:
     return rc;
 }
 
-static int img_load(const char *path, img_src_t *s, char *err, size_t errlen)
+static int img_load(const char *path, img_src_t *s, int64_t max_pixels, char *err, size_t errlen)
 {
     memset(s, 0, sizeof(*s));
+    s->max_pixels = max_pixels;
     img_init();
     int rc = img_read_file(path, s, err, errlen);
     if (rc < 0)
@@ -626,9 +637,13 @@ static int img_load(const char *path, img_src_t *s, char *err, size_t errlen)
     rc = s->type->probe(d, s->len, p, err, errlen);
     if (rc < 0)
         return rc;
-    if ((long long)p->w * p->h > PV_IMAGE_MAX_PIXELS)
-        return img_errf(err, errlen, -EMSGSIZE, "image too large: %dx%d (limit %lld megapixels)",
-                        p->w, p->h, PV_IMAGE_MAX_PIXELS / 1000000);
+    if ((int64_t)p->w * p->h > max_pixels)
+        return img_errf(err, errlen, -EMSGSIZE,
+                        "the photo is %d\u00d7%d (%.0f megapixels); this appliance takes photos "
+                        "of at most %.0f megapixels",
+                        p->w, p->h, (double)p->w * p->h / 1e6, (double)max_pixels / 1e6);
+    if (p->bytes_pp <= 0)
+        p->bytes_pp = 4; /* JPEG (yuv444 at most, 3) and WebP (yuva420p, < 4) */
     if (p->w <= 0 || p->h <= 0 || !p->complete)
         return img_bad(err, errlen, "truncated or incomplete %s data", s->type->name);
     rc = exif_read(p->exif, p->exif_len, &s->exif_orientation, &s->taken_ms);
@@ -669,7 +684,7 @@ static int img_decode_av(const img_src_t *s, int lowres, img_pixels_t *px, char 
         goto out;
     }
     c->thread_count = 1;
-    c->max_pixels = PV_IMAGE_MAX_PIXELS;
+    c->max_pixels = s->max_pixels;
     c->err_recognition = AV_EF_EXPLODE; /* a damaged stream is an error */
     c->lowres = lowres <= codec->max_lowres ? lowres : codec->max_lowres;
     rc = pv_fail("image_decode") ? AVERROR(EIO) : avcodec_open2(c, codec, NULL);
@@ -728,6 +743,11 @@ static int img_decode_heic(const img_src_t *s, img_pixels_t *px, char *err, size
     int h = heif_image_get_height(px->heif, heif_channel_interleaved);
     if (!plane || w <= 0 || h <= 0 || stride <= 0)
         return img_bad(err, errlen, "HEIC decoded to nothing");
+    /* What came out, not only what the header said: a grid or a lying
+     * header must not pass a bigger picture than was admitted. */
+    if ((int64_t)w * h > (int64_t)s->probe.w * s->probe.h || (int64_t)w * h > s->max_pixels)
+        return img_errf(err, errlen, -EMSGSIZE, "HEIC decoded to %d\u00d7%d, more than the %d\u00d7%d it declares",
+                        w, h, s->probe.w, s->probe.h);
     px->frame = pv_fail("image_alloc") ? NULL : av_frame_alloc();
     if (!px->frame)
         return img_errf(err, errlen, -ENOMEM, "out of memory");
@@ -1032,15 +1052,31 @@ static void img_full_size(const img_src_t *s, const AVFrame *f, int lowres, int 
     *h = lowres ? s->probe.h : f->height;
 }
 
+/* Memory a decode at 1/2^lowres takes, at most: the picture, plus the
+ * file and (JPEG) an unescaped copy of its scan, which FFmpeg holds. */
+static uint64_t img_estimate(const img_src_t *s, int lowres)
+{
+    uint64_t w = ((uint64_t)s->probe.w + (1u << lowres) - 1) >> lowres;
+    uint64_t h = ((uint64_t)s->probe.h + (1u << lowres) - 1) >> lowres;
+    return w * h * (uint64_t)s->probe.bytes_pp + 2 * (uint64_t)s->len;
+}
+
 int pv_image_ingest(const char *path, pv_image_info_t *info, const char *thumb_path, char *err,
                     size_t errlen)
+{
+    pv_image_limits_t lim = {PV_IMAGE_MAX_PIXELS, UINT64_MAX};
+    return pv_image_ingest_limited(path, &lim, info, thumb_path, NULL, err, errlen);
+}
+
+int pv_image_ingest_limited(const char *path, const pv_image_limits_t *lim, pv_image_info_t *info,
+                            const char *thumb_path, uint64_t *estimate, char *err, size_t errlen)
 {
     img_src_t s;
     img_pixels_t px = {0};
     AVFrame *thumb = NULL;
     if (err && errlen)
         err[0] = '\0';
-    int rc = img_load(path, &s, err, errlen);
+    int rc = img_load(path, &s, lim->max_pixels, err, errlen);
     if (rc < 0)
         goto out;
     bool swap = orient_swaps(s.orientation);
@@ -1048,6 +1084,14 @@ int pv_image_ingest(const char *path, pv_image_info_t *info, const char *thumb_p
     img_fit(swap ? s.probe.h : s.probe.w, swap ? s.probe.w : s.probe.h, PV_THUMB_MAX_SIDE,
             PV_THUMB_MAX_SIDE, &tw, &th);
     int lowres = thumb_path ? img_pick_lowres(&s, swap ? th : tw, swap ? tw : th) : 0;
+    uint64_t need = img_estimate(&s, lowres);
+    if (estimate)
+        *estimate = need;
+    if (need > lim->max_decode_bytes) { /* the caller decides: another pool, or no */
+        rc = img_errf(err, errlen, -E2BIG, "decoding it takes about %llu MB",
+                      (unsigned long long)(need >> 20));
+        goto out;
+    }
     rc = img_decode(&s, lowres, &px, err, errlen);
     if (rc < 0)
         goto out;
@@ -1086,7 +1130,7 @@ int pv_image_decode(const char *path, int pix_fmt, int max_w, int max_h, struct 
     const AVPixFmtDescriptor *desc = av_pix_fmt_desc_get(pix_fmt);
     if (!desc || (desc->flags & AV_PIX_FMT_FLAG_HWACCEL) || !sws_isSupportedOutput(pix_fmt))
         return img_errf(err, errlen, -EINVAL, "unsupported output pixel format %d", pix_fmt);
-    int rc = img_load(path, &s, err, errlen);
+    int rc = img_load(path, &s, PV_IMAGE_MAX_PIXELS, err, errlen);
     if (rc < 0)
         goto out;
     bool swap = orient_swaps(s.orientation);

@@ -26,8 +26,14 @@ typedef struct pv_image_info {
     int64_t taken_ms;      /* EXIF DateTimeOriginal as UTC ms, or INT64_MIN */
 } pv_image_info_t;
 
-/* Limits: images larger than this many pixels are refused (-EMSGSIZE). */
+/* Limits: images larger than this many pixels are refused (-EMSGSIZE)
+ * unless the caller sets its own (pv_image_ingest_limited). */
 #define PV_IMAGE_MAX_PIXELS (100LL * 1000 * 1000)
+
+typedef struct pv_image_limits {
+    int64_t max_pixels;        /* declared or decoded: -EMSGSIZE past it */
+    uint64_t max_decode_bytes; /* estimated decode memory: -E2BIG past it */
+} pv_image_limits_t;
 
 /*
  * Decode the file at `path` fully (so a truncated or corrupt file is caught),
@@ -40,6 +46,14 @@ typedef struct pv_image_info {
  */
 int pv_image_ingest(const char *path, pv_image_info_t *info,
                     const char *thumb_path, char *err, size_t errlen);
+/* The same within limits. The memory a decode takes is estimated from the
+ * declared size and pixel format (at the reduced scale a thumbnail needs)
+ * before anything is decoded; past max_decode_bytes it returns -E2BIG with
+ * *estimate set (when not NULL), so the caller can send it to a pool that
+ * decodes one at a time, or refuse it. HEIC's decoded size is checked too. */
+int pv_image_ingest_limited(const char *path, const pv_image_limits_t *lim, pv_image_info_t *info,
+                            const char *thumb_path, uint64_t *estimate, char *err,
+                            size_t errlen);
 
 /* Sniff a supported type from the first bytes: returns the content type or
  * NULL. Pure; safe on any buffer. */

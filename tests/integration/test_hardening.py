@@ -120,3 +120,83 @@ def test_presigned_link_stops_when_owner_disabled(pvd):
     pvd.req("GET", p["urls"]["thumbnail"]).expect_error(403, "forbidden", what="the thumbnail link too")
     ctl_json(pvd, "user", "enable", u.email)
     pvd.req("GET", url).expect(200, "the link again once its owner is enabled")
+
+
+# ---------------------------------------------------------------- photo decoding
+
+def _png(w, h, depth=8, ctype=2, fill=0):
+    """A valid PNG of w x h (colour type ctype, bit depth) with every byte
+    `fill`: a huge declared picture in a small file (zlib of a constant)."""
+    import struct
+    import zlib
+
+    def chunk(t, data):
+        return struct.pack(">I", len(data)) + t + data + struct.pack(">I", zlib.crc32(t + data))
+
+    ch = {0: 1, 2: 3, 4: 2, 6: 4}[ctype]
+    row = b"\0" + bytes([fill]) * (w * ch * depth // 8)
+    z = zlib.compressobj(9)
+    out = [z.compress(row) for _ in range(h)]
+    out.append(z.flush())
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, ctype, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(out)) + chunk(b"IEND", b"")
+
+
+def _rss_kb(p):
+    with open("/proc/%d/status" % p.proc.pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_decode_bomb_refused_before_decoding(pvd):
+    bomb = _png(9000, 9000, depth=16, ctype=6)  # ~650 MB of pixels in ~630 KB
+    check(len(bomb) < 2 << 20, "the bomb is small on the wire", "< 2 MB", len(bomb))
+    u = pvd.new_user("bomb")
+    before = _rss_kb(pvd)
+    results = []
+    ts = [threading.Thread(target=lambda: results.append(u.upload(bomb, "image/png", "bomb.png")))
+          for _ in range(2)]
+    for t in ts:
+        t.start()
+    small = u.upload(unique_jpeg(), "image/jpeg", "small.jpg")  # another upload meanwhile
+    for t in ts:
+        t.join(60)
+    small.expect(201, "a normal upload next to two decode bombs")
+    for r in results:
+        r.expect_error(413, "photo_too_large", what="a PNG declaring 9000x9000 RGBA16")
+        msg = r.json()["error"]["message"]
+        check("bomb.png" in msg and "decode_memory" in msg, "the 413 names the file and the limit",
+              "bomb.png ... decode_memory", msg)
+    grew = (_rss_kb(pvd) - before) // 1024
+    check(grew < 100, "pvd's RSS after two decode bombs (refused from the header)", "< 100 MB growth",
+          "%d MB" % grew)
+    eq(u.list_all(), [u.list_all()[0]], "only the normal photo was stored")
+
+
+def test_photo_pixel_limit_and_decode_big_pool(pvd):
+    cfg = {"max_photo_pixels": 3000000, "decode_memory": "16M"}
+    with Pvd(cfg, name="decode-limits").start() as p:
+        u = p.new_user("limits")
+        # 16 MB budget: the work pool takes <= 4 MB a decode (2 threads), decode_big <= 8 MB.
+        small = _png(300, 300, fill=1)          # 0.3 MB: on the work pool
+        big = _png(1400, 1400, fill=2)          # ~5.9 MB: one at a time on decode_big
+        too_big = _png(1700, 1700, fill=3)      # ~8.7 MB: over half the budget
+        too_many = _png(2000, 2000, depth=8, ctype=0, fill=4)  # 4 MP > max_photo_pixels
+        out = {}
+        ts = [threading.Thread(target=lambda k=k, d=d: out.__setitem__(k, u.upload(d, "image/png", k)))
+              for k, d in (("small.png", small), ("big1.png", big), ("big2.png", _png(1400, 1400, fill=5)))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        for k in ("small.png", "big1.png", "big2.png"):
+            out[k].expect(201, "%s within the decode budget" % k)
+        r = u.upload(too_big, "image/png", "too_big.png")
+        r.expect_error(413, "photo_too_large", what="a photo whose decode needs more than half the budget")
+        r = u.upload(too_many, "image/png", "too_many.png")
+        r.expect_error(413, "photo_too_large", what="a photo over max_photo_pixels")
+        check("megapixels" in r.json()["error"]["message"], "the message says the limit in megapixels",
+              "megapixels", r.json()["error"]["message"])
+        eq(len(u.list_all()), 3, "photos stored: the three within limits")
