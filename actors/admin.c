@@ -31,6 +31,7 @@
 #include "base/admin_proto.h"
 #include "base/pv.h"
 #include "model/invites.h"
+#include "model/revoked.h"
 #include "model/users.h"
 #include "model/videos.h"
 #include "store/backup.h"
@@ -647,6 +648,9 @@ static int reset_password_apply(pv_txn_t *txn, void *arg)
     memcpy(u.pw_hash, r->user.pw_hash, sizeof(u.pw_hash));
     r->user = u;
     if ((rc = pv_user_save(txn, &u, false)) < 0)
+        return rc;
+    /* Access tokens already issued end now too, not at their expiry. */
+    if ((rc = pv_revoke_user_before(txn, u.id, pv_now_ms() / 1000)) < 0)
         return rc;
     family_list_t fl = {.user = u.id};
     rc = pv_txn_scan(txn, PV_DB_TOKENS, NULL, 0, NULL, 0, false, collect_family, &fl);

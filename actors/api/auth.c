@@ -17,6 +17,7 @@
 #include "app/kit.h"
 #include "base/pv.h"
 #include "model/invites.h"
+#include "model/revoked.h"
 #include "model/users.h"
 
 #include <sodium.h>
@@ -414,6 +415,7 @@ typedef struct refresh_call {
     uint8_t hash[32];
     bool logout;
     uint8_t user_id[16];       /* logout: the caller; refresh: the owner */
+    pv_jwt_claims_t access;    /* logout: the access token presented, ended too */
     char new_refresh[PV_REFRESH_TEXT];
     uint8_t new_hash[32];
 } refresh_call_t;
@@ -450,7 +452,11 @@ static int refresh_apply(pv_txn_t *txn, void *arg)
     pv_val_t v;
     pv_token_t t;
     r->base.result = REFRESH_INVALID;
-    int rc = pv_txn_get(txn, PV_DB_TOKENS, r->hash, 32, &v);
+    int rc = 0;
+    if (r->logout && r->access.jti[0]) /* the access token ends now, not at its expiry */
+        rc = pv_revoke_token(txn, r->access.jti, r->access.exp);
+    if (rc == 0)
+        rc = pv_txn_get(txn, PV_DB_TOKENS, r->hash, 32, &v);
     if (rc == -ENOENT)
         return 0;
     if (rc < 0 || (rc = pv_token_decode(v.data, v.len, &t)) < 0)
@@ -529,10 +535,15 @@ static void refresh_or_logout(pv_http_req_t *req, bool logout)
         pv_call_free(&r->base);
         return;
     }
-    if (logout)
+    if (logout) {
         pv_api_user_id(req, r->user_id);
-    else
+        /* the authorize hook checked it: its claims, to end it at once */
+        const char *h = pv_http_header(req, "Authorization");
+        if (h && strlen(h) > 7)
+            pv_jwt_verify_claims(&r->app->keys, h + 7, &r->access);
+    } else {
         pv_refresh_new(r->new_refresh, r->new_hash);
+    }
     pv_call_store(&r->base, refresh_apply, refresh_committed);
 }
 

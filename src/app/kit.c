@@ -6,6 +6,7 @@
 #include "app/kit.h"
 #include "app/metrics.h"
 #include "base/pv.h"
+#include "model/revoked.h"
 
 #include <fcntl.h>
 #include <limits.h>
@@ -86,24 +87,46 @@ int pv_api_user_id(pv_http_req_t *req, uint8_t id[16])
     return u ? pv_id_decode(u, id) : -EACCES;
 }
 
-/* The user must exist and not be disabled: checked on every request, so a
- * disabled user's tokens stop working at once. */
-int pv_api_user_active(pv_app_t *app, const uint8_t id[16])
+/* The user exists and is not disabled, in txn; -EACCES otherwise. */
+static int user_enabled(pv_txn_t *txn, const uint8_t id[16])
 {
-    pv_txn_t txn;
-    int rc = pv_txn_begin(app->store, &txn, false);
-    if (rc < 0)
-        return rc;
     pv_val_t v;
-    rc = pv_txn_get(&txn, PV_DB_USERS, id, 16, &v);
+    int rc = pv_txn_get(txn, PV_DB_USERS, id, 16, &v);
     if (rc == 0) {
         pv_user_t u;
         rc = pv_user_decode(v.data, v.len, &u);
         if (rc == 0 && u.disabled)
             rc = -EACCES;
     }
-    pv_txn_abort(&txn);
     return rc == -ENOENT ? -EACCES : rc;
+}
+
+/* The user must exist and not be disabled: checked on every request, so a
+ * disabled user's tokens and links stop working at once. */
+int pv_api_user_active(pv_app_t *app, const uint8_t id[16])
+{
+    pv_txn_t txn;
+    int rc = pv_txn_begin(app->store, &txn, false);
+    if (rc < 0)
+        return rc;
+    rc = user_enabled(&txn, id);
+    pv_txn_abort(&txn);
+    return rc;
+}
+
+/* The same for a bearer token, which also must not have been ended early
+ * (logout, a password reset): one read transaction. */
+static int bearer_active(pv_app_t *app, const uint8_t id[16], const pv_jwt_claims_t *c)
+{
+    pv_txn_t txn;
+    int rc = pv_txn_begin(app->store, &txn, false);
+    if (rc < 0)
+        return rc;
+    rc = user_enabled(&txn, id);
+    if (rc == 0)
+        rc = pv_revoked_check(&txn, id, c);
+    pv_txn_abort(&txn);
+    return rc;
 }
 
 static int authorize_bearer(pv_http_req_t *req, pv_app_t *app)
@@ -114,11 +137,11 @@ static int authorize_bearer(pv_http_req_t *req, pv_app_t *app)
         pv_http_respond_error(req, 401, "unauthorized", "a bearer access token is required");
         return 401;
     }
-    char uid[PV_ID_TEXT];
-    int rc = pv_jwt_verify(&app->keys, h + 7, uid);
+    pv_jwt_claims_t claims;
+    int rc = pv_jwt_verify_claims(&app->keys, h + 7, &claims);
     uint8_t id[16];
     if (rc == 0)
-        rc = pv_id_decode(uid, id) < 0 ? -EACCES : pv_api_user_active(app, id);
+        rc = pv_id_decode(claims.user_id, id) < 0 ? -EACCES : bearer_active(app, id, &claims);
     if (rc == -ETIMEDOUT) {
         pv_http_add_header(req, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
         pv_http_respond_error(req, 401, "token_expired", "the access token has expired; refresh it");
@@ -129,7 +152,7 @@ static int authorize_bearer(pv_http_req_t *req, pv_app_t *app)
         pv_http_respond_error(req, 401, "invalid_token", "the access token is not valid");
         return 401;
     }
-    pv_http_set_user(req, uid);
+    pv_http_set_user(req, claims.user_id);
     return 0;
 }
 

@@ -484,8 +484,8 @@ static const pv_admin_cmd_t g_cmds[] = {
      "Clears the disabled mark; the user can log in again.", {USER_ARG, {0}}},
     {PV_CMD_USER_RESET_PASSWORD, "user.reset-password", "user reset-password", 0,
      "set a new password",
-     "Sets a new password (generated, or asked for with --prompt) and revokes the "
-     "user's refresh tokens; access tokens already issued expire on their own.",
+     "Sets a new password (generated, or asked for with --prompt) and ends the "
+     "user's sessions at once: refresh tokens and access tokens already issued.",
      {USER_ARG, SECRET("password", "at least 8 characters"), {0}}},
     {PV_CMD_USER_INVITE, "user.invite", "user invite", 0, "make a sign-up invite code",
      "Makes a code that lets one person sign up when the signup key is `invite`; "

@@ -662,15 +662,15 @@ static bool jwt_sig_ok(const pv_keys_t *keys, const char *token, size_t len)
     return pv_memeq_ct(want, got, sizeof(want)) == 0;
 }
 
-int pv_jwt_verify(const pv_keys_t *keys, const char *token,
-                  char user_id[PV_ID_TEXT])
+int pv_jwt_verify_claims(const pv_keys_t *keys, const char *token, pv_jwt_claims_t *c)
 {
     jwt_t *jwt = NULL;
     uint8_t id[16];
-    const char *sub;
-    long exp;
+    const char *sub, *jti;
+    long exp, iat;
     int rc = -EACCES;
 
+    memset(c, 0, sizeof(*c));
     if (!token || strnlen(token, JWT_MAX_TEXT + 1) > JWT_MAX_TEXT)
         return -EACCES;
     if (!jwt_sig_ok(keys, token, strlen(token)))
@@ -682,21 +682,35 @@ int pv_jwt_verify(const pv_keys_t *keys, const char *token,
     if (jwt_get_alg(jwt) != JWT_ALG_HS256)
         goto out;
     sub = jwt_get_grant(jwt, "sub");
-    if (!sub || pv_id_decode(sub, id) != 0)
+    jti = jwt_get_grant(jwt, "jti");
+    if (!sub || pv_id_decode(sub, id) != 0 || !jti || strlen(jti) >= sizeof(c->jti))
         goto out;
     errno = 0;
     exp = jwt_get_grant_int(jwt, "exp");
+    iat = errno == 0 ? jwt_get_grant_int(jwt, "iat") : 0;
     if (errno != 0)
         goto out;
     if (pv_now_ms() / 1000 >= (int64_t)exp) {
         rc = -ETIMEDOUT;
         goto out;
     }
-    memcpy(user_id, sub, PV_ID_TEXT - 1);
-    user_id[PV_ID_TEXT - 1] = '\0';
+    memcpy(c->user_id, sub, PV_ID_TEXT - 1);
+    c->user_id[PV_ID_TEXT - 1] = '\0';
+    snprintf(c->jti, sizeof(c->jti), "%s", jti);
+    c->iat = iat;
+    c->exp = exp;
     rc = 0;
 out:
     jwt_free(jwt);
+    return rc;
+}
+
+int pv_jwt_verify(const pv_keys_t *keys, const char *token, char user_id[PV_ID_TEXT])
+{
+    pv_jwt_claims_t c;
+    int rc = pv_jwt_verify_claims(keys, token, &c);
+    if (rc == 0)
+        memcpy(user_id, c.user_id, PV_ID_TEXT);
     return rc;
 }
 

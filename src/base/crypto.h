@@ -67,6 +67,13 @@ int pv_jwt_issue(const pv_keys_t *keys, const char *user_id, int ttl_s,
  * expired. Checks alg == HS256 and exp against now. */
 int pv_jwt_verify(const pv_keys_t *keys, const char *token,
                   char user_id[PV_ID_TEXT]);
+/* The same, with the claims a revocation check needs. */
+typedef struct pv_jwt_claims {
+    char user_id[PV_ID_TEXT];
+    char jti[32];            /* the token's own id */
+    int64_t iat, exp;        /* issued at, expires: seconds since the epoch */
+} pv_jwt_claims_t;
+int pv_jwt_verify_claims(const pv_keys_t *keys, const char *token, pv_jwt_claims_t *c);
 
 /* ---- refresh tokens: 32 random bytes, base64url text; stored hashed ---- */
 #define PV_REFRESH_TEXT 44

@@ -200,3 +200,29 @@ def test_photo_pixel_limit_and_decode_big_pool(pvd):
         check("megapixels" in r.json()["error"]["message"], "the message says the limit in megapixels",
               "megapixels", r.json()["error"]["message"])
         eq(len(u.list_all()), 3, "photos stored: the three within limits")
+
+
+# ---------------------------------------------------------------- sessions that end at once
+
+def test_logout_ends_the_access_token_at_once(pvd):
+    u = pvd.new_user("logout-now")
+    u.req("GET", "/api/v1/me").expect(200, "/me before logout")
+    other = pvd.login(u.email, u.password).json()["access_token"]  # a second session
+    u.req("POST", "/api/v1/auth/logout", json={"refresh_token": u.refresh}).expect(204, "logout")
+    r = u.req("GET", "/api/v1/me")
+    r.expect_error(401, "invalid_token", what="the logged-out access token, before its expiry")
+    pvd.req("GET", "/api/v1/me", token=other).expect(200, "another session of the same user goes on")
+
+
+def test_password_reset_ends_every_session_at_once(pvd):
+    u = pvd.new_user("reset-now")
+    old = u.access
+    pvd.req("GET", "/api/v1/me", token=old).expect(200, "/me before the reset")
+    time.sleep(1.1)  # tokens are stamped in whole seconds: the reset's second is later than this one's
+    doc = ctl_json(pvd, "user", "reset-password", u.email)
+    check(doc["ok"], "pvctl user reset-password", True, doc)
+    pvd.req("GET", "/api/v1/me", token=old).expect_error(401, "invalid_token",
+                                                          what="an access token issued before the reset")
+    pw = doc["result"]["password"]
+    new = pvd.login(u.email, pw).json()["access_token"]
+    pvd.req("GET", "/api/v1/me", token=new).expect(200, "a token issued after the reset")

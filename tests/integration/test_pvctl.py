@@ -382,7 +382,7 @@ done
           "completes commands", "status, user, ...", got)
     eq(got.get("pvctl us"), "user", "completes a prefix")
     eq(sorted(got.get("pvctl user ", "").split()),
-       sorted(["list", "add", "disable", "enable", "reset-password"]), "completes a group")
+       sorted(["list", "add", "disable", "enable", "reset-password", "invite"]), "completes a group")
     eq(got.get("pvctl job list --state f"), "failed", "completes an option's choices")
     eq(got.get("pvctl log-level d"), "debug", "completes a positional's choices")
 
