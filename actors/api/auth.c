@@ -288,7 +288,7 @@ void pv_h_signup(pv_http_req_t *req)
     s->user.created_ms = pv_now_ms();
     char client[64];
     adm->kind = PV_ADMIT_SIGNUP;
-    snprintf(adm->remote, sizeof(adm->remote), "%s", pv_api_client_addr(req, client, sizeof(client)));
+    pv_api_limit_key(pv_api_client_addr(req, client, sizeof(client)), adm->remote, sizeof(adm->remote));
     pv_call_ask(&s->base, app->auth, &adm->msg, signup_admitted);
     return;
 drop:
@@ -401,7 +401,7 @@ void pv_h_login(pv_http_req_t *req)
     char client[64];
     adm->kind = PV_ADMIT_LOGIN;
     snprintf(adm->email, sizeof(adm->email), "%s", cred.email);
-    snprintf(adm->remote, sizeof(adm->remote), "%s", pv_api_client_addr(req, client, sizeof(client)));
+    pv_api_limit_key(pv_api_client_addr(req, client, sizeof(client)), adm->remote, sizeof(adm->remote));
     pv_call_ask(&lc->base, app->auth, &adm->msg, login_admitted);
 }
 

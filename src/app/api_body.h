@@ -20,7 +20,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define PV_BODY_MAX_BYTES 65536 /* a JSON body parsed here */
+#include "base/config.h"
+
+#define PV_BODY_MAX_BYTES PV_JSON_MAX_BYTES /* a JSON body parsed here */
 #define PV_BODY_MAX_DEPTH 32    /* nested arrays/objects */
 #define PV_PASSWORD_MIN 8       /* characters (code points), signup only */
 #define PV_PASSWORD_MAX 1024    /* bytes */

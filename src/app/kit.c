@@ -8,6 +8,7 @@
 #include "base/pv.h"
 #include "model/revoked.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -378,4 +379,27 @@ const char *pv_api_client_addr(pv_http_req_t *req, char *buf, size_t buflen)
         end = start > xff ? start - 1 : xff;
     }
     return peer;
+}
+
+/* ---------------- per-address limits ---------------- */
+
+/* What per-address limits count under: an IPv4 address as it is, an IPv6
+ * one by its /64 (a subscriber, or a host with privacy addresses, holds a
+ * whole /64: counting each address would let it pick a fresh one per try). */
+const char *pv_api_limit_key(const char *addr, char *buf, size_t buflen)
+{
+    struct in6_addr a6;
+    if (!strchr(addr, ':') || inet_pton(AF_INET6, addr, &a6) != 1) {
+        snprintf(buf, buflen, "%s", addr);
+        return buf;
+    }
+    if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+        inet_ntop(AF_INET, &a6.s6_addr[12], buf, (socklen_t)buflen);
+        return buf;
+    }
+    memset(&a6.s6_addr[8], 0, 8);
+    char net[INET6_ADDRSTRLEN];
+    inet_ntop(AF_INET6, &a6, net, sizeof(net));
+    snprintf(buf, buflen, "%s/64", net);
+    return buf;
 }

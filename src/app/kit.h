@@ -31,6 +31,8 @@ int pv_api_user_id(pv_http_req_t *req, uint8_t id[16]);
 int pv_api_user_active(pv_app_t *app, const uint8_t id[16]);
 /* The client's address, honouring X-Forwarded-For from trusted proxies. */
 const char *pv_api_client_addr(pv_http_req_t *req, char *buf, size_t buflen);
+/* The key per-address limits count under: IPv4 as it is, IPv6 by its /64. */
+const char *pv_api_limit_key(const char *addr, char *buf, size_t buflen);
 
 /* ---- the HTTP server's hooks ---- */
 int pv_api_authorize(pv_http_req_t *req, const pv_http_route_t *route);

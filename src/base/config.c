@@ -41,7 +41,7 @@ static const pv_config_key_t g_keys[] = {
     {"max_photo_pixels", T_U64, F(max_photo_pixels), "100000000", "largest photo, in pixels (declared or decoded): 413 past it"},
     {"decode_memory", T_U64, F(decode_memory), "536870912", "memory all photo decodes may take together; half for the largest one"},
     {"max_upload_bytes", T_U64, F(max_upload_bytes), "209715200", "largest upload request body"},
-    {"max_json_bytes", T_U64, F(max_json_bytes), "1048576", "largest JSON request body"},
+    {"max_json_bytes", T_U64, F(max_json_bytes), "65536", "largest JSON request body (at most 64K, what the JSON parser takes)"},
     {"map_size", T_U64, F(map_size), "1073741824", "initial LMDB map size, bytes"},
     {"map_max", T_U64, F(map_max), "68719476736", "grow the LMDB map up to this (0: never)"},
     {"loops", T_INT, F(loops), "2", "HTTP event loops (threads)"},
@@ -318,6 +318,10 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
     }
     if (c->hash_queue < 1 || c->signup_ip_burst < 1 || c->signup_ip_per_minute <= 0) {
         snprintf(err, errlen, "hash_queue, signup_ip_burst and signup_ip_per_minute: at least 1, 1 and above 0");
+        return -EINVAL;
+    }
+    if (c->max_json_bytes < 1024 || c->max_json_bytes > PV_JSON_MAX_BYTES) {
+        snprintf(err, errlen, "max_json_bytes: 1K to %dK (what the JSON parser takes)", PV_JSON_MAX_BYTES >> 10);
         return -EINVAL;
     }
     if (c->max_photo_pixels < 1 || c->decode_memory < (16u << 20)) {

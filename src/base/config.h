@@ -14,6 +14,9 @@
 #include <stdint.h>
 
 #define PV_DEFAULT_CONFIG "/etc/pv/pvd.conf"
+/* The one limit on a JSON request body: max_json_bytes may not exceed it,
+ * and the JSON parser takes no more. */
+#define PV_JSON_MAX_BYTES 65536
 
 typedef struct pv_config {
     char data_dir[PATH_MAX];        /* store, blobs, keys, tls */

@@ -226,3 +226,21 @@ def test_password_reset_ends_every_session_at_once(pvd):
     pw = doc["result"]["password"]
     new = pvd.login(u.email, pw).json()["access_token"]
     pvd.req("GET", "/api/v1/me", token=new).expect(200, "a token issued after the reset")
+
+
+def test_ipv6_clients_limited_by_their_64(pvd):
+    """Per-address limits count an IPv6 client by its /64: a host with
+    privacy addresses (or a whole subscriber prefix) cannot pick a fresh
+    address for each try."""
+    cfg = {"login_ip_burst": "2", "login_ip_per_minute": "0.001", "login_account_burst": "1000",
+           "trusted_proxies": "127.0.0.1"}
+    with Pvd(cfg, name="limit-v6").start() as p:
+        def attempt(xff):
+            return p.req("POST", "/api/v1/auth/login", json={"email": "nobody@example.com", "password": "x" * 8},
+                         headers={"X-Forwarded-For": xff}).status
+        seen = [attempt("2001:db8:1:2::%x" % i) for i in (1, 2, 0xbeef)]
+        eq(seen, [401, 401, 429], "three addresses of one /64")
+        eq(attempt("2001:db8:1:3::1"), 401, "another /64 has its own budget")
+        eq(attempt("::ffff:203.0.113.9"), 401, "an IPv4-mapped address counts as its IPv4 address")
+        eq(attempt("203.0.113.9"), 401, "... and shares that address's budget")
+        eq(attempt("203.0.113.9"), 429, "... which is now spent")

@@ -492,12 +492,11 @@ def test_auth_answers_match_doc(pvd):
     _check("POST", S, pvd.req("POST", S, body=b"{nope", headers={"Content-Type": "application/json"}),
            "signup not JSON", 400, "invalid_json")
     _check("POST", S, pvd.req("POST", S), "signup without a body", 400, "invalid_json")
+    # One limit for a JSON body (max_json_bytes, 64 KiB at most): the HTTP
+    # layer answers it before the parser could.
     big = b'{"email":"a@b.c","password":"' + b"x" * 70000 + b'"}'
     _check("POST", S, pvd.req("POST", S, body=big, headers={"Content-Type": "application/json"}),
-           "signup 70 kB body", 413, "body_too_large")
-    huge = b" " * (1024 * 1024 + 10)
-    _check("POST", S, pvd.req("POST", S, body=huge, headers={"Content-Type": "application/json"}),
-           "signup over 1 MiB", 413, "too_large")
+           "signup 70 kB body", 413, "too_large")
 
     r = pvd.req("POST", L, json={"email": email, "password": pw})
     pair = _check("POST", L, r, "login", 200)
