@@ -88,6 +88,8 @@ struct pv_admin {
     int n_conns;
     uint64_t next_id;
     bool backup_running;       /* one at a time */
+    int64_t refused_log_ms;    /* when a refused peer was last logged */
+    unsigned refused_quiet;    /* refused since then, not logged */
 };
 
 typedef struct admin_req admin_req_t;
@@ -1206,8 +1208,17 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     pv_admin_t *adm = arg;
     struct ucred uc = {0, (uid_t)-1, (gid_t)-1};
     if (!peer_allowed(adm, fd, &uc)) {
-        pv_warn("admin", "refused a connection from uid %d (pid %d): not root, pvd's user "
-                "or admin_group", (int)uc.uid, (int)uc.pid);
+        /* A local user in a loop must not fill the log: one line a minute. */
+        int64_t now = pv_now_ms();
+        if (now - adm->refused_log_ms >= 60000 || adm->refused_log_ms == 0) {
+            pv_warn("admin", "refused a connection from uid %d (pid %d): not root, pvd's user "
+                    "or admin_group (%u more refused in the last minute)", (int)uc.uid,
+                    (int)uc.pid, adm->refused_quiet);
+            adm->refused_log_ms = now;
+            adm->refused_quiet = 0;
+        } else {
+            adm->refused_quiet++;
+        }
         refuse(fd, "forbidden", "permission denied: run pvctl as root, as pvd's user or as a "
                                 "member of admin_group");
         return;

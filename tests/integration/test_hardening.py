@@ -10,7 +10,7 @@ invite code from `pvctl user invite`.
 import threading
 import time
 
-from harness import Pvd, check, eq, rand_email, unique_jpeg
+from harness import Pvd, Skip, check, eq, rand_email, unique_jpeg
 from test_pvctl import ctl_json
 
 
@@ -244,3 +244,22 @@ def test_ipv6_clients_limited_by_their_64(pvd):
         eq(attempt("::ffff:203.0.113.9"), 401, "an IPv4-mapped address counts as its IPv4 address")
         eq(attempt("203.0.113.9"), 401, "... and shares that address's budget")
         eq(attempt("203.0.113.9"), 429, "... which is now spent")
+
+
+def test_refused_admin_peers_do_not_flood_the_log(pvd):
+    """A local user hammering the admin socket is refused each time, but
+    logged once a minute, not once a try."""
+    import os
+    import stat as st
+    from test_pvctl import pvctl, sock_of
+    if os.geteuid() != 0:
+        raise Skip("needs root to act as another uid")
+    with Pvd(name="admin-refused").start() as p:
+        os.chmod(p.tmp, 0o711)
+        os.chmod(sock_of(p), 0o666)  # opened up by mistake: SO_PEERCRED still refuses
+        check(os.stat(sock_of(p)).st_mode & st.S_IWOTH, "socket opened to others", True, False)
+        for _ in range(12):
+            rc, out, err = pvctl("--json", "status", sock=sock_of(p), uid=65534, gid=65534)
+            eq(rc, 3, "another uid is refused each time")
+        n = p.log_text().count("refused a connection from uid 65534")
+        eq(n, 1, "log lines for 12 refused connections within a minute")
