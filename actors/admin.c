@@ -940,11 +940,44 @@ static void backup_done(admin_req_t *r)
     req_done(r);
 }
 
+/* pvd writes a backup with its own rights, so only where the operator
+ * said it may: a file directly or further down in backup_dir (symbolic
+ * links resolved), never the data directory's own files or elsewhere. */
+static int backup_path_check(const char *dir, const char *path)
+{
+    char d[PATH_MAX], parent[PATH_MAX], real[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    if (!slash || !*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0 ||
+        (size_t)(slash - path) >= sizeof(parent) || !realpath(dir, d))
+        return -EACCES;
+    memcpy(parent, path, (size_t)(slash - path));
+    parent[slash - path] = '\0';
+    if (!realpath(*parent ? parent : "/", real))
+        return errno == ENOENT ? -ENOENT : -EACCES;
+    size_t n = strlen(d);
+    return strncmp(real, d, n) == 0 && (real[n] == '\0' || real[n] == '/') ? 0 : -EACCES;
+}
+
 static void h_backup(admin_req_t *r)
 {
     const char *path = arg_str(r, "path");
     if (path[0] != '/') {
         req_error(r, "bad_args", "the backup path must be absolute (pvctl makes it so)");
+        req_done(r);
+        return;
+    }
+    const char *dir = r->app->cfg.backup_dir;
+    int rc = pv_mkdir_p(dir, 0700);
+    if (rc < 0)
+        req_error(r, "backup_failed", "cannot create the backup directory %s: %s", dir,
+                  strerror(-rc));
+    else if ((rc = backup_path_check(dir, path)) == -ENOENT)
+        req_error(r, "backup_failed", "no such directory for %s", path);
+    else if (rc < 0)
+        req_error(r, "bad_args", "pvd writes backups only in %s (the backup_dir key): give a "
+                  "file there", dir);
+    if (rc < 0) {
         req_done(r);
         return;
     }

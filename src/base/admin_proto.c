@@ -527,7 +527,9 @@ static const pv_admin_cmd_t g_cmds[] = {
      "Writes FILE, a tar archive: a compacted, consistent copy of the store "
      "(LMDB copy with compaction, taken while pvd serves), the keys, the TLS files "
      "kept in the data directory and, unless --no-blobs, every photo and video "
-     "file. pvd writes FILE itself (as its own user), through FILE.tmp. Restore "
+     "file. pvd writes FILE itself (as its own user), through FILE.tmp, and only "
+     "inside backup_dir (default DATA/backups; pvctl makes a relative FILE absolute "
+     "from its own directory). Restore "
      "with `pvd --restore FILE --data DIR` or `tar -xf FILE -C DIR`, pvd stopped.",
      {STR_POS("path", "FILE", true, "where to write the archive"),
       {"no_blobs", PV_ARG_BOOL, PV_ARG_FLAG, false, NULL, NULL, 0, 0,

@@ -25,6 +25,7 @@ static const pv_config_key_t g_keys[] = {
     {"http_listen", T_STR, F(http_listen), "127.0.0.1:8080", "private plain-HTTP listener (health, metrics)"},
     {"admin_socket", T_STR, F(admin_socket), "", "pvctl's Unix socket (default DATA/admin.sock)"},
     {"admin_group", T_STR, F(admin_group), "", "group allowed to use the admin socket (mode 0660)"},
+    {"backup_dir", T_STR, F(backup_dir), "", "where pvctl backup may write (default DATA/backups)"},
     {"tls_cert", T_STR, F(tls_cert), "", "PEM certificate (default DATA/tls/cert.pem, self-signed)"},
     {"tls_key", T_STR, F(tls_key), "", "PEM private key (default DATA/tls/key.pem)"},
     {"access_token_ttl", T_INT, F(access_token_ttl), "900", "access token lifetime, seconds"},
@@ -295,6 +296,7 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
         return -EINVAL;
     }
     if (derive(c->admin_socket, sizeof(c->admin_socket), c->data_dir, "admin.sock") ||
+        derive(c->backup_dir, sizeof(c->backup_dir), c->data_dir, "backups") ||
         derive(c->tls_cert, sizeof(c->tls_cert), c->data_dir, "tls/cert.pem") ||
         derive(c->tls_key, sizeof(c->tls_key), c->data_dir, "tls/key.pem")) {
         snprintf(err, errlen, "data_dir is too long");

@@ -24,6 +24,7 @@ typedef struct pv_config {
     char http_listen[128];          /* private plain listener ADDR:PORT */
     char admin_socket[PATH_MAX];    /* pvctl's Unix socket */
     char admin_group[64];           /* group allowed on the socket, or "" */
+    char backup_dir[PATH_MAX];      /* the only place pvctl backup writes */
     char tls_cert[PATH_MAX];        /* PEM certificate chain */
     char tls_key[PATH_MAX];         /* PEM private key */
     int access_token_ttl;           /* seconds */

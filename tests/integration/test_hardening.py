@@ -263,3 +263,25 @@ def test_refused_admin_peers_do_not_flood_the_log(pvd):
             eq(rc, 3, "another uid is refused each time")
         n = p.log_text().count("refused a connection from uid 65534")
         eq(n, 1, "log lines for 12 refused connections within a minute")
+
+
+def test_backup_writes_only_in_backup_dir(pvd):
+    """pvd writes a backup with its own rights: only inside backup_dir."""
+    import os
+    import tempfile
+    from test_pvctl import ctl_json as ctl
+    bdir = tempfile.mkdtemp(prefix="pvbk-")
+    outside = tempfile.mkdtemp(prefix="pvout-")
+    with Pvd({"backup_dir": bdir}, name="backup-dir").start() as p:
+        ok = ctl(p, "backup", os.path.join(bdir, "ok.tar"), "--no-blobs")
+        check(ok["ok"] and os.path.exists(os.path.join(bdir, "ok.tar")), "a backup inside backup_dir",
+              "written", ok)
+        for target in (os.path.join(outside, "x.tar"), os.path.join(p.data_dir, "keys.json"),
+                       os.path.join(bdir, "..", os.path.basename(outside), "y.tar"), "/etc/cron.d/pv"):
+            d = ctl(p, "backup", target, "--no-blobs", expect=1)
+            eq(d["error"]["code"], "bad_args", "backup to %s" % target)
+            check(bdir in d["error"]["message"], "the refusal names backup_dir", bdir, d["error"]["message"])
+        os.symlink(outside, os.path.join(bdir, "link"))
+        eq(ctl(p, "backup", os.path.join(bdir, "link", "z.tar"), expect=1)["error"]["code"], "bad_args",
+           "a symbolic link out of backup_dir")
+        eq(sorted(os.listdir(outside)), [], "nothing was written outside backup_dir")

@@ -809,7 +809,7 @@ def _snapshot(p, users):
 
 def test_backup_restore(tmp):
     env = {"PV_FAILPOINTS": "admin_req:1,store_backup:1"}
-    p = start_pvd("pvctl-backup", env=env)
+    p = start_pvd("pvctl-backup", config={"backup_dir": tmp}, env=env)
     try:
         # The failure seams: a clean error each, then it works.
         d = ctl_json(p, "status", expect=1)
@@ -861,8 +861,8 @@ def test_backup_restore(tmp):
         small = ctl_json(p, "backup", os.path.join(tmp, "small.tar"), "--no-blobs")["result"]
         eq(small["blobs"], 0, "--no-blobs")
         check(small["bytes"] < res["bytes"], "--no-blobs is smaller", "<", (small["bytes"], res["bytes"]))
-        eq(ctl_json(p, "backup", "/nonexistent-dir/x.tar", expect=1)["error"]["code"], "backup_failed",
-           "backup to a missing directory")
+        eq(ctl_json(p, "backup", os.path.join(tmp, "no-such-dir", "x.tar"), expect=1)["error"]["code"],
+           "backup_failed", "backup to a missing directory")
         stop_checked(p)
 
         # Wipe, restore, compare.
