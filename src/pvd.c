@@ -402,6 +402,8 @@ static void stop_all(pv_app_t *app)
         pv_http_loop_t *hl = &app->loops[i];
         if (hl->drain_timer)
             event_free(hl->drain_timer);
+        if (hl->drain_msg) /* the grace period ended first: never answered */
+            pv_msg_free(hl->drain_msg);
         if (hl->server)
             pv_http_server_free(hl->server);
         pv_actor_free(hl->actor);

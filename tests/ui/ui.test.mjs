@@ -222,7 +222,12 @@ async function scenario(browser, pvd, photos, opts) {
   });
   page.on('pageerror', (e) => { problems.push('page error: ' + e.message); consoleLog.write(`[pageerror] ${e.stack}\n`); });
   let refreshes = 0;
-  page.on('response', (r) => { if (r.url().endsWith('/api/v1/auth/refresh') && r.status() === 200) refreshes++; });
+  const failed = [];     // failed requests, as the browser's console would show them
+  page.on('response', (r) => {
+    if (r.url().endsWith('/api/v1/auth/refresh') && r.status() === 200) refreshes++;
+    if (r.status() >= 400) failed.push(`${r.status()} ${r.request().method()} ${new URL(r.url()).pathname}`);
+  });
+  page.on('requestfailed', (r) => failed.push(`failed ${r.method()} ${r.url()}: ${r.failure() && r.failure().errorText}`));
   const email = `ui-${sc.name}-${Date.now()}@example.com`;
   const password = 'correct horse battery';
   const t0 = Date.now();
@@ -234,6 +239,8 @@ async function scenario(browser, pvd, photos, opts) {
     await q('email').waitFor({ state: 'visible' });
     await q('password').waitFor({ state: 'visible' });
     check(await q('login').isVisible() && await q('signup').isVisible(), 'log in and sign up buttons are visible');
+    await page.waitForLoadState('networkidle');
+    check(failed.length === 0, 'a first visit makes no failed request: ' + failed.join(', '));
     await shot(sc, 'sign-in');
   });
 
@@ -563,9 +570,12 @@ async function scenario(browser, pvd, photos, opts) {
     await q('logout').click();
     await q('login').waitFor({ state: 'visible' });
     await shot(sc, 'logged-out');
+    failed.length = 0;
     await page.reload();
     await q('login').waitFor({ state: 'visible' });
+    await page.waitForLoadState('networkidle');
     check(!(await q('logout').isVisible()), 'a reload after logging out stays logged out');
+    check(failed.length === 0, 'a visit after logging out makes no failed request: ' + failed.join(', '));
   });
 
   await step(sc, 'no CSP violation and no script error', async () => {

@@ -112,9 +112,19 @@ function emit(state, why) { for (const fn of sessionListeners) fn(state, why); }
 
 export function signedIn() { return access !== null; }
 
+// Whether this browser holds a session (the refresh cookie is HttpOnly,
+// so scripts cannot see it): a first visit then asks nothing it knows will
+// fail, and the console stays clean.
+const MARK = 'pv.session';
+function hasMark() { try { return localStorage.getItem(MARK) === '1'; } catch { return true; } }
+function setMark(on) {
+  try { if (on) localStorage.setItem(MARK, '1'); else localStorage.removeItem(MARK); } catch { /* private mode */ }
+}
+
 function setToken(token, expiresIn) {
   clearTimeout(renewTimer);
   access = token || null;
+  setMark(access !== null);
   if (!access) { expiresAt = 0; return; }
   const life = Math.max(10, Number(expiresIn) || 900) * 1000;
   expiresAt = Date.now() + life;
@@ -164,6 +174,7 @@ export function refresh() {
 // On page load: is there a session cookie? Resolves true or false; throws
 // only when the server could not be asked.
 export async function restore() {
+  if (!hasMark()) return false;
   try { await refresh(); return true; } catch (e) {
     if (e.status === 401 || e.status === 400 || e.status === 403) return false;
     throw e;
