@@ -85,8 +85,10 @@ if grep -Eq '(src|href)="/assets/[^"]*"' "$work/out/index.html"; then
     [ -z "$missing" ] || { echo "webbuild: index.html refers to missing $missing" >&2; exit 1; }
 fi
 
-# gzip where it helps: text types only, and only when clearly smaller.
-find "$work/out" -type f \( -name '*.html' -o -name '*.js' -o -name '*.css' \
+# gzip where it helps: text types only, and only when clearly smaller. Not
+# the HTML pages: a compressed page next to anything secret or reflected is
+# what BREACH reads, and the pages are small; the assets are static.
+find "$work/out/assets" -type f \( -name '*.js' -o -name '*.css' \
     -o -name '*.svg' -o -name '*.json' -o -name '*.txt' \) | while read -r f; do
     gzip -9 -k -n "$f"
     a=$(wc -c < "$f"); b=$(wc -c < "$f.gz")
