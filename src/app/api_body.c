@@ -13,6 +13,7 @@
 
 #include "base/crypto.h"
 #include "base/pv.h"
+#include "base/text.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -196,40 +197,14 @@ int pv_body_refresh(const char *body, size_t len, pv_refresh_body_t *out,
 
 /* ---- list parameters ---- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes v[0..n) into out (cap bytes with the NUL); '+' is a
- * space. -EINVAL on a bad escape, %00, or when it does not fit. */
+ * space. -EINVAL on a bad escape, on %00 (it would cut the value short),
+ * or when it does not fit. */
 static int query_decode(const char *v, size_t n, char *out, size_t cap)
 {
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = v[i];
-        if (c == '%') {
-            int hi = 0, lo = 0;
-            if (n - i < 3 || (hi = hexval(v[i + 1])) < 0 ||
-                (lo = hexval(v[i + 2])) < 0)
-                return -EINVAL;
-            c = (char)(hi << 4 | lo);
-            if (c == '\0')
-                return -EINVAL; /* would cut the value short */
-            i += 2;
-        } else if (c == '+') {
-            c = ' ';
-        }
-        if (o + 1 >= cap)
-            return -EINVAL;
-        out[o++] = c;
-    }
+    ssize_t o = pv_pct_decode(v, n, out, cap - 1, PV_PCT_PLUS_SPACE | PV_PCT_NO_NUL);
+    if (o < 0)
+        return -EINVAL;
     out[o] = '\0';
     return 0;
 }

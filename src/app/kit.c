@@ -6,6 +6,7 @@
 #include "app/kit.h"
 #include "app/metrics.h"
 #include "base/pv.h"
+#include "base/text.h"
 
 #include <fcntl.h>
 #include <limits.h>

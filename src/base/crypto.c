@@ -13,6 +13,7 @@
 #include "base/crypto.h"
 
 #include "base/pv.h"
+#include "base/text.h"
 
 #include <fcntl.h>
 #include <inttypes.h>
@@ -197,40 +198,6 @@ int pv_sha256_file(const char *path, uint8_t out[32], uint64_t *bytes)
     if (bytes)
         *bytes = total;
     return rc;
-}
-
-void pv_hex(const uint8_t *in, size_t len, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * len] = '\0';
-}
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-int pv_unhex(const char *in, uint8_t *out, size_t outlen)
-{
-    if (!in || strnlen(in, 2 * outlen + 1) != 2 * outlen)
-        return -EINVAL;
-    for (size_t i = 0; i < outlen; i++) {
-        int hi = hex_value(in[2 * i]), lo = hex_value(in[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return -EINVAL;
-        out[i] = (uint8_t)(hi << 4 | lo);
-    }
-    return 0;
 }
 
 static const char b64url_alphabet[] =

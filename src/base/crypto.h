@@ -27,8 +27,6 @@ int pv_sha256_file(const char *path, uint8_t out[32], uint64_t *bytes);
 /* HMAC-SHA256 with a key of any length (also for SigV4 signing) */
 void pv_hmac_sha256(const void *key, size_t keylen, const void *data,
                     size_t len, uint8_t out[32]);
-void pv_hex(const uint8_t *in, size_t len, char *out); /* out: 2*len+1 */
-int pv_unhex(const char *in, uint8_t *out, size_t outlen); /* exact length */
 /* base64url without padding; out needs 4*ceil(len/3)+1 */
 size_t pv_b64url_encode(const uint8_t *in, size_t len, char *out);
 int pv_b64url_decode(const char *in, uint8_t *out, size_t outmax,

@@ -60,9 +60,6 @@ int pv_mkdir_p(const char *path, unsigned mode);
 /* Copy src into dst (size bytes), always NUL-terminated, cut if longer;
  * returns strlen(src). */
 size_t pv_strlcpy(char *dst, const char *src, size_t size);
-/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid
- * (overlong, surrogate, past U+10FFFF, truncated). */
-size_t pv_utf8_len(const unsigned char *s, size_t n);
 
 /* ---- string builder (src/util.c): answers written straight to text ----
  * On allocation failure `failed` is set and later writes are no-ops. */
