@@ -4,7 +4,7 @@
  * loop; the login handler (actors/api/auth.c) asks it before any hashing.
  */
 #include "actors/auth.h"
-#include "base/crypto.h"
+#include "base/ratelimit.h"
 #include "base/pv.h"
 
 #include <stdlib.h>

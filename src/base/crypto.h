@@ -1,6 +1,7 @@
 /*
  * crypto.h — ids, hashes, encodings, passwords, JWT access tokens, refresh
- * tokens, presigned URLs and the login rate limiter.
+ * tokens and presigned URLs. (Hex and percent-decoding are in text.h, the
+ * login rate limiter in ratelimit.h.)
  *
  * Keys live in DATA/keys.json (mode 0600), made on first start: the JWT
  * HS256 key and the presign keys. Presign keys rotate: a new key becomes the
@@ -89,15 +90,6 @@ int pv_presign_parse(const char *query, pv_presign_query_t *q);
  * -ETIMEDOUT expired (checked after the signature). */
 int pv_presign_verify(const pv_keys_t *keys, const char *path,
                       const char *query, int64_t now_s, pv_presign_query_t *q);
-
-/* ---- rate limiting (login): fixed-size table of token buckets ----
- * Not thread-safe: each owner (the auth actor) has its own. */
-typedef struct pv_ratelimit pv_ratelimit_t;
-/* burst attempts, refilled at per_minute; table of `slots` keys (LRU). */
-pv_ratelimit_t *pv_ratelimit_new(int burst, double per_minute, int slots);
-void pv_ratelimit_free(pv_ratelimit_t *rl);
-/* 0 when allowed (consumes one); else seconds until the next attempt. */
-int pv_ratelimit_take(pv_ratelimit_t *rl, const char *key, int64_t now_ms);
 
 /* ---- emails ---- */
 /* Trim, lower-case, check shape (one @, non-empty parts, a dot in the
