@@ -11,9 +11,9 @@
  */
 #include "app/api_body.h"
 
-#include "base/crypto.h"
 #include "base/pv.h"
 #include "base/text.h"
+#include "model/users.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -91,9 +91,4 @@ int pv_presign_parse(const char *query, pv_presign_query_t *q);
 int pv_presign_verify(const pv_keys_t *keys, const char *path,
                       const char *query, int64_t now_s, pv_presign_query_t *q);
 
-/* ---- emails ---- */
-/* Trim, lower-case, check shape (one @, non-empty parts, a dot in the
- * domain, <= 254 chars, no spaces/controls). 0 or -EINVAL. */
-int pv_email_normalize(const char *in, char *out, size_t outlen);
-
 #endif
