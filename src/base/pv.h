@@ -5,7 +5,8 @@
  * Results: functions return 0 on success and a negative errno on failure
  * (-ENOENT not found, -EEXIST conflict, -EINVAL bad input, -ENOSPC store or
  * disk full, -EMSGSIZE too large, -ENOMEM, -EIO, -EACCES, -ETIMEDOUT).
- * One convention throughout; pv_status_for() maps a result to HTTP.
+ * One convention throughout; pv_api_fail() (src/app/kit.c) maps a result
+ * to an HTTP answer, and the admin actor's req_error_rc() to a pvctl one.
  */
 #ifndef PV_H
 #define PV_H

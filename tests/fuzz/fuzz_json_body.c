@@ -18,7 +18,10 @@ static void check_err(int rc, const pv_body_err_t *e)
     if (rc == 0)
         return;
     if ((rc != -EINVAL && rc != -EMSGSIZE && rc != -ENOMEM) || !e->field ||
-        !e->code || !e->code[0] || !e->message[0])
+        !e->code || !e->code[0] || !e->message[0] || e->rc != rc)
+        abort();
+    /* the status each result is answered with (api_body.h) */
+    if (e->status != (rc == -EINVAL ? 400 : rc == -EMSGSIZE ? 413 : 503))
         abort();
 }
 
