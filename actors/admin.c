@@ -133,20 +133,38 @@ __attribute__((format(printf, 3, 4))) static void req_error(admin_req_t *r, cons
     va_end(ap);
 }
 
-/* One place that maps a result code to an answer (cf. pv_api_fail). */
+/* The one mapping from a result code to an error answer (cf. pv_api_fail;
+ * pvctl's exit status then follows from the code, pv_admin_exit_for). The
+ * message names what failed, unless the reason is pvd's as a whole. A
+ * result not listed is logged and answered "internal" with its text. */
+static const struct admin_rc_error {
+    int rc;
+    const char *code;
+    const char *text;
+    bool says_what;     /* "what: text" rather than just the text */
+} g_rc_errors[] = {
+    {-ENOENT, "not_found", "not found", true},
+    {-EEXIST, "exists", "already exists", true},
+    {-ENOSPC, "store_full", "the store or the disk is full", true},
+    {-ENOMEM, "overloaded", "out of memory; try again", true},
+    {-EAGAIN, "overloaded", "out of memory; try again", true},
+    {-ESHUTDOWN, "shutting_down", "pvd is stopping", false},
+};
+
 static void req_error_rc(admin_req_t *r, int rc, const char *what)
 {
-    switch (rc) {
-    case -ENOENT: req_error(r, "not_found", "%s: not found", what); return;
-    case -EEXIST: req_error(r, "exists", "%s: already exists", what); return;
-    case -ENOSPC: req_error(r, "store_full", "%s: the store or the disk is full", what); return;
-    case -ENOMEM:
-    case -EAGAIN: req_error(r, "overloaded", "%s: out of memory; try again", what); return;
-    case -ESHUTDOWN: req_error(r, "shutting_down", "pvd is stopping"); return;
-    default:
-        pv_error("admin", "%s: %s", what, strerror(-rc));
-        req_error(r, "internal", "%s: %s", what, strerror(-rc));
+    for (size_t i = 0; i < PV_ARRAY_LEN(g_rc_errors); i++) {
+        const struct admin_rc_error *e = &g_rc_errors[i];
+        if (e->rc != rc)
+            continue;
+        if (e->says_what)
+            req_error(r, e->code, "%s: %s", what, e->text);
+        else
+            req_error(r, e->code, "%s", e->text);
+        return;
     }
+    pv_error("admin", "%s: %s", what, strerror(-rc));
+    req_error(r, "internal", "%s: %s", what, strerror(-rc));
 }
 
 static admin_conn_t *conn_find(pv_admin_t *adm, uint64_t id)
