@@ -247,6 +247,15 @@ static void go_store(admin_req_t *r, pv_store_apply_fn apply, admin_step_fn k)
     pv_call_store(&r->call, apply, step);
 }
 
+/* The last step of a command whose work left its answer in r->result, or
+ * its failure in r->rc (named by the command's words, as go_pool_on does). */
+static void work_done(admin_req_t *r)
+{
+    if (r->rc < 0)
+        req_error_rc(r, r->rc, r->cmd->words);
+    req_done(r);
+}
+
 /* ---------------- shared helpers ---------------- */
 
 static const char *arg_str(admin_req_t *r, const char *name)
@@ -382,14 +391,7 @@ static void status_work(pv_msg_t *m)
     r->rc = r->result ? 0 : -ENOMEM;
 }
 
-static void status_done(admin_req_t *r)
-{
-    if (r->rc < 0)
-        req_error_rc(r, r->rc, "status");
-    req_done(r);
-}
-
-static void h_status(admin_req_t *r) { (void)go_pool(r, status_work, status_done); }
+static void h_status(admin_req_t *r) { (void)go_pool(r, status_work, work_done); }
 
 /* ---------------- users ---------------- */
 
@@ -453,14 +455,7 @@ static void user_list_work(pv_msg_t *m)
     json_decref(ul.items);
 }
 
-static void user_list_done(admin_req_t *r)
-{
-    if (r->rc < 0)
-        req_error_rc(r, r->rc, "user list");
-    req_done(r);
-}
-
-static void h_user_list(admin_req_t *r) { (void)go_pool(r, user_list_work, user_list_done); }
+static void h_user_list(admin_req_t *r) { (void)go_pool(r, user_list_work, work_done); }
 
 /* The password arrives from pvctl (generated or typed there). */
 static int take_password(admin_req_t *r)
@@ -798,14 +793,7 @@ static void job_list_work(pv_msg_t *m)
     json_decref(jl.items);
 }
 
-static void job_list_done(admin_req_t *r)
-{
-    if (r->rc < 0)
-        req_error_rc(r, r->rc, "job list");
-    req_done(r);
-}
-
-static void h_job_list(admin_req_t *r) { (void)go_pool(r, job_list_work, job_list_done); }
+static void h_job_list(admin_req_t *r) { (void)go_pool(r, job_list_work, work_done); }
 
 /* The videos actor answered the command (call.answer). */
 static void job_replied(pv_call_t *call)
