@@ -61,7 +61,7 @@ int pv_email_normalize(const char *in, char *out, size_t outlen)
     while (len > start && is_trim_space(in[len - 1]))
         len--;
     len -= start;
-    if (len == 0 || len > 254 || len + 1 > outlen)
+    if (len == 0 || len > PV_EMAIL_MAX || len + 1 > outlen)
         return -EINVAL;
 
     const unsigned char *s = (const unsigned char *)in + start;
