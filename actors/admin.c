@@ -139,20 +139,38 @@ __attribute__((format(printf, 3, 4))) static void req_error(admin_req_t *r, cons
     va_end(ap);
 }
 
-/* One place that maps a result code to an answer (cf. pv_api_fail). */
+/* The one mapping from a result code to an error answer (cf. pv_api_fail;
+ * pvctl's exit status then follows from the code, pv_admin_exit_for). The
+ * message names what failed, unless the reason is pvd's as a whole. A
+ * result not listed is logged and answered "internal" with its text. */
+static const struct admin_rc_error {
+    int rc;
+    const char *code;
+    const char *text;
+    bool says_what;     /* "what: text" rather than just the text */
+} g_rc_errors[] = {
+    {-ENOENT, "not_found", "not found", true},
+    {-EEXIST, "exists", "already exists", true},
+    {-ENOSPC, "store_full", "the store or the disk is full", true},
+    {-ENOMEM, "overloaded", "out of memory; try again", true},
+    {-EAGAIN, "overloaded", "out of memory; try again", true},
+    {-ESHUTDOWN, "shutting_down", "pvd is stopping", false},
+};
+
 static void req_error_rc(admin_req_t *r, int rc, const char *what)
 {
-    switch (rc) {
-    case -ENOENT: req_error(r, "not_found", "%s: not found", what); return;
-    case -EEXIST: req_error(r, "exists", "%s: already exists", what); return;
-    case -ENOSPC: req_error(r, "store_full", "%s: the store or the disk is full", what); return;
-    case -ENOMEM:
-    case -EAGAIN: req_error(r, "overloaded", "%s: out of memory; try again", what); return;
-    case -ESHUTDOWN: req_error(r, "shutting_down", "pvd is stopping"); return;
-    default:
-        pv_error("admin", "%s: %s", what, strerror(-rc));
-        req_error(r, "internal", "%s: %s", what, strerror(-rc));
+    for (size_t i = 0; i < PV_ARRAY_LEN(g_rc_errors); i++) {
+        const struct admin_rc_error *e = &g_rc_errors[i];
+        if (e->rc != rc)
+            continue;
+        if (e->says_what)
+            req_error(r, e->code, "%s: %s", what, e->text);
+        else
+            req_error(r, e->code, "%s", e->text);
+        return;
     }
+    pv_error("admin", "%s: %s", what, strerror(-rc));
+    req_error(r, "internal", "%s: %s", what, strerror(-rc));
 }
 
 static admin_conn_t *conn_find(pv_admin_t *adm, uint64_t id)
@@ -233,6 +251,15 @@ static void go_store(admin_req_t *r, pv_store_apply_fn apply, admin_step_fn k)
 {
     r->k = k;
     pv_call_store(&r->call, apply, step);
+}
+
+/* The last step of a command whose work left its answer in r->result, or
+ * its failure in r->rc (named by the command's words, as go_pool_on does). */
+static void work_done(admin_req_t *r)
+{
+    if (r->rc < 0)
+        req_error_rc(r, r->rc, r->cmd->words);
+    req_done(r);
 }
 
 /* ---------------- shared helpers ---------------- */
@@ -370,14 +397,7 @@ static void status_work(pv_msg_t *m)
     r->rc = r->result ? 0 : -ENOMEM;
 }
 
-static void status_done(admin_req_t *r)
-{
-    if (r->rc < 0)
-        req_error_rc(r, r->rc, "status");
-    req_done(r);
-}
-
-static void h_status(admin_req_t *r) { (void)go_pool(r, status_work, status_done); }
+static void h_status(admin_req_t *r) { (void)go_pool(r, status_work, work_done); }
 
 /* ---------------- users ---------------- */
 
@@ -441,14 +461,7 @@ static void user_list_work(pv_msg_t *m)
     json_decref(ul.items);
 }
 
-static void user_list_done(admin_req_t *r)
-{
-    if (r->rc < 0)
-        req_error_rc(r, r->rc, "user list");
-    req_done(r);
-}
-
-static void h_user_list(admin_req_t *r) { (void)go_pool(r, user_list_work, user_list_done); }
+static void h_user_list(admin_req_t *r) { (void)go_pool(r, user_list_work, work_done); }
 
 /* The password arrives from pvctl (generated or typed there). */
 static int take_password(admin_req_t *r)
@@ -828,14 +841,7 @@ static void job_list_work(pv_msg_t *m)
     json_decref(jl.items);
 }
 
-static void job_list_done(admin_req_t *r)
-{
-    if (r->rc < 0)
-        req_error_rc(r, r->rc, "job list");
-    req_done(r);
-}
-
-static void h_job_list(admin_req_t *r) { (void)go_pool(r, job_list_work, job_list_done); }
+static void h_job_list(admin_req_t *r) { (void)go_pool(r, job_list_work, work_done); }
 
 /* The videos actor answered the command (call.answer). */
 static void job_replied(pv_call_t *call)

@@ -5,7 +5,7 @@
  * before any hashing, so a flood costs a table look-up, not argon2id.
  */
 #include "actors/auth.h"
-#include "base/crypto.h"
+#include "base/ratelimit.h"
 #include "base/pv.h"
 
 #include <stdlib.h>

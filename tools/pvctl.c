@@ -347,16 +347,36 @@ static int socket_path(const pvctl_opts_t *o, char *out, size_t len)
     return 0;
 }
 
+/* Why no answer came, with the code --json prints and the exit status
+ * (pvctl(8)): not reaching pvd is "cannot connect"; an answer that came
+ * but cannot be read is "failed". */
+typedef enum conn_fail {
+    CONN_UNREACHABLE,
+    CONN_TIMEOUT,
+    CONN_TOO_LARGE,
+    CONN_BAD_ANSWER,
+} conn_fail_t;
+
+static const struct {
+    const char *code;
+    int exit;
+} g_conn_fails[] = {
+    [CONN_UNREACHABLE] = {"cannot_connect", PV_EXIT_CONNECT},
+    [CONN_TIMEOUT] = {"timeout", PV_EXIT_CONNECT},
+    [CONN_TOO_LARGE] = {"too_large", PV_EXIT_CONNECT},
+    [CONN_BAD_ANSWER] = {"bad_answer", PV_EXIT_FAILED},
+};
+
 typedef struct conn_err {
-    char code[32];
+    conn_fail_t why;
     char message[512];
 } conn_err_t;
 
-__attribute__((format(printf, 3, 4))) static int cfail(conn_err_t *e, const char *code,
+__attribute__((format(printf, 3, 4))) static int cfail(conn_err_t *e, conn_fail_t why,
                                                        const char *fmt, ...)
 {
     va_list ap;
-    snprintf(e->code, sizeof(e->code), "%s", code);
+    e->why = why;
     va_start(ap, fmt);
     vsnprintf(e->message, sizeof(e->message), fmt, ap);
     va_end(ap);
@@ -367,23 +387,23 @@ static int dial(const char *path, conn_err_t *e)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof(sa.sun_path))
-        return cfail(e, "cannot_connect", "socket path too long: %s", path);
+        return cfail(e, CONN_UNREACHABLE, "socket path too long: %s", path);
     memcpy(sa.sun_path, path, strlen(path) + 1);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return cfail(e, "cannot_connect", "socket: %s", strerror(errno));
+        return cfail(e, CONN_UNREACHABLE, "socket: %s", strerror(errno));
     if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
         return fd;
     int err = errno;
     close(fd);
     if (err == ENOENT)
-        return cfail(e, "cannot_connect", "no admin socket at %s (is pvd running? see --socket)", path);
+        return cfail(e, CONN_UNREACHABLE, "no admin socket at %s (is pvd running? see --socket)", path);
     if (err == EACCES || err == EPERM)
-        return cfail(e, "cannot_connect", "permission denied on %s: run pvctl as root, as pvd's "
+        return cfail(e, CONN_UNREACHABLE, "permission denied on %s: run pvctl as root, as pvd's "
                      "user or as a member of admin_group", path);
     if (err == ECONNREFUSED)
-        return cfail(e, "cannot_connect", "nothing listens on %s (is pvd running?)", path);
-    return cfail(e, "cannot_connect", "cannot connect to %s: %s", path, strerror(err));
+        return cfail(e, CONN_UNREACHABLE, "nothing listens on %s (is pvd running?)", path);
+    return cfail(e, CONN_UNREACHABLE, "cannot connect to %s: %s", path, strerror(err));
 }
 
 /* Read exactly len bytes before the deadline (ms; -1: none). */
@@ -395,7 +415,7 @@ static int read_exact(int fd, void *buf, size_t len, int64_t deadline, conn_err_
         if (deadline >= 0) {
             int64_t left = deadline - pv_mono_us() / 1000;
             if (left <= 0)
-                return cfail(e, "timeout", "no answer from pvd in time (see --timeout)");
+                return cfail(e, CONN_TIMEOUT, "no answer from pvd in time (see --timeout)");
             wait = left > 60000 ? 60000 : (int)left;
         }
         struct pollfd pfd = {fd, POLLIN, 0};
@@ -408,9 +428,9 @@ static int read_exact(int fd, void *buf, size_t len, int64_t deadline, conn_err_
         if (n < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         if (n < 0)
-            return cfail(e, "cannot_connect", "reading from pvd: %s", strerror(errno));
+            return cfail(e, CONN_UNREACHABLE, "reading from pvd: %s", strerror(errno));
         if (n == 0)
-            return cfail(e, "cannot_connect", "pvd closed the connection without an answer");
+            return cfail(e, CONN_UNREACHABLE, "pvd closed the connection without an answer");
         p += n;
         len -= (size_t)n;
     }
@@ -425,7 +445,7 @@ static int exchange(const char *path, json_t *request, int timeout_s, json_t **a
     char *frame;
     size_t len;
     if (pv_admin_frame_pack(request, PV_ADMIN_REQ_MAX, &frame, &len) < 0)
-        return cfail(e, "too_large", "the request is too large");
+        return cfail(e, CONN_TOO_LARGE, "the request is too large");
     int fd = dial(path, e);
     if (fd < 0) {
         free(frame);
@@ -443,13 +463,13 @@ static int exchange(const char *path, json_t *request, int timeout_s, json_t **a
     size_t plen = (size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 | (size_t)hdr[2] << 8 | hdr[3];
     char *payload = NULL;
     if (rc == 0 && n == -EMSGSIZE)
-        rc = cfail(e, "bad_answer", "pvd's answer is larger than %u bytes", PV_ADMIN_RESP_MAX);
+        rc = cfail(e, CONN_BAD_ANSWER, "pvd's answer is larger than %u bytes", PV_ADMIN_RESP_MAX);
     if (rc == 0 && !(payload = malloc(plen ? plen : 1)))
-        rc = cfail(e, "bad_answer", "out of memory");
+        rc = cfail(e, CONN_BAD_ANSWER, "out of memory");
     if (rc == 0)
         rc = read_exact(fd, payload, plen, deadline, e);
     if (rc == 0 && pv_admin_unpack(payload, plen, SIZE_MAX, answer) < 0)
-        rc = cfail(e, "bad_answer", "pvd's answer is not well-formed");
+        rc = cfail(e, CONN_BAD_ANSWER, "pvd's answer is not well-formed");
     free(payload);
     close(fd);
     return rc;
@@ -585,7 +605,7 @@ static int print_answer(const pvctl_opts_t *o, const pv_admin_cmd_t *cmd, json_t
 static int print_conn_error(const pvctl_opts_t *o, const conn_err_t *e)
 {
     if (o->json) {
-        json_t *doc = pv_admin_error(e->code, e->message);
+        json_t *doc = pv_admin_error(g_conn_fails[e->why].code, e->message);
         char *s = doc ? json_dumps(doc, JSON_INDENT(2)) : NULL;
         puts(s ? s : "{\"ok\": false}");
         free(s);
@@ -593,7 +613,7 @@ static int print_conn_error(const pvctl_opts_t *o, const conn_err_t *e)
     } else {
         fprintf(stderr, "pvctl: %s\n", e->message);
     }
-    return strcmp(e->code, "bad_answer") == 0 ? PV_EXIT_FAILED : PV_EXIT_CONNECT;
+    return g_conn_fails[e->why].exit;
 }
 
 /* ---------------- main ---------------- */
@@ -679,7 +699,7 @@ static int run_command(const pvctl_opts_t *o, int argc, char **argv)
     int timeout = o->timeout_s >= 0 ? o->timeout_s
                                     : (cmd->flags & PV_CMDF_SLOW) ? -1 : DEFAULT_TIMEOUT_S;
     json_t *answer;
-    conn_err_t ce = {"", ""};
+    conn_err_t ce = {CONN_UNREACHABLE, ""};
     rc = exchange(path, req, timeout, &answer, &ce);
     json_decref(req);
     if (rc < 0)

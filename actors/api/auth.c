@@ -40,11 +40,6 @@ typedef struct login_call {
 
 /* ---------------- helpers ---------------- */
 
-static void body_error(pv_http_req_t *req, const pv_body_err_t *e)
-{
-    pv_api_body_error(req, e);
-}
-
 static json_t *user_json(const pv_user_t *u)
 {
     char id[PV_ID_TEXT], created[32];
@@ -276,7 +271,7 @@ void pv_h_signup(pv_http_req_t *req)
     }
     pv_body_err_t e;
     if (pv_body_credentials(body, len, true, &s->cred, &e) < 0) {
-        body_error(req, &e);
+        pv_api_body_error(req, &e);
         goto drop;
     }
     if (mode == PV_SIGNUP_INVITE && !take_invite(req, body, len, s))
@@ -389,7 +384,7 @@ void pv_h_login(pv_http_req_t *req)
     pv_credentials_t cred;
     pv_body_err_t e;
     if (pv_body_credentials(body, len, false, &cred, &e) < 0) {
-        body_error(req, &e);
+        pv_api_body_error(req, &e);
         pv_call_free(&lc->base);
         pv_msg_free(&adm->msg);
         return;
@@ -516,7 +511,7 @@ static void refresh_or_logout(pv_http_req_t *req, bool logout)
     pv_body_err_t e;
     bool from_cookie = cookie_session(req) && refresh_cookie(req, token, sizeof(rb.refresh_token));
     if (!from_cookie && pv_body_refresh(body, len, &rb, &e) < 0) {
-        body_error(req, &e);
+        pv_api_body_error(req, &e);
         return;
     }
     refresh_call_t *r = pv_call_new(req, sizeof(*r));

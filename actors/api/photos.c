@@ -18,6 +18,7 @@
 #include "app/kit.h"
 #include "app/metrics.h"
 #include "base/pv.h"
+#include "base/text.h"
 #include "http/multipart.h"
 #include "media/image.h"
 #include "model/photos.h"

@@ -11,31 +11,62 @@
  */
 #include "app/api_body.h"
 
-#include "base/crypto.h"
 #include "base/pv.h"
+#include "base/text.h"
+#include "model/users.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-/* Fills *err and returns rc (a negative errno). */
-__attribute__((format(printf, 5, 6))) static int
-body_err(pv_body_err_t *err, int rc, const char *field, const char *code,
+/* Every error the parsers report, once: the code a client sees, the
+ * result the parser returns, and the HTTP status it is answered with
+ * (pv_api_body_error in src/app/kit.c answers from err->status). */
+enum body_code {
+    INVALID_JSON, MISSING_FIELD, WRONG_TYPE, INVALID_EMAIL, PASSWORD_TOO_SHORT,
+    PASSWORD_TOO_LONG, INVALID_VALUE, BODY_TOO_LARGE, OUT_OF_MEMORY,
+};
+
+static const struct body_code_row {
+    const char *code;
+    int rc;
+    int status;
+} g_body_codes[] = {
+    [INVALID_JSON] = {"invalid_json", -EINVAL, 400},
+    [MISSING_FIELD] = {"missing_field", -EINVAL, 400},
+    [WRONG_TYPE] = {"wrong_type", -EINVAL, 400},
+    [INVALID_EMAIL] = {"invalid_email", -EINVAL, 400},
+    [PASSWORD_TOO_SHORT] = {"password_too_short", -EINVAL, 400},
+    [PASSWORD_TOO_LONG] = {"password_too_long", -EINVAL, 400},
+    [INVALID_VALUE] = {"invalid_value", -EINVAL, 400},
+    [BODY_TOO_LARGE] = {"body_too_large", -EMSGSIZE, 413},
+    [OUT_OF_MEMORY] = {"out_of_memory", -ENOMEM, 503},
+};
+
+/* Fills *err from the table row of `code` and the message; returns the
+ * row's result (a negative errno). */
+__attribute__((format(printf, 4, 5))) static int
+body_err(pv_body_err_t *err, enum body_code code, const char *field,
          const char *fmt, ...)
 {
+    const struct body_code_row *row = &g_body_codes[code];
     va_list ap;
     err->field = field;
-    err->code = code;
+    err->code = row->code;
+    err->rc = row->rc;
+    err->status = row->status;
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof(err->message), fmt, ap);
     va_end(ap);
-    return rc;
+    return row->rc;
 }
 
 static void err_clear(pv_body_err_t *err)
 {
     err->field = "";
     err->code = "";
+    err->rc = 0;
+    err->status = 0;
     err->message[0] = '\0';
 }
 
@@ -74,26 +105,26 @@ int pv_body_object(const char *body, size_t len, json_t **out,
     *out = NULL;
     err_clear(err);
     if (len > PV_BODY_MAX_BYTES)
-        return body_err(err, -EMSGSIZE, "", "body_too_large",
+        return body_err(err, BODY_TOO_LARGE, "",
                         "the body is over %d bytes", PV_BODY_MAX_BYTES);
     if (!body || len == 0)
-        return body_err(err, -EINVAL, "", "invalid_json", "the body is empty: "
+        return body_err(err, INVALID_JSON, "", "the body is empty: "
                         "send a JSON object");
     if (memchr(body, '\0', len))
-        return body_err(err, -EINVAL, "", "invalid_json", "the body holds a NUL byte");
+        return body_err(err, INVALID_JSON, "", "the body holds a NUL byte");
     if (json_depth(body, len) > PV_BODY_MAX_DEPTH)
-        return body_err(err, -EINVAL, "", "invalid_json", "the body nests deeper "
+        return body_err(err, INVALID_JSON, "", "the body nests deeper "
                         "than %d levels", PV_BODY_MAX_DEPTH);
     if (pv_fail("body.json"))
-        return body_err(err, -ENOMEM, "", "out_of_memory", "out of memory");
+        return body_err(err, OUT_OF_MEMORY, "", "out of memory");
     root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
-        return body_err(err, -EINVAL, "", "invalid_json",
+        return body_err(err, INVALID_JSON, "",
                         "the body is not valid JSON (line %d, column %d): %s",
                         jerr.line, jerr.column, jerr.text);
     if (!json_is_object(root)) {
         json_decref(root);
-        return body_err(err, -EINVAL, "", "invalid_json", "the body must be a JSON object");
+        return body_err(err, INVALID_JSON, "", "the body must be a JSON object");
     }
     *out = root;
     return 0;
@@ -105,11 +136,11 @@ static int member_string(json_t *obj, const char *key, const char **s,
 {
     json_t *v = json_object_get(obj, key);
     if (!v)
-        return body_err(err, -EINVAL, key, "missing_field", "%s is required", key);
+        return body_err(err, MISSING_FIELD, key, "%s is required", key);
     *s = json_string_value(v); /* NULL unless a string */
     *n = json_string_length(v);
     if (!*s)
-        return body_err(err, -EINVAL, key, "wrong_type", "%s must be a string", key);
+        return body_err(err, WRONG_TYPE, key, "%s must be a string", key);
     return 0;
 }
 
@@ -127,14 +158,14 @@ static int check_password(const char *pw, size_t n, bool signup,
                           pv_body_err_t *err)
 {
     if (n > PV_PASSWORD_MAX)
-        return body_err(err, -EINVAL, "password", "password_too_long",
+        return body_err(err, PASSWORD_TOO_LONG, "password",
                         "password must be at most %d bytes", PV_PASSWORD_MAX);
     if (signup && utf8_chars(pw, n) < PV_PASSWORD_MIN)
-        return body_err(err, -EINVAL, "password", "password_too_short",
+        return body_err(err, PASSWORD_TOO_SHORT, "password",
                         "password must be at least %d characters",
                         PV_PASSWORD_MIN);
     if (n == 0)
-        return body_err(err, -EINVAL, "password", "invalid_value",
+        return body_err(err, INVALID_VALUE, "password",
                         "password must not be empty");
     return 0;
 }
@@ -157,7 +188,7 @@ int pv_body_credentials(const char *body, size_t len, bool signup,
     if (rc != 0)
         goto out;
     if (pv_email_normalize(email, out->email, sizeof(out->email)) != 0) {
-        rc = body_err(err, -EINVAL, "email", "invalid_email",
+        rc = body_err(err, INVALID_EMAIL, "email",
                       "email must look like name@example.com");
         goto out;
     }
@@ -185,7 +216,7 @@ int pv_body_refresh(const char *body, size_t len, pv_refresh_body_t *out,
         return rc;
     rc = member_string(root, "refresh_token", &tok, &n, err);
     if (rc == 0 && (n == 0 || n >= sizeof(out->refresh_token)))
-        rc = body_err(err, -EINVAL, "refresh_token", "invalid_value",
+        rc = body_err(err, INVALID_VALUE, "refresh_token",
                       "refresh_token must be 1 to %zu bytes",
                       sizeof(out->refresh_token) - 1);
     if (rc == 0 && tok)
@@ -196,40 +227,14 @@ int pv_body_refresh(const char *body, size_t len, pv_refresh_body_t *out,
 
 /* ---- list parameters ---- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes v[0..n) into out (cap bytes with the NUL); '+' is a
- * space. -EINVAL on a bad escape, %00, or when it does not fit. */
+ * space. -EINVAL on a bad escape, on %00 (it would cut the value short),
+ * or when it does not fit. */
 static int query_decode(const char *v, size_t n, char *out, size_t cap)
 {
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = v[i];
-        if (c == '%') {
-            int hi = 0, lo = 0;
-            if (n - i < 3 || (hi = hexval(v[i + 1])) < 0 ||
-                (lo = hexval(v[i + 2])) < 0)
-                return -EINVAL;
-            c = (char)(hi << 4 | lo);
-            if (c == '\0')
-                return -EINVAL; /* would cut the value short */
-            i += 2;
-        } else if (c == '+') {
-            c = ' ';
-        }
-        if (o + 1 >= cap)
-            return -EINVAL;
-        out[o++] = c;
-    }
+    ssize_t o = pv_pct_decode(v, n, out, cap - 1, PV_PCT_PLUS_SPACE | PV_PCT_NO_NUL);
+    if (o < 0)
+        return -EINVAL;
     out[o] = '\0';
     return 0;
 }
@@ -252,7 +257,7 @@ static int param_limit(const char *v, size_t n, pv_list_params_t *out,
     out->limit = x;
     return 0;
 bad:
-    return body_err(err, -EINVAL, "limit", "invalid_value",
+    return body_err(err, INVALID_VALUE, "limit",
                     "limit must be a whole number from 1 to %d",
                     PV_LIST_LIMIT_MAX);
 }
@@ -270,7 +275,7 @@ static int param_cursor(const char *v, size_t n, pv_list_params_t *out,
     return 0;
 bad:
     out->cursor[0] = '\0';
-    return body_err(err, -EINVAL, "cursor", "invalid_value",
+    return body_err(err, INVALID_VALUE, "cursor",
                     "cursor must be the next_cursor of an earlier page");
 }
 
@@ -297,8 +302,8 @@ int pv_body_list_params(const char *query, pv_list_params_t *out,
         else if (kn == 6 && memcmp(p, "cursor", 6) == 0)
             seen = &seen_cursor;
         if (seen && *seen)
-            rc = body_err(err, -EINVAL, seen == &seen_limit ? "limit" : "cursor",
-                          "invalid_value", "%.*s is given twice", (int)kn, p);
+            rc = body_err(err, INVALID_VALUE, seen == &seen_limit ? "limit" : "cursor",
+                          "%.*s is given twice", (int)kn, p);
         else if (seen == &seen_limit)
             rc = param_limit(v, vn, out, err);
         else if (seen == &seen_cursor)

@@ -3,10 +3,11 @@
  * endpoints and for the list query parameters (?limit=&cursor=).
  *
  * Each returns 0, or a negative errno with *err filled so that a handler
- * can answer at once:
+ * can answer at once (pv_api_body_error) with the status err.status:
  *   -EINVAL   -> 400 {"error":{"code":err.code,"message":err.message}}
  *   -EMSGSIZE -> 413 (code "body_too_large")
  *   -ENOMEM   -> 503 (code "out_of_memory")
+ * One table in api_body.c gives each code its result and status.
  * err.field names the member or parameter at fault ("" for the body as a
  * whole). Unknown members and parameters are ignored (the API may grow);
  * duplicate members, trailing garbage, invalid UTF-8, NUL bytes, nesting
@@ -36,6 +37,8 @@ typedef struct pv_body_err {
                            wrong_type, invalid_email, password_too_short,
                            password_too_long, invalid_value,
                            body_too_large, out_of_memory */
+    int rc;             /* what the parser returned (-EINVAL ...) */
+    int status;         /* the HTTP status that code is answered with */
     char message[160];  /* for people: says what is wrong with which field */
 } pv_body_err_t;
 

@@ -6,6 +6,7 @@
 #include "app/kit.h"
 #include "app/metrics.h"
 #include "base/pv.h"
+#include "base/text.h"
 #include "model/revoked.h"
 
 #include <arpa/inet.h>
@@ -46,32 +47,49 @@ void pv_call_work(pv_call_t *call, pv_pool_t *pool, pv_work_fn work, pv_call_fn 
 
 /* ---------------- errors ---------------- */
 
+/* The one mapping from a result (pv.h's convention) to an error answer.
+ * A result not listed is a bug or an I/O failure: 500, and logged, since
+ * only the log can say which. */
+static const struct api_error {
+    int rc;
+    int status;
+    const char *code;
+    const char *message;
+    bool retry;         /* the condition passes: Retry-After: 1 */
+} g_api_errors[] = {
+    {-ENOENT, 404, "not_found", "no such object", false},
+    {-ENOSPC, 507, "insufficient_storage", "the store is full; nothing was saved", false},
+    {-EMSGSIZE, 413, "too_large", "the request is too large", false},
+    {-ESHUTDOWN, 503, "shutting_down", "the server is stopping", false},
+    {-ENOMEM, 503, "overloaded", "try again in a moment", true},
+    {-EAGAIN, 503, "overloaded", "try again in a moment", true},
+};
+
 void pv_api_fail(pv_http_req_t *req, int rc)
 {
-    switch (rc) {
-    case -ENOENT:
-        pv_http_respond_error(req, 404, "not_found", "no such object");
+    for (size_t i = 0; i < PV_ARRAY_LEN(g_api_errors); i++) {
+        const struct api_error *e = &g_api_errors[i];
+        if (e->rc != rc)
+            continue;
+        if (e->retry)
+            pv_http_add_header(req, "Retry-After", "1");
+        pv_http_respond_error(req, e->status, e->code, e->message);
         return;
-    case -ENOSPC:
-        pv_http_respond_error(req, 507, "insufficient_storage",
-                              "the store is full; nothing was saved");
-        return;
-    case -EMSGSIZE:
-        pv_http_respond_error(req, 413, "too_large", "the request is too large");
-        return;
-    case -ESHUTDOWN:
-        pv_http_respond_error(req, 503, "shutting_down", "the server is stopping");
-        return;
-    case -ENOMEM:
-    case -EAGAIN:
-        pv_http_add_header(req, "Retry-After", "1");
-        pv_http_respond_error(req, 503, "overloaded", "try again in a moment");
-        return;
-    default:
-        pv_log(PV_LOG_ERROR, "http", pv_http_request_id(req), NULL,
-               "internal error: %s", strerror(-rc));
-        pv_http_respond_error(req, 500, "internal", "internal error; see the server log");
     }
+    pv_log(PV_LOG_ERROR, "http", pv_http_request_id(req), NULL,
+           "internal error: %s", strerror(-rc));
+    pv_http_respond_error(req, 500, "internal", "internal error; see the server log");
+}
+
+/* A body parser's error: the client's (4xx) with the parser's own code
+ * and message, at the status its table gives; the server's (out of
+ * memory) like any other result, so every overload answer looks alike. */
+void pv_api_body_error(pv_http_req_t *req, const pv_body_err_t *e)
+{
+    if (e->status >= 500)
+        pv_api_fail(req, e->rc);
+    else
+        pv_http_respond_error(req, e->status, e->code, e->message);
 }
 
 /* ---------------- auth ---------------- */
@@ -185,16 +203,6 @@ int pv_api_authorize(pv_http_req_t *req, const pv_http_route_t *route)
     if (route->auth == PV_AUTH_SIGNED)
         return authorize_signed(req, app);
     return 0;
-}
-
-void pv_api_body_error(pv_http_req_t *req, const pv_body_err_t *e)
-{
-    if (strcmp(e->code, "out_of_memory") == 0) {
-        pv_api_fail(req, -ENOMEM); /* 503 with Retry-After */
-        return;
-    }
-    int status = strcmp(e->code, "body_too_large") == 0 ? 413 : 400;
-    pv_http_respond_error(req, status, e->code, e->message);
 }
 
 json_t *pv_api_json_body(pv_http_req_t *req)

@@ -1,6 +1,6 @@
 /*
  * crypto.c — ids, hashes, encodings, passwords, JWT access tokens, refresh
- * tokens, presigned URLs, the key file and the login rate limiter.
+ * tokens, presigned URLs and the key file.
  *
  * Shape: libsodium gives randomness, argon2id, HMAC and constant-time
  * compares; OpenSSL gives SHA-256 (it uses the CPU's SHA extensions, which
@@ -13,12 +13,12 @@
 #include "base/crypto.h"
 
 #include "base/pv.h"
+#include "base/text.h"
 
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <jwt.h>
-#include <math.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
@@ -197,40 +197,6 @@ int pv_sha256_file(const char *path, uint8_t out[32], uint64_t *bytes)
     if (bytes)
         *bytes = total;
     return rc;
-}
-
-void pv_hex(const uint8_t *in, size_t len, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * len] = '\0';
-}
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-int pv_unhex(const char *in, uint8_t *out, size_t outlen)
-{
-    if (!in || strnlen(in, 2 * outlen + 1) != 2 * outlen)
-        return -EINVAL;
-    for (size_t i = 0; i < outlen; i++) {
-        int hi = hex_value(in[2 * i]), lo = hex_value(in[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return -EINVAL;
-        out[i] = (uint8_t)(hi << 4 | lo);
-    }
-    return 0;
 }
 
 static const char b64url_alphabet[] =
@@ -966,155 +932,5 @@ int pv_presign_verify(const pv_keys_t *keys, const char *path,
         return -EACCES;
     if (now_s > q->expires)
         return -ETIMEDOUT;
-    return 0;
-}
-
-/* ---- rate limiting ----
- * A set-associative table: a key hashes (keyed SipHash, so clients cannot
- * aim at one set) to a set of WAYS slots; a miss takes an empty slot or
- * the least recently used one of that set. Lookups cost at most WAYS
- * compares whatever the table size. An evicted key starts again with a
- * full bucket: the table size bounds memory, not attackers' patience. */
-
-#define RL_WAYS 8
-
-typedef struct rl_slot {
-    uint64_t hash;      /* keyed hash of the key; 0: empty */
-    double tokens;      /* attempts left (fractional while refilling) */
-    int64_t last_ms;    /* when tokens was last brought up to date */
-    uint64_t used;      /* LRU stamp: higher is more recent */
-} rl_slot_t;
-
-struct pv_ratelimit {
-    double burst;       /* bucket size */
-    double per_ms;      /* refill rate, tokens per millisecond */
-    int n_sets;         /* slots / RL_WAYS, at least 1 */
-    uint64_t clock;     /* LRU stamp counter */
-    uint8_t hkey[crypto_shorthash_KEYBYTES];
-    rl_slot_t *slots;   /* n_sets * RL_WAYS */
-};
-
-pv_ratelimit_t *pv_ratelimit_new(int burst, double per_minute, int slots)
-{
-    if (burst < 1 || !(per_minute > 0) || !isfinite(per_minute) || slots < 1)
-        return NULL;
-    if (pv_fail("ratelimit.new"))
-        return NULL;
-    pv_ratelimit_t *rl = calloc(1, sizeof(*rl));
-    if (!rl)
-        return NULL;
-    rl->n_sets = (slots + RL_WAYS - 1) / RL_WAYS;
-    rl->slots = calloc((size_t)rl->n_sets * RL_WAYS, sizeof(rl_slot_t));
-    if (!rl->slots) {
-        free(rl);
-        return NULL;
-    }
-    rl->burst = burst;
-    rl->per_ms = per_minute / 60000.0;
-    pv_random(rl->hkey, sizeof(rl->hkey));
-    return rl;
-}
-
-void pv_ratelimit_free(pv_ratelimit_t *rl)
-{
-    if (!rl)
-        return;
-    free(rl->slots);
-    free(rl);
-}
-
-static rl_slot_t *rl_find(pv_ratelimit_t *rl, const char *key, int64_t now_ms)
-{
-    uint8_t h8[crypto_shorthash_BYTES];
-    uint64_t h = 0;
-
-    crypto_shorthash(h8, (const uint8_t *)key, strlen(key), rl->hkey);
-    memcpy(&h, h8, sizeof(h));
-    h |= 1; /* 0 marks an empty slot */
-    rl_slot_t *set = rl->slots + ((size_t)(h >> 1) % (size_t)rl->n_sets) * RL_WAYS;
-    rl_slot_t *victim = &set[0];
-    for (int i = 0; i < RL_WAYS; i++) {
-        if (set[i].hash == h)
-            return &set[i];
-        if (victim->hash != 0 && (set[i].hash == 0 || set[i].used < victim->used))
-            victim = &set[i];
-    }
-    victim->hash = h;
-    victim->tokens = rl->burst;
-    victim->last_ms = now_ms;
-    return victim;
-}
-
-int pv_ratelimit_take(pv_ratelimit_t *rl, const char *key, int64_t now_ms)
-{
-    rl_slot_t *s = rl_find(rl, key ? key : "", now_ms);
-
-    s->used = ++rl->clock;
-    if (now_ms > s->last_ms) {
-        s->tokens += (double)(now_ms - s->last_ms) * rl->per_ms;
-        if (s->tokens > rl->burst)
-            s->tokens = rl->burst;
-    }
-    s->last_ms = now_ms; /* a clock stepping back just refills nothing */
-    if (s->tokens >= 1.0) {
-        s->tokens -= 1.0;
-        return 0;
-    }
-    double wait_s = (1.0 - s->tokens) / rl->per_ms / 1000.0;
-    int secs = (int)ceil(wait_s - 1e-9);
-    return secs < 1 ? 1 : secs;
-}
-
-/* ---- emails ---- */
-
-
-static bool is_trim_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' ||
-           c == '\f';
-}
-
-/* Domain: labels separated by dots, none empty, at least two labels. */
-static bool email_domain_ok(const char *d, size_t n)
-{
-    if (n == 0 || d[0] == '.' || d[n - 1] == '.' || !memchr(d, '.', n))
-        return false;
-    for (size_t i = 1; i < n; i++)
-        if (d[i] == '.' && d[i - 1] == '.')
-            return false;
-    return true;
-}
-
-int pv_email_normalize(const char *in, char *out, size_t outlen)
-{
-    if (!in || !out)
-        return -EINVAL;
-    size_t len = strlen(in), start = 0, at = SIZE_MAX;
-    while (start < len && is_trim_space(in[start]))
-        start++;
-    while (len > start && is_trim_space(in[len - 1]))
-        len--;
-    len -= start;
-    if (len == 0 || len > 254 || len + 1 > outlen)
-        return -EINVAL;
-
-    const unsigned char *s = (const unsigned char *)in + start;
-    for (size_t i = 0; i < len;) {
-        size_t cl = pv_utf8_len(s + i, len - i);
-        if (cl == 0 || s[i] <= 0x20 || s[i] == 0x7f)
-            return -EINVAL;
-        if (s[i] == '@') {
-            if (at != SIZE_MAX)
-                return -EINVAL;
-            at = i;
-        }
-        i += cl;
-    }
-    if (at == SIZE_MAX || at == 0 ||
-        !email_domain_ok((const char *)s + at + 1, len - at - 1))
-        return -EINVAL;
-    for (size_t i = 0; i < len; i++)
-        out[i] = (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] + 32) : (char)s[i];
-    out[len] = '\0';
     return 0;
 }

@@ -1,6 +1,7 @@
 /*
  * crypto.h — ids, hashes, encodings, passwords, JWT access tokens, refresh
- * tokens, presigned URLs and the login rate limiter.
+ * tokens and presigned URLs. (Hex and percent-decoding are in text.h, the
+ * login rate limiter in ratelimit.h.)
  *
  * Keys live in DATA/keys.json (mode 0600), made on first start: the JWT
  * HS256 key and the presign keys. Presign keys rotate: a new key becomes the
@@ -27,8 +28,6 @@ int pv_sha256_file(const char *path, uint8_t out[32], uint64_t *bytes);
 /* HMAC-SHA256 with a key of any length (also for SigV4 signing) */
 void pv_hmac_sha256(const void *key, size_t keylen, const void *data,
                     size_t len, uint8_t out[32]);
-void pv_hex(const uint8_t *in, size_t len, char *out); /* out: 2*len+1 */
-int pv_unhex(const char *in, uint8_t *out, size_t outlen); /* exact length */
 /* base64url without padding; out needs 4*ceil(len/3)+1 */
 size_t pv_b64url_encode(const uint8_t *in, size_t len, char *out);
 int pv_b64url_decode(const char *in, uint8_t *out, size_t outmax,
@@ -98,19 +97,5 @@ int pv_presign_parse(const char *query, pv_presign_query_t *q);
  * -ETIMEDOUT expired (checked after the signature). */
 int pv_presign_verify(const pv_keys_t *keys, const char *path,
                       const char *query, int64_t now_s, pv_presign_query_t *q);
-
-/* ---- rate limiting (login): fixed-size table of token buckets ----
- * Not thread-safe: each owner (the auth actor) has its own. */
-typedef struct pv_ratelimit pv_ratelimit_t;
-/* burst attempts, refilled at per_minute; table of `slots` keys (LRU). */
-pv_ratelimit_t *pv_ratelimit_new(int burst, double per_minute, int slots);
-void pv_ratelimit_free(pv_ratelimit_t *rl);
-/* 0 when allowed (consumes one); else seconds until the next attempt. */
-int pv_ratelimit_take(pv_ratelimit_t *rl, const char *key, int64_t now_ms);
-
-/* ---- emails ---- */
-/* Trim, lower-case, check shape (one @, non-empty parts, a dot in the
- * domain, <= 254 chars, no spaces/controls). 0 or -EINVAL. */
-int pv_email_normalize(const char *in, char *out, size_t outlen);
 
 #endif

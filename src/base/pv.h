@@ -5,7 +5,8 @@
  * Results: functions return 0 on success and a negative errno on failure
  * (-ENOENT not found, -EEXIST conflict, -EINVAL bad input, -ENOSPC store or
  * disk full, -EMSGSIZE too large, -ENOMEM, -EIO, -EACCES, -ETIMEDOUT).
- * One convention throughout; pv_status_for() maps a result to HTTP.
+ * One convention throughout; pv_api_fail() (src/app/kit.c) maps a result
+ * to an HTTP answer, and the admin actor's req_error_rc() to a pvctl one.
  */
 #ifndef PV_H
 #define PV_H
@@ -60,9 +61,6 @@ int pv_mkdir_p(const char *path, unsigned mode);
 /* Copy src into dst (size bytes), always NUL-terminated, cut if longer;
  * returns strlen(src). */
 size_t pv_strlcpy(char *dst, const char *src, size_t size);
-/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid
- * (overlong, surrogate, past U+10FFFF, truncated). */
-size_t pv_utf8_len(const unsigned char *s, size_t n);
 
 /* ---- string builder (src/util.c): answers written straight to text ----
  * On allocation failure `failed` is set and later writes are no-ops. */

@@ -3,6 +3,7 @@
  * that survive EINTR and short writes, directory fsync and mkdir -p.
  */
 #include "base/pv.h"
+#include "base/text.h"
 
 #include <fcntl.h>
 #include <stdarg.h>
@@ -100,36 +101,6 @@ size_t pv_strlcpy(char *dst, const char *src, size_t size)
     return n;
 }
 
-size_t pv_utf8_len(const unsigned char *s, size_t n)
-{
-    size_t len;
-    uint32_t cp;
-    if (n == 0)
-        return 0;
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf)
-        len = 2, cp = s[0] & 0x1fu;
-    else if (s[0] >= 0xe0 && s[0] <= 0xef)
-        len = 3, cp = s[0] & 0x0fu;
-    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-        len = 4, cp = s[0] & 0x07u;
-    else
-        return 0;
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3fu);
-    }
-    /* overlong three- and four-byte forms, surrogates, past U+10FFFF */
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-        return 0;
-    return len;
-}
-
 /* ---- string builder ---- */
 
 static bool sb_reserve(pv_sb_t *sb, size_t more)
@@ -189,7 +160,7 @@ void pv_sb_printf(pv_sb_t *sb, const char *fmt, ...)
 
 void pv_sb_json_str(pv_sb_t *sb, const char *s)
 {
-    static const char hex[] = "0123456789abcdef";
+    static const char hex[] = PV_HEX_DIGITS;
     pv_sb_add(sb, "\"", 1);
     const char *run = s;
     for (; *s; s++) {

@@ -19,6 +19,7 @@
 #include "cloud/sigv4.h"
 
 #include "base/crypto.h"
+#include "base/text.h"
 #include "base/pv.h"
 
 #include <stdio.h>

@@ -37,6 +37,7 @@
 #include "http/http.h"
 #include "http/http_parse.h"
 #include "base/pv.h"
+#include "base/text.h"
 
 #include <arpa/inet.h>
 #include <event2/buffer.h>
@@ -1223,7 +1224,7 @@ static int pv_req_decode_path(pv_conn_t *c, pv_path_segs_t *ps)
         const char *e = strchr(raw, '/');
         size_t len = e ? (size_t)(e - raw) : strlen(raw);
         dst[o++] = '/';
-        ssize_t n = pv_http_pct_decode(raw, len, dst + o, false);
+        ssize_t n = pv_pct_decode(raw, len, dst + o, len, 0);
         if (n < 0 || memchr(dst + o, '\0', (size_t)n) ||
             memchr(dst + o, '/', (size_t)n))
             return -EINVAL;
@@ -2316,12 +2317,14 @@ const char *pv_http_query_param(pv_http_req_t *req, const char *name,
         const char *eq = memchr(p, '=', plen);
         size_t klen = eq ? (size_t)(eq - p) : plen;
         if (klen < sizeof(key) &&
-            pv_http_pct_decode(p, klen, key, true) == (ssize_t)nl &&
+            pv_pct_decode(p, klen, key, klen, PV_PCT_PLUS_SPACE) == (ssize_t)nl &&
             memcmp(key, name, nl) == 0) {
             const char *v = eq ? eq + 1 : p + plen;
             size_t vlen = eq ? plen - klen - 1 : 0;
-            if (vlen >= buflen || pv_http_pct_decode(v, vlen, buf, true) < 0)
+            ssize_t n;
+            if (vlen >= buflen || (n = pv_pct_decode(v, vlen, buf, vlen, PV_PCT_PLUS_SPACE)) < 0)
                 return NULL;
+            buf[n] = '\0';
             return buf;
         }
         if (!amp)

@@ -13,6 +13,7 @@
  * caller bounds its size. Bad bytes are reported as soon as they are seen.
  */
 #include "http/http_parse.h"
+#include "base/text.h"
 
 #include <string.h>
 
@@ -41,16 +42,6 @@ static const char pv_tchar[256] = {
 static inline bool pv_value_byte(unsigned char c)
 {
     return c == '\t' || (c >= 0x20 && c != 0x7f);
-}
-
-static inline int pv_hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c |= 0x20;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
 }
 
 static inline unsigned char pv_lower(unsigned char c)
@@ -358,7 +349,7 @@ static int pv_chunk_byte(pv_http_chunked_t *d, unsigned char c)
     switch (d->state) {
     case CH_SIZE0:
     case CH_SIZE:
-        v = pv_hexval(c);
+        v = pv_hex_digit(c);
         if (v >= 0) {
             if (++d->digits > PV_CHUNK_DIGITS_MAX)
                 return -1;
@@ -459,32 +450,6 @@ ssize_t pv_http_chunked_feed(pv_http_chunked_t *d, const char *buf, size_t len,
     }
     return (ssize_t)i;
 }
-
-ssize_t pv_http_pct_decode(const char *src, size_t len, char *dst,
-                           bool plus_space)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = src[i];
-        if (c == '%') {
-            if (len - i < 3)
-                return -1;
-            int hi = pv_hexval((unsigned char)src[i + 1]);
-            int lo = pv_hexval((unsigned char)src[i + 2]);
-            if (hi < 0 || lo < 0)
-                return -1;
-            dst[o++] = (char)(hi << 4 | lo);
-            i += 2;
-        } else if (c == '+' && plus_space) {
-            dst[o++] = ' ';
-        } else {
-            dst[o++] = c;
-        }
-    }
-    dst[o] = '\0';
-    return (ssize_t)o;
-}
-
 
 int pv_http_parse_range(const char *v, size_t vlen, uint64_t size,
                         uint64_t *start, uint64_t *len)

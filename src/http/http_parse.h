@@ -94,13 +94,8 @@ ssize_t pv_http_chunked_feed(pv_http_chunked_t *d, const char *buf, size_t len,
                              const char **data, size_t *data_len);
 bool pv_http_chunked_done(const pv_http_chunked_t *d);
 
-/* ---- small helpers shared with the server ---- */
-/* Percent-decodes src[0..len) into dst (room for len+1); NUL-terminates.
- * Returns the decoded length, or -1 for a bad escape. plus_space turns
- * '+' into ' ' (query strings). */
-ssize_t pv_http_pct_decode(const char *src, size_t len, char *dst,
-                           bool plus_space);
-
+/* ---- small helpers shared with the server ----
+ * (percent-decoding is pv_pct_decode, in base/text.h) */
 /*
  * Range: bytes=... against a representation of `size` bytes. Returns 1 for
  * one satisfiable range (*start, *len), 0 when the header is to be ignored

@@ -20,6 +20,7 @@
  */
 #include "http/multipart.h"
 #include "base/pv.h"
+#include "base/text.h"
 
 #include <errno.h>
 #include <string.h>
@@ -234,38 +235,22 @@ int pv_multipart_boundary(const char *content_type, char *out, size_t outlen)
 
 /* ---- part headers ---- */
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = lower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 /* RFC 5987 ext-value: charset'language'pct-encoded, decoded in place.
  * 1 when decoded (UTF-8), 0 for another charset (ignored), -EINVAL. */
 static int ext_value(char *v, size_t n, char **out, size_t *outn)
 {
-    char *q1 = memchr(v, '\'', n), *q2, *w, *p, *end = v + n;
+    char *q1 = memchr(v, '\'', n), *q2, *end = v + n;
 
     if (!q1 || !(q2 = memchr(q1 + 1, '\'', (size_t)(end - q1 - 1))))
         return -EINVAL;
     if (!ieq(v, (size_t)(q1 - v), "utf-8"))
         return 0;
-    w = *out = q2 + 1;
-    for (p = q2 + 1; p < end; p++) {
-        if (*p != '%') {
-            *w++ = *p;
-            continue;
-        }
-        int hi = 0, lo = 0;
-        if (end - p < 3 || (hi = hex_digit(p[1])) < 0 ||
-            (lo = hex_digit(p[2])) < 0)
-            return -EINVAL;
-        *w++ = (char)(hi << 4 | lo);
-        p += 2;
-    }
-    *outn = (size_t)(w - *out);
+    size_t len = (size_t)(end - q2 - 1);
+    ssize_t dn = pv_pct_decode(q2 + 1, len, q2 + 1, len, 0);
+    if (dn < 0)
+        return -EINVAL;
+    *out = q2 + 1;
+    *outn = (size_t)dn;
     return 1;
 }
 

@@ -4,6 +4,7 @@
  */
 #include "model/photos.h"
 #include "base/pv.h"
+#include "base/text.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -32,6 +32,7 @@
  */
 #include "store/store.h"
 #include "base/pv.h"
+#include "base/text.h"
 
 #include <dirent.h>
 #include <event2/event.h>
@@ -703,45 +704,31 @@ int pv_changes_trim(pv_txn_t *txn, uint64_t upto)
 
 /* ---------------- blobs ---------------- */
 
-static void hex32(const uint8_t in[32], char out[65])
+/* Blob names are pv_hex's lower-case spelling and only that, so the
+ * sweep never takes a file that pv_blob_path did not name ("AB/...") for
+ * a blob. True when s is exactly n lower-case hex digits. */
+static bool lower_hex(const char *s, size_t n)
 {
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[64] = '\0';
-}
-
-static int unhex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
+    return strlen(s) == n && strspn(s, PV_HEX_DIGITS) == n;
 }
 
 /* A blob file name: exactly 64 lower-case hex digits. */
 static int unhex32(const char *s, uint8_t out[32])
 {
-    if (strlen(s) != 64)
-        return -EINVAL;
-    for (int i = 0; i < 32; i++) {
-        int hi = unhex_digit(s[2 * i]), lo = unhex_digit(s[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return -EINVAL;
-        out[i] = (uint8_t)(hi << 4 | lo);
-    }
-    return 0;
+    return lower_hex(s, 64) ? pv_unhex(s, out, 32) : -EINVAL;
 }
 
 void pv_blob_path(pv_store_t *store, const uint8_t sha256[32], char *out,
                   size_t outlen)
 {
     char hex[65];
-    hex32(sha256, hex);
-    snprintf(out, outlen, "%s/%.2s/%s", store->blobs_dir, hex, hex);
+    pv_hex(sha256, 32, hex);
+    /* store_paths() left room for "/ab/<64 hex>" in PATH_MAX, the size
+     * every caller passes, so this is never cut; were it cut, it would
+     * name another file, so it names none. */
+    int n = snprintf(out, outlen, "%s/%.2s/%s", store->blobs_dir, hex, hex);
+    if ((n < 0 || (size_t)n >= outlen) && outlen > 0)
+        out[0] = '\0';
 }
 
 static void dir_of(const char *path, char *out, size_t outlen)
@@ -1173,8 +1160,7 @@ static int sweep_blobs(pv_store_t *s)
     int n = 0;
     struct dirent *e;
     while (d && (e = readdir(d)) != NULL) {
-        if (strlen(e->d_name) != 2 || unhex_digit(e->d_name[0]) < 0 ||
-            unhex_digit(e->d_name[1]) < 0)
+        if (!lower_hex(e->d_name, 2))
             continue;
         char shard[PATH_MAX];
         if (snprintf(shard, sizeof(shard), "%s/%s", s->blobs_dir,

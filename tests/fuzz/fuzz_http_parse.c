@@ -1,14 +1,20 @@
 /*
  * fuzz_http_parse.c — libFuzzer target for src/http_parse.c: the request
- * parser, framing rules, chunked decoder, Range and If-None-Match.
+ * parser, framing rules, chunked decoder, Range and If-None-Match, and
+ * the percent-decoder (src/base/text.c) the server runs over paths and
+ * query strings.
  *
  * Beyond "no crash", it checks properties the server relies on: a head
  * that parses has every shorter prefix reported as "need more" (so feeding
  * bytes as they arrive gives the same answer), and the chunked decoder
- * gives the same bytes and the same end however its input is split.
+ * gives the same bytes and the same end however its input is split; the
+ * percent-decoder gives the same bytes in place (multipart decodes over
+ * its source) and refuses, rather than cuts, what does not fit.
  */
 #include "http/http_parse.h"
+#include "base/text.h"
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +87,24 @@ static void fuzz_chunked(const char *buf, size_t len)
     free(b);
 }
 
+static void fuzz_pct(const char *buf, size_t len)
+{
+    char *dec = malloc(len ? len : 1), *inplace = malloc(len ? len : 1);
+    for (unsigned flags = 0; flags <= (PV_PCT_PLUS_SPACE | PV_PCT_NO_NUL); flags++) {
+        ssize_t n = pv_pct_decode(buf, len, dec, len, flags);
+        if (n > (ssize_t)len || (n < 0 && n != -EINVAL))
+            __builtin_trap();
+        memcpy(inplace, buf, len);
+        if (pv_pct_decode(inplace, len, inplace, len, flags) != n ||
+            (n > 0 && memcmp(inplace, dec, (size_t)n) != 0))
+            __builtin_trap();
+        if (n > 0 && pv_pct_decode(buf, len, dec, (size_t)n - 1, flags) != -EMSGSIZE)
+            __builtin_trap();
+    }
+    free(inplace);
+    free(dec);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     /* An exact-size copy, so reads past the end are caught. */
@@ -93,9 +117,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rr == 1 && (l == 0 || a + l > 1000))
         __builtin_trap();
     pv_http_etag_match(buf, size, "\"abc\"", 5);
-    char *dec = malloc(size + 1);
-    pv_http_pct_decode(buf, size, dec, true);
-    free(dec);
+    fuzz_pct(buf, size);
     free(buf);
     return 0;
 }

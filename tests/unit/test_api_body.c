@@ -81,6 +81,8 @@ TEST(credentials_table)
         } else if (rc != 0 && cases[i].rc != 0) {
             CHECK_EQ_STR(e.field, cases[i].field);
             CHECK_EQ_STR(e.code, cases[i].code);
+            CHECK_EQ_INT(e.rc, rc); /* the error says what was returned */
+            CHECK_EQ_INT(e.status, 400);
             CHECK(e.message[0] != '\0');
             CHECK(c.password[0] == '\0'); /* nothing half-filled */
         }
@@ -109,6 +111,8 @@ TEST(credentials_limits)
     memset(body, ' ', PV_BODY_MAX_BYTES + 1);
     CHECK_EQ_INT(pv_body_credentials(body, PV_BODY_MAX_BYTES + 1, true, &c, &e), -EMSGSIZE);
     CHECK_EQ_STR(e.code, "body_too_large");
+    CHECK_EQ_INT(e.rc, -EMSGSIZE);
+    CHECK_EQ_INT(e.status, 413);
     /* nesting: 32 levels parse, 33 do not; brackets in strings do not count */
     for (int depth = PV_BODY_MAX_DEPTH - 1; depth <= PV_BODY_MAX_DEPTH; depth++) {
         int n = sprintf(body, "{\"email\":\"a@b.io\",\"password\":\"[[[{{{12345678\",\"x\":");
@@ -131,6 +135,8 @@ TEST(credentials_limits)
                                      true, &c, &e), -ENOMEM);
     pv_fail_reset("");
     CHECK_EQ_STR(e.code, "out_of_memory");
+    CHECK_EQ_INT(e.rc, -ENOMEM);
+    CHECK_EQ_INT(e.status, 503);
 }
 
 TEST(refresh_table)

@@ -393,21 +393,6 @@ TEST(etag_match)
 #undef M
 }
 
-TEST(pct_decode)
-{
-    char out[32];
-    CHECK_EQ_INT(pv_http_pct_decode("a%20b%2f", 8, out, false), 4);
-    CHECK_EQ_STR(out, "a b/");
-    CHECK_EQ_INT(pv_http_pct_decode("a+b", 3, out, true), 3);
-    CHECK_EQ_STR(out, "a b");
-    CHECK_EQ_INT(pv_http_pct_decode("a+b", 3, out, false), 3);
-    CHECK_EQ_STR(out, "a+b");
-    CHECK_EQ_INT(pv_http_pct_decode("%", 1, out, false), -1);
-    CHECK_EQ_INT(pv_http_pct_decode("%4", 2, out, false), -1);
-    CHECK_EQ_INT(pv_http_pct_decode("%zz", 3, out, false), -1);
-    CHECK_EQ_INT(pv_http_pct_decode("%00", 3, out, false), 1);
-}
-
 int main(void)
 {
     RUN(parse_simple_get);
@@ -421,6 +406,5 @@ int main(void)
     RUN(chunked_bad);
     RUN(range_parse);
     RUN(etag_match);
-    RUN(pct_decode);
     return t_done("http_parse");
 }

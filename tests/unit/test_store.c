@@ -1039,6 +1039,15 @@ TEST(blobs)
     write_file(stray, "half an upload");
     snprintf(junk, sizeof(junk), "%s/blobs/a2/README", dir);
     write_file(junk, "not a blob");
+    /* a blob name is pv_hex's lower-case spelling only: an upper-case
+     * name, or a lower-case one in an upper-case shard, is not ours */
+    char upper[PATH_MAX], upper_shard[PATH_MAX], in_upper[PATH_MAX];
+    snprintf(upper, sizeof(upper), "%s/blobs/a2/A2%060d03", dir, 0);
+    write_file(upper, "not a blob");
+    snprintf(upper_shard, sizeof(upper_shard), "%s/blobs/A4", dir);
+    CHECK_EQ_INT(mkdir(upper_shard, 0700), 0);
+    snprintf(in_upper, sizeof(in_upper), "%s/blobs/A4/a4%060d04", dir, 0);
+    write_file(in_upper, "not a blob");
     pv_store_close(s);
     s = open_store(dir, 0, 0);
     if (!s)
@@ -1047,6 +1056,8 @@ TEST(blobs)
     CHECK(!blob_exists(s, 3));
     CHECK(!file_exists(stray));
     CHECK(file_exists(junk)); /* only blob-named files are collected */
+    CHECK(file_exists(upper));
+    CHECK(file_exists(in_upper));
     CHECK(!file_exists(upload5)); /* same path: DATA/tmp did not move */
     pv_store_close(s);
     rm_rf(dir);
