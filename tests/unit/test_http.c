@@ -11,6 +11,7 @@
 #include "t.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <fcntl.h>
@@ -43,6 +44,7 @@ static int g_port_plain, g_port_tls;
 static char g_dir[256], g_cert[300], g_key[300], g_file[300];
 static size_t g_file_len;
 static atomic_int g_sse_closed, g_done_count, g_last_status, g_idle_seen;
+static atomic_int g_async_started; /* h_async entered: the handler owns a request */
 static char g_kept[300];
 
 static void h_hello(pv_http_req_t *req)
@@ -112,6 +114,7 @@ static void free_event(void *p) { event_free(p); }
 
 static void h_async(pv_http_req_t *req)
 {
+    atomic_fetch_add(&g_async_started, 1);
     struct timeval tv = {0, 100 * 1000};
     struct event *ev = evtimer_new(g_base, async_fire, req);
     pv_http_set_data(req, ev, free_event);
@@ -1129,8 +1132,9 @@ TEST(sse)
         char ev[13] = {0};
         CHECK_EQ_INT(cli_take(c, ev, 12), 0);
         CHECK(memcmp(ev, "data: hi\n\n\r\n", 12) == 0);
-        /* Stays open with no read timeout (1 s) cutting it. */
-        usleep(1300 * 1000);
+        /* Stays open with no read timeout (1 s) cutting it: watch the
+         * socket past that timeout; a close would show at once. */
+        CHECK(!cli_sees_close(c, 1.3));
         CHECK_EQ_INT(atomic_load(&g_sse_closed), 0);
         cli_close(c);
         double end = now_s() + 3;
@@ -1267,16 +1271,28 @@ static void set_failpoints(const char *spec)
 /* Leftover upload temp files in the test directory. */
 static int count_uploads(void)
 {
-    char cmd[400];
-    snprintf(cmd, sizeof(cmd), "ls -a %s | grep -c '^.pv-upload-'", g_dir);
-    FILE *p = popen(cmd, "r");
-    int n = -1;
-    if (p) {
-        if (fscanf(p, "%d", &n) != 1)
-            n = -1;
-        pclose(p);
-    }
+    DIR *d = opendir(g_dir);
+    int n = 0;
+    if (!d)
+        return -1;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += strncmp(e->d_name, ".pv-upload-", 11) == 0;
+    closedir(d);
     return n;
+}
+
+/* Waits until exactly n upload files exist, for at most secs: the server
+ * makes and removes them on its own thread, so a test waits for that to
+ * happen rather than sleeping and hoping it has. */
+static bool uploads_become(int n, double secs)
+{
+    double end = now_s() + secs;
+    int k;
+    while ((k = count_uploads()) != n && now_s() < end)
+        usleep(5000);
+    if (k != n)
+        printf("#   %d upload files, waited for %d\n", k, n);
+    return k == n;
 }
 
 static const char upload_req[] = "POST /upload HTTP/1.1\r\nHost: x\r\n"
@@ -1334,8 +1350,7 @@ TEST(failure_seams)
     CHECK_EQ_INT(request(false, upload_req, &r), 0);
     CHECK_EQ_INT(r.status, 200);
     resp_free(&r);
-    usleep(50 * 1000);
-    CHECK_EQ_INT(count_uploads(), 0);
+    CHECK(uploads_become(0, 2.0)); /* unlinked once the answer is done */
 }
 
 TEST(upload_abort_cleans_up)
@@ -1346,13 +1361,9 @@ TEST(upload_abort_cleans_up)
     cli_sends(c, "POST /upload HTTP/1.1\r\nHost: x\r\n"
                  "Content-Length: 100000\r\n\r\n");
     cli_send(c, buf, sizeof(buf));
-    usleep(100 * 1000);
-    CHECK_EQ_INT(count_uploads(), 1);
+    CHECK(uploads_become(1, 2.0)); /* the body is being streamed to disk */
     cli_close(c);
-    double end = now_s() + 2;
-    while (count_uploads() != 0 && now_s() < end)
-        usleep(10000);
-    CHECK_EQ_INT(count_uploads(), 0);
+    CHECK(uploads_become(0, 2.0)); /* and the half upload is gone */
 }
 
 static void shutdown_on_loop(evutil_socket_t fd, short what, void *arg)
@@ -1388,8 +1399,13 @@ TEST(graceful_shutdown)
     CHECK_EQ_INT(cli_response(idle, &r, false), 0);
     resp_free(&r);
     cli_t *busy = cli_open(false);
+    int started = atomic_load(&g_async_started);
     cli_sends(busy, "GET /async HTTP/1.1\r\nHost: x\r\n\r\n");
-    usleep(20 * 1000);
+    /* Shut down only once the handler owns the request (in flight). */
+    double until = now_s() + 2;
+    while (atomic_load(&g_async_started) == started && now_s() < until)
+        usleep(1000);
+    CHECK(atomic_load(&g_async_started) > started);
     loop_call(shutdown_on_loop);
     CHECK(cli_sees_close(idle, 2.0));
     char v[64];
