@@ -36,6 +36,7 @@
  */
 #include "http/http.h"
 #include "http/http_parse.h"
+#include "http/route.h"
 #include "base/pv.h"
 
 #include <arpa/inet.h>
@@ -65,8 +66,6 @@
 #include <unistd.h>
 
 #define PV_HTTP_MAX_LISTENERS 8
-#define PV_HTTP_MAX_SEGS 32        /* path segments routing looks at */
-#define PV_HTTP_MAX_PARAMS 8       /* {name} captures in one pattern */
 #define PV_HTTP_IN_WINDOW (256u * 1024)  /* input buffered per connection */
 #define PV_HTTP_OUT_WINDOW (256u * 1024) /* file bytes queued ahead (TLS) */
 #define PV_HTTP_FILE_CHUNK (64u * 1024)
@@ -98,19 +97,6 @@ enum pv_conn_state {
 
 typedef struct pv_conn pv_conn_t;
 
-/* One compiled segment of a route pattern. */
-typedef struct pv_route_seg {
-    const char *s; /* literal text, or the capture's name */
-    size_t len;
-    bool capture;
-} pv_route_seg_t;
-
-typedef struct pv_route_c {
-    const pv_http_route_t *r;
-    int nsegs;
-    pv_route_seg_t seg[PV_HTTP_MAX_SEGS];
-} pv_route_c_t;
-
 typedef struct pv_listener {
     pv_http_server_t *srv;
     struct evconnlistener *lev;
@@ -140,8 +126,7 @@ struct pv_http_req {
     pv_http_framing_t fr;
     const pv_http_route_t *route;
     int nparams;
-    const pv_route_seg_t *param_name[PV_HTTP_MAX_PARAMS];
-    const char *param_val[PV_HTTP_MAX_PARAMS];
+    pv_route_param_t param[PV_ROUTE_MAX_PARAMS]; /* values NUL-terminated in segbuf */
     char id[PV_HTTP_ID_MAX + 1];
     char user_small[72];
     char *user;           /* user_small, a heap copy, or NULL */
@@ -208,8 +193,7 @@ struct pv_conn {
 struct pv_http_server {
     struct event_base *base;
     pv_http_config_t cfg;
-    pv_route_c_t *routes;
-    size_t nroutes;
+    pv_route_table_t *routes;
     pv_listener_t lst[PV_HTTP_MAX_LISTENERS];
     int nlst;
     pv_conn_t *conns;
@@ -399,130 +383,32 @@ static void pv_free_ref(const void *data, size_t len, void *extra)
  * Routes
  * ---------------------------------------------------------------- */
 
-/* Splits a pattern into segments: "/a/{id}/b" -> "a", {id}, "b". */
-static int pv_route_compile(const pv_http_route_t *r, pv_route_c_t *out)
-{
-    const char *p = r->pattern;
-
-    if (!p || p[0] != '/' || !r->method)
-        return -EINVAL;
-    out->r = r;
-    out->nsegs = 0;
-    p++;
-    for (;;) {
-        const char *e = strchr(p, '/');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (out->nsegs == PV_HTTP_MAX_SEGS)
-            return -E2BIG;
-        pv_route_seg_t *sg = &out->seg[out->nsegs++];
-        if (len >= 2 && p[0] == '{' && p[len - 1] == '}') {
-            sg->capture = true;
-            sg->s = p + 1;
-            sg->len = len - 2;
-        } else {
-            sg->capture = false;
-            sg->s = p;
-            sg->len = len;
-        }
-        if (!e)
-            break;
-        p = e + 1;
-    }
-    return 0;
-}
-
-typedef struct pv_path_segs {
-    int n;          /* -1: too many to route */
-    const char *s[PV_HTTP_MAX_SEGS];
-    size_t len[PV_HTTP_MAX_SEGS];
-} pv_path_segs_t;
-
-static bool pv_route_match(const pv_route_c_t *rc, const pv_path_segs_t *ps,
-                           pv_http_req_t *req)
-{
-    int np = 0;
-    if (rc->nsegs != ps->n)
-        return false;
-    for (int i = 0; i < rc->nsegs; i++) {
-        const pv_route_seg_t *sg = &rc->seg[i];
-        if (sg->capture) {
-            if (ps->len[i] == 0)
-                return false;
-            if (req && np < PV_HTTP_MAX_PARAMS) {
-                req->param_name[np] = sg;
-                req->param_val[np] = ps->s[i];
-                np++;
-            }
-        } else if (sg->len != ps->len[i] || memcmp(sg->s, ps->s[i], sg->len)) {
-            return false;
-        }
-    }
-    if (req)
-        req->nparams = np;
-    return true;
-}
-
-static bool pv_method_fits(const char *route_method, const pv_http_req_t *r)
-{
-    if (strcmp(route_method, r->method) == 0)
-        return true;
-    return r->head && strcmp(route_method, "GET") == 0;
-}
-
-/* Appends a method to a comma list unless it is there already. */
-static void pv_allow_add(char *buf, size_t cap, const char *m)
-{
-    size_t ml = strlen(m), bl = strlen(buf);
-    for (const char *p = buf; *p;) {
-        const char *e = strchr(p, ',');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        if (l == ml && memcmp(p, m, ml) == 0)
-            return;
-        p = e ? e + 2 : p + l;
-    }
-    if (bl + ml + 3 > cap)
-        return;
-    if (bl)
-        memcpy(buf + bl, ", ", 2), bl += 2;
-    memcpy(buf + bl, m, ml + 1);
-}
-
 /* Finds the route for the request: 0 with req->route set, or an HTTP
  * status (404, 405) after answering. */
-static int pv_route_find(pv_conn_t *c, const pv_path_segs_t *ps)
+static int pv_req_route(pv_conn_t *c, const pv_route_path_t *ps)
 {
-    pv_http_server_t *s = c->srv;
     pv_http_req_t *r = &c->req;
-    bool path_hit = false;
+    pv_route_match_t m;
 
-    for (size_t i = 0; i < s->nroutes; i++) {
-        const pv_route_c_t *rc = &s->routes[i];
-        if (!(rc->r->listeners & c->kind) || !pv_route_match(rc, ps, NULL))
-            continue;
-        path_hit = true;
-        if (pv_method_fits(rc->r->method, r)) {
-            pv_route_match(rc, ps, r);
-            r->route = rc->r;
-            return 0;
-        }
-    }
-    if (!path_hit) {
+    int st = pv_route_find(c->srv->routes, r->method, c->kind, ps, &m);
+    if (st == 404) {
         pv_answer_error(r, 404, "not_found", "no such resource");
         return 404;
     }
-    char allow[128] = "";
-    for (size_t i = 0; i < s->nroutes; i++) {
-        const pv_route_c_t *rc = &s->routes[i];
-        if (!(rc->r->listeners & c->kind) || !pv_route_match(rc, ps, NULL))
-            continue;
-        pv_allow_add(allow, sizeof(allow), rc->r->method);
-        if (strcmp(rc->r->method, "GET") == 0)
-            pv_allow_add(allow, sizeof(allow), "HEAD");
+    if (st == 405) {
+        pv_extra_add(r, "Allow", m.allow);
+        pv_answer_error(r, 405, "method_not_allowed",
+                        "method not allowed for this resource");
+        return 405;
     }
-    pv_extra_add(r, "Allow", allow);
-    pv_answer_error(r, 405, "method_not_allowed",
-                    "method not allowed for this resource");
-    return 405;
+    r->route = m.route;
+    r->nparams = m.nparams;
+    for (int i = 0; i < m.nparams; i++) {
+        r->param[i] = m.param[i];
+        /* The same offset in segbuf is the value with a NUL after it. */
+        r->param[i].val = c->segbuf + (m.param[i].val - c->pathbuf);
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- *
@@ -1212,13 +1098,12 @@ static void pv_conn_fail_head(pv_conn_t *c, int status, const char *code,
 /* Percent-decodes the raw path segment by segment into pathbuf (for
  * pv_http_path) and segbuf (NUL-separated, for captures). Refuses escapes
  * that are bad, NUL, '/', and "." or ".." segments. */
-static int pv_req_decode_path(pv_conn_t *c, pv_path_segs_t *ps)
+static int pv_req_decode_path(pv_conn_t *c, pv_route_path_t *ps)
 {
     const char *raw = c->req.raw_path + 1; /* the parser checked the '/' */
     char *dst = c->pathbuf;
     size_t o = 0;
 
-    ps->n = 0;
     for (;;) {
         const char *e = strchr(raw, '/');
         size_t len = e ? (size_t)(e - raw) : strlen(raw);
@@ -1230,13 +1115,6 @@ static int pv_req_decode_path(pv_conn_t *c, pv_path_segs_t *ps)
         if ((n == 1 && dst[o] == '.') ||
             (n == 2 && dst[o] == '.' && dst[o + 1] == '.'))
             return -EINVAL;
-        if (ps->n >= 0 && ps->n < PV_HTTP_MAX_SEGS) {
-            ps->s[ps->n] = c->segbuf + o;
-            ps->len[ps->n] = (size_t)n;
-            ps->n++;
-        } else {
-            ps->n = -1;
-        }
         o += (size_t)n;
         if (!e)
             break;
@@ -1246,6 +1124,7 @@ static int pv_req_decode_path(pv_conn_t *c, pv_path_segs_t *ps)
     for (size_t i = 0; i <= o; i++)
         c->segbuf[i] = dst[i] == '/' ? '\0' : dst[i];
     c->req.path = dst;
+    pv_route_split(dst, o, ps);
     return 0;
 }
 
@@ -1577,7 +1456,7 @@ static void pv_req_start(pv_conn_t *c, const pv_http_reqline_t *rl)
 {
     pv_http_req_t *r = &c->req;
     pv_http_server_t *s = c->srv;
-    pv_path_segs_t ps;
+    pv_route_path_t ps;
 
     pv_req_begin(c);
     ((char *)rl->method)[rl->method_len] = '\0';
@@ -1612,7 +1491,7 @@ static void pv_req_start(pv_conn_t *c, const pv_http_reqline_t *rl)
         pv_answer_error(r, 400, "bad_path", "malformed request path");
         return;
     }
-    if (pv_route_find(c, &ps) != 0)
+    if (pv_req_route(c, &ps) != 0)
         return;
     r->body_mode = r->route->body;
     r->body_limit = pv_route_limit(s, r->route);
@@ -2136,7 +2015,7 @@ pv_http_server_t *pv_http_server_new(struct event_base *base,
                                      const pv_http_config_t *cfg)
 {
     pv_http_server_t *s = calloc(1, sizeof(*s));
-    size_t n = 0;
+    size_t bad = 0;
 
     if (!s)
         return NULL;
@@ -2166,24 +2045,15 @@ pv_http_server_t *pv_http_server_new(struct event_base *base,
     if (getrandom(&s->rng, sizeof(s->rng), 0) != sizeof(s->rng))
         s->rng = (uint64_t)pv_mono_us() ^ (uint64_t)(uintptr_t)s;
 
-    while (cfg->routes && cfg->routes[n].method)
-        n++;
-    s->routes = calloc(n ? n : 1, sizeof(*s->routes));
-    if (!s->routes)
-        goto fail;
-    for (size_t i = 0; i < n; i++) {
-        if (pv_route_compile(&cfg->routes[i], &s->routes[i]) < 0) {
+    int rc = pv_route_table_new(cfg->routes, &s->routes, &bad);
+    if (rc < 0) {
+        if (rc != -ENOMEM)
             pv_log(PV_LOG_ERROR, LOG_ACTOR, NULL, NULL, "bad route pattern %s",
-                   cfg->routes[i].pattern ? cfg->routes[i].pattern : "(null)");
-            goto fail;
-        }
+                   cfg->routes[bad].pattern ? cfg->routes[bad].pattern : "(null)");
+        free(s);
+        return NULL;
     }
-    s->nroutes = n;
     return s;
-fail:
-    free(s->routes);
-    free(s);
-    return NULL;
 }
 
 static void pv_listeners_close(pv_http_server_t *s)
@@ -2255,7 +2125,7 @@ void pv_http_server_free(pv_http_server_t *srv)
         c->refs = 0;
         pv_conn_maybe_free(c);
     }
-    free(srv->routes);
+    pv_route_table_free(srv->routes);
     free(srv);
 }
 
@@ -2296,9 +2166,9 @@ const char *pv_http_param(pv_http_req_t *req, const char *name)
 {
     size_t nl = strlen(name);
     for (int i = 0; i < req->nparams; i++) {
-        const pv_route_seg_t *sg = req->param_name[i];
-        if (sg->len == nl && memcmp(sg->s, name, nl) == 0)
-            return req->param_val[i];
+        const pv_route_param_t *p = &req->param[i];
+        if (p->name_len == nl && memcmp(p->name, name, nl) == 0)
+            return p->val;
     }
     return NULL;
 }
