@@ -1,0 +1,408 @@
+/*
+ * server.c — the server: its listeners, the accept, the dealing of
+ * connections to the loops of a group, and the server's own life (new,
+ * graceful shutdown, free).
+ *
+ * One pv_http_server_t lives on one event loop and owns the connections
+ * on it (conn.c). Servers grouped with pv_http_server_group share one
+ * listening socket: the loop that accepts deals each connection
+ * round-robin to the group, so a burst of connections does not all land
+ * on the loop that woke first, and a connection then stays on the loop it
+ * was dealt to. Sockets are bound without SO_REUSEPORT, so a second
+ * daemon on the same port fails to start instead of taking half the
+ * connections.
+ */
+#include "http/http_int.h"
+#include "base/pv.h"
+
+#include <event2/listener.h>
+#include <event2/util.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Defaults for config fields left at 0. */
+#define PV_HTTP_DEF_HEADER_BYTES (16u * 1024)
+#define PV_HTTP_DEF_MEMORY_BODY (1u * 1024 * 1024)
+#define PV_HTTP_DEF_FILE_BODY (256ull * 1024 * 1024)
+#define PV_HTTP_DEF_IDLE_S 60
+#define PV_HTTP_DEF_READ_S 30
+#define PV_HTTP_DEF_WRITE_S 60
+
+typedef struct pv_handoff {
+    struct pv_handoff *next;
+    evutil_socket_t fd;
+    int kind;
+    SSL_CTX *_Atomic *tls;
+    struct sockaddr_storage sa;
+} pv_handoff_t;
+
+/* ---------------------------------------------------------------- *
+ * Accepting and dealing
+ * ---------------------------------------------------------------- */
+
+/* Hand an accepted socket to another loop's server: any thread. */
+static int pv_handoff(pv_http_server_t *to, pv_listener_t *l, evutil_socket_t fd,
+                      const struct sockaddr *sa, int salen)
+{
+    pv_handoff_t *h = malloc(sizeof(*h));
+    if (!h || salen < 0 || (size_t)salen > sizeof(h->sa)) {
+        free(h);
+        return -ENOMEM;
+    }
+    h->fd = fd;
+    h->kind = l->kind;
+    h->tls = l->tls;
+    memset(&h->sa, 0, sizeof(h->sa));
+    memcpy(&h->sa, sa, (size_t)salen);
+    pthread_mutex_lock(&to->inbox_mu);
+    bool was_empty = to->inbox == NULL;
+    h->next = to->inbox;
+    to->inbox = h;
+    pthread_mutex_unlock(&to->inbox_mu);
+    if (was_empty) { /* wake the loop only on empty -> non-empty */
+        uint64_t one = 1;
+        ssize_t n = write(to->inbox_fd, &one, sizeof(one));
+        (void)n; /* an eventfd write fails only on counter overflow */
+    }
+    return 0;
+}
+
+/* On the receiving loop: adopt every handed-over connection. */
+static void pv_inbox_cb(evutil_socket_t fd, short what, void *arg)
+{
+    pv_http_server_t *s = arg;
+    uint64_t v;
+    ssize_t n = read(fd, &v, sizeof(v));
+    (void)n;
+    (void)what;
+    pthread_mutex_lock(&s->inbox_mu);
+    pv_handoff_t *h = s->inbox;
+    s->inbox = NULL;
+    pthread_mutex_unlock(&s->inbox_mu);
+    while (h) {
+        pv_handoff_t *next = h->next;
+        if (s->shutting_down)
+            evutil_closesocket(h->fd);
+        else
+            pv_conn_new(s, h->kind, h->tls, h->fd, (const struct sockaddr *)&h->sa);
+        free(h);
+        h = next;
+    }
+}
+
+int pv_http_server_group(pv_http_server_t **servers, int n)
+{
+    for (int i = 0; i < n; i++) {
+        pv_http_server_t *s = servers[i];
+        s->group = servers;
+        s->ngroup = n;
+        s->inbox_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (s->inbox_fd < 0)
+            return -errno;
+        s->inbox_ev = event_new(s->base, s->inbox_fd, EV_READ | EV_PERSIST, pv_inbox_cb, s);
+        if (!s->inbox_ev || event_add(s->inbox_ev, NULL) < 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+static void pv_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
+                         struct sockaddr *sa, int salen, void *arg)
+{
+    pv_listener_t *l = arg;
+    pv_http_server_t *s = l->srv;
+    (void)lev;
+    if (s->shutting_down) {
+        evutil_closesocket(fd);
+        return;
+    }
+    pv_http_server_t *to = s->ngroup > 1 ? s->group[s->rr++ % (unsigned)s->ngroup] : s;
+    if (to == s || pv_handoff(to, l, fd, sa, salen) < 0)
+        pv_conn_new(s, l->kind, l->tls, fd, sa);
+}
+
+static void pv_accept_retry(evutil_socket_t fd, short what, void *arg)
+{
+    pv_listener_t *l = arg;
+    (void)fd;
+    (void)what;
+    if (l->lev)
+        evconnlistener_enable(l->lev);
+}
+
+/* Accept failed (EMFILE, ENOBUFS...): pause this listener briefly rather
+ * than spin on a socket that stays readable. */
+static void pv_accept_error(struct evconnlistener *lev, void *arg)
+{
+    pv_listener_t *l = arg;
+    struct timeval tv = {0, 100 * 1000};
+    int err = EVUTIL_SOCKET_ERROR();
+    pv_log(PV_LOG_WARN, PV_HTTP_LOG, NULL, NULL, "accept: %s",
+           evutil_socket_error_to_string(err));
+    evconnlistener_disable(lev);
+    if (l->retry)
+        evtimer_add(l->retry, &tv);
+}
+
+/* ---------------------------------------------------------------- *
+ * Listeners
+ * ---------------------------------------------------------------- */
+
+/* "1.2.3.4:80" or "[::1]:80" (port 0: the OS picks) into a sockaddr.
+ * evutil_parse_sockaddr_port refuses port 0, which tests need. */
+static int pv_parse_addr(const char *s, struct sockaddr_storage *ss,
+                         int *sslen)
+{
+    char host[INET6_ADDRSTRLEN];
+    const char *colon, *hs = s;
+    size_t hl;
+
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (!close || close[1] != ':')
+            return -EINVAL;
+        hs = s + 1;
+        hl = (size_t)(close - hs);
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon)
+            return -EINVAL;
+        hl = (size_t)(colon - s);
+    }
+    if (hl == 0 || hl >= sizeof(host))
+        return -EINVAL;
+    memcpy(host, hs, hl);
+    host[hl] = '\0';
+    char *end;
+    errno = 0;
+    unsigned long port = strtoul(colon + 1, &end, 10);
+    if (errno || end == colon + 1 || *end || port > 65535)
+        return -EINVAL;
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        *sslen = (int)sizeof(*v4);
+    } else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        *sslen = (int)sizeof(*v6);
+    } else {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* A listening socket, bound without SO_REUSEPORT: a second daemon on the
+ * same port must fail to start rather than silently take half the
+ * connections. Loops share the socket (pv_http_listen_fd). */
+static int pv_bind_listen(const struct sockaddr_storage *ss, int sslen)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(fd, (const struct sockaddr *)ss, (socklen_t)sslen) < 0 || listen(fd, 511) < 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    return fd;
+}
+
+int pv_http_listen(pv_http_server_t *srv, const char *addr_port,
+                   SSL_CTX *_Atomic *tls, int kind)
+{
+    struct sockaddr_storage ss;
+    int sslen = (int)sizeof(ss);
+    if (!srv || !addr_port || pv_parse_addr(addr_port, &ss, &sslen) < 0)
+        return -EINVAL;
+    int fd = pv_fail("http.listen") ? -EADDRINUSE : pv_bind_listen(&ss, sslen);
+    if (fd < 0)
+        return fd; /* the caller logs it, with its context */
+    int rc = pv_http_listen_fd(srv, fd, tls, kind);
+    close(fd); /* the listener holds its own duplicate */
+    return rc;
+}
+
+/* The port a listening socket is bound to (useful with port 0). */
+static int pv_bound_port(int fd)
+{
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof(bound);
+    if (getsockname(fd, (struct sockaddr *)&bound, &blen) != 0)
+        return 0;
+    if (bound.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    if (bound.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&bound)->sin6_port);
+    return 0;
+}
+
+int pv_http_listen_fd(pv_http_server_t *srv, int fd, SSL_CTX *_Atomic *tls, int kind)
+{
+    if (!srv || fd < 0 || srv->shutting_down)
+        return -EINVAL;
+    if (srv->nlst == PV_HTTP_MAX_LISTENERS)
+        return -ENOSPC;
+    int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dfd < 0)
+        return -errno;
+    pv_listener_t *l = &srv->lst[srv->nlst];
+    memset(l, 0, sizeof(*l));
+    l->srv = srv;
+    l->kind = kind;
+    l->tls = tls;
+    l->lev = evconnlistener_new(srv->base, pv_accept_cb, l,
+                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, dfd);
+    if (!l->lev) {
+        close(dfd);
+        return -ENOMEM;
+    }
+    evconnlistener_set_error_cb(l->lev, pv_accept_error);
+    l->retry = evtimer_new(srv->base, pv_accept_retry, l);
+    l->port = pv_bound_port(dfd);
+    srv->nlst++;
+    return 0;
+}
+
+int pv_http_listener_fd(pv_http_server_t *srv, int kind)
+{
+    for (int i = 0; srv && i < srv->nlst; i++)
+        if (srv->lst[i].lev && srv->lst[i].kind == kind)
+            return evconnlistener_get_fd(srv->lst[i].lev);
+    return -ENOENT;
+}
+
+int pv_http_server_port(pv_http_server_t *srv, int kind)
+{
+    for (int i = 0; srv && i < srv->nlst; i++)
+        if (srv->lst[i].lev && srv->lst[i].kind == kind)
+            return srv->lst[i].port;
+    return -ENOENT;
+}
+
+static void pv_listeners_close(pv_http_server_t *s)
+{
+    for (int i = 0; i < s->nlst; i++) {
+        if (s->lst[i].lev)
+            evconnlistener_free(s->lst[i].lev);
+        if (s->lst[i].retry)
+            event_free(s->lst[i].retry);
+        s->lst[i].lev = NULL;
+        s->lst[i].retry = NULL;
+    }
+}
+
+/* ---------------------------------------------------------------- *
+ * The server's life
+ * ---------------------------------------------------------------- */
+
+/* Fills the config fields left at 0 with their defaults. */
+static void pv_srv_defaults(pv_http_config_t *cfg)
+{
+    if (!cfg->max_header_bytes)
+        cfg->max_header_bytes = PV_HTTP_DEF_HEADER_BYTES;
+    if (!cfg->max_memory_body)
+        cfg->max_memory_body = PV_HTTP_DEF_MEMORY_BODY;
+    if (!cfg->max_file_body)
+        cfg->max_file_body = PV_HTTP_DEF_FILE_BODY;
+    if (cfg->idle_timeout_s <= 0)
+        cfg->idle_timeout_s = PV_HTTP_DEF_IDLE_S;
+    if (cfg->read_timeout_s <= 0)
+        cfg->read_timeout_s = PV_HTTP_DEF_READ_S;
+    if (cfg->write_timeout_s <= 0)
+        cfg->write_timeout_s = PV_HTTP_DEF_WRITE_S;
+}
+
+pv_http_server_t *pv_http_server_new(struct event_base *base,
+                                     const pv_http_config_t *cfg)
+{
+    pv_http_server_t *s = calloc(1, sizeof(*s));
+    size_t bad = 0;
+
+    if (!s)
+        return NULL;
+    /* A peer that resets a connection must cost us an EPIPE, not the
+     * process: libevent writes with writev, which has no MSG_NOSIGNAL. */
+    signal(SIGPIPE, SIG_IGN);
+    s->base = base;
+    s->cfg = *cfg;
+    s->inbox_fd = -1;
+    pthread_mutex_init(&s->inbox_mu, NULL);
+    pv_srv_defaults(&s->cfg);
+    s->wto.tv_sec = s->cfg.write_timeout_s;
+    s->in_window = PV_HTTP_IN_WINDOW;
+    if (s->cfg.max_header_bytes + 1 > s->in_window)
+        s->in_window = s->cfg.max_header_bytes + 1;
+    if (getrandom(&s->rng, sizeof(s->rng), 0) != sizeof(s->rng))
+        s->rng = (uint64_t)pv_mono_us() ^ (uint64_t)(uintptr_t)s;
+
+    int rc = pv_route_table_new(cfg->routes, &s->routes, &bad);
+    if (rc < 0) {
+        if (rc != -ENOMEM)
+            pv_log(PV_LOG_ERROR, PV_HTTP_LOG, NULL, NULL, "bad route pattern %s",
+                   cfg->routes[bad].pattern ? cfg->routes[bad].pattern : "(null)");
+        pthread_mutex_destroy(&s->inbox_mu);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void pv_http_server_shutdown(pv_http_server_t *srv)
+{
+    if (!srv)
+        return;
+    srv->shutting_down = true;
+    pv_listeners_close(srv);
+    for (pv_conn_t *c = srv->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->bev || c->req_live || c->state != C_HEAD)
+            continue; /* in flight: closes after its answer */
+        if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+            continue; /* a head is arriving: answer it, then close */
+        c->refs++;
+        pv_conn_drop(c);
+        pv_conn_release(c);
+    }
+}
+
+bool pv_http_server_idle(pv_http_server_t *srv)
+{
+    return !srv || srv->nconns == 0;
+}
+
+void pv_http_server_free(pv_http_server_t *srv)
+{
+    if (!srv)
+        return;
+    pv_listeners_close(srv);
+    while (srv->inbox) { /* handed over but never adopted */
+        pv_handoff_t *h = srv->inbox;
+        srv->inbox = h->next;
+        evutil_closesocket(h->fd);
+        free(h);
+    }
+    if (srv->inbox_ev)
+        event_free(srv->inbox_ev);
+    if (srv->inbox_fd >= 0)
+        close(srv->inbox_fd);
+    pthread_mutex_destroy(&srv->inbox_mu);
+    while (srv->conns)
+        pv_conn_destroy(srv->conns);
+    pv_route_table_free(srv->routes);
+    free(srv);
+}
