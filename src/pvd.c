@@ -283,6 +283,7 @@ static int make_http_loop(pv_app_t *app, pv_http_loop_t *hl, int i)
     hl->actor = pv_http_actor_new(hl);
     pv_http_config_t hc = {
         .routes = pv_api_routes,
+        .headers = pv_api_headers,
         .authorize = pv_api_authorize,
         .app = hl,
         .tmp_dir = pv_store_tmp_dir(app->store),

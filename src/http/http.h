@@ -69,8 +69,21 @@ typedef struct pv_http_route {
     const char *name;        /* label for logs and metrics */
 } pv_http_route_t;
 
+/* A header sent with every answer: the application's site-wide policy
+ * (Content-Security-Policy, Strict-Transport-Security, ...). The HTTP
+ * layer has no policy of its own; it sends what its config lists. */
+typedef struct pv_http_default_header {
+    const char *name;
+    const char *value;
+    bool tls_only;           /* on TLS connections only (HSTS, RFC 6797 7.2) */
+} pv_http_default_header_t;
+
 typedef struct pv_http_config {
     const pv_http_route_t *routes;
+    /* Added to every answer after the server's own headers, in this
+     * order; ends with a row whose name is NULL (NULL: none). A name or
+     * value that could break the head makes pv_http_server_new fail. */
+    const pv_http_default_header_t *headers;
     /* Decides a request with auth != PV_AUTH_NONE before its body is read:
      * returns 0 to go on, or an HTTP status (401, 403) after it answered
      * the request itself with pv_http_respond_error(). It may call

@@ -205,6 +205,9 @@ struct pv_http_server {
     struct timeval wto;
     time_t date_sec;    /* the Date header, once a second (resp.c) */
     char date[40];
+    /* cfg.headers as header lines, for plain and for TLS connections */
+    char *hdr_plain, *hdr_tls;
+    size_t hdr_plain_len, hdr_tls_len;
     /* Accepted connections handed over by the group's accepting loop
      * (memcached's dispatch: a queue and an eventfd per loop). */
     pv_http_server_t **group;  /* all servers, when accepts are shared */
@@ -235,6 +238,11 @@ void pv_resp_header(pv_http_req_t *r, const char *name, const char *value);
 void pv_resp_continue(pv_conn_t *c);
 /* Tops up the output from a file being sent on TLS. 0 or -errno. */
 int pv_resp_file_refill(pv_conn_t *c);
+
+/* ---- resp.c, for server.c ---- */
+/* Lays out s->cfg.headers once, as the lines every answer carries.
+ * 0, -EINVAL (an unsafe header: *bad names it), -ENOMEM. */
+int pv_resp_defaults(pv_http_server_t *s, const char **bad);
 
 /* ---- small shared helpers ---- */
 

@@ -31,16 +31,6 @@
 #define PV_HTTP_TLS_COALESCE (64u * 1024) /* body copied next to the head */
 #define PV_HTTP_HEAD_EST 1024u            /* a head without extra headers */
 
-static const char pv_sec_headers[] =
-    "X-Content-Type-Options: nosniff\r\n"
-    "Referrer-Policy: no-referrer\r\n"
-    "X-Frame-Options: DENY\r\n"
-    "Content-Security-Policy: default-src 'self'; img-src 'self' blob: data:; "
-    "media-src 'self' blob:; style-src 'self'; script-src 'self'; "
-    "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
-    "form-action 'self'\r\n";
-static const char pv_hsts[] = "Strict-Transport-Security: max-age=31536000\r\n";
-
 static const struct {
     int status;
     const char *text;
@@ -186,9 +176,10 @@ static void resp_head_build(pv_conn_t *c, resp_hb_t *b, int status, const char *
     hb_put(b, "X-Request-Id: ", 14);
     hb_str(b, r->id);
     hb_put(b, "\r\n", 2);
-    hb_put(b, pv_sec_headers, sizeof(pv_sec_headers) - 1);
     if (c->tls)
-        hb_put(b, pv_hsts, sizeof(pv_hsts) - 1);
+        hb_put(b, c->srv->hdr_tls, c->srv->hdr_tls_len);
+    else
+        hb_put(b, c->srv->hdr_plain, c->srv->hdr_plain_len);
     hb_put(b, c->extra, c->extra_len);
     hb_put(b, "\r\n", 2);
 }
@@ -227,12 +218,57 @@ static void resp_head(pv_conn_t *c, int status, const char *ctype, int64_t clen)
         free(b.p);
 }
 
+/* A header line we may send: a name without ':', no CR or LF anywhere. */
+static bool resp_line_safe(const char *name, const char *value)
+{
+    return name[0] && !strchr(name, ':') && resp_header_safe(name) && resp_header_safe(value);
+}
+
+/* The default header lines of one kind of connection, in table order. */
+static char *resp_defaults_text(const pv_http_default_header_t *h, bool tls, size_t *len)
+{
+    size_t n = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        char *out = pass ? malloc(n + 1) : NULL;
+        if (pass && !out)
+            return NULL;
+        resp_hb_t b = {out, 0, pass ? n + 1 : 0};
+        for (const pv_http_default_header_t *d = h; d && d->name; d++) {
+            if (d->tls_only && !tls)
+                continue;
+            hb_str(&b, d->name);
+            hb_put(&b, ": ", 2);
+            hb_str(&b, d->value);
+            hb_put(&b, "\r\n", 2);
+        }
+        n = b.len;
+        if (pass) {
+            out[n] = '\0';
+            *len = n;
+            return out;
+        }
+    }
+    return NULL;
+}
+
+int pv_resp_defaults(pv_http_server_t *s, const char **bad)
+{
+    for (const pv_http_default_header_t *d = s->cfg.headers; d && d->name; d++) {
+        if (!d->value || !resp_line_safe(d->name, d->value)) {
+            *bad = d->name;
+            return -EINVAL;
+        }
+    }
+    s->hdr_plain = resp_defaults_text(s->cfg.headers, false, &s->hdr_plain_len);
+    s->hdr_tls = resp_defaults_text(s->cfg.headers, true, &s->hdr_tls_len);
+    return s->hdr_plain && s->hdr_tls ? 0 : -ENOMEM;
+}
+
 void pv_resp_header(pv_http_req_t *req, const char *name, const char *value)
 {
     pv_conn_t *c = req->conn;
     size_t nl = strlen(name), vl = strlen(value);
-    if (nl == 0 || !resp_header_safe(name) || !resp_header_safe(value) ||
-        memchr(name, ':', nl)) {
+    if (!resp_line_safe(name, value)) {
         pv_log(PV_LOG_WARN, PV_HTTP_LOG, req->id, NULL,
                "refused an unsafe response header");
         return;

@@ -355,11 +355,19 @@ pv_http_server_t *pv_http_server_new(struct event_base *base,
         if (rc != -ENOMEM)
             pv_log(PV_LOG_ERROR, PV_HTTP_LOG, NULL, NULL, "bad route pattern %s",
                    cfg->routes[bad].pattern ? cfg->routes[bad].pattern : "(null)");
-        pthread_mutex_destroy(&s->inbox_mu);
-        free(s);
-        return NULL;
+        goto fail;
+    }
+    const char *bad_header = NULL;
+    if ((rc = pv_resp_defaults(s, &bad_header)) < 0) {
+        if (rc != -ENOMEM)
+            pv_log(PV_LOG_ERROR, PV_HTTP_LOG, NULL, NULL,
+                   "default header %s would break the answer's head", bad_header);
+        goto fail;
     }
     return s;
+fail:
+    pv_http_server_free(s);
+    return NULL;
 }
 
 void pv_http_server_shutdown(pv_http_server_t *srv)
@@ -404,5 +412,7 @@ void pv_http_server_free(pv_http_server_t *srv)
     while (srv->conns)
         pv_conn_destroy(srv->conns);
     pv_route_table_free(srv->routes);
+    free(srv->hdr_plain);
+    free(srv->hdr_tls);
     free(srv);
 }

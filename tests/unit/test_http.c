@@ -224,6 +224,17 @@ static const pv_http_route_t g_routes[] = {
     {NULL, NULL, NULL, 0, 0, 0, 0, NULL},
 };
 
+/* The security headers pvd sends (src/app/kit.c): the server sends what
+ * its config lists, HSTS on TLS only. */
+static const pv_http_default_header_t g_headers[] = {
+    {"X-Content-Type-Options", "nosniff", false},
+    {"Referrer-Policy", "no-referrer", false},
+    {"X-Frame-Options", "DENY", false},
+    {"Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'", false},
+    {"Strict-Transport-Security", "max-age=31536000", true},
+    {NULL, NULL, false},
+};
+
 static void *loop_main(void *arg)
 {
     (void)arg;
@@ -264,6 +275,7 @@ static int server_start(void)
     g_base = event_base_new();
     static pv_http_config_t cfg;
     cfg.routes = g_routes;
+    cfg.headers = g_headers;
     cfg.authorize = authorize;
     cfg.tmp_dir = g_dir;
     cfg.max_header_bytes = 4096;
@@ -569,6 +581,7 @@ static void check_security_headers(resp_t *r, bool tls)
     CHECK(hdr(r, "Date", v, sizeof(v)) != NULL);
     CHECK(hdr(r, "Server", v, sizeof(v)) == NULL);
     CHECK((hdr(r, "Strict-Transport-Security", v, sizeof(v)) != NULL) == tls);
+    CHECK(!tls || strcmp(v, "max-age=31536000") == 0);
 }
 
 TEST(routing)
@@ -637,6 +650,28 @@ TEST(listener_kinds_and_hsts)
                  0);
     CHECK_EQ_INT(r.status, 200);
     resp_free(&r);
+}
+
+/* A default header that could break a head is refused up front. */
+TEST(default_headers_checked)
+{
+    static const pv_http_default_header_t colon[] = {{"X-A:b", "c", false}, {0}};
+    static const pv_http_default_header_t crlf[] = {{"X-A", "b\r\nX-Evil: 1", true}, {0}};
+    static const pv_http_default_header_t empty[] = {{"", "b", false}, {0}};
+    static const pv_http_default_header_t *bad[] = {colon, crlf, empty};
+    struct event_base *base = event_base_new();
+    pv_http_config_t cfg = {.routes = g_routes};
+    for (size_t i = 0; i < PV_ARRAY_LEN(bad); i++) {
+        cfg.headers = bad[i];
+        pv_http_server_t *s = pv_http_server_new(base, &cfg);
+        CHECK(s == NULL);
+        pv_http_server_free(s);
+    }
+    cfg.headers = g_headers;
+    pv_http_server_t *s = pv_http_server_new(base, &cfg);
+    CHECK(s != NULL);
+    pv_http_server_free(s);
+    event_base_free(base);
 }
 
 TEST(keepalive_and_pipelining)
@@ -1437,6 +1472,7 @@ int main(void)
     }
     RUN(routing);
     RUN(listener_kinds_and_hsts);
+    RUN(default_headers_checked);
     RUN(keepalive_and_pipelining);
     RUN(split_head_and_pipeline_burst);
     RUN(http10);
