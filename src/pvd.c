@@ -295,7 +295,7 @@ static int make_http_loop(pv_app_t *app, pv_http_loop_t *hl, int i)
         .write_timeout_s = app->cfg.write_timeout,
         .on_done = pv_api_on_done,
     };
-    hl->server = pv_http_server_new(pv_loop_base(hl->loop), &hc);
+    hl->server = pv_http_server_new(hl->loop, &hc);
     return hl->actor && hl->server ? 0 : -ENOMEM;
 }
 
@@ -315,8 +315,8 @@ static int start_http_loops(pv_app_t *app)
             return rc;
         app->servers[i] = app->loops[i].server;
     }
-    if (n > 1 && (rc = pv_http_server_group(app->servers, n)) < 0)
-        return rc;
+    if (n > 1)
+        pv_http_server_group(app->servers, n);
     pv_http_server_t *first = app->servers[0];
     if ((rc = pv_http_listen(first, app->cfg.https_listen, &app->tls, PV_LISTEN_PUBLIC)) < 0) {
         pv_error("pvd", "cannot listen on %s: %s", app->cfg.https_listen, strerror(-rc));

@@ -3,14 +3,17 @@
  *
  * Why our own layer: evhttp in libevent 2.1 holds a whole request body in
  * memory before it calls back, and uploads must stream to disk. Parsing is
- * kept apart from I/O: src/http_parse.c is a pure parser (no I/O, no
+ * kept apart from I/O: src/http/http_parse.c is a pure parser (no I/O, no
  * allocation) with a libFuzzer target; this layer feeds it bytes.
  *
- * One pv_http_server_t lives on one event loop, and a connection and all
- * its requests and replies stay on that loop. Servers grouped with
- * pv_http_server_group share one listening socket: the loop that accepts
- * deals each connection round-robin to the group (a queue and an eventfd
- * per loop). No SO_REUSEPORT, so a second daemon cannot take the port.
+ * One pv_http_server_t lives on one loop (src/runtime/actor.h), and a
+ * connection and all its requests and replies stay on that loop. Each
+ * server has an actor on its loop, with its own messages (enum
+ * pv_http_srv_msg): that is how other threads reach it. Servers grouped
+ * with pv_http_server_group share one listening socket: the loop that
+ * accepts deals each connection round-robin to the group, as a message to
+ * the chosen server's actor. No SO_REUSEPORT, so a second daemon cannot
+ * take the port.
  *
  * Request life: headers parsed -> route matched (404/405 otherwise) ->
  * the server's authorize hook (may answer 401/403 before any body is read)
@@ -29,7 +32,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-struct event_base;
+#include "runtime/actor.h"
+
 typedef struct ssl_ctx_st SSL_CTX;
 
 typedef struct pv_http_server pv_http_server_t;
@@ -102,8 +106,18 @@ typedef struct pv_http_config {
                     double ms);
 } pv_http_config_t;
 
-pv_http_server_t *pv_http_server_new(struct event_base *base,
-                                     const pv_http_config_t *cfg);
+/* The server's own messages, handled by its actor on its loop. */
+enum pv_http_srv_msg {
+    PV_HTTP_SRV_CONN, /* an accepted socket, dealt to this loop by the group's
+                         accepting loop (server.c makes and sends these) */
+    PV_HTTP_SRV_MSG_COUNT
+};
+
+/* A server on loop, with its actor there: call before the loop runs (or
+ * on it). */
+pv_http_server_t *pv_http_server_new(pv_loop_t *loop, const pv_http_config_t *cfg);
+/* The server's actor: messages of enum pv_http_srv_msg go here. */
+pv_actor_t *pv_http_server_actor(pv_http_server_t *srv);
 /* Bind and listen on "ADDR:PORT" ("127.0.0.1:8443", "[::1]:8443"; port 0:
  * the OS picks), without SO_REUSEPORT. tls is a pointer
  * to the SSL_CTX pointer in use, so that a reload can swap it for new
@@ -116,8 +130,8 @@ int pv_http_server_port(pv_http_server_t *srv, int kind);
 /* Make the servers (one per loop, none running yet) share accepts: each
  * accepted connection is dealt round-robin to the group, so a burst of
  * connections does not all land on the loop that woke first. Listen on
- * one of them only. 0 or -errno. */
-int pv_http_server_group(pv_http_server_t **servers, int n);
+ * one of them only; the array must outlive the servers. */
+void pv_http_server_group(pv_http_server_t **servers, int n);
 /* Listen on an already listening socket (another loop's): the socket is
  * duplicated, so loops share one bound port without SO_REUSEPORT. */
 int pv_http_listen_fd(pv_http_server_t *srv, int fd, SSL_CTX *_Atomic *tls, int kind);
@@ -127,6 +141,8 @@ int pv_http_listener_fd(pv_http_server_t *srv, int kind);
 void pv_http_server_shutdown(pv_http_server_t *srv);
 /* True when no connection is left (used to finish a graceful stop). */
 bool pv_http_server_idle(pv_http_server_t *srv);
+/* With its loop stopped (or on it): connections handed over but never
+ * adopted are closed. */
 void pv_http_server_free(pv_http_server_t *srv);
 
 /* ---- request accessors (valid until the answer is complete) ---- */

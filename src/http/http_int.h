@@ -192,7 +192,9 @@ typedef struct pv_listener {
 } pv_listener_t;
 
 struct pv_http_server {
-    struct event_base *base;
+    pv_loop_t *loop;
+    struct event_base *base; /* the loop's */
+    pv_actor_t *actor;       /* its messages (enum pv_http_srv_msg) */
     pv_http_config_t cfg;
     pv_route_table_t *routes;
     pv_listener_t lst[PV_HTTP_MAX_LISTENERS];
@@ -208,15 +210,9 @@ struct pv_http_server {
     /* cfg.headers as header lines, for plain and for TLS connections */
     char *hdr_plain, *hdr_tls;
     size_t hdr_plain_len, hdr_tls_len;
-    /* Accepted connections handed over by the group's accepting loop
-     * (memcached's dispatch: a queue and an eventfd per loop). */
     pv_http_server_t **group;  /* all servers, when accepts are shared */
     int ngroup;
-    unsigned rr;               /* next server to hand a connection to */
-    pthread_mutex_t inbox_mu;
-    struct pv_handoff *inbox;  /* pushed by the accepting loop */
-    int inbox_fd;              /* eventfd, -1 when not in a group */
-    struct event *inbox_ev;
+    unsigned rr;               /* next server to deal a connection to */
 };
 
 /* ---- conn.c, for server.c ---- */

@@ -8,9 +8,11 @@
  * listening socket: the loop that accepts deals each connection
  * round-robin to the group, so a burst of connections does not all land
  * on the loop that woke first, and a connection then stays on the loop it
- * was dealt to. Sockets are bound without SO_REUSEPORT, so a second
- * daemon on the same port fails to start instead of taking half the
- * connections.
+ * was dealt to. The socket crosses threads the one way threads meet in
+ * pvd: a PV_HTTP_SRV_CONN message to the chosen server's actor, which
+ * adopts it on its own loop. Sockets are bound without SO_REUSEPORT, so a
+ * second daemon on the same port fails to start instead of taking half
+ * the connections.
  */
 #include "http/http_int.h"
 #include "base/pv.h"
@@ -23,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -36,82 +37,64 @@
 #define PV_HTTP_DEF_READ_S 30
 #define PV_HTTP_DEF_WRITE_S 60
 
-typedef struct pv_handoff {
-    struct pv_handoff *next;
-    evutil_socket_t fd;
-    int kind;
-    SSL_CTX *_Atomic *tls;
-    struct sockaddr_storage sa;
-} pv_handoff_t;
+/* PV_HTTP_SRV_CONN: an accepted socket on its way to another loop. */
+typedef struct srv_conn_msg {
+    pv_msg_t msg;
+    evutil_socket_t fd;          /* owned until adopted: closed if never */
+    int kind;                    /* enum pv_http_listener_kind */
+    SSL_CTX *_Atomic *tls;       /* the listener's, NULL: plain */
+    struct sockaddr_storage sa;  /* the peer */
+} srv_conn_msg_t;
 
 /* ---------------------------------------------------------------- *
  * Accepting and dealing
  * ---------------------------------------------------------------- */
 
-/* Hand an accepted socket to another loop's server: any thread. */
-static int pv_handoff(pv_http_server_t *to, pv_listener_t *l, evutil_socket_t fd,
-                      const struct sockaddr *sa, int salen)
+static void srv_conn_msg_free(pv_msg_t *m)
 {
-    pv_handoff_t *h = malloc(sizeof(*h));
-    if (!h || salen < 0 || (size_t)salen > sizeof(h->sa)) {
-        free(h);
+    srv_conn_msg_t *cm = (srv_conn_msg_t *)m;
+    if (cm->fd >= 0)
+        evutil_closesocket(cm->fd);
+    free(cm);
+}
+
+/* Deals an accepted socket to another loop's server. 0, or -errno when
+ * no message could be made (the socket is still the caller's). */
+static int srv_deal(pv_http_server_t *to, pv_listener_t *l, evutil_socket_t fd,
+                    const struct sockaddr *sa, int salen)
+{
+    if (salen < 0 || (size_t)salen > sizeof(struct sockaddr_storage))
+        return -EINVAL;
+    srv_conn_msg_t *cm = pv_msg_new(sizeof(*cm), PV_HTTP_SRV_CONN);
+    if (!cm)
         return -ENOMEM;
-    }
-    h->fd = fd;
-    h->kind = l->kind;
-    h->tls = l->tls;
-    memset(&h->sa, 0, sizeof(h->sa));
-    memcpy(&h->sa, sa, (size_t)salen);
-    pthread_mutex_lock(&to->inbox_mu);
-    bool was_empty = to->inbox == NULL;
-    h->next = to->inbox;
-    to->inbox = h;
-    pthread_mutex_unlock(&to->inbox_mu);
-    if (was_empty) { /* wake the loop only on empty -> non-empty */
-        uint64_t one = 1;
-        ssize_t n = write(to->inbox_fd, &one, sizeof(one));
-        (void)n; /* an eventfd write fails only on counter overflow */
-    }
+    cm->msg.free_fn = srv_conn_msg_free;
+    cm->fd = fd;
+    cm->kind = l->kind;
+    cm->tls = l->tls;
+    memcpy(&cm->sa, sa, (size_t)salen);
+    pv_actor_send(to->actor, &cm->msg);
     return 0;
 }
 
-/* On the receiving loop: adopt every handed-over connection. */
-static void pv_inbox_cb(evutil_socket_t fd, short what, void *arg)
+/* PV_HTTP_SRV_CONN, on the receiving loop: adopt the connection. */
+static void srv_on_conn(pv_actor_t *self, pv_msg_t *m)
 {
-    pv_http_server_t *s = arg;
-    uint64_t v;
-    ssize_t n = read(fd, &v, sizeof(v));
-    (void)n;
-    (void)what;
-    pthread_mutex_lock(&s->inbox_mu);
-    pv_handoff_t *h = s->inbox;
-    s->inbox = NULL;
-    pthread_mutex_unlock(&s->inbox_mu);
-    while (h) {
-        pv_handoff_t *next = h->next;
-        if (s->shutting_down)
-            evutil_closesocket(h->fd);
-        else
-            pv_conn_new(s, h->kind, h->tls, h->fd, (const struct sockaddr *)&h->sa);
-        free(h);
-        h = next;
+    pv_http_server_t *s = pv_actor_state(self);
+    srv_conn_msg_t *cm = (srv_conn_msg_t *)m;
+    if (!s->shutting_down) {
+        pv_conn_new(s, cm->kind, cm->tls, cm->fd, (const struct sockaddr *)&cm->sa);
+        cm->fd = -1; /* the connection's now, or closed */
     }
+    pv_msg_free(m);
 }
 
-int pv_http_server_group(pv_http_server_t **servers, int n)
+void pv_http_server_group(pv_http_server_t **servers, int n)
 {
     for (int i = 0; i < n; i++) {
-        pv_http_server_t *s = servers[i];
-        s->group = servers;
-        s->ngroup = n;
-        s->inbox_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (s->inbox_fd < 0)
-            return -errno;
-        s->inbox_ev = event_new(s->base, s->inbox_fd, EV_READ | EV_PERSIST, pv_inbox_cb, s);
-        if (!s->inbox_ev || event_add(s->inbox_ev, NULL) < 0)
-            return -ENOMEM;
+        servers[i]->group = servers;
+        servers[i]->ngroup = n;
     }
-    return 0;
 }
 
 static void pv_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
@@ -125,8 +108,8 @@ static void pv_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
         return;
     }
     pv_http_server_t *to = s->ngroup > 1 ? s->group[s->rr++ % (unsigned)s->ngroup] : s;
-    if (to == s || pv_handoff(to, l, fd, sa, salen) < 0)
-        pv_conn_new(s, l->kind, l->tls, fd, sa);
+    if (to == s || srv_deal(to, l, fd, sa, salen) < 0)
+        pv_conn_new(s, l->kind, l->tls, fd, sa); /* here, rather than not at all */
 }
 
 static void pv_accept_retry(evutil_socket_t fd, short what, void *arg)
@@ -327,9 +310,13 @@ static void pv_srv_defaults(pv_http_config_t *cfg)
         cfg->write_timeout_s = PV_HTTP_DEF_WRITE_S;
 }
 
-pv_http_server_t *pv_http_server_new(struct event_base *base,
-                                     const pv_http_config_t *cfg)
+static const pv_actor_fn srv_on[PV_HTTP_SRV_MSG_COUNT] = {
+    [PV_HTTP_SRV_CONN] = srv_on_conn,
+};
+
+pv_http_server_t *pv_http_server_new(pv_loop_t *loop, const pv_http_config_t *cfg)
 {
+    static const pv_actor_def_t def = {"http-server", srv_on, PV_HTTP_SRV_MSG_COUNT};
     pv_http_server_t *s = calloc(1, sizeof(*s));
     size_t bad = 0;
 
@@ -338,10 +325,9 @@ pv_http_server_t *pv_http_server_new(struct event_base *base,
     /* A peer that resets a connection must cost us an EPIPE, not the
      * process: libevent writes with writev, which has no MSG_NOSIGNAL. */
     signal(SIGPIPE, SIG_IGN);
-    s->base = base;
+    s->loop = loop;
+    s->base = pv_loop_base(loop);
     s->cfg = *cfg;
-    s->inbox_fd = -1;
-    pthread_mutex_init(&s->inbox_mu, NULL);
     pv_srv_defaults(&s->cfg);
     s->wto.tv_sec = s->cfg.write_timeout_s;
     s->in_window = PV_HTTP_IN_WINDOW;
@@ -350,6 +336,9 @@ pv_http_server_t *pv_http_server_new(struct event_base *base,
     if (getrandom(&s->rng, sizeof(s->rng), 0) != sizeof(s->rng))
         s->rng = (uint64_t)pv_mono_us() ^ (uint64_t)(uintptr_t)s;
 
+    s->actor = pv_actor_new(loop, &def, s);
+    if (!s->actor)
+        goto fail;
     int rc = pv_route_table_new(cfg->routes, &s->routes, &bad);
     if (rc < 0) {
         if (rc != -ENOMEM)
@@ -388,6 +377,8 @@ void pv_http_server_shutdown(pv_http_server_t *srv)
     }
 }
 
+pv_actor_t *pv_http_server_actor(pv_http_server_t *srv) { return srv->actor; }
+
 bool pv_http_server_idle(pv_http_server_t *srv)
 {
     return !srv || srv->nconns == 0;
@@ -398,17 +389,7 @@ void pv_http_server_free(pv_http_server_t *srv)
     if (!srv)
         return;
     pv_listeners_close(srv);
-    while (srv->inbox) { /* handed over but never adopted */
-        pv_handoff_t *h = srv->inbox;
-        srv->inbox = h->next;
-        evutil_closesocket(h->fd);
-        free(h);
-    }
-    if (srv->inbox_ev)
-        event_free(srv->inbox_ev);
-    if (srv->inbox_fd >= 0)
-        close(srv->inbox_fd);
-    pthread_mutex_destroy(&srv->inbox_mu);
+    pv_actor_free(srv->actor); /* sockets dealt but never adopted: closed */
     while (srv->conns)
         pv_conn_destroy(srv->conns);
     pv_route_table_free(srv->routes);

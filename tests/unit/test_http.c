@@ -1,7 +1,9 @@
 /*
  * test_http.c — the HTTP server end to end on loopback: a pv_http_server
- * on its own event loop thread, talked to with plain sockets and with an
- * OpenSSL client that verifies the self-signed certificate.
+ * on its own loop thread (src/runtime), talked to with plain sockets and
+ * with an OpenSSL client that verifies the self-signed certificate. The
+ * test thread reaches the loop as pvd's threads do: with a message to an
+ * actor there (on_loop).
  *
  * The server's timeouts are 1-2 s so that the slow-client and idle cases
  * run quickly; everything else answers in milliseconds.
@@ -36,14 +38,15 @@
  * The server under test
  * ---------------------------------------------------------------- */
 
-static struct event_base *g_base;
+static pv_loop_t *g_loop;
+static struct event_base *g_base; /* g_loop's: for timers made on the loop */
+static pv_actor_t *g_probe;       /* runs on_loop()'s functions there */
 static pv_http_server_t *g_srv;
-static pthread_t g_thread;
 static SSL_CTX *_Atomic g_tls;
 static int g_port_plain, g_port_tls;
 static char g_dir[256], g_cert[300], g_key[300], g_file[300];
 static size_t g_file_len;
-static atomic_int g_sse_closed, g_done_count, g_last_status, g_idle_seen;
+static atomic_int g_sse_closed, g_done_count, g_last_status;
 static atomic_int g_async_started; /* h_async entered: the handler owns a request */
 static char g_kept[300];
 
@@ -235,18 +238,61 @@ static const pv_http_default_header_t g_headers[] = {
     {NULL, NULL, false},
 };
 
-static void *loop_main(void *arg)
+static double now_s(void)
 {
-    (void)arg;
-    event_base_loop(g_base, EVLOOP_NO_EXIT_ON_EMPTY);
-    return NULL;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
+
+/* ---- running a function on the server's loop ---- */
+
+enum { PROBE_RUN, PROBE_MSG_COUNT };
+
+typedef struct probe_msg {
+    pv_msg_t msg;
+    void (*fn)(void *arg);
+    void *arg;
+    atomic_int done;  /* set on the loop once fn returned */
+} probe_msg_t;
+
+static void probe_on_run(pv_actor_t *self, pv_msg_t *m)
+{
+    probe_msg_t *pm = (probe_msg_t *)m;
+    (void)self;
+    pm->fn(pm->arg);
+    atomic_store(&pm->done, 1); /* the waiter frees it */
+}
+
+static const pv_actor_fn probe_on[PROBE_MSG_COUNT] = {[PROBE_RUN] = probe_on_run};
+static const pv_actor_def_t probe_def = {"probe", probe_on, PROBE_MSG_COUNT};
+
+/* Runs fn(arg) on probe's loop and waits for it (at most 5 s; a message
+ * not run by then is left to the loop, and the test fails). */
+static bool run_on(pv_actor_t *probe, void (*fn)(void *arg), void *arg)
+{
+    probe_msg_t *pm = pv_msg_new(sizeof(*pm), PROBE_RUN);
+    if (!pm)
+        return false;
+    pm->fn = fn;
+    pm->arg = arg;
+    pv_actor_send(probe, &pm->msg);
+    double end = now_s() + 5;
+    while (!atomic_load(&pm->done) && now_s() < end)
+        usleep(1000);
+    if (!atomic_load(&pm->done))
+        return false;
+    pv_msg_free(&pm->msg);
+    return true;
+}
+
+/* The same on the main server's loop. */
+static bool on_loop(void (*fn)(void *arg), void *arg) { return run_on(g_probe, fn, arg); }
 
 static int server_start(void)
 {
     char err[256];
 
-    evthread_use_pthreads();
     snprintf(g_dir, sizeof(g_dir), "/tmp/pv-test-http-XXXXXX");
     if (!mkdtemp(g_dir))
         return -1;
@@ -272,7 +318,10 @@ static int server_start(void)
     close(fd);
     free(data);
 
-    g_base = event_base_new();
+    g_loop = pv_loop_new("http-test");
+    if (!g_loop || !(g_probe = pv_actor_new(g_loop, &probe_def, NULL)))
+        return -1;
+    g_base = pv_loop_base(g_loop);
     static pv_http_config_t cfg;
     cfg.routes = g_routes;
     cfg.headers = g_headers;
@@ -285,7 +334,7 @@ static int server_start(void)
     cfg.read_timeout_s = 1;
     cfg.write_timeout_s = 2;
     cfg.on_done = on_done;
-    g_srv = pv_http_server_new(g_base, &cfg);
+    g_srv = pv_http_server_new(g_loop, &cfg);
     if (!g_srv)
         return -1;
     if (pv_http_listen(g_srv, "127.0.0.1:0", NULL, PV_LISTEN_PRIVATE) < 0 ||
@@ -295,7 +344,7 @@ static int server_start(void)
     g_port_tls = pv_http_server_port(g_srv, PV_LISTEN_PUBLIC);
     if (g_port_plain <= 0 || g_port_tls <= 0)
         return -1;
-    return pthread_create(&g_thread, NULL, loop_main, NULL);
+    return pv_loop_start(g_loop);
 }
 
 /* ---------------------------------------------------------------- *
@@ -318,13 +367,6 @@ typedef struct resp {
 } resp_t;
 
 static SSL_CTX *g_cli_ctx;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int tcp_connect(int port)
 {
@@ -659,19 +701,103 @@ TEST(default_headers_checked)
     static const pv_http_default_header_t crlf[] = {{"X-A", "b\r\nX-Evil: 1", true}, {0}};
     static const pv_http_default_header_t empty[] = {{"", "b", false}, {0}};
     static const pv_http_default_header_t *bad[] = {colon, crlf, empty};
-    struct event_base *base = event_base_new();
+    pv_loop_t *loop = pv_loop_new("unstarted"); /* servers made off the test's loop */
     pv_http_config_t cfg = {.routes = g_routes};
     for (size_t i = 0; i < PV_ARRAY_LEN(bad); i++) {
         cfg.headers = bad[i];
-        pv_http_server_t *s = pv_http_server_new(base, &cfg);
+        pv_http_server_t *s = pv_http_server_new(loop, &cfg);
         CHECK(s == NULL);
         pv_http_server_free(s);
     }
     cfg.headers = g_headers;
-    pv_http_server_t *s = pv_http_server_new(base, &cfg);
+    pv_http_server_t *s = pv_http_server_new(loop, &cfg);
     CHECK(s != NULL);
     pv_http_server_free(s);
-    event_base_free(base);
+    pv_loop_free(loop);
+}
+
+/* Two servers on two loops sharing one listener: the accepting loop
+ * deals connections round-robin, the other adopts its share from its
+ * mailbox, and each answers its own. */
+static atomic_int g_dealt[2];
+
+static void on_done_dealt(pv_http_req_t *req, int status, uint64_t bytes, double ms)
+{
+    (void)status;
+    (void)bytes;
+    (void)ms;
+    atomic_fetch_add(&g_dealt[*(int *)pv_http_app(req)], 1);
+}
+
+static void shutdown_server(void *srv) { pv_http_server_shutdown(srv); }
+
+typedef struct idle_q {
+    pv_http_server_t *srv;
+    bool idle;
+} idle_q_t;
+
+static void idle_query(void *arg)
+{
+    idle_q_t *q = arg;
+    q->idle = pv_http_server_idle(q->srv);
+}
+
+/* Stops srv the way pvd does (shutdown, wait until no connection is
+ * left), so that nothing of a connection is left for its loop to finish. */
+static bool drain(pv_actor_t *probe, pv_http_server_t *srv)
+{
+    idle_q_t q = {srv, false};
+    double end = now_s() + 3;
+    if (!run_on(probe, shutdown_server, srv))
+        return false;
+    while (run_on(probe, idle_query, &q) && !q.idle && now_s() < end)
+        usleep(2000);
+    return q.idle;
+}
+
+TEST(group_deals_round_robin)
+{
+    static int ids[2] = {0, 1};
+    static pv_http_server_t *group[2];
+    pv_loop_t *loops[2];
+    pv_actor_t *probes[2];
+    pv_http_config_t cfg = {.routes = g_routes, .headers = g_headers, .on_done = on_done_dealt};
+    for (int i = 0; i < 2; i++) {
+        loops[i] = pv_loop_new(i ? "deal1" : "deal0");
+        probes[i] = pv_actor_new(loops[i], &probe_def, NULL);
+        cfg.app = &ids[i];
+        group[i] = pv_http_server_new(loops[i], &cfg);
+        CHECK(group[i] != NULL);
+    }
+    pv_http_server_group(group, 2);
+    CHECK_EQ_INT(pv_http_listen(group[0], "127.0.0.1:0", NULL, PV_LISTEN_PRIVATE), 0);
+    int port = pv_http_server_port(group[0], PV_LISTEN_PRIVATE);
+    for (int i = 0; i < 2; i++)
+        CHECK_EQ_INT(pv_loop_start(loops[i]), 0);
+    for (int i = 0; i < 6; i++) {
+        int fd = tcp_connect(port);
+        cli_t c = {.fd = fd};
+        resp_t r;
+        CHECK(fd >= 0 && cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+        CHECK(cli_response(&c, &r, false) == 0 && r.status == 200);
+        resp_free(&r);
+        close(fd);
+    }
+    double end = now_s() + 2; /* on_done runs once each answer has drained */
+    while (atomic_load(&g_dealt[0]) + atomic_load(&g_dealt[1]) < 6 && now_s() < end)
+        usleep(1000);
+    CHECK_EQ_INT(atomic_load(&g_dealt[0]), 3);
+    CHECK_EQ_INT(atomic_load(&g_dealt[1]), 3);
+    for (int i = 0; i < 2; i++) {
+        CHECK(drain(probes[i], group[i]));
+        pv_loop_stop(loops[i]);
+        pv_loop_join(loops[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        pv_http_server_free(group[i]);
+        pv_actor_free(probes[i]);
+        pv_loop_free(loops[i]);
+    }
 }
 
 TEST(keepalive_and_pipelining)
@@ -1280,27 +1406,14 @@ TEST(tls_ctx_errors)
 
 /* ---- failure seam: every failure ends in a clean answer or a close ---- */
 
-static atomic_int g_fail_set;
-
-static void fail_on_loop(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    pv_fail_reset(arg);
-    atomic_store(&g_fail_set, 1);
-}
+static void fail_on_loop(void *spec) { pv_fail_reset(spec); }
 
 /* pv_fail_reset runs on the server's loop so it never races a pv_fail. */
 static void set_failpoints(const char *spec)
 {
     static char buf[128];
-    struct timeval tv = {0, 0};
     snprintf(buf, sizeof(buf), "%s", spec ? spec : "");
-    atomic_store(&g_fail_set, 0);
-    event_base_once(g_base, -1, EV_TIMEOUT, fail_on_loop, spec ? buf : NULL,
-                    &tv);
-    while (!atomic_load(&g_fail_set))
-        usleep(1000);
+    CHECK(on_loop(fail_on_loop, spec ? buf : NULL));
 }
 
 /* Leftover upload temp files in the test directory. */
@@ -1401,26 +1514,15 @@ TEST(upload_abort_cleans_up)
     CHECK(uploads_become(0, 2.0)); /* and the half upload is gone */
 }
 
-static void shutdown_on_loop(evutil_socket_t fd, short what, void *arg)
+static void shutdown_on_loop(void *arg)
 {
-    (void)fd;
-    (void)what;
     (void)arg;
     pv_http_server_shutdown(g_srv);
 }
 
-static void idle_probe(evutil_socket_t fd, short what, void *arg)
+static void idle_probe(void *arg)
 {
-    (void)fd;
-    (void)what;
-    (void)arg;
-    atomic_store(&g_idle_seen, pv_http_server_idle(g_srv) ? 1 : 0);
-}
-
-static void loop_call(event_callback_fn fn)
-{
-    struct timeval tv = {0, 0};
-    event_base_once(g_base, -1, EV_TIMEOUT, fn, NULL, &tv);
+    *(bool *)arg = pv_http_server_idle(g_srv);
 }
 
 TEST(graceful_shutdown)
@@ -1441,7 +1543,7 @@ TEST(graceful_shutdown)
     while (atomic_load(&g_async_started) == started && now_s() < until)
         usleep(1000);
     CHECK(atomic_load(&g_async_started) > started);
-    loop_call(shutdown_on_loop);
+    CHECK(on_loop(shutdown_on_loop, NULL));
     CHECK(cli_sees_close(idle, 2.0));
     char v[64];
     CHECK_EQ_INT(cli_response(busy, &r, false), 0);
@@ -1451,13 +1553,10 @@ TEST(graceful_shutdown)
     CHECK(cli_sees_close(busy, 2.0));
     CHECK(tcp_connect(g_port_plain) < 0); /* no longer listening */
     double end = now_s() + 3;
-    do {
-        atomic_store(&g_idle_seen, -1);
-        loop_call(idle_probe);
-        while (atomic_load(&g_idle_seen) < 0)
-            usleep(5000);
-    } while (!atomic_load(&g_idle_seen) && now_s() < end);
-    CHECK_EQ_INT(atomic_load(&g_idle_seen), 1);
+    bool idle_seen = false;
+    while (on_loop(idle_probe, &idle_seen) && !idle_seen && now_s() < end)
+        usleep(5000);
+    CHECK(idle_seen);
     cli_close(idle);
     cli_close(busy);
 }
@@ -1473,6 +1572,7 @@ int main(void)
     RUN(routing);
     RUN(listener_kinds_and_hsts);
     RUN(default_headers_checked);
+    RUN(group_deals_round_robin);
     RUN(keepalive_and_pipelining);
     RUN(split_head_and_pipeline_burst);
     RUN(http10);
@@ -1491,10 +1591,11 @@ int main(void)
     RUN(upload_abort_cleans_up);
     RUN(graceful_shutdown);
 
-    event_base_loopbreak(g_base);
-    pthread_join(g_thread, NULL);
+    pv_loop_stop(g_loop);
+    pv_loop_join(g_loop);
     pv_http_server_free(g_srv);
-    event_base_free(g_base);
+    pv_actor_free(g_probe);
+    pv_loop_free(g_loop);
     SSL_CTX_free(atomic_load(&g_tls));
     SSL_CTX_free(g_cli_ctx);
     char cmd[300];
