@@ -287,6 +287,7 @@ static int make_http_loop(pv_app_t *app, pv_http_loop_t *hl, int i)
         .authorize = pv_api_authorize,
         .app = hl,
         .tmp_dir = pv_store_tmp_dir(app->store),
+        .io = app->io,
         .max_header_bytes = 16384,
         .max_memory_body = app->cfg.max_json_bytes,
         .max_file_body = app->cfg.max_upload_bytes,

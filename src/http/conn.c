@@ -458,9 +458,9 @@ static void pv_body_complete(pv_conn_t *c)
         pv_sink_finish(&r->sink, r->body_got);
         c->state = C_FSYNC;
         pv_conn_set_rto(c, 0);
-        int rc = pv_sink_sync(&r->sink, c->srv->base, pv_conn_synced, c);
+        int rc = pv_sink_sync(&r->sink, c->srv->cfg.io, c->srv->actor, pv_conn_synced, c);
         if (rc != 1)
-            pv_conn_synced(c, rc); /* it ran here: no thread to be had */
+            pv_conn_synced(c, rc); /* it ran here: no pool took it */
         return;
     }
     pv_call_handler(c);

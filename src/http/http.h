@@ -95,6 +95,8 @@ typedef struct pv_http_config {
     int (*authorize)(pv_http_req_t *req, const pv_http_route_t *route);
     void *app;                 /* handed back by pv_http_app() */
     const char *tmp_dir;       /* where PV_BODY_FILE bodies go */
+    pv_pool_t *io;             /* runs the fsync of each finished upload
+                                  (pvd: app->io); NULL: on the loop */
     size_t max_header_bytes;   /* request line + headers; 431 past it */
     uint64_t max_memory_body;  /* default limit for PV_BODY_MEMORY */
     uint64_t max_file_body;    /* default limit for PV_BODY_FILE */
@@ -141,8 +143,9 @@ int pv_http_listener_fd(pv_http_server_t *srv, int kind);
 void pv_http_server_shutdown(pv_http_server_t *srv);
 /* True when no connection is left (used to finish a graceful stop). */
 bool pv_http_server_idle(pv_http_server_t *srv);
-/* With its loop stopped (or on it): connections handed over but never
- * adopted are closed. */
+/* With its loop stopped, and cfg.io stopped (pv_pool_stop) so that no
+ * upload's fsync is still to answer it: connections dealt but never
+ * adopted are closed, uploads in flight are dropped. */
 void pv_http_server_free(pv_http_server_t *srv);
 
 /* ---- request accessors (valid until the answer is complete) ---- */

@@ -31,7 +31,6 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -99,12 +98,15 @@ int pv_sink_open(pv_sink_t *s, const char *dir);
 int pv_sink_write(pv_sink_t *s, const void *p, size_t n);
 /* The body is complete: fixes the digest and the length. */
 void pv_sink_finish(pv_sink_t *s, uint64_t bytes);
-/* Makes the file durable without blocking the loop. Returns 1 when the
- * fsync was handed off (done runs later, on base's loop), or else the
- * outcome of an fsync made here, 0 or -errno (done is not called). */
-int pv_sink_sync(pv_sink_t *s, struct event_base *base, pv_sink_done_fn done, void *arg);
+/* Makes the file durable without blocking the loop: the fsync runs on io
+ * and done(arg, rc) then runs on home's loop. Returns 1 when it was handed
+ * off, or else the outcome of an fsync made here (no pool, or it refused),
+ * 0 or -errno, and done is not called. */
+int pv_sink_sync(pv_sink_t *s, pv_pool_t *io, pv_actor_t *home, pv_sink_done_fn done,
+                 void *arg);
 bool pv_sink_busy(const pv_sink_t *s);
-/* The server is going away with an fsync in flight: wait for it, forget it. */
+/* The server is being freed (its pool stopped, its actor's mailbox with
+ * the fsync's answer freed): forget the fsync in flight. */
 void pv_sink_abandon(pv_sink_t *s);
 void pv_sink_close(pv_sink_t *s);
 /* Closes, unlinks unless taken, frees; the sink is empty again. */

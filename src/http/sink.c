@@ -5,10 +5,13 @@
  * Writes stay on the loop: they land in the page cache, and the
  * connection reads at most PV_HTTP_IN_WINDOW ahead, so one write is short.
  * The final fsync is another matter (it takes as long as the disk needs),
- * so it runs off the loop and its outcome comes back to the loop as a
- * callback; until then the sink is busy and its connection stays alive,
- * whatever the client does. Only when nothing off the loop can be had does
- * the fsync run in place.
+ * so it runs on the io pool: the job is a message whose answer comes back
+ * to the server's actor, where its continuation runs on the loop and
+ * calls the connection back. The worker sees only the fd (and whether a
+ * test asked it to fail); until the answer is in, the sink is busy and its
+ * connection stays alive whatever the client does, so the fd is never
+ * closed under the worker. Only when no pool takes the job does the fsync
+ * run in place.
  *
  * The file is made with mkostemp in the store's tmp directory, so that the
  * handler can rename it into the blob store on the same file system; it is
@@ -22,16 +25,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
-/* An fsync handed to a thread; the loop hears back through efd. */
+/* An fsync on the io pool, answered to the server's actor. */
 struct pv_sink_job {
-    int fd;
-    int efd;
-    _Atomic int result; /* 0 or -errno, written by the thread */
-    struct event *ev;
-    pv_sink_t *sink;
+    pv_msg_t msg;         /* first: a pool job; status carries the outcome */
+    int fd;               /* the worker's one input */
+    bool fail;            /* the http.fsync failpoint fired (decided on the loop) */
+    pv_sink_t *sink;      /* loop side, like what follows */
     pv_sink_done_fn done;
     void *arg;
 };
@@ -81,98 +82,53 @@ void pv_sink_finish(pv_sink_t *s, uint64_t bytes)
     s->file.bytes = bytes;
 }
 
-static void sink_job_free(pv_sink_job_t *job)
+/* On an io worker: the one blocking call. */
+static void sink_fsync_work(pv_msg_t *m)
 {
-    if (job->ev)
-        event_free(job->ev);
-    if (job->efd >= 0)
-        close(job->efd);
-    free(job);
+    pv_sink_job_t *job = (pv_sink_job_t *)m;
+    m->status = job->fail ? -EIO : fsync(job->fd) == 0 ? 0 : -errno;
 }
 
-static void *sink_fsync_thread(void *arg)
+/* Back on the server's loop (the job's continuation). */
+static void sink_fsynced(pv_msg_t *m)
 {
-    pv_sink_job_t *job = arg;
-    uint64_t one = 1;
-    int rc = fsync(job->fd) == 0 ? 0 : -errno;
-    atomic_store_explicit(&job->result, rc, memory_order_release);
-    /* The eventfd write is what hands the job back to the loop. */
-    while (write(job->efd, &one, sizeof(one)) < 0 && errno == EINTR)
-        ;
-    return NULL;
-}
-
-static void sink_fsync_done(evutil_socket_t fd, short what, void *arg)
-{
-    pv_sink_job_t *job = arg;
-    uint64_t v;
-
-    (void)what;
-    if (read(fd, &v, sizeof(v)) < 0 && errno == EAGAIN)
-        return; /* spurious */
-    int rc = atomic_load_explicit(&job->result, memory_order_acquire);
+    pv_sink_job_t *job = (pv_sink_job_t *)m;
     pv_sink_done_fn done = job->done;
-    void *done_arg = job->arg;
+    void *arg = job->arg;
+    int rc = m->status;
+
     job->sink->job = NULL;
-    sink_job_free(job);
-    done(done_arg, rc);
+    pv_msg_free(m);
+    done(arg, rc);
 }
 
-int pv_sink_sync(pv_sink_t *s, struct event_base *base, pv_sink_done_fn done, void *arg)
+int pv_sink_sync(pv_sink_t *s, pv_pool_t *io, pv_actor_t *home, pv_sink_done_fn done,
+                 void *arg)
 {
-    pv_sink_job_t *job = calloc(1, sizeof(*job));
-    pthread_attr_t attr;
-    pthread_t th;
+    bool fail = pv_fail("http.fsync");
+    pv_sink_job_t *job = io ? pv_msg_new(sizeof(*job), 0) : NULL;
 
-    if (!job)
-        goto inline_sync;
-    job->fd = s->fd;
-    job->sink = s;
-    job->done = done;
-    job->arg = arg;
-    job->efd = eventfd(0, EFD_CLOEXEC);
-    if (job->efd < 0)
-        goto inline_sync;
-    job->ev = event_new(base, job->efd, EV_READ, sink_fsync_done, job);
-    if (!job->ev || event_add(job->ev, NULL) < 0)
-        goto inline_sync;
-    if (pv_fail("http.fsync")) {
-        atomic_store(&job->result, -EIO);
-        uint64_t one = 1;
-        if (write(job->efd, &one, sizeof(one)) < 0)
-            goto inline_sync;
-        s->job = job;
-        return 1;
+    if (job) {
+        job->fd = s->fd;
+        job->fail = fail;
+        job->sink = s;
+        job->done = done;
+        job->arg = arg;
+        pv_msg_expect(&job->msg, home, sink_fsynced);
+        if (pv_pool_submit(io, sink_fsync_work, &job->msg) == 0) {
+            s->job = job; /* its answer cannot run before we return: same loop */
+            return 1;
+        }
+        pv_msg_free(&job->msg);
     }
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    int rc = pthread_create(&th, &attr, sink_fsync_thread, job);
-    pthread_attr_destroy(&attr);
-    if (rc != 0)
-        goto inline_sync;
-    s->job = job;
-    return 1;
-
-inline_sync:
-    if (job)
-        sink_job_free(job);
+    if (fail)
+        return -EIO;
     return fsync(s->fd) == 0 ? 0 : -errno;
 }
 
 bool pv_sink_busy(const pv_sink_t *s) { return s->job != NULL; }
 
-void pv_sink_abandon(pv_sink_t *s)
-{
-    pv_sink_job_t *job = s->job;
-    if (!job)
-        return;
-    /* Wait for its thread: it holds the fd. */
-    uint64_t v;
-    while (read(job->efd, &v, sizeof(v)) < 0 && errno == EINTR)
-        ;
-    sink_job_free(job);
-    s->job = NULL;
-}
+void pv_sink_abandon(pv_sink_t *s) { s->job = NULL; }
 
 void pv_sink_close(pv_sink_t *s)
 {

@@ -42,6 +42,7 @@ static pv_loop_t *g_loop;
 static struct event_base *g_base; /* g_loop's: for timers made on the loop */
 static pv_actor_t *g_probe;       /* runs on_loop()'s functions there */
 static pv_http_server_t *g_srv;
+static pv_pool_t *g_io;           /* the server's fsyncs (cfg.io) */
 static SSL_CTX *_Atomic g_tls;
 static int g_port_plain, g_port_tls;
 static char g_dir[256], g_cert[300], g_key[300], g_file[300];
@@ -74,8 +75,11 @@ static void h_echo(pv_http_req_t *req)
     pv_http_respond(req, 200, "application/octet-stream", b, len);
 }
 
+static atomic_int g_uploads_handled;
+
 static void h_upload(pv_http_req_t *req)
 {
+    atomic_fetch_add(&g_uploads_handled, 1);
     const pv_http_body_file_t *f = pv_http_body_file(req);
     char hex[65];
     struct stat st;
@@ -327,6 +331,10 @@ static int server_start(void)
     cfg.headers = g_headers;
     cfg.authorize = authorize;
     cfg.tmp_dir = g_dir;
+    g_io = pv_pool_new("io", 1, 0); /* one thread: a test can hold it */
+    if (!g_io)
+        return -1;
+    cfg.io = g_io;
     cfg.max_header_bytes = 4096;
     cfg.max_memory_body = 4096;
     cfg.max_file_body = 16 * 1024 * 1024;
@@ -1514,6 +1522,67 @@ TEST(upload_abort_cleans_up)
     CHECK(uploads_become(0, 2.0)); /* and the half upload is gone */
 }
 
+/* Holds the io pool's one thread until g_io_held drops to 0. */
+static atomic_int g_io_held;
+
+static void hold_io(pv_msg_t *m)
+{
+    (void)m;
+    while (atomic_load(&g_io_held))
+        usleep(1000);
+}
+
+static off_t upload_size(void)
+{
+    DIR *d = opendir(g_dir);
+    off_t size = -1;
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+        char p[600];
+        struct stat st;
+        snprintf(p, sizeof(p), "%s/%s", g_dir, e->d_name);
+        if (strncmp(e->d_name, ".pv-upload-", 11) == 0 && stat(p, &st) == 0)
+            size = st.st_size;
+    }
+    if (d)
+        closedir(d);
+    return size;
+}
+
+static void nothing(void *arg) { (void)arg; }
+
+/* The client resets the connection while its upload is being fsync'd:
+ * the fsync finishes, nobody is answered, the temp file goes, and the
+ * connection is freed only then (it holds the fd the worker uses). */
+TEST(client_gone_during_fsync)
+{
+    int handled = atomic_load(&g_uploads_handled);
+    pv_msg_t *hold = pv_msg_new(sizeof(*hold), 0);
+    atomic_store(&g_io_held, 1);
+    CHECK(hold && pv_pool_submit(g_io, hold_io, hold) == 0);
+    cli_t *c = cli_open(false);
+    CHECK_EQ_INT(cli_sends(c, upload_req), 0);
+    /* The whole body is in the file: the same callback that wrote it has
+     * queued the fsync behind the held thread. */
+    double end = now_s() + 2;
+    while (upload_size() != 5 && now_s() < end)
+        usleep(1000);
+    CHECK_EQ_INT(upload_size(), 5);
+    struct linger lg = {1, 0}; /* close with a reset */
+    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    cli_close(c);
+    for (int i = 0; i < 3; i++) /* the loop has seen the reset */
+        CHECK(on_loop(nothing, NULL));
+    CHECK_EQ_INT(count_uploads(), 1); /* the worker still has its fd */
+    atomic_store(&g_io_held, 0);
+    CHECK(uploads_become(0, 2.0));
+    CHECK_EQ_INT(atomic_load(&g_uploads_handled), handled);
+    resp_t r;
+    CHECK_EQ_INT(request(false, upload_req, &r), 0); /* and uploads go on */
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    CHECK(uploads_become(0, 2.0));
+}
+
 static void shutdown_on_loop(void *arg)
 {
     (void)arg;
@@ -1589,11 +1658,14 @@ int main(void)
     RUN(tls_ctx_errors);
     RUN(failure_seams);
     RUN(upload_abort_cleans_up);
+    RUN(client_gone_during_fsync);
     RUN(graceful_shutdown);
 
     pv_loop_stop(g_loop);
     pv_loop_join(g_loop);
+    pv_pool_stop(g_io); /* before the server: no fsync left to answer it */
     pv_http_server_free(g_srv);
+    pv_pool_free(g_io);
     pv_actor_free(g_probe);
     pv_loop_free(g_loop);
     SSL_CTX_free(atomic_load(&g_tls));
