@@ -888,10 +888,10 @@ static int pv_conn_bev(pv_conn_t *c, SSL_CTX *ctx, evutil_socket_t fd)
     return 0;
 }
 
-void pv_conn_new(pv_http_server_t *s, int kind, SSL_CTX *_Atomic *tls,
-                 evutil_socket_t fd, const struct sockaddr *sa)
+void pv_conn_new(pv_http_server_t *s, int kind, bool tls, evutil_socket_t fd,
+                 const struct sockaddr *sa)
 {
-    SSL_CTX *ctx = tls ? atomic_load(tls) : NULL;
+    SSL_CTX *ctx = tls ? s->tls : NULL;
     pv_conn_t *c = pv_fail("http.accept") ? NULL : calloc(1, sizeof(*c));
 
     if (!c || (tls && !ctx)) {

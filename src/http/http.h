@@ -15,6 +15,13 @@
  * the chosen server's actor. No SO_REUSEPORT, so a second daemon cannot
  * take the port.
  *
+ * TLS: each server holds its own reference to the SSL_CTX that its new
+ * connections use, and only its loop touches it. A reload is a
+ * PV_HTTP_SRV_TLS message carrying the next context with a reference of
+ * its own; the server swaps it in and drops its old reference on its own
+ * thread. A connection already accepted keeps its SSL, which holds its
+ * own reference to the context it began with.
+ *
  * Request life: headers parsed -> route matched (404/405 otherwise) ->
  * the server's authorize hook (may answer 401/403 before any body is read)
  * -> body read according to the route's body mode (413 when over the
@@ -112,20 +119,35 @@ typedef struct pv_http_config {
 enum pv_http_srv_msg {
     PV_HTTP_SRV_CONN, /* an accepted socket, dealt to this loop by the group's
                          accepting loop (server.c makes and sends these) */
+    PV_HTTP_SRV_TLS,  /* pv_http_srv_tls_t: the context for new TLS
+                         connections from now on; answered (status 0) once
+                         swapped in, when the sender set a continuation */
     PV_HTTP_SRV_MSG_COUNT
 };
+
+typedef struct pv_http_srv_tls {
+    pv_msg_t msg;   /* type PV_HTTP_SRV_TLS */
+    SSL_CTX *tls;   /* a reference of the message's own; the server takes it */
+} pv_http_srv_tls_t;
+
+/* A PV_HTTP_SRV_TLS message for ctx, holding its own reference
+ * (SSL_CTX_up_ref), released with the message if never delivered. NULL
+ * when out of memory. */
+pv_http_srv_tls_t *pv_http_srv_tls_new(SSL_CTX *ctx);
 
 /* A server on loop, with its actor there: call before the loop runs (or
  * on it). */
 pv_http_server_t *pv_http_server_new(pv_loop_t *loop, const pv_http_config_t *cfg);
 /* The server's actor: messages of enum pv_http_srv_msg go here. */
 pv_actor_t *pv_http_server_actor(pv_http_server_t *srv);
+/* The context for new TLS connections, before the server's loop runs
+ * (later, send PV_HTTP_SRV_TLS): the server takes its own reference. */
+void pv_http_server_set_tls(pv_http_server_t *srv, SSL_CTX *ctx);
 /* Bind and listen on "ADDR:PORT" ("127.0.0.1:8443", "[::1]:8443"; port 0:
- * the OS picks), without SO_REUSEPORT. tls is a pointer
- * to the SSL_CTX pointer in use, so that a reload can swap it for new
- * connections (NULL: plain HTTP). Returns 0 or -errno. */
-int pv_http_listen(pv_http_server_t *srv, const char *addr_port,
-                   SSL_CTX *_Atomic *tls, int kind);
+ * the OS picks), without SO_REUSEPORT. With tls, connections speak TLS
+ * with the context of the server they are dealt to (and are closed while
+ * it has none). Returns 0 or -errno. */
+int pv_http_listen(pv_http_server_t *srv, const char *addr_port, bool tls, int kind);
 /* The port a listener of that kind is bound to (useful with port 0), or
  * -ENOENT. */
 int pv_http_server_port(pv_http_server_t *srv, int kind);
@@ -136,7 +158,7 @@ int pv_http_server_port(pv_http_server_t *srv, int kind);
 void pv_http_server_group(pv_http_server_t **servers, int n);
 /* Listen on an already listening socket (another loop's): the socket is
  * duplicated, so loops share one bound port without SO_REUSEPORT. */
-int pv_http_listen_fd(pv_http_server_t *srv, int fd, SSL_CTX *_Atomic *tls, int kind);
+int pv_http_listen_fd(pv_http_server_t *srv, int fd, bool tls, int kind);
 /* The listening socket of the first listener of `kind`, or -ENOENT. */
 int pv_http_listener_fd(pv_http_server_t *srv, int kind);
 /* Stop accepting; connections finish their in-flight request then close. */
@@ -215,7 +237,7 @@ void pv_http_stream_end(pv_http_req_t *req);
 /* Reason phrase for a status ("Not Found"). */
 const char *pv_http_reason(int status);
 
-/* ---- TLS (src/tls.c) ---- */
+/* ---- TLS (src/http/tls.c) ---- */
 /* Server context: TLS 1.2+, modern AEAD ciphers, cert+key from PEM files. */
 SSL_CTX *pv_tls_ctx_new(const char *cert_file, const char *key_file,
                         char *err, size_t errlen);

@@ -31,7 +31,6 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -189,7 +188,7 @@ typedef struct pv_listener {
     struct evconnlistener *lev;
     struct event *retry;   /* re-enables accepting after an accept error */
     int kind;              /* enum pv_http_listener_kind */
-    SSL_CTX *_Atomic *tls; /* NULL: plain HTTP */
+    bool tls;              /* with the server's context (srv->tls) */
     int port;              /* as bound (the OS's choice for port 0) */
 } pv_listener_t;
 
@@ -197,6 +196,8 @@ struct pv_http_server {
     pv_loop_t *loop;
     struct event_base *base; /* the loop's */
     pv_actor_t *actor;       /* its messages (enum pv_http_srv_msg) */
+    SSL_CTX *tls;            /* new TLS connections' context: our own
+                                reference, swapped on PV_HTTP_SRV_TLS */
     pv_http_config_t cfg;
     pv_route_table_t *routes;
     pv_listener_t lst[PV_HTTP_MAX_LISTENERS];
@@ -219,7 +220,7 @@ struct pv_http_server {
 
 /* ---- conn.c, for server.c ---- */
 /* A connection around an accepted socket (taken: closed on failure). */
-void pv_conn_new(pv_http_server_t *s, int kind, SSL_CTX *_Atomic *tls, evutil_socket_t fd,
+void pv_conn_new(pv_http_server_t *s, int kind, bool tls, evutil_socket_t fd,
                  const struct sockaddr *sa);
 /* The client is gone, or we give up on it (see conn.c). */
 void pv_conn_drop(pv_conn_t *c);

@@ -21,6 +21,7 @@
 #include <event2/util.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,7 +43,7 @@ typedef struct srv_conn_msg {
     pv_msg_t msg;
     evutil_socket_t fd;          /* owned until adopted: closed if never */
     int kind;                    /* enum pv_http_listener_kind */
-    SSL_CTX *_Atomic *tls;       /* the listener's, NULL: plain */
+    bool tls;                    /* with the receiving server's context */
     struct sockaddr_storage sa;  /* the peer */
 } srv_conn_msg_t;
 
@@ -87,6 +88,47 @@ static void srv_on_conn(pv_actor_t *self, pv_msg_t *m)
         cm->fd = -1; /* the connection's now, or closed */
     }
     pv_msg_free(m);
+}
+
+static void srv_tls_msg_free(pv_msg_t *m)
+{
+    SSL_CTX_free(((pv_http_srv_tls_t *)m)->tls); /* NULL once taken */
+    free(m);
+}
+
+pv_http_srv_tls_t *pv_http_srv_tls_new(SSL_CTX *ctx)
+{
+    pv_http_srv_tls_t *tm = pv_msg_new(sizeof(*tm), PV_HTTP_SRV_TLS);
+    if (!tm)
+        return NULL;
+    SSL_CTX_up_ref(ctx);
+    tm->tls = ctx;
+    tm->msg.free_fn = srv_tls_msg_free;
+    return tm;
+}
+
+/* Swaps in a context and drops ours; on the server's loop, or before it runs. */
+static void srv_swap_tls(pv_http_server_t *s, SSL_CTX *ctx)
+{
+    SSL_CTX *old = s->tls;
+    s->tls = ctx;
+    SSL_CTX_free(old); /* connections on it keep it through their SSL */
+}
+
+/* PV_HTTP_SRV_TLS: new TLS connections use this context from now on. */
+static void srv_on_tls(pv_actor_t *self, pv_msg_t *m)
+{
+    pv_http_srv_tls_t *tm = (pv_http_srv_tls_t *)m;
+    srv_swap_tls(pv_actor_state(self), tm->tls);
+    tm->tls = NULL; /* the server's reference now */
+    pv_actor_reply(m, 0);
+}
+
+void pv_http_server_set_tls(pv_http_server_t *srv, SSL_CTX *ctx)
+{
+    if (ctx)
+        SSL_CTX_up_ref(ctx);
+    srv_swap_tls(srv, ctx);
 }
 
 void pv_http_server_group(pv_http_server_t **servers, int n)
@@ -205,8 +247,7 @@ static int pv_bind_listen(const struct sockaddr_storage *ss, int sslen)
     return fd;
 }
 
-int pv_http_listen(pv_http_server_t *srv, const char *addr_port,
-                   SSL_CTX *_Atomic *tls, int kind)
+int pv_http_listen(pv_http_server_t *srv, const char *addr_port, bool tls, int kind)
 {
     struct sockaddr_storage ss;
     int sslen = (int)sizeof(ss);
@@ -234,7 +275,7 @@ static int pv_bound_port(int fd)
     return 0;
 }
 
-int pv_http_listen_fd(pv_http_server_t *srv, int fd, SSL_CTX *_Atomic *tls, int kind)
+int pv_http_listen_fd(pv_http_server_t *srv, int fd, bool tls, int kind)
 {
     if (!srv || fd < 0 || srv->shutting_down)
         return -EINVAL;
@@ -312,6 +353,7 @@ static void pv_srv_defaults(pv_http_config_t *cfg)
 
 static const pv_actor_fn srv_on[PV_HTTP_SRV_MSG_COUNT] = {
     [PV_HTTP_SRV_CONN] = srv_on_conn,
+    [PV_HTTP_SRV_TLS] = srv_on_tls,
 };
 
 pv_http_server_t *pv_http_server_new(pv_loop_t *loop, const pv_http_config_t *cfg)
@@ -393,6 +435,7 @@ void pv_http_server_free(pv_http_server_t *srv)
     while (srv->conns)
         pv_conn_destroy(srv->conns);
     pv_route_table_free(srv->routes);
+    SSL_CTX_free(srv->tls);
     free(srv->hdr_plain);
     free(srv->hdr_tls);
     free(srv);

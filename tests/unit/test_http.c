@@ -43,7 +43,7 @@ static struct event_base *g_base; /* g_loop's: for timers made on the loop */
 static pv_actor_t *g_probe;       /* runs on_loop()'s functions there */
 static pv_http_server_t *g_srv;
 static pv_pool_t *g_io;           /* the server's fsyncs (cfg.io) */
-static SSL_CTX *_Atomic g_tls;
+static SSL_CTX *g_tls;            /* the test's reference; the server has its own */
 static int g_port_plain, g_port_tls;
 static char g_dir[256], g_cert[300], g_key[300], g_file[300];
 static size_t g_file_len;
@@ -309,7 +309,7 @@ static int server_start(void)
         printf("# tls: %s\n", err);
         return -1;
     }
-    atomic_store(&g_tls, ctx);
+    g_tls = ctx;
 
     /* A file a little over 1 MiB: several TLS refills. */
     snprintf(g_file, sizeof(g_file), "%s/blob.bin", g_dir);
@@ -345,8 +345,9 @@ static int server_start(void)
     g_srv = pv_http_server_new(g_loop, &cfg);
     if (!g_srv)
         return -1;
-    if (pv_http_listen(g_srv, "127.0.0.1:0", NULL, PV_LISTEN_PRIVATE) < 0 ||
-        pv_http_listen(g_srv, "127.0.0.1:0", &g_tls, PV_LISTEN_PUBLIC) < 0)
+    pv_http_server_set_tls(g_srv, g_tls);
+    if (pv_http_listen(g_srv, "127.0.0.1:0", false, PV_LISTEN_PRIVATE) < 0 ||
+        pv_http_listen(g_srv, "127.0.0.1:0", true, PV_LISTEN_PUBLIC) < 0)
         return -1;
     g_port_plain = pv_http_server_port(g_srv, PV_LISTEN_PRIVATE);
     g_port_tls = pv_http_server_port(g_srv, PV_LISTEN_PUBLIC);
@@ -778,7 +779,7 @@ TEST(group_deals_round_robin)
         CHECK(group[i] != NULL);
     }
     pv_http_server_group(group, 2);
-    CHECK_EQ_INT(pv_http_listen(group[0], "127.0.0.1:0", NULL, PV_LISTEN_PRIVATE), 0);
+    CHECK_EQ_INT(pv_http_listen(group[0], "127.0.0.1:0", false, PV_LISTEN_PRIVATE), 0);
     int port = pv_http_server_port(group[0], PV_LISTEN_PRIVATE);
     for (int i = 0; i < 2; i++)
         CHECK_EQ_INT(pv_loop_start(loops[i]), 0);
@@ -1412,6 +1413,106 @@ TEST(tls_ctx_errors)
     close(fd);
 }
 
+/* ---- swapping the TLS context by message ---- */
+
+static atomic_int g_swapped;
+
+/* The server's answer to PV_HTTP_SRV_TLS, run on the probe's loop. */
+static void tls_swap_answered(pv_msg_t *m)
+{
+    atomic_store(&g_swapped, m->status == 0 ? 1 : -1);
+    pv_msg_free(m);
+}
+
+/* Sends the server ctx the way the TLS actor does; waits for its answer. */
+static bool swap_tls(SSL_CTX *ctx)
+{
+    pv_http_srv_tls_t *tm = pv_http_srv_tls_new(ctx);
+    if (!tm)
+        return false;
+    atomic_store(&g_swapped, 0);
+    pv_msg_expect(&tm->msg, g_probe, tls_swap_answered);
+    pv_actor_send(pv_http_server_actor(g_srv), &tm->msg);
+    double end = now_s() + 5;
+    while (!atomic_load(&g_swapped) && now_s() < end)
+        usleep(1000);
+    return atomic_load(&g_swapped) == 1;
+}
+
+/* The DER of the certificate a new TLS connection is given, checked
+ * against nothing (the test compares it itself). */
+static int peer_cert_der(unsigned char **der)
+{
+    int fd = tcp_connect(g_port_tls), n = -1;
+    SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+    SSL *ssl = SSL_new(cctx);
+    SSL_set_fd(ssl, fd);
+    if (SSL_connect(ssl) == 1) {
+        X509 *x = SSL_get1_peer_certificate(ssl);
+        n = x ? i2d_X509(x, der) : -1;
+        X509_free(x);
+    }
+    SSL_free(ssl);
+    SSL_CTX_free(cctx);
+    close(fd);
+    return n;
+}
+
+static int file_cert_der(const char *path, unsigned char **der)
+{
+    FILE *f = fopen(path, "r");
+    X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    int n = x ? i2d_X509(x, der) : -1;
+    if (f)
+        fclose(f);
+    X509_free(x);
+    return n;
+}
+
+static bool serves_cert(const char *path)
+{
+    unsigned char *a = NULL, *b = NULL;
+    int na = peer_cert_der(&a), nb = file_cert_der(path, &b);
+    bool same = na > 0 && na == nb && memcmp(a, b, (size_t)na) == 0;
+    OPENSSL_free(a);
+    OPENSSL_free(b);
+    return same;
+}
+
+/* A reload reaches the server as a message: new connections get the new
+ * certificate at once, one already open keeps its own, and the server
+ * keeps the context alive after the sender let go of it. */
+TEST(tls_swap_by_message)
+{
+    char err[256], dir2[300], cert2[320], key2[320];
+    snprintf(dir2, sizeof(dir2), "%s/swap", g_dir);
+    mkdir(dir2, 0700);
+    snprintf(cert2, sizeof(cert2), "%s/cert.pem", dir2);
+    snprintf(key2, sizeof(key2), "%s/key.pem", dir2);
+    CHECK_EQ_INT(pv_tls_ensure_self_signed(cert2, key2), 0);
+    SSL_CTX *ctx2 = pv_tls_ctx_new(cert2, key2, err, sizeof(err));
+    CHECK(ctx2 != NULL);
+    if (!ctx2)
+        return;
+    CHECK(serves_cert(g_cert));
+
+    cli_t *kept = cli_open(true); /* handshake done with the first one */
+    CHECK(kept->ssl != NULL);
+    CHECK(swap_tls(ctx2));
+    SSL_CTX_free(ctx2); /* the server holds its own reference */
+    CHECK(serves_cert(cert2));
+    CHECK(!serves_cert(g_cert));
+    resp_t r;
+    CHECK_EQ_INT(cli_sends(kept, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+    CHECK_EQ_INT(cli_response(kept, &r, false), 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    cli_close(kept);
+
+    CHECK(swap_tls(g_tls)); /* back, for the tests that verify g_cert */
+    CHECK(serves_cert(g_cert));
+}
+
 /* ---- failure seam: every failure ends in a clean answer or a close ---- */
 
 static void fail_on_loop(void *spec) { pv_fail_reset(spec); }
@@ -1656,6 +1757,7 @@ int main(void)
     RUN(sse);
     RUN(timeouts);
     RUN(tls_ctx_errors);
+    RUN(tls_swap_by_message);
     RUN(failure_seams);
     RUN(upload_abort_cleans_up);
     RUN(client_gone_during_fsync);
@@ -1668,7 +1770,7 @@ int main(void)
     pv_pool_free(g_io);
     pv_actor_free(g_probe);
     pv_loop_free(g_loop);
-    SSL_CTX_free(atomic_load(&g_tls));
+    SSL_CTX_free(g_tls);
     SSL_CTX_free(g_cli_ctx);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", g_dir);
