@@ -31,23 +31,23 @@ typedef struct tls_state tls_state_t;
 typedef struct tls_round {
     struct tls_round *next;
     tls_state_t *st;
-    pv_tls_reload_t *req;  /* the asker's */
-    int waiting;           /* servers that have not swapped yet */
+    pv_tls_reload_t *req; /* the asker's */
+    int waiting;          /* servers that have not swapped yet */
 } tls_round_t;
 
 struct tls_state {
     pv_app_t *app;
     pv_actor_t *self;
-    SSL_CTX *ctx;          /* the current context: our own reference */
-    tls_round_t *rounds;   /* reloads not answered yet */
+    SSL_CTX *ctx;        /* the current context: our own reference */
+    tls_round_t *rounds; /* reloads not answered yet */
 };
 
 /* A reload's file reads, on the work pool. */
 typedef struct tls_load {
-    pv_msg_t msg;          /* answered back to this actor */
+    pv_msg_t msg; /* answered back to this actor */
     tls_state_t *st;
-    pv_tls_reload_t *req;  /* the asker's, until answered */
-    SSL_CTX *ctx;          /* what was loaded, or NULL (req->err says why) */
+    pv_tls_reload_t *req; /* the asker's, until answered */
+    SSL_CTX *ctx;         /* what was loaded, or NULL (req->err says why) */
 } tls_load_t;
 
 /* A load that never came back (the actor freed first) drops what it holds. */

@@ -18,8 +18,8 @@ enum pv_tls_msg {
 };
 
 typedef struct pv_tls_reload {
-    pv_msg_t msg;      /* type PV_TLS_RELOAD */
-    char err[256];     /* the answer's reason when its status is < 0 */
+    pv_msg_t msg;  /* type PV_TLS_RELOAD */
+    char err[256]; /* the answer's reason when its status is < 0 */
 } pv_tls_reload_t;
 
 /* Loads the certificate and makes the actor on app->core. Call once the

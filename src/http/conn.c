@@ -256,7 +256,7 @@ static uint64_t pv_conn_rand(pv_http_server_t *s)
     return z ^ (z >> 31);
 }
 
-static bool pv_id_sane(const char *v, size_t len)
+static bool pv_req_id_sane(const char *v, size_t len)
 {
     if (len == 0 || len > PV_HTTP_ID_MAX)
         return false;
@@ -275,7 +275,7 @@ static void pv_req_make_id(pv_conn_t *c, const char *incoming)
 {
     pv_http_req_t *r = &c->req;
     size_t n = incoming ? strlen(incoming) : 0;
-    if (incoming && pv_id_sane(incoming, n)) {
+    if (incoming && pv_req_id_sane(incoming, n)) {
         memcpy(r->id, incoming, n + 1); /* n <= PV_HTTP_ID_MAX */
         return;
     }
@@ -359,8 +359,7 @@ static int pv_req_route(pv_conn_t *c, const pv_route_path_t *ps)
     return 0;
 }
 
-static uint64_t pv_route_limit(const pv_http_server_t *s,
-                               const pv_http_route_t *rt)
+static uint64_t pv_req_body_limit(const pv_http_server_t *s, const pv_http_route_t *rt)
 {
     if (rt->max_body)
         return rt->max_body;
@@ -368,7 +367,7 @@ static uint64_t pv_route_limit(const pv_http_server_t *s,
                                     : s->cfg.max_memory_body;
 }
 
-static void pv_call_handler(pv_conn_t *c)
+static void pv_req_dispatch(pv_conn_t *c)
 {
     pv_http_req_t *r = &c->req;
     c->state = C_HANDLER;
@@ -401,7 +400,7 @@ static void pv_conn_synced(void *arg, int rc)
         pv_resp_error(r, rc == -ENOSPC ? 507 : 500, "io_error",
                       "could not store the upload");
     } else {
-        pv_call_handler(c);
+        pv_req_dispatch(c);
     }
     pv_conn_release(c);
 }
@@ -463,7 +462,7 @@ static void pv_body_complete(pv_conn_t *c)
             pv_conn_synced(c, rc); /* it ran here: no pool took it */
         return;
     }
-    pv_call_handler(c);
+    pv_req_dispatch(c);
 }
 
 /* Feeds one run of input bytes through the framing. Returns the bytes
@@ -636,7 +635,7 @@ static void pv_req_start(pv_conn_t *c, const pv_http_reqline_t *rl)
     if (pv_req_prepare(c) != 0)
         return;
     r->body_mode = r->route->body;
-    r->body_limit = pv_route_limit(s, r->route);
+    r->body_limit = pv_req_body_limit(s, r->route);
     if (r->fr.content_length > 0 &&
         (uint64_t)r->fr.content_length > r->body_limit) {
         c->close_after = true;
@@ -685,7 +684,7 @@ static int pv_conn_scratch(pv_conn_t *c, size_t n)
 }
 
 /* Moves the parsed pointers from the input buffer to c->head. */
-static void pv_rebase(pv_conn_t *c, const char *from, pv_http_reqline_t *rl)
+static void pv_conn_rebase(pv_conn_t *c, const char *from, pv_http_reqline_t *rl)
 {
     rl->method = c->head + (rl->method - from);
     rl->target = c->head + (rl->target - from);
@@ -771,7 +770,7 @@ static bool pv_conn_read_head(pv_conn_t *c)
         return true;
     }
     memcpy(c->head, buf, (size_t)r);
-    pv_rebase(c, buf, &rl);
+    pv_conn_rebase(c, buf, &rl);
     evbuffer_drain(in, (size_t)r);
     pv_req_start(c, &rl);
     return true;

@@ -4,14 +4,15 @@
  *
  * The server is five files, each owning one thing, called only downwards:
  *
- *   server.c  listeners, accepting and dealing connections to the loops,
- *             the server's life            -> conn.c, route.c
+ *   server.c  listeners, accepting and dealing connections to the loops
+ *             (its actor's messages), the server's life
+ *                                          -> conn.c, resp.c, route.c
  *   conn.c    a connection's state machine: heads, bodies, handlers,
  *             keep-alive, linger; the request's accessors
  *                                          -> resp.c, sink.c, route.c, parser
  *   resp.c    answers: status line and headers, Range/ETag/304/416, files,
  *             SSE streams                  -> parser
- *   sink.c    an upload's temp file, its SHA-256 and its fsync off the loop
+ *   sink.c    an upload's temp file, its SHA-256 and its fsync on the io pool
  *   route.c   the route table (pure, route.h)
  *
  * The one call that goes up, from an answer back to the connection that

@@ -14,7 +14,7 @@
  *
  * What happens after an answer is queued is the connection's business:
  * it learns through c->ops (http_int.h), so this file never calls conn.c.
- * A request is answered exactly once (pv_req_take); a late second answer
+ * A request is answered exactly once (resp_take); a late second answer
  * is logged and dropped rather than corrupting the stream.
  */
 #include "http/http_int.h"
@@ -313,7 +313,7 @@ void pv_resp_continue(pv_conn_t *c)
  * ---------------------------------------------------------------- */
 
 /* Claims the one answer a request gets. */
-static bool pv_req_take(pv_http_req_t *r, const char *what)
+static bool resp_take(pv_http_req_t *r, const char *what)
 {
     if (!r || !r->conn || !r->conn->req_live || r->answered) {
         pv_log(PV_LOG_WARN, PV_HTTP_LOG, r ? r->id : NULL, NULL,
@@ -395,14 +395,14 @@ void pv_resp_error(pv_http_req_t *r, int status, const char *code,
 void pv_http_respond(pv_http_req_t *req, int status, const char *content_type,
                      const void *body, size_t len)
 {
-    if (!pv_req_take(req, "respond"))
+    if (!resp_take(req, "respond"))
         return;
     resp_body(req, status, content_type, body, len, NULL);
 }
 
 void pv_http_respond_json(pv_http_req_t *req, int status, json_t *obj)
 {
-    if (!pv_req_take(req, "respond_json")) {
+    if (!resp_take(req, "respond_json")) {
         json_decref(obj);
         return;
     }
@@ -412,7 +412,7 @@ void pv_http_respond_json(pv_http_req_t *req, int status, json_t *obj)
 void pv_http_respond_error(pv_http_req_t *req, int status, const char *code,
                            const char *message)
 {
-    if (!pv_req_take(req, "respond_error"))
+    if (!resp_take(req, "respond_error"))
         return;
     pv_resp_error(req, status, code, message);
 }
@@ -530,7 +530,7 @@ void pv_http_respond_file(pv_http_req_t *req, int fd, const char *content_type,
     char tag[160] = "";
     uint64_t start = 0, len;
 
-    if (!pv_req_take(req, "respond_file")) {
+    if (!resp_take(req, "respond_file")) {
         close(fd);
         return;
     }
@@ -601,7 +601,7 @@ void pv_http_stream_begin(pv_http_req_t *req, int status,
                           void (*on_close)(pv_http_req_t *req, void *arg),
                           void *arg)
 {
-    if (!pv_req_take(req, "stream_begin"))
+    if (!resp_take(req, "stream_begin"))
         return;
     pv_conn_t *c = req->conn;
     req->status = status;

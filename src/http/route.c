@@ -21,9 +21,9 @@
 
 /* One compiled segment of a pattern. */
 typedef struct route_seg {
-    const char *s;  /* literal text, or the capture's name */
+    const char *s; /* literal text, or the capture's name */
     size_t len;
-    bool capture;   /* "{name}" */
+    bool capture; /* "{name}" */
 } route_seg_t;
 
 typedef struct route_c {

@@ -17,9 +17,9 @@
 
 #include "http/http.h"
 
-#define PV_ROUTE_MAX_SEGS 32   /* segments in a pattern; a longer path matches nothing */
-#define PV_ROUTE_MAX_PARAMS 8  /* {name} captures in one pattern */
-#define PV_ROUTE_ALLOW_MAX 128 /* a 405's Allow list, NUL included */
+#define PV_ROUTE_MAX_SEGS   32  /* segments in a pattern; a longer path matches nothing */
+#define PV_ROUTE_MAX_PARAMS 8   /* {name} captures in one pattern */
+#define PV_ROUTE_ALLOW_MAX  128 /* a 405's Allow list, NUL included */
 
 typedef struct pv_route_table pv_route_table_t;
 
@@ -32,14 +32,14 @@ typedef struct pv_route_path {
 
 /* One capture: the {name} of the pattern and the path segment it took. */
 typedef struct pv_route_param {
-    const char *name;  /* inside the route's pattern */
+    const char *name; /* inside the route's pattern */
     size_t name_len;
-    const char *val;   /* inside the matched path */
-    size_t val_len;    /* >= 1: a capture never takes an empty segment */
+    const char *val; /* inside the matched path */
+    size_t val_len;  /* >= 1: a capture never takes an empty segment */
 } pv_route_param_t;
 
 typedef struct pv_route_match {
-    const pv_http_route_t *route;  /* the row found, or NULL */
+    const pv_http_route_t *route; /* the row found, or NULL */
     int nparams;
     pv_route_param_t param[PV_ROUTE_MAX_PARAMS];
     char allow[PV_ROUTE_ALLOW_MAX]; /* 405 only: "GET, HEAD, POST" */

@@ -139,8 +139,8 @@ void pv_http_server_group(pv_http_server_t **servers, int n)
     }
 }
 
-static void pv_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
-                         struct sockaddr *sa, int salen, void *arg)
+static void srv_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+                          int salen, void *arg)
 {
     pv_listener_t *l = arg;
     pv_http_server_t *s = l->srv;
@@ -154,7 +154,7 @@ static void pv_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
         pv_conn_new(s, l->kind, l->tls, fd, sa); /* here, rather than not at all */
 }
 
-static void pv_accept_retry(evutil_socket_t fd, short what, void *arg)
+static void srv_accept_retry(evutil_socket_t fd, short what, void *arg)
 {
     pv_listener_t *l = arg;
     (void)fd;
@@ -165,7 +165,7 @@ static void pv_accept_retry(evutil_socket_t fd, short what, void *arg)
 
 /* Accept failed (EMFILE, ENOBUFS...): pause this listener briefly rather
  * than spin on a socket that stays readable. */
-static void pv_accept_error(struct evconnlistener *lev, void *arg)
+static void srv_accept_error(struct evconnlistener *lev, void *arg)
 {
     pv_listener_t *l = arg;
     struct timeval tv = {0, 100 * 1000};
@@ -183,8 +183,7 @@ static void pv_accept_error(struct evconnlistener *lev, void *arg)
 
 /* "1.2.3.4:80" or "[::1]:80" (port 0: the OS picks) into a sockaddr.
  * evutil_parse_sockaddr_port refuses port 0, which tests need. */
-static int pv_parse_addr(const char *s, struct sockaddr_storage *ss,
-                         int *sslen)
+static int srv_parse_addr(const char *s, struct sockaddr_storage *ss, int *sslen)
 {
     char host[INET6_ADDRSTRLEN];
     const char *colon, *hs = s;
@@ -232,7 +231,7 @@ static int pv_parse_addr(const char *s, struct sockaddr_storage *ss,
 /* A listening socket, bound without SO_REUSEPORT: a second daemon on the
  * same port must fail to start rather than silently take half the
  * connections. Loops share the socket (pv_http_listen_fd). */
-static int pv_bind_listen(const struct sockaddr_storage *ss, int sslen)
+static int srv_bind_listen(const struct sockaddr_storage *ss, int sslen)
 {
     int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -251,9 +250,9 @@ int pv_http_listen(pv_http_server_t *srv, const char *addr_port, bool tls, int k
 {
     struct sockaddr_storage ss;
     int sslen = (int)sizeof(ss);
-    if (!srv || !addr_port || pv_parse_addr(addr_port, &ss, &sslen) < 0)
+    if (!srv || !addr_port || srv_parse_addr(addr_port, &ss, &sslen) < 0)
         return -EINVAL;
-    int fd = pv_fail("http.listen") ? -EADDRINUSE : pv_bind_listen(&ss, sslen);
+    int fd = pv_fail("http.listen") ? -EADDRINUSE : srv_bind_listen(&ss, sslen);
     if (fd < 0)
         return fd; /* the caller logs it, with its context */
     int rc = pv_http_listen_fd(srv, fd, tls, kind);
@@ -262,7 +261,7 @@ int pv_http_listen(pv_http_server_t *srv, const char *addr_port, bool tls, int k
 }
 
 /* The port a listening socket is bound to (useful with port 0). */
-static int pv_bound_port(int fd)
+static int srv_bound_port(int fd)
 {
     struct sockaddr_storage bound;
     socklen_t blen = sizeof(bound);
@@ -289,15 +288,15 @@ int pv_http_listen_fd(pv_http_server_t *srv, int fd, bool tls, int kind)
     l->srv = srv;
     l->kind = kind;
     l->tls = tls;
-    l->lev = evconnlistener_new(srv->base, pv_accept_cb, l,
+    l->lev = evconnlistener_new(srv->base, srv_accept_cb, l,
                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, dfd);
     if (!l->lev) {
         close(dfd);
         return -ENOMEM;
     }
-    evconnlistener_set_error_cb(l->lev, pv_accept_error);
-    l->retry = evtimer_new(srv->base, pv_accept_retry, l);
-    l->port = pv_bound_port(dfd);
+    evconnlistener_set_error_cb(l->lev, srv_accept_error);
+    l->retry = evtimer_new(srv->base, srv_accept_retry, l);
+    l->port = srv_bound_port(dfd);
     srv->nlst++;
     return 0;
 }
@@ -318,7 +317,7 @@ int pv_http_server_port(pv_http_server_t *srv, int kind)
     return -ENOENT;
 }
 
-static void pv_listeners_close(pv_http_server_t *s)
+static void srv_listeners_close(pv_http_server_t *s)
 {
     for (int i = 0; i < s->nlst; i++) {
         if (s->lst[i].lev)
@@ -335,7 +334,7 @@ static void pv_listeners_close(pv_http_server_t *s)
  * ---------------------------------------------------------------- */
 
 /* Fills the config fields left at 0 with their defaults. */
-static void pv_srv_defaults(pv_http_config_t *cfg)
+static void srv_defaults(pv_http_config_t *cfg)
 {
     if (!cfg->max_header_bytes)
         cfg->max_header_bytes = PV_HTTP_DEF_HEADER_BYTES;
@@ -370,7 +369,7 @@ pv_http_server_t *pv_http_server_new(pv_loop_t *loop, const pv_http_config_t *cf
     s->loop = loop;
     s->base = pv_loop_base(loop);
     s->cfg = *cfg;
-    pv_srv_defaults(&s->cfg);
+    srv_defaults(&s->cfg);
     s->wto.tv_sec = s->cfg.write_timeout_s;
     s->in_window = PV_HTTP_IN_WINDOW;
     if (s->cfg.max_header_bytes + 1 > s->in_window)
@@ -406,7 +405,7 @@ void pv_http_server_shutdown(pv_http_server_t *srv)
     if (!srv)
         return;
     srv->shutting_down = true;
-    pv_listeners_close(srv);
+    srv_listeners_close(srv);
     for (pv_conn_t *c = srv->conns, *next; c; c = next) {
         next = c->next;
         if (!c->bev || c->req_live || c->state != C_HEAD)
@@ -430,7 +429,7 @@ void pv_http_server_free(pv_http_server_t *srv)
 {
     if (!srv)
         return;
-    pv_listeners_close(srv);
+    srv_listeners_close(srv);
     pv_actor_free(srv->actor); /* sockets dealt but never adopted: closed */
     while (srv->conns)
         pv_conn_destroy(srv->conns);

@@ -17,8 +17,8 @@
  * handler can rename it into the blob store on the same file system; it is
  * unlinked when the request ends unless the handler took it.
  */
-#include "http/http_int.h"
 #include "base/pv.h"
+#include "http/http_int.h"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -29,10 +29,10 @@
 
 /* An fsync on the io pool, answered to the server's actor. */
 struct pv_sink_job {
-    pv_msg_t msg;         /* first: a pool job; status carries the outcome */
-    int fd;               /* the worker's one input */
-    bool fail;            /* the http.fsync failpoint fired (decided on the loop) */
-    pv_sink_t *sink;      /* loop side, like what follows */
+    pv_msg_t msg;    /* first: a pool job; status carries the outcome */
+    int fd;          /* the worker's one input */
+    bool fail;       /* the http.fsync failpoint fired (decided on the loop) */
+    pv_sink_t *sink; /* loop side, like what follows */
     pv_sink_done_fn done;
     void *arg;
 };
@@ -102,8 +102,7 @@ static void sink_fsynced(pv_msg_t *m)
     done(arg, rc);
 }
 
-int pv_sink_sync(pv_sink_t *s, pv_pool_t *io, pv_actor_t *home, pv_sink_done_fn done,
-                 void *arg)
+int pv_sink_sync(pv_sink_t *s, pv_pool_t *io, pv_actor_t *home, pv_sink_done_fn done, void *arg)
 {
     bool fail = pv_fail("http.fsync");
     pv_sink_job_t *job = io ? pv_msg_new(sizeof(*job), 0) : NULL;

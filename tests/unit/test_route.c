@@ -9,7 +9,7 @@
 #include <errno.h>
 #include <stdio.h>
 
-#define PUB PV_LISTEN_PUBLIC
+#define PUB  PV_LISTEN_PUBLIC
 #define PRIV PV_LISTEN_PRIVATE
 
 static const pv_http_route_t g_routes[] = {
@@ -37,7 +37,10 @@ static int find(const char *method, const char *path, int listener, pv_route_mat
     return pv_route_find(g_t, method, listener, &ps, m);
 }
 
-static const char *name_of(const pv_route_match_t *m) { return m->route ? m->route->name : "(none)"; }
+static const char *name_of(const pv_route_match_t *m)
+{
+    return m->route ? m->route->name : "(none)";
+}
 
 /* The value of capture `name` as a string (captures are not NUL-ended). */
 static const char *param(const pv_route_match_t *m, const char *name, char *buf, size_t cap)
