@@ -19,8 +19,9 @@
  * is indexed by command id and pv_admin_start refuses to run with a gap. A
  * request becomes an admin_req_t, which embeds a call (src/app/call.h)
  * first: the same continuations HTTP handlers use. Anything blocking —
- * store scans, the backup, file reads for a TLS reload — runs on the work
- * pool, argon2id on the hash pool; the next step comes back to this loop.
+ * store scans, the backup — runs on the work pool, argon2id on the hash
+ * pool; what another actor owns (video jobs, the certificate) is asked of
+ * it. Either way the next step comes back to this loop.
  * Answers find their connection by id: if the client went away meanwhile,
  * the answer is dropped.
  */
@@ -1023,28 +1024,37 @@ static void h_config_show(admin_req_t *r)
     req_done(r);
 }
 
-static void tls_work(pv_msg_t *m)
+/* The TLS actor answered (call.answer): every HTTP loop has the new
+ * certificate, or the old one stays and the answer says why. */
+static void tls_replied(pv_call_t *call)
 {
-    admin_req_t *r = (admin_req_t *)m;
-    r->rc = pv_app_tls_reload(r->app, r->err.message, sizeof(r->err.message));
-}
-
-static void tls_done(admin_req_t *r)
-{
-    if (r->rc < 0) {
-        char why[sizeof(r->err.message)];
-        snprintf(why, sizeof(why), "%s", r->err.message);
-        pv_warn("admin", "certificate reload failed (%s); the old one stays in use", why);
-        req_error(r, "tls_invalid", "%s; the old certificate stays in use", why);
+    admin_req_t *r = (admin_req_t *)call;
+    const pv_tls_reload_t *m = (const pv_tls_reload_t *)call->answer;
+    if (call->result == -EINVAL) {
+        pv_warn("admin", "certificate reload failed (%s); the old one stays in use", m->err);
+        req_error(r, "tls_invalid", "%s; the old certificate stays in use", m->err);
+    } else if (call->result < 0) {
+        req_error_rc(r, call->result, r->cmd->words);
     } else {
         r->result = json_pack("{s:b,s:s,s:s}", "reloaded", 1, "cert", r->app->cfg.tls_cert,
                               "key", r->app->cfg.tls_key);
         pv_info("admin", "certificate reloaded from %s (pvctl)", r->app->cfg.tls_cert);
     }
+    pv_msg_free(call->answer);
+    call->answer = NULL;
     req_done(r);
 }
 
-static void h_tls_reload(admin_req_t *r) { (void)go_pool(r, tls_work, tls_done); }
+static void h_tls_reload(admin_req_t *r)
+{
+    pv_tls_reload_t *m = pv_msg_new(sizeof(*m), PV_TLS_RELOAD);
+    if (!m) {
+        req_error_rc(r, -ENOMEM, r->cmd->words);
+        req_done(r);
+        return;
+    }
+    pv_call_ask(&r->call, r->app->tls, &m->msg, tls_replied);
+}
 
 static void h_log_level(admin_req_t *r)
 {

@@ -2,16 +2,19 @@
  * pvd.c — the daemon's main: configuration, start-up order, signals and a
  * graceful stop.
  *
- * Start-up: config -> data dir -> keys -> TLS (self-signed on first start)
- * -> store (opens LMDB, starts the writer, collects orphans) -> workers ->
- * core loop (auth, videos, sync, admin actors) -> HTTP loops (the first
- * listens and accepted connections are dealt to all of them) -> ready. The main thread then runs its own loop, which
- * owns the signals.
+ * Start-up: config -> data dir -> keys -> certificate files (self-signed
+ * on first start) -> store (opens LMDB, starts the writer, collects
+ * orphans) -> workers -> the core loop's actors (auth, admin, videos,
+ * sync) -> HTTP servers (the first listens; accepted connections are
+ * dealt to all of them) -> the TLS actor, which loads the certificate and
+ * hands each server its context -> the core loop and the HTTP loops run
+ * -> ready. The main thread then runs its own loop, which owns the
+ * signals.
  *
  * Stop (SIGTERM/SIGINT): not ready; each HTTP loop stops accepting and
  * finishes its in-flight requests (up to a grace period); then the loops
  * stop, the workers finish their queue, and the store writer drains and
- * closes. SIGHUP reloads the certificate and the log level.
+ * closes. SIGHUP asks the TLS actor to reload the certificate.
  */
 #include "actors/admin.h"
 #include "actors/api/api.h"
@@ -29,7 +32,6 @@
 #include <libavutil/log.h>
 #include <getopt.h>
 #include <malloc.h>
-#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,24 +189,19 @@ static bool under_data_dir(const pv_config_t *c, const char *path)
     return strncmp(path, c->data_dir, n) == 0 && path[n] == '/';
 }
 
-/* The default certificate lives in the data dir: made on first start. */
+/* The default certificate lives in the data dir: made on first start.
+ * The TLS actor loads it later (pv_tls_start), once the servers exist. */
 static int tls_setup(pv_app_t *app)
 {
     pv_config_t *c = &app->cfg;
-    if (under_data_dir(c, c->tls_cert) && under_data_dir(c, c->tls_key)) {
-        char dir[PATH_MAX + 8];
-        snprintf(dir, sizeof(dir), "%s/tls", c->data_dir);
-        pv_mkdir_p(dir, 0700);
-        int rc = pv_tls_ensure_self_signed(c->tls_cert, c->tls_key);
-        if (rc < 0) {
-            pv_error("pvd", "cannot make a self-signed certificate: %s", strerror(-rc));
-            return rc;
-        }
-    }
-    char err[300] = "";
-    int rc = pv_app_tls_reload(app, err, sizeof(err));
+    if (!under_data_dir(c, c->tls_cert) || !under_data_dir(c, c->tls_key))
+        return 0;
+    char dir[PATH_MAX + 8];
+    snprintf(dir, sizeof(dir), "%s/tls", c->data_dir);
+    pv_mkdir_p(dir, 0700);
+    int rc = pv_tls_ensure_self_signed(c->tls_cert, c->tls_key);
     if (rc < 0)
-        pv_error("pvd", "TLS: %s", err);
+        pv_error("pvd", "cannot make a self-signed certificate: %s", strerror(-rc));
     return rc;
 }
 
@@ -247,15 +244,28 @@ static void begin_stop(main_state_t *ms, const char *why)
     event_add(ms->grace, &tv);
 }
 
+/* The TLS actor answered a SIGHUP's reload. */
+static void tls_reloaded(pv_msg_t *msg)
+{
+    pv_tls_reload_t *m = (pv_tls_reload_t *)msg;
+    if (msg->status < 0)
+        pv_warn("pvd", "SIGHUP: certificate reload failed (%s); the old one stays in use", m->err);
+    else
+        pv_info("pvd", "SIGHUP: certificate reloaded");
+    pv_msg_free(msg);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     main_state_t *ms = arg;
     if (sig == SIGHUP) {
-        char err[300] = "";
-        if (pv_app_tls_reload(ms->app, err, sizeof(err)) < 0)
-            pv_warn("pvd", "SIGHUP: certificate reload failed (%s); the old one stays in use", err);
-        else
-            pv_info("pvd", "SIGHUP: certificate reloaded");
+        pv_tls_reload_t *m = pv_msg_new(sizeof(*m), PV_TLS_RELOAD);
+        if (!m) {
+            pv_warn("pvd", "SIGHUP: out of memory; the certificate was not reloaded");
+            return;
+        }
+        pv_msg_expect(&m->msg, ms->app->main_actor, tls_reloaded);
+        pv_actor_send(ms->app->tls, &m->msg);
         return;
     }
     begin_stop(ms, sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -283,9 +293,11 @@ static int make_http_loop(pv_app_t *app, pv_http_loop_t *hl, int i)
     hl->actor = pv_http_actor_new(hl);
     pv_http_config_t hc = {
         .routes = pv_api_routes,
+        .headers = pv_api_headers,
         .authorize = pv_api_authorize,
         .app = hl,
         .tmp_dir = pv_store_tmp_dir(app->store),
+        .io = app->io,
         .max_header_bytes = 16384,
         .max_memory_body = app->cfg.max_json_bytes,
         .max_file_body = app->cfg.max_upload_bytes,
@@ -294,14 +306,14 @@ static int make_http_loop(pv_app_t *app, pv_http_loop_t *hl, int i)
         .write_timeout_s = app->cfg.write_timeout,
         .on_done = pv_api_on_done,
     };
-    hl->server = pv_http_server_new(pv_loop_base(hl->loop), &hc);
+    hl->server = pv_http_server_new(hl->loop, &hc);
     return hl->actor && hl->server ? 0 : -ENOMEM;
 }
 
 /* All loops share accepts (dealt round-robin); the first one listens. A
  * port already taken fails here rather than being shared with another
- * process (no SO_REUSEPORT). */
-static int start_http_loops(pv_app_t *app)
+ * process (no SO_REUSEPORT). The loops do not run yet. */
+static int make_http_loops(pv_app_t *app)
 {
     int n = app->cfg.loops, rc;
     app->loops = calloc((size_t)n, sizeof(pv_http_loop_t));
@@ -314,20 +326,17 @@ static int start_http_loops(pv_app_t *app)
             return rc;
         app->servers[i] = app->loops[i].server;
     }
-    if (n > 1 && (rc = pv_http_server_group(app->servers, n)) < 0)
-        return rc;
+    if (n > 1)
+        pv_http_server_group(app->servers, n);
     pv_http_server_t *first = app->servers[0];
-    if ((rc = pv_http_listen(first, app->cfg.https_listen, &app->tls, PV_LISTEN_PUBLIC)) < 0) {
+    if ((rc = pv_http_listen(first, app->cfg.https_listen, true, PV_LISTEN_PUBLIC)) < 0) {
         pv_error("pvd", "cannot listen on %s: %s", app->cfg.https_listen, strerror(-rc));
         return rc;
     }
-    if ((rc = pv_http_listen(first, app->cfg.http_listen, NULL, PV_LISTEN_PRIVATE)) < 0) {
+    if ((rc = pv_http_listen(first, app->cfg.http_listen, false, PV_LISTEN_PRIVATE)) < 0) {
         pv_error("pvd", "cannot listen on %s: %s", app->cfg.http_listen, strerror(-rc));
         return rc;
     }
-    for (int i = 0; i < n; i++)
-        if ((rc = pv_loop_start(app->loops[i].loop)) < 0)
-            return rc;
     return 0;
 }
 
@@ -374,9 +383,21 @@ static int start(pv_app_t *app)
     }
     if ((rc = pv_sync_start(app)) < 0)
         return rc;
+    /* The servers exist before the TLS actor (it hands them the context)
+     * and before the core loop runs (a pvctl reload reaches all of them). */
+    if ((rc = make_http_loops(app)) < 0)
+        return rc;
+    char err[300] = "";
+    if ((rc = pv_tls_start(app, err, sizeof(err))) < 0) {
+        pv_error("pvd", "TLS: %s", err);
+        return rc;
+    }
     if ((rc = pv_loop_start(app->core)) < 0)
         return rc;
-    return start_http_loops(app);
+    for (int i = 0; i < app->n_loops; i++)
+        if ((rc = pv_loop_start(app->loops[i].loop)) < 0)
+            return rc;
+    return 0;
 }
 
 static void stop_all(pv_app_t *app)
@@ -413,6 +434,7 @@ static void stop_all(pv_app_t *app)
     free(app->servers);
     pv_videos_free(app);
     pv_sync_free(app);
+    pv_tls_free(app);
     pv_auth_free(app);
     pv_admin_stop(app); /* after the pool and the store: nothing replies to it now */
     pv_loop_free(app->core);
@@ -421,12 +443,6 @@ static void stop_all(pv_app_t *app)
     if (app->store)
         pv_store_close(app->store);
     pv_metrics_free(app->metrics);
-    SSL_CTX *ctx = atomic_exchange(&app->tls, NULL);
-    if (ctx)
-        SSL_CTX_free(ctx);
-    for (int i = 0; i < PV_TLS_RETIRED; i++)
-        if (app->tls_retired[i])
-            SSL_CTX_free(app->tls_retired[i]);
 }
 
 int main(int argc, char **argv)

@@ -69,10 +69,8 @@ struct pv_app {
     pv_actor_t *videos;          /* video records, job queue, renders */
     struct pv_admin *admin;      /* the pvctl socket (actors/admin.c) */
     pv_actor_t *sync;            /* change-log trimming (actors/sync.c) */
-    SSL_CTX *_Atomic tls;        /* current server context (swapped on reload) */
-#define PV_TLS_RETIRED 8
-    SSL_CTX *tls_retired[PV_TLS_RETIRED]; /* replaced contexts, freed later */
-    int n_tls_retired;
+    pv_actor_t *tls;             /* the certificate's owner (actors/tls.c); each
+                                    HTTP server holds its own reference */
     char listeners[256];         /* "https://..., http://..." for status */
 };
 

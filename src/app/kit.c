@@ -1,7 +1,8 @@
 /*
  * kit.c — the handlers' kit (kit.h): calls bound to a request, error
- * mapping, the authorize hook (bearer tokens and presigned URLs), the
- * access log, lists, blob answers and the client's address.
+ * mapping, the security headers, the authorize hook (bearer tokens and
+ * presigned URLs), the access log, lists, blob answers and the client's
+ * address.
  */
 #include "app/kit.h"
 #include "app/metrics.h"
@@ -91,6 +92,27 @@ void pv_api_body_error(pv_http_req_t *req, const pv_body_err_t *e)
     else
         pv_http_respond_error(req, e->status, e->code, e->message);
 }
+
+/* ---------------- security headers ---------------- */
+
+/* The policy every answer carries; the HTTP layer sends it as given. The
+ * web UI (actors/api/web.c) is all same-origin files with no inline script
+ * or style, which is what lets the CSP be this strict; photos and videos
+ * are shown from blob: URLs made by the page. HSTS goes over TLS only: a
+ * browser ignores it on plain HTTP (RFC 6797 8.1), and the plain listener
+ * is the private one (health checks, metrics). */
+const pv_http_default_header_t pv_api_headers[] = {
+    {"X-Content-Type-Options", "nosniff", false},
+    {"Referrer-Policy", "no-referrer", false},
+    {"X-Frame-Options", "DENY", false},
+    {"Content-Security-Policy",
+     "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+     "style-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'; "
+     "base-uri 'none'; form-action 'self'",
+     false},
+    {"Strict-Transport-Security", "max-age=31536000", true},
+    {NULL, NULL, false},
+};
 
 /* ---------------- auth ---------------- */
 

@@ -3,14 +3,24 @@
  *
  * Why our own layer: evhttp in libevent 2.1 holds a whole request body in
  * memory before it calls back, and uploads must stream to disk. Parsing is
- * kept apart from I/O: src/http_parse.c is a pure parser (no I/O, no
+ * kept apart from I/O: src/http/http_parse.c is a pure parser (no I/O, no
  * allocation) with a libFuzzer target; this layer feeds it bytes.
  *
- * One pv_http_server_t lives on one event loop, and a connection and all
- * its requests and replies stay on that loop. Servers grouped with
- * pv_http_server_group share one listening socket: the loop that accepts
- * deals each connection round-robin to the group (a queue and an eventfd
- * per loop). No SO_REUSEPORT, so a second daemon cannot take the port.
+ * One pv_http_server_t lives on one loop (src/runtime/actor.h), and a
+ * connection and all its requests and replies stay on that loop. Each
+ * server has an actor on its loop, with its own messages (enum
+ * pv_http_srv_msg): that is how other threads reach it. Servers grouped
+ * with pv_http_server_group share one listening socket: the loop that
+ * accepts deals each connection round-robin to the group, as a message to
+ * the chosen server's actor. No SO_REUSEPORT, so a second daemon cannot
+ * take the port.
+ *
+ * TLS: each server holds its own reference to the SSL_CTX that its new
+ * connections use, and only its loop touches it. A reload is a
+ * PV_HTTP_SRV_TLS message carrying the next context with a reference of
+ * its own; the server swaps it in and drops its old reference on its own
+ * thread. A connection already accepted keeps its SSL, which holds its
+ * own reference to the context it began with.
  *
  * Request life: headers parsed -> route matched (404/405 otherwise) ->
  * the server's authorize hook (may answer 401/403 before any body is read)
@@ -29,7 +39,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-struct event_base;
+#include "runtime/actor.h"
+
 typedef struct ssl_ctx_st SSL_CTX;
 
 typedef struct pv_http_server pv_http_server_t;
@@ -69,8 +80,21 @@ typedef struct pv_http_route {
     const char *name;        /* label for logs and metrics */
 } pv_http_route_t;
 
+/* A header sent with every answer: the application's site-wide policy
+ * (Content-Security-Policy, Strict-Transport-Security, ...). The HTTP
+ * layer has no policy of its own; it sends what its config lists. */
+typedef struct pv_http_default_header {
+    const char *name;
+    const char *value;
+    bool tls_only;           /* on TLS connections only (HSTS, RFC 6797 7.2) */
+} pv_http_default_header_t;
+
 typedef struct pv_http_config {
     const pv_http_route_t *routes;
+    /* Added to every answer after the server's own headers, in this
+     * order; ends with a row whose name is NULL (NULL: none). A name or
+     * value that could break the head makes pv_http_server_new fail. */
+    const pv_http_default_header_t *headers;
     /* Decides a request with auth != PV_AUTH_NONE before its body is read:
      * returns 0 to go on, or an HTTP status (401, 403) after it answered
      * the request itself with pv_http_respond_error(). It may call
@@ -78,6 +102,8 @@ typedef struct pv_http_config {
     int (*authorize)(pv_http_req_t *req, const pv_http_route_t *route);
     void *app;                 /* handed back by pv_http_app() */
     const char *tmp_dir;       /* where PV_BODY_FILE bodies go */
+    pv_pool_t *io;             /* runs the fsync of each finished upload
+                                  (pvd: app->io); NULL: on the loop */
     size_t max_header_bytes;   /* request line + headers; 431 past it */
     uint64_t max_memory_body;  /* default limit for PV_BODY_MEMORY */
     uint64_t max_file_body;    /* default limit for PV_BODY_FILE */
@@ -89,31 +115,59 @@ typedef struct pv_http_config {
                     double ms);
 } pv_http_config_t;
 
-pv_http_server_t *pv_http_server_new(struct event_base *base,
-                                     const pv_http_config_t *cfg);
+/* The server's own messages, handled by its actor on its loop. */
+enum pv_http_srv_msg {
+    PV_HTTP_SRV_CONN, /* an accepted socket, dealt to this loop by the group's
+                         accepting loop (server.c makes and sends these) */
+    PV_HTTP_SRV_TLS,  /* pv_http_srv_tls_t: the context for new TLS
+                         connections from now on; answered (status 0) once
+                         swapped in, when the sender set a continuation */
+    PV_HTTP_SRV_MSG_COUNT
+};
+
+typedef struct pv_http_srv_tls {
+    pv_msg_t msg;   /* type PV_HTTP_SRV_TLS */
+    SSL_CTX *tls;   /* a reference of the message's own; the server takes it */
+} pv_http_srv_tls_t;
+
+/* A PV_HTTP_SRV_TLS message for ctx, holding its own reference
+ * (SSL_CTX_up_ref), released with the message if never delivered. NULL
+ * when out of memory. */
+pv_http_srv_tls_t *pv_http_srv_tls_new(SSL_CTX *ctx);
+
+/* A server on loop, with its actor there: call before the loop runs (or
+ * on it). */
+pv_http_server_t *pv_http_server_new(pv_loop_t *loop, const pv_http_config_t *cfg);
+/* The server's actor: messages of enum pv_http_srv_msg go here. */
+pv_actor_t *pv_http_server_actor(pv_http_server_t *srv);
+/* The context for new TLS connections, before the server's loop runs
+ * (later, send PV_HTTP_SRV_TLS): the server takes its own reference. */
+void pv_http_server_set_tls(pv_http_server_t *srv, SSL_CTX *ctx);
 /* Bind and listen on "ADDR:PORT" ("127.0.0.1:8443", "[::1]:8443"; port 0:
- * the OS picks), without SO_REUSEPORT. tls is a pointer
- * to the SSL_CTX pointer in use, so that a reload can swap it for new
- * connections (NULL: plain HTTP). Returns 0 or -errno. */
-int pv_http_listen(pv_http_server_t *srv, const char *addr_port,
-                   SSL_CTX *_Atomic *tls, int kind);
+ * the OS picks), without SO_REUSEPORT. With tls, connections speak TLS
+ * with the context of the server they are dealt to (and are closed while
+ * it has none). Returns 0 or -errno. */
+int pv_http_listen(pv_http_server_t *srv, const char *addr_port, bool tls, int kind);
 /* The port a listener of that kind is bound to (useful with port 0), or
  * -ENOENT. */
 int pv_http_server_port(pv_http_server_t *srv, int kind);
 /* Make the servers (one per loop, none running yet) share accepts: each
  * accepted connection is dealt round-robin to the group, so a burst of
  * connections does not all land on the loop that woke first. Listen on
- * one of them only. 0 or -errno. */
-int pv_http_server_group(pv_http_server_t **servers, int n);
+ * one of them only; the array must outlive the servers. */
+void pv_http_server_group(pv_http_server_t **servers, int n);
 /* Listen on an already listening socket (another loop's): the socket is
  * duplicated, so loops share one bound port without SO_REUSEPORT. */
-int pv_http_listen_fd(pv_http_server_t *srv, int fd, SSL_CTX *_Atomic *tls, int kind);
+int pv_http_listen_fd(pv_http_server_t *srv, int fd, bool tls, int kind);
 /* The listening socket of the first listener of `kind`, or -ENOENT. */
 int pv_http_listener_fd(pv_http_server_t *srv, int kind);
 /* Stop accepting; connections finish their in-flight request then close. */
 void pv_http_server_shutdown(pv_http_server_t *srv);
 /* True when no connection is left (used to finish a graceful stop). */
 bool pv_http_server_idle(pv_http_server_t *srv);
+/* With its loop stopped, and cfg.io stopped (pv_pool_stop) so that no
+ * upload's fsync is still to answer it: connections dealt but never
+ * adopted are closed, uploads in flight are dropped. */
 void pv_http_server_free(pv_http_server_t *srv);
 
 /* ---- request accessors (valid until the answer is complete) ---- */
@@ -183,7 +237,7 @@ void pv_http_stream_end(pv_http_req_t *req);
 /* Reason phrase for a status ("Not Found"). */
 const char *pv_http_reason(int status);
 
-/* ---- TLS (src/tls.c) ---- */
+/* ---- TLS (src/http/tls.c) ---- */
 /* Server context: TLS 1.2+, modern AEAD ciphers, cert+key from PEM files. */
 SSL_CTX *pv_tls_ctx_new(const char *cert_file, const char *key_file,
                         char *err, size_t errlen);

@@ -2,6 +2,7 @@
 malformed and oversized requests, routing errors, health, readiness and
 metrics listeners (API.md, "Conventions" and "Operations")."""
 
+import os
 import re
 import socket
 import ssl
@@ -273,17 +274,46 @@ def test_many_connections(pvd):
     eq(errors[:3], [], "errors from 20 clients x 5 requests")
 
 
+def _upload_files(pvd):
+    """Uploads being streamed to disk: their temp files in DATA/tmp."""
+    tmp = os.path.join(pvd.data_dir, "tmp")
+    return [f for f in os.listdir(tmp) if f.startswith(".pv-upload-")]
+
+
+def _wait_upload_files(pvd, want_any, secs=10):
+    """Waits until temp files exist (want_any) or none is left; the files."""
+    deadline = time.monotonic() + secs
+    while bool(_upload_files(pvd)) != want_any and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return _upload_files(pvd)
+
+
+def _photos_404s(pvd):
+    return sum(1 for l in pvd.log_text().splitlines()
+               if '"path":"/api/v1/photos","route":"unmatched","status":404' in l)
+
+
 def test_client_vanishes_mid_request(pvd):
     u = _user(pvd)
     for tls in (True, False):
+        what = " (%s)" % ("TLS" if tls else "private HTTP")
+        refused = _photos_404s(pvd)
         c = pvd.conn() if tls else pvd.private_conn()
         c.send_raw(b"POST /api/v1/photos HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + u.access.encode()
                    + b"\r\nContent-Type: image/jpeg\r\nContent-Length: 500000\r\n\r\n" + b"\xff\xd8" + b"\x00" * 1000)
+        if tls:
+            check(_wait_upload_files(pvd, True), "the upload is being streamed to disk" + what,
+                  "a temp file", [])
+        else:  # not a route of the private listener: answered 404 at once
+            deadline = time.monotonic() + 10
+            while _photos_404s(pvd) == refused and time.monotonic() < deadline:
+                time.sleep(0.01)
+            check(_photos_404s(pvd) > refused, "the upload refused" + what, "a 404 in the log", "none")
         c.close()
+        eq(_wait_upload_files(pvd, False), [], "the half upload's temp file, once its client left" + what)
         c = pvd.conn() if tls else pvd.private_conn()
         c.send_raw(b"GET /api/v1/me HTTP/1.1\r\nHost: x\r\nAuth")
         c.close()
-    time.sleep(0.3)
     pvd.private("GET", "/healthz").expect(200, "healthz after clients vanished mid-request")
     u.req("GET", "/api/v1/me").expect(200, "/me after clients vanished mid-request")
     eq(u.list_all(), [], "a half-sent upload stores nothing")

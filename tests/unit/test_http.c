@@ -1,7 +1,9 @@
 /*
  * test_http.c — the HTTP server end to end on loopback: a pv_http_server
- * on its own event loop thread, talked to with plain sockets and with an
- * OpenSSL client that verifies the self-signed certificate.
+ * on its own loop thread (src/runtime), talked to with plain sockets and
+ * with an OpenSSL client that verifies the self-signed certificate. The
+ * test thread reaches the loop as pvd's threads do: with a message to an
+ * actor there (on_loop).
  *
  * The server's timeouts are 1-2 s so that the slow-client and idle cases
  * run quickly; everything else answers in milliseconds.
@@ -11,6 +13,7 @@
 #include "t.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <fcntl.h>
@@ -35,14 +38,17 @@
  * The server under test
  * ---------------------------------------------------------------- */
 
-static struct event_base *g_base;
+static pv_loop_t *g_loop;
+static struct event_base *g_base; /* g_loop's: for timers made on the loop */
+static pv_actor_t *g_probe;       /* runs on_loop()'s functions there */
 static pv_http_server_t *g_srv;
-static pthread_t g_thread;
-static SSL_CTX *_Atomic g_tls;
+static pv_pool_t *g_io;           /* the server's fsyncs (cfg.io) */
+static SSL_CTX *g_tls;            /* the test's reference; the server has its own */
 static int g_port_plain, g_port_tls;
 static char g_dir[256], g_cert[300], g_key[300], g_file[300];
 static size_t g_file_len;
-static atomic_int g_sse_closed, g_done_count, g_last_status, g_idle_seen;
+static atomic_int g_sse_closed, g_done_count, g_last_status;
+static atomic_int g_async_started; /* h_async entered: the handler owns a request */
 static char g_kept[300];
 
 static void h_hello(pv_http_req_t *req)
@@ -69,8 +75,11 @@ static void h_echo(pv_http_req_t *req)
     pv_http_respond(req, 200, "application/octet-stream", b, len);
 }
 
+static atomic_int g_uploads_handled;
+
 static void h_upload(pv_http_req_t *req)
 {
+    atomic_fetch_add(&g_uploads_handled, 1);
     const pv_http_body_file_t *f = pv_http_body_file(req);
     char hex[65];
     struct stat st;
@@ -112,6 +121,7 @@ static void free_event(void *p) { event_free(p); }
 
 static void h_async(pv_http_req_t *req)
 {
+    atomic_fetch_add(&g_async_started, 1);
     struct timeval tv = {0, 100 * 1000};
     struct event *ev = evtimer_new(g_base, async_fire, req);
     pv_http_set_data(req, ev, free_event);
@@ -221,18 +231,72 @@ static const pv_http_route_t g_routes[] = {
     {NULL, NULL, NULL, 0, 0, 0, 0, NULL},
 };
 
-static void *loop_main(void *arg)
+/* The security headers pvd sends (src/app/kit.c): the server sends what
+ * its config lists, HSTS on TLS only. */
+static const pv_http_default_header_t g_headers[] = {
+    {"X-Content-Type-Options", "nosniff", false},
+    {"Referrer-Policy", "no-referrer", false},
+    {"X-Frame-Options", "DENY", false},
+    {"Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'", false},
+    {"Strict-Transport-Security", "max-age=31536000", true},
+    {NULL, NULL, false},
+};
+
+static double now_s(void)
 {
-    (void)arg;
-    event_base_loop(g_base, EVLOOP_NO_EXIT_ON_EMPTY);
-    return NULL;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
+
+/* ---- running a function on the server's loop ---- */
+
+enum { PROBE_RUN, PROBE_MSG_COUNT };
+
+typedef struct probe_msg {
+    pv_msg_t msg;
+    void (*fn)(void *arg);
+    void *arg;
+    atomic_int done;  /* set on the loop once fn returned */
+} probe_msg_t;
+
+static void probe_on_run(pv_actor_t *self, pv_msg_t *m)
+{
+    probe_msg_t *pm = (probe_msg_t *)m;
+    (void)self;
+    pm->fn(pm->arg);
+    atomic_store(&pm->done, 1); /* the waiter frees it */
+}
+
+static const pv_actor_fn probe_on[PROBE_MSG_COUNT] = {[PROBE_RUN] = probe_on_run};
+static const pv_actor_def_t probe_def = {"probe", probe_on, PROBE_MSG_COUNT};
+
+/* Runs fn(arg) on probe's loop and waits for it (at most 5 s; a message
+ * not run by then is left to the loop, and the test fails). */
+static bool run_on(pv_actor_t *probe, void (*fn)(void *arg), void *arg)
+{
+    probe_msg_t *pm = pv_msg_new(sizeof(*pm), PROBE_RUN);
+    if (!pm)
+        return false;
+    pm->fn = fn;
+    pm->arg = arg;
+    pv_actor_send(probe, &pm->msg);
+    double end = now_s() + 5;
+    while (!atomic_load(&pm->done) && now_s() < end)
+        usleep(1000);
+    if (!atomic_load(&pm->done))
+        return false;
+    pv_msg_free(&pm->msg);
+    return true;
+}
+
+/* The same on the main server's loop. */
+static bool on_loop(void (*fn)(void *arg), void *arg) { return run_on(g_probe, fn, arg); }
 
 static int server_start(void)
 {
     char err[256];
 
-    evthread_use_pthreads();
     snprintf(g_dir, sizeof(g_dir), "/tmp/pv-test-http-XXXXXX");
     if (!mkdtemp(g_dir))
         return -1;
@@ -245,7 +309,7 @@ static int server_start(void)
         printf("# tls: %s\n", err);
         return -1;
     }
-    atomic_store(&g_tls, ctx);
+    g_tls = ctx;
 
     /* A file a little over 1 MiB: several TLS refills. */
     snprintf(g_file, sizeof(g_file), "%s/blob.bin", g_dir);
@@ -258,11 +322,19 @@ static int server_start(void)
     close(fd);
     free(data);
 
-    g_base = event_base_new();
+    g_loop = pv_loop_new("http-test");
+    if (!g_loop || !(g_probe = pv_actor_new(g_loop, &probe_def, NULL)))
+        return -1;
+    g_base = pv_loop_base(g_loop);
     static pv_http_config_t cfg;
     cfg.routes = g_routes;
+    cfg.headers = g_headers;
     cfg.authorize = authorize;
     cfg.tmp_dir = g_dir;
+    g_io = pv_pool_new("io", 1, 0); /* one thread: a test can hold it */
+    if (!g_io)
+        return -1;
+    cfg.io = g_io;
     cfg.max_header_bytes = 4096;
     cfg.max_memory_body = 4096;
     cfg.max_file_body = 16 * 1024 * 1024;
@@ -270,17 +342,18 @@ static int server_start(void)
     cfg.read_timeout_s = 1;
     cfg.write_timeout_s = 2;
     cfg.on_done = on_done;
-    g_srv = pv_http_server_new(g_base, &cfg);
+    g_srv = pv_http_server_new(g_loop, &cfg);
     if (!g_srv)
         return -1;
-    if (pv_http_listen(g_srv, "127.0.0.1:0", NULL, PV_LISTEN_PRIVATE) < 0 ||
-        pv_http_listen(g_srv, "127.0.0.1:0", &g_tls, PV_LISTEN_PUBLIC) < 0)
+    pv_http_server_set_tls(g_srv, g_tls);
+    if (pv_http_listen(g_srv, "127.0.0.1:0", false, PV_LISTEN_PRIVATE) < 0 ||
+        pv_http_listen(g_srv, "127.0.0.1:0", true, PV_LISTEN_PUBLIC) < 0)
         return -1;
     g_port_plain = pv_http_server_port(g_srv, PV_LISTEN_PRIVATE);
     g_port_tls = pv_http_server_port(g_srv, PV_LISTEN_PUBLIC);
     if (g_port_plain <= 0 || g_port_tls <= 0)
         return -1;
-    return pthread_create(&g_thread, NULL, loop_main, NULL);
+    return pv_loop_start(g_loop);
 }
 
 /* ---------------------------------------------------------------- *
@@ -303,13 +376,6 @@ typedef struct resp {
 } resp_t;
 
 static SSL_CTX *g_cli_ctx;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int tcp_connect(int port)
 {
@@ -566,6 +632,7 @@ static void check_security_headers(resp_t *r, bool tls)
     CHECK(hdr(r, "Date", v, sizeof(v)) != NULL);
     CHECK(hdr(r, "Server", v, sizeof(v)) == NULL);
     CHECK((hdr(r, "Strict-Transport-Security", v, sizeof(v)) != NULL) == tls);
+    CHECK(!tls || strcmp(v, "max-age=31536000") == 0);
 }
 
 TEST(routing)
@@ -634,6 +701,112 @@ TEST(listener_kinds_and_hsts)
                  0);
     CHECK_EQ_INT(r.status, 200);
     resp_free(&r);
+}
+
+/* A default header that could break a head is refused up front. */
+TEST(default_headers_checked)
+{
+    static const pv_http_default_header_t colon[] = {{"X-A:b", "c", false}, {0}};
+    static const pv_http_default_header_t crlf[] = {{"X-A", "b\r\nX-Evil: 1", true}, {0}};
+    static const pv_http_default_header_t empty[] = {{"", "b", false}, {0}};
+    static const pv_http_default_header_t *bad[] = {colon, crlf, empty};
+    pv_loop_t *loop = pv_loop_new("unstarted"); /* servers made off the test's loop */
+    pv_http_config_t cfg = {.routes = g_routes};
+    for (size_t i = 0; i < PV_ARRAY_LEN(bad); i++) {
+        cfg.headers = bad[i];
+        pv_http_server_t *s = pv_http_server_new(loop, &cfg);
+        CHECK(s == NULL);
+        pv_http_server_free(s);
+    }
+    cfg.headers = g_headers;
+    pv_http_server_t *s = pv_http_server_new(loop, &cfg);
+    CHECK(s != NULL);
+    pv_http_server_free(s);
+    pv_loop_free(loop);
+}
+
+/* Two servers on two loops sharing one listener: the accepting loop
+ * deals connections round-robin, the other adopts its share from its
+ * mailbox, and each answers its own. */
+static atomic_int g_dealt[2];
+
+static void on_done_dealt(pv_http_req_t *req, int status, uint64_t bytes, double ms)
+{
+    (void)status;
+    (void)bytes;
+    (void)ms;
+    atomic_fetch_add(&g_dealt[*(int *)pv_http_app(req)], 1);
+}
+
+static void shutdown_server(void *srv) { pv_http_server_shutdown(srv); }
+
+typedef struct idle_q {
+    pv_http_server_t *srv;
+    bool idle;
+} idle_q_t;
+
+static void idle_query(void *arg)
+{
+    idle_q_t *q = arg;
+    q->idle = pv_http_server_idle(q->srv);
+}
+
+/* Stops srv the way pvd does (shutdown, wait until no connection is
+ * left), so that nothing of a connection is left for its loop to finish. */
+static bool drain(pv_actor_t *probe, pv_http_server_t *srv)
+{
+    idle_q_t q = {srv, false};
+    double end = now_s() + 3;
+    if (!run_on(probe, shutdown_server, srv))
+        return false;
+    while (run_on(probe, idle_query, &q) && !q.idle && now_s() < end)
+        usleep(2000);
+    return q.idle;
+}
+
+TEST(group_deals_round_robin)
+{
+    static int ids[2] = {0, 1};
+    static pv_http_server_t *group[2];
+    pv_loop_t *loops[2];
+    pv_actor_t *probes[2];
+    pv_http_config_t cfg = {.routes = g_routes, .headers = g_headers, .on_done = on_done_dealt};
+    for (int i = 0; i < 2; i++) {
+        loops[i] = pv_loop_new(i ? "deal1" : "deal0");
+        probes[i] = pv_actor_new(loops[i], &probe_def, NULL);
+        cfg.app = &ids[i];
+        group[i] = pv_http_server_new(loops[i], &cfg);
+        CHECK(group[i] != NULL);
+    }
+    pv_http_server_group(group, 2);
+    CHECK_EQ_INT(pv_http_listen(group[0], "127.0.0.1:0", false, PV_LISTEN_PRIVATE), 0);
+    int port = pv_http_server_port(group[0], PV_LISTEN_PRIVATE);
+    for (int i = 0; i < 2; i++)
+        CHECK_EQ_INT(pv_loop_start(loops[i]), 0);
+    for (int i = 0; i < 6; i++) {
+        int fd = tcp_connect(port);
+        cli_t c = {.fd = fd};
+        resp_t r;
+        CHECK(fd >= 0 && cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+        CHECK(cli_response(&c, &r, false) == 0 && r.status == 200);
+        resp_free(&r);
+        close(fd);
+    }
+    double end = now_s() + 2; /* on_done runs once each answer has drained */
+    while (atomic_load(&g_dealt[0]) + atomic_load(&g_dealt[1]) < 6 && now_s() < end)
+        usleep(1000);
+    CHECK_EQ_INT(atomic_load(&g_dealt[0]), 3);
+    CHECK_EQ_INT(atomic_load(&g_dealt[1]), 3);
+    for (int i = 0; i < 2; i++) {
+        CHECK(drain(probes[i], group[i]));
+        pv_loop_stop(loops[i]);
+        pv_loop_join(loops[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        pv_http_server_free(group[i]);
+        pv_actor_free(probes[i]);
+        pv_loop_free(loops[i]);
+    }
 }
 
 TEST(keepalive_and_pipelining)
@@ -1129,8 +1302,9 @@ TEST(sse)
         char ev[13] = {0};
         CHECK_EQ_INT(cli_take(c, ev, 12), 0);
         CHECK(memcmp(ev, "data: hi\n\n\r\n", 12) == 0);
-        /* Stays open with no read timeout (1 s) cutting it. */
-        usleep(1300 * 1000);
+        /* Stays open with no read timeout (1 s) cutting it: watch the
+         * socket past that timeout; a close would show at once. */
+        CHECK(!cli_sees_close(c, 1.3));
         CHECK_EQ_INT(atomic_load(&g_sse_closed), 0);
         cli_close(c);
         double end = now_s() + 3;
@@ -1239,44 +1413,143 @@ TEST(tls_ctx_errors)
     close(fd);
 }
 
+/* ---- swapping the TLS context by message ---- */
+
+static atomic_int g_swapped;
+
+/* The server's answer to PV_HTTP_SRV_TLS, run on the probe's loop. */
+static void tls_swap_answered(pv_msg_t *m)
+{
+    atomic_store(&g_swapped, m->status == 0 ? 1 : -1);
+    pv_msg_free(m);
+}
+
+/* Sends the server ctx the way the TLS actor does; waits for its answer. */
+static bool swap_tls(SSL_CTX *ctx)
+{
+    pv_http_srv_tls_t *tm = pv_http_srv_tls_new(ctx);
+    if (!tm)
+        return false;
+    atomic_store(&g_swapped, 0);
+    pv_msg_expect(&tm->msg, g_probe, tls_swap_answered);
+    pv_actor_send(pv_http_server_actor(g_srv), &tm->msg);
+    double end = now_s() + 5;
+    while (!atomic_load(&g_swapped) && now_s() < end)
+        usleep(1000);
+    return atomic_load(&g_swapped) == 1;
+}
+
+/* The DER of the certificate a new TLS connection is given, checked
+ * against nothing (the test compares it itself). */
+static int peer_cert_der(unsigned char **der)
+{
+    int fd = tcp_connect(g_port_tls), n = -1;
+    SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+    SSL *ssl = SSL_new(cctx);
+    SSL_set_fd(ssl, fd);
+    if (SSL_connect(ssl) == 1) {
+        X509 *x = SSL_get1_peer_certificate(ssl);
+        n = x ? i2d_X509(x, der) : -1;
+        X509_free(x);
+    }
+    SSL_free(ssl);
+    SSL_CTX_free(cctx);
+    close(fd);
+    return n;
+}
+
+static int file_cert_der(const char *path, unsigned char **der)
+{
+    FILE *f = fopen(path, "r");
+    X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    int n = x ? i2d_X509(x, der) : -1;
+    if (f)
+        fclose(f);
+    X509_free(x);
+    return n;
+}
+
+static bool serves_cert(const char *path)
+{
+    unsigned char *a = NULL, *b = NULL;
+    int na = peer_cert_der(&a), nb = file_cert_der(path, &b);
+    bool same = na > 0 && na == nb && memcmp(a, b, (size_t)na) == 0;
+    OPENSSL_free(a);
+    OPENSSL_free(b);
+    return same;
+}
+
+/* A reload reaches the server as a message: new connections get the new
+ * certificate at once, one already open keeps its own, and the server
+ * keeps the context alive after the sender let go of it. */
+TEST(tls_swap_by_message)
+{
+    char err[256], dir2[300], cert2[320], key2[320];
+    snprintf(dir2, sizeof(dir2), "%s/swap", g_dir);
+    mkdir(dir2, 0700);
+    snprintf(cert2, sizeof(cert2), "%s/cert.pem", dir2);
+    snprintf(key2, sizeof(key2), "%s/key.pem", dir2);
+    CHECK_EQ_INT(pv_tls_ensure_self_signed(cert2, key2), 0);
+    SSL_CTX *ctx2 = pv_tls_ctx_new(cert2, key2, err, sizeof(err));
+    CHECK(ctx2 != NULL);
+    if (!ctx2)
+        return;
+    CHECK(serves_cert(g_cert));
+
+    cli_t *kept = cli_open(true); /* handshake done with the first one */
+    CHECK(kept->ssl != NULL);
+    CHECK(swap_tls(ctx2));
+    SSL_CTX_free(ctx2); /* the server holds its own reference */
+    CHECK(serves_cert(cert2));
+    CHECK(!serves_cert(g_cert));
+    resp_t r;
+    CHECK_EQ_INT(cli_sends(kept, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+    CHECK_EQ_INT(cli_response(kept, &r, false), 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    cli_close(kept);
+
+    CHECK(swap_tls(g_tls)); /* back, for the tests that verify g_cert */
+    CHECK(serves_cert(g_cert));
+}
+
 /* ---- failure seam: every failure ends in a clean answer or a close ---- */
 
-static atomic_int g_fail_set;
-
-static void fail_on_loop(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    pv_fail_reset(arg);
-    atomic_store(&g_fail_set, 1);
-}
+static void fail_on_loop(void *spec) { pv_fail_reset(spec); }
 
 /* pv_fail_reset runs on the server's loop so it never races a pv_fail. */
 static void set_failpoints(const char *spec)
 {
     static char buf[128];
-    struct timeval tv = {0, 0};
     snprintf(buf, sizeof(buf), "%s", spec ? spec : "");
-    atomic_store(&g_fail_set, 0);
-    event_base_once(g_base, -1, EV_TIMEOUT, fail_on_loop, spec ? buf : NULL,
-                    &tv);
-    while (!atomic_load(&g_fail_set))
-        usleep(1000);
+    CHECK(on_loop(fail_on_loop, spec ? buf : NULL));
 }
 
 /* Leftover upload temp files in the test directory. */
 static int count_uploads(void)
 {
-    char cmd[400];
-    snprintf(cmd, sizeof(cmd), "ls -a %s | grep -c '^.pv-upload-'", g_dir);
-    FILE *p = popen(cmd, "r");
-    int n = -1;
-    if (p) {
-        if (fscanf(p, "%d", &n) != 1)
-            n = -1;
-        pclose(p);
-    }
+    DIR *d = opendir(g_dir);
+    int n = 0;
+    if (!d)
+        return -1;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += strncmp(e->d_name, ".pv-upload-", 11) == 0;
+    closedir(d);
     return n;
+}
+
+/* Waits until exactly n upload files exist, for at most secs: the server
+ * makes and removes them on its own thread, so a test waits for that to
+ * happen rather than sleeping and hoping it has. */
+static bool uploads_become(int n, double secs)
+{
+    double end = now_s() + secs;
+    int k;
+    while ((k = count_uploads()) != n && now_s() < end)
+        usleep(5000);
+    if (k != n)
+        printf("#   %d upload files, waited for %d\n", k, n);
+    return k == n;
 }
 
 static const char upload_req[] = "POST /upload HTTP/1.1\r\nHost: x\r\n"
@@ -1334,8 +1607,7 @@ TEST(failure_seams)
     CHECK_EQ_INT(request(false, upload_req, &r), 0);
     CHECK_EQ_INT(r.status, 200);
     resp_free(&r);
-    usleep(50 * 1000);
-    CHECK_EQ_INT(count_uploads(), 0);
+    CHECK(uploads_become(0, 2.0)); /* unlinked once the answer is done */
 }
 
 TEST(upload_abort_cleans_up)
@@ -1346,35 +1618,81 @@ TEST(upload_abort_cleans_up)
     cli_sends(c, "POST /upload HTTP/1.1\r\nHost: x\r\n"
                  "Content-Length: 100000\r\n\r\n");
     cli_send(c, buf, sizeof(buf));
-    usleep(100 * 1000);
-    CHECK_EQ_INT(count_uploads(), 1);
+    CHECK(uploads_become(1, 2.0)); /* the body is being streamed to disk */
     cli_close(c);
-    double end = now_s() + 2;
-    while (count_uploads() != 0 && now_s() < end)
-        usleep(10000);
-    CHECK_EQ_INT(count_uploads(), 0);
+    CHECK(uploads_become(0, 2.0)); /* and the half upload is gone */
 }
 
-static void shutdown_on_loop(evutil_socket_t fd, short what, void *arg)
+/* Holds the io pool's one thread until g_io_held drops to 0. */
+static atomic_int g_io_held;
+
+static void hold_io(pv_msg_t *m)
 {
-    (void)fd;
-    (void)what;
+    (void)m;
+    while (atomic_load(&g_io_held))
+        usleep(1000);
+}
+
+static off_t upload_size(void)
+{
+    DIR *d = opendir(g_dir);
+    off_t size = -1;
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+        char p[600];
+        struct stat st;
+        snprintf(p, sizeof(p), "%s/%s", g_dir, e->d_name);
+        if (strncmp(e->d_name, ".pv-upload-", 11) == 0 && stat(p, &st) == 0)
+            size = st.st_size;
+    }
+    if (d)
+        closedir(d);
+    return size;
+}
+
+static void nothing(void *arg) { (void)arg; }
+
+/* The client resets the connection while its upload is being fsync'd:
+ * the fsync finishes, nobody is answered, the temp file goes, and the
+ * connection is freed only then (it holds the fd the worker uses). */
+TEST(client_gone_during_fsync)
+{
+    int handled = atomic_load(&g_uploads_handled);
+    pv_msg_t *hold = pv_msg_new(sizeof(*hold), 0);
+    atomic_store(&g_io_held, 1);
+    CHECK(hold && pv_pool_submit(g_io, hold_io, hold) == 0);
+    cli_t *c = cli_open(false);
+    CHECK_EQ_INT(cli_sends(c, upload_req), 0);
+    /* The whole body is in the file: the same callback that wrote it has
+     * queued the fsync behind the held thread. */
+    double end = now_s() + 2;
+    while (upload_size() != 5 && now_s() < end)
+        usleep(1000);
+    CHECK_EQ_INT(upload_size(), 5);
+    struct linger lg = {1, 0}; /* close with a reset */
+    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    cli_close(c);
+    for (int i = 0; i < 3; i++) /* the loop has seen the reset */
+        CHECK(on_loop(nothing, NULL));
+    CHECK_EQ_INT(count_uploads(), 1); /* the worker still has its fd */
+    atomic_store(&g_io_held, 0);
+    CHECK(uploads_become(0, 2.0));
+    CHECK_EQ_INT(atomic_load(&g_uploads_handled), handled);
+    resp_t r;
+    CHECK_EQ_INT(request(false, upload_req, &r), 0); /* and uploads go on */
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    CHECK(uploads_become(0, 2.0));
+}
+
+static void shutdown_on_loop(void *arg)
+{
     (void)arg;
     pv_http_server_shutdown(g_srv);
 }
 
-static void idle_probe(evutil_socket_t fd, short what, void *arg)
+static void idle_probe(void *arg)
 {
-    (void)fd;
-    (void)what;
-    (void)arg;
-    atomic_store(&g_idle_seen, pv_http_server_idle(g_srv) ? 1 : 0);
-}
-
-static void loop_call(event_callback_fn fn)
-{
-    struct timeval tv = {0, 0};
-    event_base_once(g_base, -1, EV_TIMEOUT, fn, NULL, &tv);
+    *(bool *)arg = pv_http_server_idle(g_srv);
 }
 
 TEST(graceful_shutdown)
@@ -1388,9 +1706,14 @@ TEST(graceful_shutdown)
     CHECK_EQ_INT(cli_response(idle, &r, false), 0);
     resp_free(&r);
     cli_t *busy = cli_open(false);
+    int started = atomic_load(&g_async_started);
     cli_sends(busy, "GET /async HTTP/1.1\r\nHost: x\r\n\r\n");
-    usleep(20 * 1000);
-    loop_call(shutdown_on_loop);
+    /* Shut down only once the handler owns the request (in flight). */
+    double until = now_s() + 2;
+    while (atomic_load(&g_async_started) == started && now_s() < until)
+        usleep(1000);
+    CHECK(atomic_load(&g_async_started) > started);
+    CHECK(on_loop(shutdown_on_loop, NULL));
     CHECK(cli_sees_close(idle, 2.0));
     char v[64];
     CHECK_EQ_INT(cli_response(busy, &r, false), 0);
@@ -1400,13 +1723,10 @@ TEST(graceful_shutdown)
     CHECK(cli_sees_close(busy, 2.0));
     CHECK(tcp_connect(g_port_plain) < 0); /* no longer listening */
     double end = now_s() + 3;
-    do {
-        atomic_store(&g_idle_seen, -1);
-        loop_call(idle_probe);
-        while (atomic_load(&g_idle_seen) < 0)
-            usleep(5000);
-    } while (!atomic_load(&g_idle_seen) && now_s() < end);
-    CHECK_EQ_INT(atomic_load(&g_idle_seen), 1);
+    bool idle_seen = false;
+    while (on_loop(idle_probe, &idle_seen) && !idle_seen && now_s() < end)
+        usleep(5000);
+    CHECK(idle_seen);
     cli_close(idle);
     cli_close(busy);
 }
@@ -1421,6 +1741,8 @@ int main(void)
     }
     RUN(routing);
     RUN(listener_kinds_and_hsts);
+    RUN(default_headers_checked);
+    RUN(group_deals_round_robin);
     RUN(keepalive_and_pipelining);
     RUN(split_head_and_pipeline_burst);
     RUN(http10);
@@ -1435,15 +1757,20 @@ int main(void)
     RUN(sse);
     RUN(timeouts);
     RUN(tls_ctx_errors);
+    RUN(tls_swap_by_message);
     RUN(failure_seams);
     RUN(upload_abort_cleans_up);
+    RUN(client_gone_during_fsync);
     RUN(graceful_shutdown);
 
-    event_base_loopbreak(g_base);
-    pthread_join(g_thread, NULL);
+    pv_loop_stop(g_loop);
+    pv_loop_join(g_loop);
+    pv_pool_stop(g_io); /* before the server: no fsync left to answer it */
     pv_http_server_free(g_srv);
-    event_base_free(g_base);
-    SSL_CTX_free(atomic_load(&g_tls));
+    pv_pool_free(g_io);
+    pv_actor_free(g_probe);
+    pv_loop_free(g_loop);
+    SSL_CTX_free(g_tls);
     SSL_CTX_free(g_cli_ctx);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", g_dir);

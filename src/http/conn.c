@@ -1,0 +1,1042 @@
+/*
+ * conn.c — a connection's state machine: request heads in, bodies read,
+ * the handler called, keep-alive or close, and the request's accessors.
+ *
+ * Each accepted socket becomes a pv_conn_t around one bufferevent (plain,
+ * or OpenSSL in accepting mode), and a connection handles one request at
+ * a time: while a request is in the handler or its answer is being
+ * written, bytes that follow (pipelined requests) stay in the input
+ * buffer, bounded by the read high-water mark, and are parsed once the
+ * answer has drained. The request object is embedded in the connection
+ * and reused, so the hot path allocates nothing per request; the only
+ * per-request work beyond I/O is the parse, the route match and one
+ * evbuffer_add for the whole response head.
+ *
+ * States (c->state; the enum is in http_int.h):
+ *   HEAD    waiting for / reading a request head
+ *   BODY    reading the body into memory, a temp file or nowhere
+ *   FSYNC   the upload is being made durable off the loop (sink.c)
+ *   HANDLER the route's handler owns the request until it answers
+ *   STREAM  a streamed (SSE) answer is open
+ *   SEND    the answer is queued; done when the output buffer drains
+ *   LINGER  answered with close: discard what the peer still sends for a
+ *           moment so that our answer is not lost to a TCP reset
+ * A client that goes away while the handler owns the request leaves the
+ * connection "detached" (bev == NULL): the request object stays valid until
+ * the handler answers, and the answer is dropped. A connection is freed
+ * only when it has no bufferevent, no live request, no fsync in flight and
+ * no caller on the stack (refs).
+ *
+ * Request life: head parsed -> path decoded -> route matched (404/405
+ * otherwise) -> the server's authorize hook (may answer before any body
+ * is read) -> body read by the route's mode (413 over the limit, 400 on
+ * framing errors) -> handler called.
+ */
+#include "http/http_int.h"
+#include "base/pv.h"
+#include "base/text.h"
+
+#include <event2/bufferevent_ssl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/ssl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static void pv_conn_process(pv_conn_t *c);
+static void pv_req_complete(pv_conn_t *c);
+
+/* ---------------------------------------------------------------- *
+ * Life of a connection
+ * ---------------------------------------------------------------- */
+
+/* Releases what the request holds. The temp file goes unless taken. */
+static void pv_req_cleanup(pv_conn_t *c)
+{
+    pv_http_req_t *r = &c->req;
+
+    if (r->data_free)
+        r->data_free(r->data);
+    r->data_free = NULL;
+    r->data = NULL;
+    pv_sink_release(&r->sink);
+    if (r->send_fd >= 0)
+        close(r->send_fd);
+    r->send_fd = -1;
+    if (r->user && r->user != r->user_small)
+        free(r->user);
+    r->user = NULL;
+    /* A big upload buffer is not kept for the next request. */
+    if (c->body_cap > PV_HTTP_IN_WINDOW) {
+        free(c->body);
+        c->body = NULL;
+        c->body_cap = 0;
+    }
+    c->req_live = false;
+}
+
+static void pv_conn_maybe_free(pv_conn_t *c)
+{
+    if (c->refs > 0 || c->bev || c->req_live || pv_sink_busy(&c->req.sink))
+        return;
+    pv_http_server_t *s = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    free(c->scratch);
+    free(c->body);
+    free(c->extra);
+    free(c);
+}
+
+void pv_conn_release(pv_conn_t *c)
+{
+    c->refs--;
+    pv_conn_maybe_free(c);
+}
+
+/* The client is gone (or we give up on it): free the bufferevent now; the
+ * request, if the handler owns it, lives on until it is answered. */
+void pv_conn_drop(pv_conn_t *c)
+{
+    if (!c->bev)
+        return;
+    bufferevent_free(c->bev);
+    c->bev = NULL;
+    switch (c->state) {
+    case C_BODY:
+        pv_req_cleanup(c);
+        break;
+    case C_STREAM:
+        if (c->req.on_close && !c->req.on_close_done) {
+            c->req.on_close_done = true;
+            c->req.on_close(&c->req, c->req.on_close_arg);
+        }
+        break;
+    case C_SEND:
+        pv_req_complete(c);
+        break;
+    default:
+        break; /* HEAD, LINGER: nothing live; FSYNC, HANDLER: wait */
+    }
+}
+
+void pv_conn_destroy(pv_conn_t *c)
+{
+    pv_sink_abandon(&c->req.sink);
+    if (c->bev)
+        bufferevent_free(c->bev);
+    c->bev = NULL;
+    if (c->req_live)
+        pv_req_cleanup(c);
+    c->refs = 0;
+    pv_conn_maybe_free(c);
+}
+
+/* Ends a connection after a complete answer. When the client may still be
+ * sending (unread body, pipelined bytes) we linger: stop writing, discard
+ * input for a moment, then close, so the answer is not lost to a reset. */
+static void pv_conn_close(pv_conn_t *c)
+{
+    if (!c->bev)
+        return;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    bool unread = evbuffer_get_length(in) > 0 || !c->req.body_done;
+    if (!unread || c->peer_eof) {
+        if (c->tls) /* a close_notify; the output is drained here */
+            SSL_shutdown(bufferevent_openssl_get_ssl(c->bev));
+        pv_conn_drop(c);
+        return;
+    }
+    c->state = C_LINGER;
+    c->linger_bytes = evbuffer_get_length(in);
+    evbuffer_drain(in, c->linger_bytes);
+    if (!c->tls)
+        shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    pv_conn_set_rto(c, PV_HTTP_LINGER_S);
+    bufferevent_enable(c->bev, EV_READ);
+}
+
+static void pv_conn_linger_read(pv_conn_t *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t n = evbuffer_get_length(in);
+    evbuffer_drain(in, n);
+    c->linger_bytes += n;
+    if (c->linger_bytes > PV_HTTP_LINGER_MAX)
+        pv_conn_drop(c);
+}
+
+/* ---------------------------------------------------------------- *
+ * What answers tell the connection (pv_conn_ops_t)
+ * ---------------------------------------------------------------- */
+
+/* The answer is queued; it is complete when the output drains. */
+static void pv_conn_enter_send(pv_conn_t *c)
+{
+    c->state = C_SEND;
+    pv_conn_set_rto(c, 0);
+    /* Nothing left to write (a HEAD stream ending, or TLS already wrote it
+     * all): no write will call us back, so ask for the callback. It runs
+     * deferred, from the loop, never inside the caller. */
+    if (c->bev && evbuffer_get_length(pv_conn_out(c)) == 0)
+        bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
+}
+
+static void pv_conn_answered(pv_conn_t *c)
+{
+    if (c->bev)
+        pv_conn_enter_send(c);
+    else
+        pv_req_complete(c); /* the client is gone: nothing to drain */
+}
+
+static const pv_conn_ops_t pv_conn_ops = {
+    .answered = pv_conn_answered,
+    .cut = pv_conn_drop,
+    .release = pv_conn_release,
+};
+
+/* ---------------------------------------------------------------- *
+ * Requests: head, route, handler
+ * ---------------------------------------------------------------- */
+
+/* The answer is complete (drained, or dropped with the client): report it,
+ * release the request, and go on with the connection. */
+static void pv_req_complete(pv_conn_t *c)
+{
+    pv_http_req_t *r = &c->req;
+
+    if (!c->req_live)
+        return;
+    pv_http_server_t *s = c->srv;
+    if (s->cfg.on_done) {
+        double ms = (double)(pv_mono_us() - r->t0_us) / 1000.0;
+        s->cfg.on_done(r, r->status, r->bytes_out, ms);
+    }
+    pv_req_cleanup(c);
+    if (!c->bev)
+        return;
+    if (!c->keep || c->close_after || s->shutting_down) {
+        pv_conn_close(c);
+        return;
+    }
+    c->state = C_HEAD;
+    pv_conn_process(c);
+}
+
+static void pv_req_begin(pv_conn_t *c)
+{
+    pv_http_req_t *r = &c->req;
+    memset(r, 0, sizeof(*r));
+    r->conn = c;
+    r->method = r->raw_path = r->query = r->path = "";
+    pv_sink_init(&r->sink);
+    r->send_fd = -1;
+    r->fr.content_length = -1;
+    r->body_done = true;
+    r->t0_us = pv_mono_us();
+    c->extra_len = 0;
+    c->keep = false;
+    c->req_live = true;
+}
+
+/* splitmix64: request ids need to be unique-ish and unguessable enough for
+ * log correlation, not secret. Seeded from getrandom at server creation. */
+static uint64_t pv_conn_rand(pv_http_server_t *s)
+{
+    uint64_t z = (s->rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static bool pv_req_id_sane(const char *v, size_t len)
+{
+    if (len == 0 || len > PV_HTTP_ID_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = v[i];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || ch == '-' || ch == '_';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* The client's X-Request-Id when it is sane, else a fresh one. */
+static void pv_req_make_id(pv_conn_t *c, const char *incoming)
+{
+    pv_http_req_t *r = &c->req;
+    size_t n = incoming ? strlen(incoming) : 0;
+    if (incoming && pv_req_id_sane(incoming, n)) {
+        memcpy(r->id, incoming, n + 1); /* n <= PV_HTTP_ID_MAX */
+        return;
+    }
+    static const char hex[] = "0123456789abcdef";
+    uint64_t v = pv_conn_rand(c->srv);
+    for (int i = 0; i < 16; i++)
+        r->id[i] = hex[(v >> (i * 4)) & 15];
+    r->id[16] = '\0';
+}
+
+/* An answer to a request we could not parse: then close. */
+static void pv_conn_fail_head(pv_conn_t *c, int status, const char *code,
+                              const char *msg)
+{
+    pv_req_begin(c);
+    pv_req_make_id(c, NULL);
+    c->close_after = true;
+    c->req.body_done = false; /* what follows is unknown: linger */
+    pv_resp_error(&c->req, status, code, msg);
+}
+
+/* Percent-decodes the raw path segment by segment into pathbuf (for
+ * pv_http_path) and segbuf (NUL-separated, for captures), then cuts it
+ * for the router. Refuses escapes that are bad, NUL, '/', and "." or ".."
+ * segments. */
+static int pv_req_decode_path(pv_conn_t *c, pv_route_path_t *ps)
+{
+    const char *raw = c->req.raw_path + 1; /* the parser checked the '/' */
+    char *dst = c->pathbuf;
+    size_t o = 0;
+
+    for (;;) {
+        const char *e = strchr(raw, '/');
+        size_t len = e ? (size_t)(e - raw) : strlen(raw);
+        dst[o++] = '/';
+        ssize_t n = pv_pct_decode(raw, len, dst + o, len, 0);
+        if (n < 0 || memchr(dst + o, '\0', (size_t)n) ||
+            memchr(dst + o, '/', (size_t)n))
+            return -EINVAL;
+        if ((n == 1 && dst[o] == '.') ||
+            (n == 2 && dst[o] == '.' && dst[o + 1] == '.'))
+            return -EINVAL;
+        o += (size_t)n;
+        if (!e)
+            break;
+        raw = e + 1;
+    }
+    dst[o] = '\0';
+    for (size_t i = 0; i <= o; i++)
+        c->segbuf[i] = dst[i] == '/' ? '\0' : dst[i];
+    c->req.path = dst;
+    pv_route_split(dst, o, ps);
+    return 0;
+}
+
+/* Finds the route for the request: 0 with req->route set, or an HTTP
+ * status (404, 405) after answering. */
+static int pv_req_route(pv_conn_t *c, const pv_route_path_t *ps)
+{
+    pv_http_req_t *r = &c->req;
+    pv_route_match_t m;
+
+    int st = pv_route_find(c->srv->routes, r->method, c->kind, ps, &m);
+    if (st == 404) {
+        pv_resp_error(r, 404, "not_found", "no such resource");
+        return 404;
+    }
+    if (st == 405) {
+        pv_resp_header(r, "Allow", m.allow);
+        pv_resp_error(r, 405, "method_not_allowed",
+                      "method not allowed for this resource");
+        return 405;
+    }
+    r->route = m.route;
+    r->nparams = m.nparams;
+    for (int i = 0; i < m.nparams; i++) {
+        r->param[i] = m.param[i];
+        /* The same offset in segbuf is the value with a NUL after it. */
+        r->param[i].val = c->segbuf + (m.param[i].val - c->pathbuf);
+    }
+    return 0;
+}
+
+static uint64_t pv_req_body_limit(const pv_http_server_t *s, const pv_http_route_t *rt)
+{
+    if (rt->max_body)
+        return rt->max_body;
+    return rt->body == PV_BODY_FILE ? s->cfg.max_file_body
+                                    : s->cfg.max_memory_body;
+}
+
+static void pv_req_dispatch(pv_conn_t *c)
+{
+    pv_http_req_t *r = &c->req;
+    c->state = C_HANDLER;
+    pv_conn_set_rto(c, 0);
+    if (!r->route->fn) {
+        pv_resp_error(r, 501, "not_implemented", "no handler");
+        return;
+    }
+    r->route->fn(r);
+}
+
+/* ---------------------------------------------------------------- *
+ * Bodies
+ * ---------------------------------------------------------------- */
+
+/* The upload is durable (rc 0) or could not be made so. */
+static void pv_conn_synced(void *arg, int rc)
+{
+    pv_conn_t *c = arg;
+    pv_http_req_t *r = &c->req;
+
+    c->refs++;
+    pv_sink_close(&r->sink);
+    if (!c->bev) {
+        pv_req_cleanup(c); /* nobody to answer: drop the upload */
+    } else if (rc < 0) {
+        pv_log(PV_LOG_ERROR, PV_HTTP_LOG, r->id, NULL, "upload fsync: %s",
+               strerror(-rc));
+        c->close_after = true;
+        pv_resp_error(r, rc == -ENOSPC ? 507 : 500, "io_error",
+                      "could not store the upload");
+    } else {
+        pv_req_dispatch(c);
+    }
+    pv_conn_release(c);
+}
+
+/* Takes n body bytes. 0 or -errno. */
+static int pv_body_take(pv_conn_t *c, const char *p, size_t n)
+{
+    pv_http_req_t *r = &c->req;
+
+    if (r->body_mode == PV_BODY_MEMORY) {
+        size_t need = r->body_len + n + 1;
+        if (need > c->body_cap) {
+            size_t cap = c->body_cap ? c->body_cap : 4096;
+            while (cap < need)
+                cap *= 2;
+            if (cap > r->body_limit + 1 && need <= r->body_limit + 1)
+                cap = (size_t)r->body_limit + 1;
+            char *nb = pv_fail("http.alloc") ? NULL : realloc(c->body, cap);
+            if (!nb)
+                return -ENOMEM;
+            c->body = nb;
+            c->body_cap = cap;
+        }
+        memcpy(c->body + r->body_len, p, n);
+        r->body_len += n;
+    } else if (r->body_mode == PV_BODY_FILE) {
+        int rc = pv_sink_write(&r->sink, p, n);
+        if (rc < 0)
+            return rc;
+    }
+    r->body_got += n;
+    return 0;
+}
+
+static void pv_body_fail(pv_conn_t *c, int status, const char *code,
+                         const char *msg)
+{
+    c->close_after = true;
+    pv_resp_error(&c->req, status, code, msg);
+}
+
+static void pv_body_complete(pv_conn_t *c)
+{
+    pv_http_req_t *r = &c->req;
+
+    r->body_done = true;
+    if (r->body_mode == PV_BODY_MEMORY) {
+        if (!c->body && pv_body_take(c, "", 0) < 0) {
+            pv_body_fail(c, 500, "internal", "out of memory");
+            return;
+        }
+        c->body[r->body_len] = '\0';
+    } else if (r->body_mode == PV_BODY_FILE) {
+        pv_sink_finish(&r->sink, r->body_got);
+        c->state = C_FSYNC;
+        pv_conn_set_rto(c, 0);
+        int rc = pv_sink_sync(&r->sink, c->srv->cfg.io, c->srv->actor, pv_conn_synced, c);
+        if (rc != 1)
+            pv_conn_synced(c, rc); /* it ran here: no pool took it */
+        return;
+    }
+    pv_req_dispatch(c);
+}
+
+/* Feeds one run of input bytes through the framing. Returns the bytes
+ * used, or -1 after answering an error. */
+static ssize_t pv_body_feed(pv_conn_t *c, const char *p, size_t n, bool *done)
+{
+    pv_http_req_t *r = &c->req;
+    size_t used = 0;
+
+    if (!r->fr.chunked) {
+        if ((uint64_t)n > (uint64_t)r->body_left)
+            n = (size_t)r->body_left;
+        int rc = pv_body_take(c, p, n);
+        if (rc < 0)
+            goto sink_fail;
+        r->body_left -= (int64_t)n;
+        *done = r->body_left == 0;
+        return (ssize_t)n;
+    }
+    while (used < n && !*done) {
+        const char *d;
+        size_t dl;
+        ssize_t k = pv_http_chunked_feed(&r->chunked, p + used, n - used, &d,
+                                         &dl);
+        if (k < 0) {
+            pv_body_fail(c, 400, "bad_request", "malformed chunked body");
+            return -1;
+        }
+        if (dl) {
+            if (r->body_got + dl > r->body_limit) {
+                pv_body_fail(c, 413, "too_large", "request body too large");
+                return -1;
+            }
+            int rc = pv_body_take(c, d, dl);
+            if (rc < 0)
+                goto sink_fail;
+        }
+        used += (size_t)k;
+        *done = pv_http_chunked_done(&r->chunked);
+    }
+    return (ssize_t)used;
+
+sink_fail:
+    pv_log(PV_LOG_ERROR, PV_HTTP_LOG, r->id, NULL, "storing request body failed");
+    pv_body_fail(c, r->body_mode == PV_BODY_FILE ? 507 : 500,
+                 r->body_mode == PV_BODY_FILE ? "insufficient_storage"
+                                              : "internal",
+                 "could not store the request body");
+    return -1;
+}
+
+/* Returns true when the request moved on (handler, answer, close). */
+static bool pv_conn_read_body(pv_conn_t *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    bool done = false;
+
+    while (!done && evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec v[16];
+        int nv = evbuffer_peek(in, -1, NULL, v, 16);
+        size_t used = 0;
+        if (nv > 16)
+            nv = 16;
+        for (int i = 0; i < nv && !done; i++) {
+            ssize_t k = pv_body_feed(c, v[i].iov_base, v[i].iov_len, &done);
+            if (k < 0)
+                return true;
+            used += (size_t)k;
+            if ((size_t)k < v[i].iov_len && !done)
+                break;
+        }
+        evbuffer_drain(in, used);
+        if (used == 0)
+            break;
+    }
+    if (done) {
+        pv_body_complete(c);
+        return true;
+    }
+    if (c->peer_eof) {
+        pv_conn_drop(c);
+        return true;
+    }
+    pv_conn_set_rto(c, c->srv->cfg.read_timeout_s);
+    return false;
+}
+
+/* Sets up reading the body of an accepted request. */
+static void pv_body_begin(pv_conn_t *c)
+{
+    pv_http_req_t *r = &c->req;
+
+    if (r->fr.expect_continue && !r->body_done)
+        pv_resp_continue(c);
+    r->body_left = r->fr.content_length;
+    if (r->fr.chunked)
+        pv_http_chunked_init(&r->chunked);
+    if (r->body_mode == PV_BODY_FILE) {
+        int rc = pv_sink_open(&r->sink, c->srv->cfg.tmp_dir);
+        if (rc < 0) {
+            pv_log(PV_LOG_ERROR, PV_HTTP_LOG, r->id, NULL,
+                   "cannot create upload file: %s", strerror(-rc));
+            pv_body_fail(c, 503, "unavailable", "cannot accept uploads now");
+            return;
+        }
+    } else if (r->body_mode == PV_BODY_MEMORY && r->fr.content_length > 0 &&
+               (size_t)r->fr.content_length + 1 > c->body_cap) {
+        size_t cap = (size_t)r->fr.content_length + 1;
+        char *nb = pv_fail("http.alloc") ? NULL : realloc(c->body, cap);
+        if (!nb) {
+            pv_body_fail(c, 500, "internal", "out of memory");
+            return;
+        }
+        c->body = nb;
+        c->body_cap = cap;
+    }
+    c->state = C_BODY;
+    pv_conn_set_rto(c, c->srv->cfg.read_timeout_s);
+}
+
+/* Framing, path and route of a head in c->head: 0 to go on, or 1 once it
+ * was answered. */
+static int pv_req_prepare(pv_conn_t *c)
+{
+    pv_http_req_t *r = &c->req;
+    pv_route_path_t ps;
+
+    if (pv_http_parse_framing(c->hdrs, c->nhdrs, r->minor, &r->fr) < 0) {
+        r->body_done = false;
+        c->close_after = true;
+        pv_resp_error(r, 400, "bad_request", "malformed request framing");
+        return 1;
+    }
+    r->body_done = !r->fr.chunked && r->fr.content_length <= 0;
+    if (r->fr.expect_other) {
+        c->close_after = true;
+        pv_resp_error(r, 417, "expectation_failed", "unsupported Expect");
+        return 1;
+    }
+    if (pv_req_decode_path(c, &ps) < 0) {
+        pv_resp_error(r, 400, "bad_path", "malformed request path");
+        return 1;
+    }
+    return pv_req_route(c, &ps) != 0;
+}
+
+/* A complete head is in c->head: route, check, authorize, then body. */
+static void pv_req_start(pv_conn_t *c, const pv_http_reqline_t *rl)
+{
+    pv_http_req_t *r = &c->req;
+    pv_http_server_t *s = c->srv;
+
+    pv_req_begin(c);
+    ((char *)rl->method)[rl->method_len] = '\0';
+    r->method = rl->method;
+    r->head = strcmp(r->method, "HEAD") == 0;
+    r->minor = rl->minor_version;
+    char *t = (char *)rl->target;
+    t[rl->target_len] = '\0';
+    char *q = memchr(t, '?', rl->target_len);
+    if (q) {
+        *q = '\0';
+        r->query = q + 1;
+    }
+    r->raw_path = t;
+    for (size_t i = 0; i < c->nhdrs; i++)
+        ((char *)c->hdrs[i].value)[c->hdrs[i].value_len] = '\0';
+    pv_req_make_id(c, pv_req_header(r, "X-Request-Id"));
+
+    if (pv_req_prepare(c) != 0)
+        return;
+    r->body_mode = r->route->body;
+    r->body_limit = pv_req_body_limit(s, r->route);
+    if (r->fr.content_length > 0 &&
+        (uint64_t)r->fr.content_length > r->body_limit) {
+        c->close_after = true;
+        pv_resp_error(r, 413, "too_large", "request body too large");
+        return;
+    }
+    if (r->route->auth != PV_AUTH_NONE && s->cfg.authorize) {
+        int st = s->cfg.authorize(r, r->route);
+        if (st != 0) {
+            if (!r->answered)
+                pv_resp_error(r, st, st == 401 ? "unauthorized" : "forbidden",
+                              pv_http_reason(st));
+            return;
+        }
+    }
+    if (r->body_done) {
+        if (r->body_mode == PV_BODY_FILE) {
+            /* An empty upload still gets its (empty) file. */
+            pv_body_begin(c);
+            if (c->state == C_BODY)
+                pv_body_complete(c);
+            return;
+        }
+        pv_body_complete(c);
+        return;
+    }
+    pv_body_begin(c);
+}
+
+/* Scratch big enough for a head of n bytes (head, path, segments). */
+static int pv_conn_scratch(pv_conn_t *c, size_t n)
+{
+    size_t need = 3 * (n + 1);
+    if (need > c->scratch_cap) {
+        size_t cap = need < 2048 ? 2048 : need;
+        char *p = pv_fail("http.alloc") ? NULL : realloc(c->scratch, cap);
+        if (!p)
+            return -ENOMEM;
+        c->scratch = p;
+        c->scratch_cap = cap;
+    }
+    c->head = c->scratch;
+    c->pathbuf = c->scratch + n + 1;
+    c->segbuf = c->scratch + 2 * (n + 1);
+    return 0;
+}
+
+/* Moves the parsed pointers from the input buffer to c->head. */
+static void pv_conn_rebase(pv_conn_t *c, const char *from, pv_http_reqline_t *rl)
+{
+    rl->method = c->head + (rl->method - from);
+    rl->target = c->head + (rl->target - from);
+    for (size_t i = 0; i < c->nhdrs; i++) {
+        c->hdrs[i].name = c->head + (c->hdrs[i].name - from);
+        c->hdrs[i].value = c->head + (c->hdrs[i].value - from);
+    }
+}
+
+/* Waits for more of a head, or drops a client that shut its side. */
+static bool pv_conn_head_wait(pv_conn_t *c, int rto)
+{
+    if (c->peer_eof) {
+        pv_conn_drop(c);
+        return true;
+    }
+    pv_conn_set_rto(c, rto);
+    return false;
+}
+
+/* Returns true when the connection moved on. */
+static bool pv_conn_read_head(pv_conn_t *c)
+{
+    pv_http_server_t *s = c->srv;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t len = evbuffer_get_length(in);
+    size_t mhb = s->cfg.max_header_bytes;
+
+    /* Empty lines before a request are to be ignored (RFC 9112 2.2). */
+    while (len >= 2) {
+        char two[2];
+        evbuffer_copyout(in, two, 2);
+        if (two[0] != '\r' || two[1] != '\n')
+            break;
+        evbuffer_drain(in, 2);
+        len -= 2;
+    }
+    if (len == 0) {
+        c->head_t0_us = 0;
+        return pv_conn_head_wait(c, c->fresh ? s->cfg.read_timeout_s
+                                             : s->cfg.idle_timeout_s);
+    }
+    int64_t now = pv_mono_us();
+    if (!c->head_t0_us) {
+        c->head_t0_us = now;
+    } else if (now - c->head_t0_us > (int64_t)s->cfg.read_timeout_s * 1000000) {
+        pv_conn_drop(c); /* a head dribbled in too slowly */
+        return true;
+    }
+    /* Parse in place from the first chain; make the head contiguous only
+     * when it spans chains (pipelined input can be 256 KiB). */
+    size_t want = len < mhb ? len : mhb;
+    struct evbuffer_iovec v;
+    evbuffer_peek(in, -1, NULL, &v, 1);
+    size_t n = v.iov_len < want ? v.iov_len : want;
+    const char *buf = v.iov_base;
+    pv_http_reqline_t rl;
+    size_t nh = PV_HTTP_MAX_HEADERS;
+    int r = pv_http_parse_request(buf, n, &rl, c->hdrs, &nh, mhb);
+    if (r == PV_HTTP_PARSE_PARTIAL && n < want) {
+        n = want;
+        buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+        nh = PV_HTTP_MAX_HEADERS;
+        r = buf ? pv_http_parse_request(buf, n, &rl, c->hdrs, &nh, mhb)
+                : PV_HTTP_PARSE_BAD;
+    }
+    if (r == PV_HTTP_PARSE_PARTIAL && len < mhb)
+        return pv_conn_head_wait(c, s->cfg.read_timeout_s);
+    c->head_t0_us = 0;
+    c->fresh = false;
+    if (r == PV_HTTP_PARSE_PARTIAL || r == PV_HTTP_PARSE_TOO_LARGE) {
+        pv_conn_fail_head(c, 431, "headers_too_large",
+                          "request head too large");
+        return true;
+    }
+    if (r < 0) {
+        pv_conn_fail_head(c, 400, "bad_request", "malformed request");
+        return true;
+    }
+    c->nhdrs = nh;
+    if (pv_conn_scratch(c, (size_t)r) < 0) {
+        pv_conn_drop(c);
+        return true;
+    }
+    memcpy(c->head, buf, (size_t)r);
+    pv_conn_rebase(c, buf, &rl);
+    evbuffer_drain(in, (size_t)r);
+    pv_req_start(c, &rl);
+    return true;
+}
+
+static void pv_conn_process(pv_conn_t *c)
+{
+    while (c->bev) {
+        if (c->state == C_HEAD) {
+            if (!pv_conn_read_head(c))
+                break;
+        } else if (c->state == C_BODY) {
+            if (!pv_conn_read_body(c))
+                break;
+        } else if (c->state == C_LINGER) {
+            pv_conn_linger_read(c);
+            break;
+        } else {
+            break;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- *
+ * bufferevent callbacks
+ * ---------------------------------------------------------------- */
+
+static void pv_conn_read_cb(struct bufferevent *bev, void *arg)
+{
+    pv_conn_t *c = arg;
+    (void)bev;
+    c->refs++;
+    pv_conn_process(c);
+    pv_conn_release(c);
+}
+
+static void pv_conn_write_cb(struct bufferevent *bev, void *arg)
+{
+    pv_conn_t *c = arg;
+    (void)bev;
+    if (c->state != C_SEND)
+        return;
+    c->refs++;
+    if (c->req.send_left > 0) {
+        if (pv_resp_file_refill(c) < 0)
+            pv_conn_drop(c);
+    } else if (evbuffer_get_length(pv_conn_out(c)) == 0) {
+        pv_req_complete(c);
+    }
+    pv_conn_release(c);
+}
+
+static void pv_conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    pv_conn_t *c = arg;
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED)
+        return;
+    c->refs++;
+    bool eof_only = (what & BEV_EVENT_EOF) &&
+                    !(what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT));
+    if (eof_only &&
+        (c->state == C_HANDLER || c->state == C_SEND || c->state == C_FSYNC)) {
+        /* Half-close: the client may still read our answer. */
+        c->peer_eof = true;
+    } else {
+        if (what & BEV_EVENT_TIMEOUT)
+            pv_log(PV_LOG_DEBUG, PV_HTTP_LOG, c->req_live ? c->req.id : NULL,
+                   NULL, "connection from %s timed out", c->remote);
+        pv_conn_drop(c);
+    }
+    pv_conn_release(c);
+}
+
+/* ---------------------------------------------------------------- *
+ * A new connection
+ * ---------------------------------------------------------------- */
+
+static void pv_conn_peer(pv_conn_t *c, evutil_socket_t fd, const struct sockaddr *sa)
+{
+    int one = 1;
+    if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr,
+                  c->remote, sizeof(c->remote));
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr,
+                  c->remote, sizeof(c->remote));
+}
+
+/* The bufferevent: OpenSSL in accepting mode over the socket, or plain.
+ * 0, or -ENOMEM with fd closed. */
+static int pv_conn_bev(pv_conn_t *c, SSL_CTX *ctx, evutil_socket_t fd)
+{
+    int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+    if (!ctx) {
+        c->bev = bufferevent_socket_new(c->srv->base, fd, opts);
+        if (!c->bev)
+            evutil_closesocket(fd);
+        return c->bev ? 0 : -ENOMEM;
+    }
+    SSL *ssl = SSL_new(ctx); /* holds its own reference to ctx */
+    if (ssl)
+        c->bev = bufferevent_openssl_socket_new(c->srv->base, fd, ssl,
+                                                BUFFEREVENT_SSL_ACCEPTING, opts);
+    if (!c->bev) {
+        SSL_free(ssl);
+        evutil_closesocket(fd);
+        return -ENOMEM;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    c->tls = true;
+    return 0;
+}
+
+void pv_conn_new(pv_http_server_t *s, int kind, bool tls, evutil_socket_t fd,
+                 const struct sockaddr *sa)
+{
+    SSL_CTX *ctx = tls ? s->tls : NULL;
+    pv_conn_t *c = pv_fail("http.accept") ? NULL : calloc(1, sizeof(*c));
+
+    if (!c || (tls && !ctx)) {
+        free(c);
+        evutil_closesocket(fd);
+        return;
+    }
+    pv_conn_peer(c, fd, sa);
+    c->srv = s;
+    c->ops = &pv_conn_ops;
+    c->kind = kind;
+    c->fresh = true;
+    c->rto_cur = -1;
+    c->state = C_HEAD;
+    pv_sink_init(&c->req.sink);
+    c->req.send_fd = -1;
+    c->req.body_done = true;
+    if (pv_conn_bev(c, ctx, fd) < 0) {
+        free(c);
+        return;
+    }
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    bufferevent_setcb(c->bev, pv_conn_read_cb, pv_conn_write_cb,
+                      pv_conn_event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, s->in_window);
+    pv_conn_set_rto(c, s->cfg.read_timeout_s);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+/* ---------------------------------------------------------------- *
+ * Request accessors
+ * ---------------------------------------------------------------- */
+
+const char *pv_http_method(pv_http_req_t *req) { return req->method; }
+bool pv_http_is_head(pv_http_req_t *req) { return req->head; }
+const char *pv_http_path(pv_http_req_t *req) { return req->path; }
+const char *pv_http_raw_path(pv_http_req_t *req) { return req->raw_path; }
+const char *pv_http_query(pv_http_req_t *req) { return req->query; }
+const char *pv_http_remote_addr(pv_http_req_t *req)
+{
+    return req->conn->remote;
+}
+const char *pv_http_request_id(pv_http_req_t *req) { return req->id; }
+const pv_http_route_t *pv_http_route(pv_http_req_t *req)
+{
+    return req->route;
+}
+int pv_http_listener_kind(pv_http_req_t *req) { return req->conn->kind; }
+void *pv_http_app(pv_http_req_t *req) { return req->conn->srv->cfg.app; }
+bool pv_http_is_closed(pv_http_req_t *req) { return req->conn->bev == NULL; }
+
+const char *pv_http_header(pv_http_req_t *req, const char *name)
+{
+    return pv_req_header(req, name);
+}
+
+const char *pv_http_param(pv_http_req_t *req, const char *name)
+{
+    size_t nl = strlen(name);
+    for (int i = 0; i < req->nparams; i++) {
+        const pv_route_param_t *p = &req->param[i];
+        if (p->name_len == nl && memcmp(p->name, name, nl) == 0)
+            return p->val;
+    }
+    return NULL;
+}
+
+const char *pv_http_query_param(pv_http_req_t *req, const char *name,
+                                char *buf, size_t buflen)
+{
+    const char *p = req->query;
+    size_t nl = strlen(name);
+    char key[128];
+
+    while (*p) {
+        const char *amp = strchr(p, '&');
+        size_t plen = amp ? (size_t)(amp - p) : strlen(p);
+        const char *eq = memchr(p, '=', plen);
+        size_t klen = eq ? (size_t)(eq - p) : plen;
+        if (klen < sizeof(key) &&
+            pv_pct_decode(p, klen, key, klen, PV_PCT_PLUS_SPACE) == (ssize_t)nl &&
+            memcmp(key, name, nl) == 0) {
+            const char *v = eq ? eq + 1 : p + plen;
+            size_t vlen = eq ? plen - klen - 1 : 0;
+            ssize_t n;
+            if (vlen >= buflen || (n = pv_pct_decode(v, vlen, buf, vlen, PV_PCT_PLUS_SPACE)) < 0)
+                return NULL;
+            buf[n] = '\0';
+            return buf;
+        }
+        if (!amp)
+            break;
+        p = amp + 1;
+    }
+    return NULL;
+}
+
+void pv_http_set_user(pv_http_req_t *req, const char *user_id)
+{
+    if (req->user && req->user != req->user_small)
+        free(req->user);
+    req->user = NULL;
+    if (!user_id)
+        return;
+    size_t n = strlen(user_id);
+    if (n < sizeof(req->user_small)) {
+        memcpy(req->user_small, user_id, n + 1);
+        req->user = req->user_small;
+    } else {
+        req->user = strdup(user_id);
+    }
+}
+
+const char *pv_http_user(pv_http_req_t *req) { return req->user; }
+
+void pv_http_set_data(pv_http_req_t *req, void *data, void (*free_fn)(void *))
+{
+    req->data = data;
+    req->data_free = free_fn;
+}
+
+void *pv_http_data(pv_http_req_t *req) { return req->data; }
+
+const char *pv_http_body(pv_http_req_t *req, size_t *len)
+{
+    if (req->body_mode != PV_BODY_MEMORY || !req->body_done ||
+        !req->conn->body) {
+        if (len)
+            *len = 0;
+        return req->body_mode == PV_BODY_MEMORY ? "" : NULL;
+    }
+    if (len)
+        *len = req->body_len;
+    return req->conn->body;
+}
+
+const pv_http_body_file_t *pv_http_body_file(pv_http_req_t *req)
+{
+    if (req->body_mode != PV_BODY_FILE || !req->sink.made)
+        return NULL;
+    return &req->sink.file;
+}
+
+void pv_http_body_file_taken(pv_http_req_t *req) { req->sink.taken = true; }
