@@ -300,8 +300,10 @@ static int make_http_loop(pv_app_t *app, pv_http_loop_t *hl, int i)
 
 /* All loops share accepts (dealt round-robin); the first one listens. A
  * port already taken fails here rather than being shared with another
- * process (no SO_REUSEPORT). */
-static int start_http_loops(pv_app_t *app)
+ * process (no SO_REUSEPORT). Made, not started: from here on app->loops
+ * and app->n_loops do not change, so actors on the core loop (started
+ * next) may send to the loops' actors. */
+static int make_http_loops(pv_app_t *app)
 {
     int n = app->cfg.loops, rc;
     app->loops = calloc((size_t)n, sizeof(pv_http_loop_t));
@@ -325,9 +327,16 @@ static int start_http_loops(pv_app_t *app)
         pv_error("pvd", "cannot listen on %s: %s", app->cfg.http_listen, strerror(-rc));
         return rc;
     }
-    for (int i = 0; i < n; i++)
-        if ((rc = pv_loop_start(app->loops[i].loop)) < 0)
+    return 0;
+}
+
+static int start_http_loops(pv_app_t *app)
+{
+    for (int i = 0; i < app->n_loops; i++) {
+        int rc = pv_loop_start(app->loops[i].loop);
+        if (rc < 0)
             return rc;
+    }
     return 0;
 }
 
@@ -371,6 +380,8 @@ static int start(pv_app_t *app)
         return rc;
     }
     if ((rc = pv_sync_start(app)) < 0)
+        return rc;
+    if ((rc = make_http_loops(app)) < 0)
         return rc;
     if ((rc = pv_loop_start(app->core)) < 0)
         return rc;
