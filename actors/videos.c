@@ -16,8 +16,9 @@
  * a loop). The actor hands a task to an idle thread; the thread renders,
  * makes the MP4 and the poster durable as blobs, and sends the task back as
  * a message. Progress comes as small messages (at most one per 1 %); the
- * actor publishes it for GET, streams it to subscribers, and writes it to
- * the store coarsely (every 10 %).
+ * actor sends it on to every HTTP loop (each keeps its own copy for the
+ * videos' JSON: broadcast_live), streams it to subscribers, and writes it
+ * to the store coarsely (every 10 %).
  *
  * Event streams: an SSE request on an HTTP loop registers a subscription
  * here. Events go back to the subscriber as answers (its continuation runs
@@ -27,6 +28,7 @@
  * only then.
  */
 #include "actors/videos.h"
+#include "actors/http.h"
 #include "app/metrics.h"
 #include "base/pv.h"
 #include "media/render.h"
@@ -71,6 +73,7 @@ typedef struct render_task {
     atomic_bool cancel;           /* set by the actor: cancel or shutdown */
     bool shutdown;                /* cancelled because pvd stops */
     atomic_int permille_sent;     /* last progress reported, in 1/1000 */
+    int permille;                 /* the actor's: the last progress it heard */
     int64_t frames_counted;       /* frames already added to the metrics */
     int rc;
     char err[256];
@@ -89,8 +92,6 @@ struct rworker {
     render_task_t *current;       /* owned by the actor: what runs here */
     bool stop;
     int index;
-    atomic_int live_permille;     /* published progress of `current` */
-    uint8_t live_id[16];          /* guarded by the state's live_mu */
 };
 
 typedef struct sub_entry {
@@ -107,7 +108,6 @@ struct videos_state {
     rworker_t *workers;
     int n_workers;
     sub_entry_t *subs;
-    pthread_mutex_t live_mu;      /* guards workers[i].live_id for readers */
     bool stopping;                /* pvd is stopping: streams end */
 };
 
@@ -140,6 +140,7 @@ typedef struct vupdate {
     uint64_t bytes;
     int jobs;                     /* +1 add the job entry, -1 remove it */
     bool notify;                  /* stream the new state to subscribers */
+    bool live_end;                /* the render is over: tell the HTTP loops once committed */
     bool requeue;                 /* enqueue once committed (retry) */
     bool applied;                 /* out: the record was changed */
     pv_video_t after;             /* out: the record as committed */
@@ -212,6 +213,28 @@ static vupdate_t *vupdate_new(videos_state_t *st, pv_actor_t *self, const uint8_
     u->progress = -1;
     u->notify = true;
     return u;
+}
+
+/* ---------------- live progress, for the HTTP loops ---------------- */
+
+/* Every HTTP loop keeps its own copy of the running renders' progress
+ * (actors/http.c), which its handlers read when they make a running
+ * video's JSON. This sends each loop one job's progress, or permille < 0
+ * once the job is over. The render threads report at most once per 1 %
+ * (render_progress), so each job costs each loop at most ~100 of these. */
+static void broadcast_live(videos_state_t *st, const uint8_t id[16], int permille)
+{
+    pv_app_t *app = st->app;
+    for (int i = 0; i < app->n_loops; i++) {
+        if (!app->loops[i].actor)
+            continue;
+        pv_http_live_msg_t *m = pv_msg_new(sizeof(*m), PV_HTTP_LIVE);
+        if (!m) /* that loop shows the stored, coarser progress meanwhile */
+            continue;
+        memcpy(m->id, id, 16);
+        m->permille = permille;
+        pv_actor_send(app->loops[i].actor, &m->msg);
+    }
 }
 
 /* ---------------- subscribers ---------------- */
@@ -294,6 +317,8 @@ static void notify_progress(videos_state_t *st, const uint8_t id[16], double pro
             send_event(e->sub, pv_video_event_progress(id, progress), false);
 }
 
+static double live_progress(videos_state_t *st, const uint8_t id[16]);
+
 static void subscribe(videos_state_t *st, pv_video_sub_t *sub)
 {
     if (st->stopping) { /* pvd is stopping: the stream ends at once */
@@ -311,7 +336,7 @@ static void subscribe(videos_state_t *st, pv_video_sub_t *sub)
         send_event(sub, pv_video_event_gone(sub->id), true);
         return;
     }
-    double live = pv_videos_live_progress(st->app, sub->id);
+    double live = live_progress(st, sub->id);
     send_event(sub, pv_video_event_status(&st->app->keys, st->app->cfg.presign_ttl, &v, live),
                is_final(v.status));
     if (!is_final(v.status)) {
@@ -374,6 +399,13 @@ static rworker_t *running_worker(videos_state_t *st, const uint8_t id[16])
         if (st->workers[i].current && memcmp(st->workers[i].current->id, id, 16) == 0)
             return &st->workers[i];
     return NULL;
+}
+
+/* A running render's progress (0..1) as the actor last heard it, or -1. */
+static double live_progress(videos_state_t *st, const uint8_t id[16])
+{
+    rworker_t *w = running_worker(st, id);
+    return w ? w->current->permille / 1000.0 : -1;
 }
 
 static void enqueue(videos_state_t *st, const uint8_t id[16], const uint8_t user[16])
@@ -441,7 +473,6 @@ static int render_progress(void *arg, int64_t done, int64_t total)
     int permille = total > 0 ? (int)(done * 1000 / total) : 0;
     if (permille - atomic_load(&t->permille_sent) >= 10 || (done == total && total > 0)) {
         atomic_store(&t->permille_sent, permille);
-        atomic_store(&t->w->live_permille, permille);
         progress_msg_t *m = pv_msg_new(sizeof(*m), VIDEOS_PROGRESS);
         if (m) {
             m->task = t;
@@ -616,10 +647,7 @@ static void schedule_jobs(videos_state_t *st, pv_actor_t *self)
         }
         t->w = w;
         w->current = t;
-        atomic_store(&w->live_permille, 0);
-        pthread_mutex_lock(&st->live_mu);
-        memcpy(w->live_id, id, 16);
-        pthread_mutex_unlock(&st->live_mu);
+        broadcast_live(st, id, 0);
         user_stat_t *us = user_stat(st, user);
         if (us) {
             us->running++;
@@ -644,9 +672,6 @@ static void render_done(videos_state_t *st, pv_actor_t *self, render_task_t *t)
 {
     rworker_t *w = t->w;
     w->current = NULL;
-    pthread_mutex_lock(&st->live_mu);
-    memset(w->live_id, 0, 16);
-    pthread_mutex_unlock(&st->live_mu);
     user_stat_t *us = user_stat(st, t->user);
     if (us && us->running > 0)
         us->running--;
@@ -655,10 +680,13 @@ static void render_done(videos_state_t *st, pv_actor_t *self, render_task_t *t)
         return;
     }
     vupdate_t *u = vupdate_new(st, self, t->id, t->user);
+    if (!u)
+        broadcast_live(st, t->id, -1);
     if (u) {
         u->from_mask = 1u << PV_VIDEO_RUNNING;
         u->finished = true;
         u->jobs = -1;
+        u->live_end = true; /* the loops show live progress until the record changes */
         int outcome = t->rc == 0 ? PV_M_JOBS_READY
                       : t->rc == -ECANCELED ? PV_M_JOBS_CANCELLED : PV_M_JOBS_FAILED;
         pv_metrics_add(st->app->metrics, outcome, 1);
@@ -696,6 +724,8 @@ static void on_progress(videos_state_t *st, pv_actor_t *self, progress_msg_t *m)
     t->frames_counted = m->done;
     double p = m->total > 0 ? (double)m->done / (double)m->total : 0;
     notify_progress(st, t->id, p);
+    t->permille = m->total > 0 ? (int)(m->done * 1000 / m->total) : 0;
+    broadcast_live(st, t->id, t->permille);
     int permille = (int)(p * 1000);
     if (permille / 100 != (permille - 10) / 100 && permille < 1000) {
         vupdate_t *u = vupdate_new(st, self, t->id, t->user);
@@ -799,6 +829,8 @@ static void on_stored(videos_state_t *st, pv_actor_t *self, vupdate_t *u)
                strerror(-u->sreq.msg.status));
     else if (u->applied && u->notify)
         notify_status(st, &u->after);
+    if (u->live_end) /* committed (or not: the render is over either way) */
+        broadcast_live(st, u->id, -1);
     if (u->applied && u->requeue) {
         enqueue(st, u->id, u->user);
         schedule(st, self);
@@ -935,7 +967,6 @@ int pv_videos_start(pv_app_t *app, int render_threads)
     if (!st)
         return -ENOMEM;
     st->app = app;
-    pthread_mutex_init(&st->live_mu, NULL);
     st->workers = calloc((size_t)render_threads, sizeof(rworker_t));
     app->videos = pv_actor_new(app->core, &videos_def, st);
     if (!st->workers || !app->videos)
@@ -1027,21 +1058,6 @@ void pv_videos_free(pv_app_t *app)
     }
     free(st->workers);
     free(st->users);
-    pthread_mutex_destroy(&st->live_mu);
     free(st);
-}
-
-double pv_videos_live_progress(pv_app_t *app, const uint8_t id[16])
-{
-    if (!app->videos)
-        return -1;
-    videos_state_t *st = pv_actor_state(app->videos);
-    double p = -1;
-    pthread_mutex_lock(&st->live_mu);
-    for (int i = 0; i < st->n_workers; i++)
-        if (memcmp(st->workers[i].live_id, id, 16) == 0)
-            p = atomic_load(&st->workers[i].live_permille) / 1000.0;
-    pthread_mutex_unlock(&st->live_mu);
-    return p;
 }
 

@@ -70,7 +70,5 @@ int pv_videos_start(pv_app_t *app, int render_threads);
 /* Cancel running renders (they stay resumable) and join the threads. */
 void pv_videos_stop(pv_app_t *app);
 void pv_videos_free(pv_app_t *app);
-/* Progress of a running render (0..1), or -1. Any thread. */
-double pv_videos_live_progress(pv_app_t *app, const uint8_t id[16]);
 
 #endif

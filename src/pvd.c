@@ -413,7 +413,7 @@ static void stop_all(pv_app_t *app)
             event_free(hl->drain_timer);
         if (hl->server)
             pv_http_server_free(hl->server);
-        pv_actor_free(hl->actor);
+        pv_http_actor_free(hl);
         pv_loop_free(hl->loop);
     }
     free(app->loops);

@@ -561,8 +561,9 @@ void pv_h_media_photo(pv_http_req_t *req)
         pv_api_serve_blob(req, p.thumb_sha256, "image/jpeg");
 }
 
-static int photo_item(pv_sb_t *sb, pv_app_t *app, const pv_val_t *v)
+static int photo_item(pv_sb_t *sb, pv_http_req_t *req, const pv_val_t *v)
 {
+    pv_app_t *app = pv_api_app(req);
     pv_photo_t p;
     int rc = pv_photo_decode(v->data, v->len, &p);
     if (rc == 0)

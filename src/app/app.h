@@ -43,6 +43,8 @@ typedef struct pv_http_loop {
     pv_http_server_t *server;
     struct event *drain_timer;  /* graceful stop: polls for idle */
     pv_msg_t *drain_msg;        /* graceful stop: answered once idle */
+    struct pv_http_live *live;  /* running renders' progress: this loop's
+                                   copy, kept by its actor (actors/http.c) */
 } pv_http_loop_t;
 
 struct pv_app {
