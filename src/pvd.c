@@ -365,17 +365,19 @@ static int start(pv_app_t *app)
     app->decode_big = pv_pool_new("decode_big", 1, 0);
     app->hash = pv_pool_new("hash", cores > 1 ? (int)cores / 2 : 1, PV_POOL_IDLE);
     app->io = pv_pool_new("io", 2, 0);
+    int renders = c->render_workers > 0 ? c->render_workers : (int)(cores > 0 ? cores : 2);
+    app->render = pv_pool_new("render", renders, 0);
     app->metrics = pv_metrics_new();
     app->core = pv_loop_new("core");
-    if (!app->work || !app->decode_big || !app->hash || !app->io || !app->metrics || !app->core)
+    if (!app->work || !app->decode_big || !app->hash || !app->io || !app->render ||
+        !app->metrics || !app->core)
         return -ENOMEM;
     if ((rc = pv_auth_start(app)) < 0)
         return rc;
     /* before the core loop runs: the admin actor registers its events there */
     if ((rc = pv_admin_start(app)) < 0)
         return rc;
-    int renders = c->render_workers > 0 ? c->render_workers : (int)(cores > 0 ? cores : 2);
-    if ((rc = pv_videos_start(app, renders)) < 0) {
+    if ((rc = pv_videos_start(app)) < 0) {
         pv_error("pvd", "cannot start the video jobs: %s", strerror(-rc));
         return rc;
     }
@@ -394,12 +396,14 @@ static void stop_all(pv_app_t *app)
         pv_loop_stop(app->loops[i].loop);
         pv_loop_join(app->loops[i].loop);
     }
-    pv_videos_stop(app); /* running renders stay resumable */
     if (app->core) {
         pv_loop_stop(app->core);
         pv_loop_join(app->core);
     }
-    pv_pool_t *pools[] = {app->work, app->decode_big, app->hash, app->io};
+    /* With the core loop stopped: renders end at once and stay resumable,
+     * and then the render pool can be joined with the others. */
+    pv_videos_stop(app);
+    pv_pool_t *pools[] = {app->work, app->decode_big, app->hash, app->io, app->render};
     for (size_t i = 0; i < PV_ARRAY_LEN(pools); i++)
         if (pools[i])
             pv_pool_stop(pools[i]);

@@ -423,6 +423,7 @@ pv_pool_t *pv_pool_new(const char *name, int threads, int flags)
 }
 
 const char *pv_pool_name(pv_pool_t *p) { return p->name; }
+int pv_pool_threads(pv_pool_t *p) { return p->n; }
 
 int pv_pool_submit(pv_pool_t *p, pv_work_fn work, pv_msg_t *msg)
 {
