@@ -1,9 +1,9 @@
 /*
- * videos.c — the videos actor: the job queue, the render threads, live
- * progress and the event streams.
+ * videos.c — the videos actor: the job queue, the renders (on the render
+ * pool), live progress and the event streams.
  *
  * Durability: a video's record and its PV_DB_JOBS entry are committed
- * before the 202 (actors/videos_api.c). At start the actor reads
+ * before the 202 (actors/api/videos.c). At start the actor reads
  * PV_DB_JOBS: every job is queued again; one that was `running` when the
  * process died is reset to `queued` and rendered again from scratch (its
  * half-written output only ever existed under a temp name).
