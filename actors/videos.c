@@ -1,9 +1,9 @@
 /*
- * videos.c — the videos actor: the job queue, the render threads, live
- * progress and the event streams.
+ * videos.c — the videos actor: the job queue, the renders (on the render
+ * pool), live progress and the event streams.
  *
  * Durability: a video's record and its PV_DB_JOBS entry are committed
- * before the 202 (actors/videos_api.c). At start the actor reads
+ * before the 202 (actors/api/videos.c). At start the actor reads
  * PV_DB_JOBS: every job is queued again; one that was `running` when the
  * process died is reset to `queued` and rendered again from scratch (its
  * half-written output only ever existed under a temp name).
@@ -12,12 +12,24 @@
  * the user with the fewest running renders, then the fewest started in this
  * process, so one user's fifty jobs do not starve another's one.
  *
- * Render threads are dedicated (FFmpeg work is CPU-bound and must not run on
- * a loop). The actor hands a task to an idle thread; the thread renders,
- * makes the MP4 and the poster durable as blobs, and sends the task back as
- * a message. Progress comes as small messages (at most one per 1 %); the
- * actor publishes it for GET, streams it to subscribers, and writes it to
- * the store coarsely (every 10 %).
+ * Renders run on the `render` pool (app->render: FFmpeg work is CPU-bound
+ * and must not run on a loop). The actor keeps one slot per pool thread
+ * (running[]), so it never submits more than the pool runs at once, a
+ * queued job waits here where the fair pick can see it, and the actor
+ * always knows which jobs run (fairness, cancel, stop). A task is pool
+ * work: a pool thread renders, makes the MP4 and the poster durable as
+ * blobs, and the pool answers the task, whose continuation (rendered)
+ * runs on the actor's loop. While it runs, the actor touches only its
+ * atomic cancel flag: a cancel or a delete sets it and the render stops
+ * at its next frame. Progress comes as small messages from the render
+ * thread (VIDEOS_PROGRESS, at most one per 1 %); the actor sends it on to
+ * every HTTP loop (each keeps its own copy for the videos' JSON:
+ * broadcast_live), streams it to subscribers, and writes it to the store
+ * coarsely (every 10 %).
+ *
+ * Stop: once the core loop has stopped, pv_videos_stop cancels the
+ * running renders; their answers are never handled, so they stay
+ * `running` in the store and the next start renders them again.
  *
  * Event streams: an SSE request on an HTTP loop registers a subscription
  * here. Events go back to the subscriber as answers (its continuation runs
@@ -27,6 +39,7 @@
  * only then.
  */
 #include "actors/videos.h"
+#include "actors/http.h"
 #include "app/metrics.h"
 #include "base/pv.h"
 #include "media/render.h"
@@ -34,16 +47,17 @@
 
 #include <fcntl.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-/* The actor's own messages, after the public ones of videos.h. */
+/* The actor's own messages, after the public ones of videos.h. Only the
+ * render pool's threads send them, and nothing outside this file names
+ * them. A finished render is not one: it is the pool's answer to the task,
+ * whose continuation (rendered) runs here. */
 enum {
-    VIDEOS_PROGRESS = PV_VIDEOS_PUBLIC_COUNT, /* render thread -> actor */
-    VIDEOS_DONE,                              /* render thread -> actor: the task back */
+    VIDEOS_PROGRESS = PV_VIDEOS_PUBLIC_COUNT, /* progress_msg_t: a running render's frames */
     VIDEOS_MSG_COUNT
 };
 
@@ -56,42 +70,32 @@ typedef struct vjob {
 
 typedef struct user_stat {
     uint8_t user[16];
-    int running;
-    long served;
+    int running;                  /* renders of this user running now */
+    long served;                  /* renders of this user started by this process */
 } user_stat_t;
 
-typedef struct rworker rworker_t;
-
+/* One render: made by the actor, run by a render pool thread
+ * (render_work), answered back (rendered). Until the answer the thread
+ * owns everything but `cancel`; the actor reads the outputs after it. */
 typedef struct render_task {
-    pv_msg_t msg;                 /* VIDEOS_DONE when it comes back */
+    pv_msg_t msg;                 /* pool work; its answer runs rendered() */
+    videos_state_t *st;           /* the actor's state, for rendered() */
+    pv_actor_t *videos;           /* where progress goes */
+    pv_store_t *store;            /* the blobs are committed from the thread */
     uint8_t id[16], user[16];
     int n;
     char **paths;                 /* the photos' blob files */
     pv_render_opts_t opts;
-    atomic_bool cancel;           /* set by the actor: cancel or shutdown */
-    bool shutdown;                /* cancelled because pvd stops */
-    atomic_int permille_sent;     /* last progress reported, in 1/1000 */
-    int64_t frames_counted;       /* frames already added to the metrics */
-    int rc;
-    char err[256];
-    char out[PATH_MAX], poster[PATH_MAX];
-    uint8_t sha[32], poster_sha[32];
-    uint64_t bytes;
-    rworker_t *w;
-    pv_actor_t *videos;
+    atomic_bool cancel;           /* set by the actor (cancel, drop) or pv_videos_stop */
+    int permille_sent;            /* the thread's: the last progress it sent */
+    int permille;                 /* the actor's: the last progress it heard */
+    int64_t frames_counted;       /* the actor's: frames already in the metrics */
+    int rc;                       /* out: 0, -ECANCELED, -errno */
+    char err[256];                /* out: why it failed, for the record */
+    char out[PATH_MAX], poster[PATH_MAX]; /* temp files, gone once it is answered */
+    uint8_t sha[32], poster_sha[32]; /* out: the committed blobs */
+    uint64_t bytes;               /* out: the MP4's size */
 } render_task_t;
-
-struct rworker {
-    pthread_t th;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    render_task_t *task;          /* assigned, not yet taken by the thread */
-    render_task_t *current;       /* owned by the actor: what runs here */
-    bool stop;
-    int index;
-    atomic_int live_permille;     /* published progress of `current` */
-    uint8_t live_id[16];          /* guarded by the state's live_mu */
-};
 
 typedef struct sub_entry {
     struct sub_entry *next;
@@ -104,10 +108,9 @@ struct videos_state {
     int n_queued;
     user_stat_t *users;
     int n_users, cap_users;
-    rworker_t *workers;
-    int n_workers;
+    render_task_t **running;      /* [max_running]: tasks on the pool; NULL: a free slot */
+    int max_running;              /* the render pool's threads */
     sub_entry_t *subs;
-    pthread_mutex_t live_mu;      /* guards workers[i].live_id for readers */
     bool stopping;                /* pvd is stopping: streams end */
 };
 
@@ -115,10 +118,11 @@ struct videos_state {
  * can finish draining: the browser reconnects to the next pvd. */
 #define SSE_SHUTDOWN "event: shutdown\ndata: {}\n\n"
 
+/* VIDEOS_PROGRESS, from the render thread; not answered. */
 typedef struct progress_msg {
     pv_msg_t msg;
-    render_task_t *task;
-    int64_t done, total;
+    render_task_t *task;          /* still running: its answer comes after this */
+    int64_t done, total;          /* frames */
 } progress_msg_t;
 
 /* ---------------- store updates ---------------- */
@@ -140,6 +144,7 @@ typedef struct vupdate {
     uint64_t bytes;
     int jobs;                     /* +1 add the job entry, -1 remove it */
     bool notify;                  /* stream the new state to subscribers */
+    bool live_end;                /* the render is over: tell the HTTP loops once committed */
     bool requeue;                 /* enqueue once committed (retry) */
     bool applied;                 /* out: the record was changed */
     pv_video_t after;             /* out: the record as committed */
@@ -212,6 +217,28 @@ static vupdate_t *vupdate_new(videos_state_t *st, pv_actor_t *self, const uint8_
     u->progress = -1;
     u->notify = true;
     return u;
+}
+
+/* ---------------- live progress, for the HTTP loops ---------------- */
+
+/* Every HTTP loop keeps its own copy of the running renders' progress
+ * (actors/http.c), which its handlers read when they make a running
+ * video's JSON. This sends each loop one job's progress, or permille < 0
+ * once the job is over. The render threads report at most once per 1 %
+ * (render_progress), so each job costs each loop at most ~100 of these. */
+static void broadcast_live(videos_state_t *st, const uint8_t id[16], int permille)
+{
+    pv_app_t *app = st->app;
+    for (int i = 0; i < app->n_loops; i++) {
+        if (!app->loops[i].actor)
+            continue;
+        pv_http_live_msg_t *m = pv_msg_new(sizeof(*m), PV_HTTP_LIVE);
+        if (!m) /* that loop shows the stored, coarser progress meanwhile */
+            continue;
+        memcpy(m->id, id, 16);
+        m->permille = permille;
+        pv_actor_send(app->loops[i].actor, &m->msg);
+    }
 }
 
 /* ---------------- subscribers ---------------- */
@@ -294,6 +321,8 @@ static void notify_progress(videos_state_t *st, const uint8_t id[16], double pro
             send_event(e->sub, pv_video_event_progress(id, progress), false);
 }
 
+static double live_progress(videos_state_t *st, const uint8_t id[16]);
+
 static void subscribe(videos_state_t *st, pv_video_sub_t *sub)
 {
     if (st->stopping) { /* pvd is stopping: the stream ends at once */
@@ -311,7 +340,7 @@ static void subscribe(videos_state_t *st, pv_video_sub_t *sub)
         send_event(sub, pv_video_event_gone(sub->id), true);
         return;
     }
-    double live = pv_videos_live_progress(st->app, sub->id);
+    double live = live_progress(st, sub->id);
     send_event(sub, pv_video_event_status(&st->app->keys, st->app->cfg.presign_ttl, &v, live),
                is_final(v.status));
     if (!is_final(v.status)) {
@@ -368,17 +397,32 @@ static bool queued(videos_state_t *st, const uint8_t id[16])
     return false;
 }
 
-static rworker_t *running_worker(videos_state_t *st, const uint8_t id[16])
+static render_task_t *running_task(videos_state_t *st, const uint8_t id[16])
 {
-    for (int i = 0; i < st->n_workers; i++)
-        if (st->workers[i].current && memcmp(st->workers[i].current->id, id, 16) == 0)
-            return &st->workers[i];
+    for (int i = 0; i < st->max_running; i++)
+        if (st->running[i] && memcmp(st->running[i]->id, id, 16) == 0)
+            return st->running[i];
     return NULL;
+}
+
+static int n_running(videos_state_t *st)
+{
+    int n = 0;
+    for (int i = 0; i < st->max_running; i++)
+        n += st->running[i] != NULL;
+    return n;
+}
+
+/* A running render's progress (0..1) as the actor last heard it, or -1. */
+static double live_progress(videos_state_t *st, const uint8_t id[16])
+{
+    render_task_t *t = running_task(st, id);
+    return t ? t->permille / 1000.0 : -1;
 }
 
 static void enqueue(videos_state_t *st, const uint8_t id[16], const uint8_t user[16])
 {
-    if (queued(st, id) || running_worker(st, id))
+    if (queued(st, id) || running_task(st, id))
         return;
     vjob_t *j = calloc(1, sizeof(*j));
     if (!j)
@@ -431,30 +475,35 @@ static vjob_t *pick(videos_state_t *st)
     return best;
 }
 
-/* ---------------- render threads ---------------- */
+/* ---------------- renders, on the render pool ---------------- */
 
+/* On the render thread, about once a frame: the cancel check, and
+ * progress for the actor at most once per 1 % (and at the last frame).
+ * This is what bounds the actor's broadcasts and events for one job. */
 static int render_progress(void *arg, int64_t done, int64_t total)
 {
     render_task_t *t = arg;
     if (atomic_load(&t->cancel))
         return 1;
     int permille = total > 0 ? (int)(done * 1000 / total) : 0;
-    if (permille - atomic_load(&t->permille_sent) >= 10 || (done == total && total > 0)) {
-        atomic_store(&t->permille_sent, permille);
-        atomic_store(&t->w->live_permille, permille);
-        progress_msg_t *m = pv_msg_new(sizeof(*m), VIDEOS_PROGRESS);
-        if (m) {
-            m->task = t;
-            m->done = done;
-            m->total = total;
-            pv_actor_send(t->videos, &m->msg);
-        }
+    if (permille - t->permille_sent < 10 && !(done == total && total > 0))
+        return 0;
+    t->permille_sent = permille;
+    progress_msg_t *m = pv_msg_new(sizeof(*m), VIDEOS_PROGRESS);
+    if (m) { /* else that step goes unreported; the next one is sent */
+        m->task = t;
+        m->done = done;
+        m->total = total;
+        pv_actor_send(t->videos, &m->msg);
     }
     return 0;
 }
 
-static void run_task(render_task_t *t, pv_store_t *store)
+/* Pool work, on a render thread: render, then make the MP4 and the poster
+ * durable as blobs before the answer (the record says ready only after). */
+static void render_work(pv_msg_t *msg)
 {
+    render_task_t *t = (render_task_t *)msg;
     t->rc = pv_render((const char *const *)t->paths, t->n, &t->opts, t->out, t->poster,
                       render_progress, t, t->err, sizeof(t->err));
     if (t->rc == 0)
@@ -463,38 +512,15 @@ static void run_task(render_task_t *t, pv_store_t *store)
         t->rc = pv_sha256_file(t->poster, t->poster_sha, NULL);
     /* Durable before the record says ready: blob files first. */
     if (t->rc == 0)
-        t->rc = pv_blob_commit_file(store, t->out, t->sha);
+        t->rc = pv_blob_commit_file(t->store, t->out, t->sha);
     if (t->rc == 0)
-        t->rc = pv_blob_commit_file(store, t->poster, t->poster_sha);
+        t->rc = pv_blob_commit_file(t->store, t->poster, t->poster_sha);
     unlink(t->out);
     unlink(t->poster);
+    msg->status = t->rc;
 }
 
-typedef struct worker_arg {
-    rworker_t *w;
-    pv_store_t *store;
-} worker_arg_t;
-
-static void *render_thread(void *arg)
-{
-    worker_arg_t *wa = arg;
-    rworker_t *w = wa->w;
-    pv_store_t *store = wa->store;
-    free(wa);
-    for (;;) {
-        pthread_mutex_lock(&w->mu);
-        while (!w->task && !w->stop)
-            pthread_cond_wait(&w->cv, &w->mu);
-        render_task_t *t = w->task;
-        w->task = NULL;
-        pthread_mutex_unlock(&w->mu);
-        if (!t)
-            return NULL; /* stop */
-        run_task(t, store);
-        t->msg.type = VIDEOS_DONE;
-        pv_actor_send(t->videos, &t->msg);
-    }
-}
+static void rendered(pv_msg_t *msg);
 
 static void task_free(pv_msg_t *m)
 {
@@ -509,11 +535,14 @@ static void task_free(pv_msg_t *m)
 static render_task_t *task_new(videos_state_t *st, pv_actor_t *self, pv_txn_t *txn,
                                const pv_video_t *v, char *err, size_t errlen)
 {
-    render_task_t *t = pv_msg_new(sizeof(*t), VIDEOS_DONE);
+    render_task_t *t = pv_msg_new(sizeof(*t), 0);
     if (!t)
         return NULL;
     t->msg.free_fn = task_free;
+    pv_msg_expect(&t->msg, self, rendered);
+    t->st = st;
     t->videos = self;
+    t->store = st->app->store;
     memcpy(t->id, v->id, 16);
     memcpy(t->user, v->user_id, 16);
     t->paths = calloc(v->n_photos ? v->n_photos : 1, sizeof(char *));
@@ -563,102 +592,117 @@ static void fail_video(videos_state_t *st, pv_actor_t *self, const uint8_t id[16
 
 static void publish_gauges(videos_state_t *st)
 {
-    int running = 0;
-    for (int i = 0; i < st->n_workers; i++)
-        running += st->workers[i].current != NULL;
     pv_metrics_set(st->app->metrics, PV_M_JOBS_QUEUED, st->n_queued);
-    pv_metrics_set(st->app->metrics, PV_M_JOBS_RUNNING, running);
+    pv_metrics_set(st->app->metrics, PV_M_JOBS_RUNNING, n_running(st));
 }
 
 static void schedule_jobs(videos_state_t *st, pv_actor_t *self);
 
-/* Start queued jobs on idle render threads; publish the gauges. */
+/* Start queued jobs in free slots; publish the gauges. */
 static void schedule(videos_state_t *st, pv_actor_t *self)
 {
     schedule_jobs(st, self);
     publish_gauges(st);
 }
 
+/* The task for job (id, user), read from the store. NULL with *gone when
+ * it is no longer queued (deleted or cancelled meanwhile), NULL with err
+ * set (or empty: out of memory) when it cannot be rendered. */
+static render_task_t *prepare(videos_state_t *st, pv_actor_t *self, const uint8_t id[16],
+                              const uint8_t user[16], bool *gone, char *err, size_t errlen)
+{
+    pv_txn_t txn;
+    pv_video_t v = {0};
+    render_task_t *t = NULL;
+    int rc = pv_txn_begin(st->app->store, &txn, false);
+    if (rc == 0) {
+        rc = pv_video_load(&txn, user, id, &v);
+        if (rc == 0 && v.status == PV_VIDEO_QUEUED)
+            t = task_new(st, self, &txn, &v, err, errlen);
+        pv_txn_abort(&txn);
+    }
+    *gone = rc < 0 || v.status != PV_VIDEO_QUEUED;
+    pv_video_clear(&v);
+    return t;
+}
+
+/* Submit job (id, user) to the render pool in running slot `slot`. */
+static void start_job(videos_state_t *st, pv_actor_t *self, int slot, const uint8_t id[16],
+                      const uint8_t user[16])
+{
+    bool gone;
+    char err[200] = "";
+    render_task_t *t = prepare(st, self, id, user, &gone, err, sizeof(err));
+    if (gone)
+        return;
+    if (!t) {
+        fail_video(st, self, id, user, *err ? err : "out of memory preparing the render");
+        return;
+    }
+    int rc = pv_pool_submit(st->app->render, render_work, &t->msg);
+    if (rc < 0) { /* out of memory: the user can retry it */
+        pv_msg_free(&t->msg);
+        snprintf(err, sizeof(err), "cannot start the render: %s", strerror(-rc));
+        fail_video(st, self, id, user, err);
+        return;
+    }
+    /* Its answer cannot run before this returns: we are on the actor's loop. */
+    st->running[slot] = t;
+    user_stat_t *us = user_stat(st, user);
+    if (us) {
+        us->running++;
+        us->served++;
+    }
+    broadcast_live(st, id, 0);
+    vupdate_t *u = vupdate_new(st, self, id, user);
+    if (u) {
+        u->from_mask = 1u << PV_VIDEO_QUEUED;
+        u->status = PV_VIDEO_RUNNING;
+        u->progress = 0;
+        u->started = true;
+        pv_store_submit(st->app->store, &u->sreq);
+    }
+}
+
+static int free_slot(videos_state_t *st)
+{
+    for (int i = 0; i < st->max_running; i++)
+        if (!st->running[i])
+            return i;
+    return -1;
+}
+
 static void schedule_jobs(videos_state_t *st, pv_actor_t *self)
 {
-    for (int i = 0; i < st->n_workers && st->head; i++) {
-        rworker_t *w = &st->workers[i];
-        if (w->current)
-            continue;
+    int slot;
+    while (st->head && (slot = free_slot(st)) >= 0) {
         vjob_t *j = pick(st);
         if (!j)
-            return;
+            return; /* out of memory for the user table: the next event retries */
         uint8_t id[16], user[16];
         memcpy(id, j->id, 16);
         memcpy(user, j->user, 16);
         dequeue_id(st, id);
-        pv_txn_t txn;
-        pv_video_t v = {0};
-        char err[200] = "";
-        render_task_t *t = NULL;
-        int rc = pv_txn_begin(st->app->store, &txn, false);
-        if (rc == 0) {
-            rc = pv_video_load(&txn, user, id, &v);
-            if (rc == 0 && v.status == PV_VIDEO_QUEUED)
-                t = task_new(st, self, &txn, &v, err, sizeof(err));
-            pv_txn_abort(&txn);
-        }
-        bool was_queued = rc == 0 && v.status == PV_VIDEO_QUEUED;
-        pv_video_clear(&v);
-        if (!was_queued) { /* deleted or cancelled meanwhile */
-            i--;
-            continue;
-        }
-        if (!t) {
-            fail_video(st, self, id, user, *err ? err : "out of memory preparing the render");
-            i--;
-            continue;
-        }
-        t->w = w;
-        w->current = t;
-        atomic_store(&w->live_permille, 0);
-        pthread_mutex_lock(&st->live_mu);
-        memcpy(w->live_id, id, 16);
-        pthread_mutex_unlock(&st->live_mu);
-        user_stat_t *us = user_stat(st, user);
-        if (us) {
-            us->running++;
-            us->served++;
-        }
-        vupdate_t *u = vupdate_new(st, self, id, user);
-        if (u) {
-            u->from_mask = 1u << PV_VIDEO_QUEUED;
-            u->status = PV_VIDEO_RUNNING;
-            u->progress = 0;
-            u->started = true;
-            pv_store_submit(st->app->store, &u->sreq);
-        }
-        pthread_mutex_lock(&w->mu);
-        w->task = t;
-        pthread_cond_signal(&w->cv);
-        pthread_mutex_unlock(&w->mu);
+        start_job(st, self, slot, id, user);
     }
 }
 
 static void render_done(videos_state_t *st, pv_actor_t *self, render_task_t *t)
 {
-    rworker_t *w = t->w;
-    w->current = NULL;
-    pthread_mutex_lock(&st->live_mu);
-    memset(w->live_id, 0, 16);
-    pthread_mutex_unlock(&st->live_mu);
+    for (int i = 0; i < st->max_running; i++)
+        if (st->running[i] == t)
+            st->running[i] = NULL;
     user_stat_t *us = user_stat(st, t->user);
     if (us && us->running > 0)
         us->running--;
-    if (t->shutdown) { /* stays running in the store: rendered again at start */
-        pv_msg_free(&t->msg);
-        return;
-    }
     vupdate_t *u = vupdate_new(st, self, t->id, t->user);
-    if (u) {
+    if (!u) /* no record update to wait for */
+        broadcast_live(st, t->id, -1);
+    else {
         u->from_mask = 1u << PV_VIDEO_RUNNING;
         u->finished = true;
         u->jobs = -1;
+        u->live_end = true; /* the loops show live progress until the record changes */
         int outcome = t->rc == 0 ? PV_M_JOBS_READY
                       : t->rc == -ECANCELED ? PV_M_JOBS_CANCELLED : PV_M_JOBS_FAILED;
         pv_metrics_add(st->app->metrics, outcome, 1);
@@ -685,17 +729,29 @@ static void render_done(videos_state_t *st, pv_actor_t *self, render_task_t *t)
     schedule(st, self);
 }
 
+/* The continuation of a render task: the pool answered it. */
+static void rendered(pv_msg_t *msg)
+{
+    render_task_t *t = (render_task_t *)msg;
+    render_done(t->st, t->videos, t);
+}
+
 static void on_progress(videos_state_t *st, pv_actor_t *self, progress_msg_t *m)
 {
     render_task_t *t = m->task;
-    /* The task may have come back already (DONE follows its progress in
-     * the same sender's order, so it cannot); still, check it is current. */
-    if (t->w->current != t)
+    /* The task's answer follows its progress (one sender, one order), so
+     * it is still running; a pointer compare checks that all the same. */
+    bool running = false;
+    for (int i = 0; i < st->max_running; i++)
+        running |= st->running[i] == t;
+    if (!running)
         return;
     pv_metrics_add(st->app->metrics, PV_M_RENDER_FRAMES, m->done - t->frames_counted);
     t->frames_counted = m->done;
     double p = m->total > 0 ? (double)m->done / (double)m->total : 0;
     notify_progress(st, t->id, p);
+    t->permille = m->total > 0 ? (int)(m->done * 1000 / m->total) : 0;
+    broadcast_live(st, t->id, t->permille);
     int permille = (int)(p * 1000);
     if (permille / 100 != (permille - 10) / 100 && permille < 1000) {
         vupdate_t *u = vupdate_new(st, self, t->id, t->user);
@@ -713,9 +769,9 @@ static void on_progress(videos_state_t *st, pv_actor_t *self, progress_msg_t *m)
 static void job_cmd(videos_state_t *st, pv_actor_t *self, pv_job_cmd_t *c)
 {
     if (c->op == PV_JOB_DROP) {
-        rworker_t *w = running_worker(st, c->video_id);
-        if (w)
-            atomic_store(&w->current->cancel, true);
+        render_task_t *t = running_task(st, c->video_id);
+        if (t)
+            atomic_store(&t->cancel, true);
         dequeue_id(st, c->video_id);
         end_subs(st, c->video_id, NULL); /* "gone", then the streams end */
         publish_gauges(st);
@@ -754,9 +810,9 @@ static void job_cmd(videos_state_t *st, pv_actor_t *self, pv_job_cmd_t *c)
                      pv_video_status_name(v.status));
             rc = -EINVAL;
         } else {
-            rworker_t *w = running_worker(st, c->video_id);
-            if (w)
-                atomic_store(&w->current->cancel, true); /* render_done writes it */
+            render_task_t *t = running_task(st, c->video_id);
+            if (t)
+                atomic_store(&t->cancel, true); /* render_done writes it */
             else if (dequeue_id(st, c->video_id) || v.status == PV_VIDEO_QUEUED) {
                 u = vupdate_new(st, self, c->video_id, c->user_id);
                 pv_metrics_add(st->app->metrics, PV_M_JOBS_CANCELLED, 1);
@@ -799,6 +855,8 @@ static void on_stored(videos_state_t *st, pv_actor_t *self, vupdate_t *u)
                strerror(-u->sreq.msg.status));
     else if (u->applied && u->notify)
         notify_status(st, &u->after);
+    if (u->live_end) /* committed (or not: the render is over either way) */
+        broadcast_live(st, u->id, -1);
     if (u->applied && u->requeue) {
         enqueue(st, u->id, u->user);
         schedule(st, self);
@@ -826,11 +884,6 @@ static void on_progress_msg(pv_actor_t *self, pv_msg_t *msg)
 {
     on_progress(pv_actor_state(self), self, (progress_msg_t *)msg);
     pv_msg_free(msg);
-}
-
-static void on_done(pv_actor_t *self, pv_msg_t *msg)
-{
-    render_done(pv_actor_state(self), self, (render_task_t *)msg);
 }
 
 static void on_job_cmd(pv_actor_t *self, pv_msg_t *msg)
@@ -865,7 +918,6 @@ static const pv_actor_fn videos_on[VIDEOS_MSG_COUNT] = {
     [PV_VIDEOS_UNSUB] = on_unsub,
     [PV_VIDEOS_SHUTDOWN] = on_shutdown,
     [VIDEOS_PROGRESS] = on_progress_msg,
-    [VIDEOS_DONE] = on_done,
 };
 static const pv_actor_def_t videos_def = {"videos", videos_on, VIDEOS_MSG_COUNT};
 
@@ -929,39 +981,24 @@ static int recover(videos_state_t *st)
     return err;
 }
 
-int pv_videos_start(pv_app_t *app, int render_threads)
+int pv_videos_start(pv_app_t *app)
 {
     videos_state_t *st = calloc(1, sizeof(*st));
     if (!st)
         return -ENOMEM;
     st->app = app;
-    pthread_mutex_init(&st->live_mu, NULL);
-    st->workers = calloc((size_t)render_threads, sizeof(rworker_t));
-    app->videos = pv_actor_new(app->core, &videos_def, st);
-    if (!st->workers || !app->videos)
-        goto fail;
-    for (int i = 0; i < render_threads; i++) {
-        rworker_t *w = &st->workers[i];
-        pthread_mutex_init(&w->mu, NULL);
-        pthread_cond_init(&w->cv, NULL);
-        w->index = i;
-        worker_arg_t *wa = malloc(sizeof(*wa));
-        if (!wa)
-            goto fail;
-        wa->w = w;
-        wa->store = app->store;
-        if (pthread_create(&w->th, NULL, render_thread, wa) != 0) {
-            free(wa);
-            goto fail;
-        }
-        st->n_workers++;
+    st->max_running = pv_pool_threads(app->render);
+    st->running = calloc((size_t)st->max_running + 1, sizeof(*st->running));
+    app->videos = st->running ? pv_actor_new(app->core, &videos_def, st) : NULL;
+    if (!app->videos) {
+        free(st->running);
+        free(st);
+        return -ENOMEM;
     }
     /* Recover before the core loop starts: nothing else runs yet. */
     int rc = recover(st);
-    if (rc < 0) {
-        pv_videos_stop(app);
-        return rc;
-    }
+    if (rc < 0)
+        return rc; /* pv_videos_free frees what was queued */
     if (st->head) { /* schedule once the loop runs: a known id is a no-op */
         pv_video_enqueue_t *e = pv_msg_new(sizeof(*e), PV_VIDEOS_ENQUEUE);
         if (e) {
@@ -971,37 +1008,22 @@ int pv_videos_start(pv_app_t *app, int render_threads)
         }
     }
     return 0;
-fail:
-    pv_videos_stop(app);
-    return -ENOMEM;
 }
 
-/* Render threads: running renders are cancelled and left `running` in the
- * store, so the next start renders them again. Call after the HTTP loops
- * stopped and before the core loop stops or after. */
+/* The core loop has stopped, so the actor's state is ours to touch here.
+ * Each running render sees its cancel flag at its next frame and its
+ * thread becomes free, so the render pool can then be stopped (joined).
+ * The answers wait in the stopped actor's mailbox, never handled: those
+ * jobs stay `running` in the store, and recover() queues them again at the
+ * next start. pv_videos_free frees them with the mailbox. */
 void pv_videos_stop(pv_app_t *app)
 {
     if (!app->videos)
         return;
     videos_state_t *st = pv_actor_state(app->videos);
-    for (int i = 0; i < st->n_workers; i++) {
-        rworker_t *w = &st->workers[i];
-        pthread_mutex_lock(&w->mu);
-        w->stop = true;
-        if (w->task) { /* assigned but not yet taken */
-            w->task->shutdown = true;
-            atomic_store(&w->task->cancel, true);
-        }
-        pthread_cond_signal(&w->cv);
-        pthread_mutex_unlock(&w->mu);
-        if (w->current) {
-            w->current->shutdown = true;
-            atomic_store(&w->current->cancel, true);
-        }
-    }
-    for (int i = 0; i < st->n_workers; i++)
-        pthread_join(st->workers[i].th, NULL);
-    st->n_workers = 0;
+    for (int i = 0; i < st->max_running; i++)
+        if (st->running[i])
+            atomic_store(&st->running[i]->cancel, true);
 }
 
 void pv_videos_free(pv_app_t *app)
@@ -1021,27 +1043,8 @@ void pv_videos_free(pv_app_t *app)
         st->subs = e->next;
         free(e);
     }
-    for (int i = 0; st->workers && i < st->n_workers; i++) {
-        pthread_mutex_destroy(&st->workers[i].mu);
-        pthread_cond_destroy(&st->workers[i].cv);
-    }
-    free(st->workers);
+    free(st->running);
     free(st->users);
-    pthread_mutex_destroy(&st->live_mu);
     free(st);
-}
-
-double pv_videos_live_progress(pv_app_t *app, const uint8_t id[16])
-{
-    if (!app->videos)
-        return -1;
-    videos_state_t *st = pv_actor_state(app->videos);
-    double p = -1;
-    pthread_mutex_lock(&st->live_mu);
-    for (int i = 0; i < st->n_workers; i++)
-        if (memcmp(st->workers[i].live_id, id, 16) == 0)
-            p = atomic_load(&st->workers[i].live_permille) / 1000.0;
-    pthread_mutex_unlock(&st->live_mu);
-    return p;
 }
 

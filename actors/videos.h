@@ -65,12 +65,13 @@ typedef struct pv_video_event {
     bool unsubscribed;          /* the answer to UNSUB: no text, the last */
 } pv_video_event_t;
 
-/* The actor on app->core (before the loop starts). */
-int pv_videos_start(pv_app_t *app, int render_threads);
-/* Cancel running renders (they stay resumable) and join the threads. */
+/* The actor on app->core (before the loop starts). Renders run on
+ * app->render, at most as many at once as it has threads. */
+int pv_videos_start(pv_app_t *app);
+/* Cancel the running renders: they end within a frame and stay resumable
+ * (rendered again at the next start). Once the core loop has stopped, and
+ * before app->render is stopped. */
 void pv_videos_stop(pv_app_t *app);
 void pv_videos_free(pv_app_t *app);
-/* Progress of a running render (0..1), or -1. Any thread. */
-double pv_videos_live_progress(pv_app_t *app, const uint8_t id[16]);
 
 #endif

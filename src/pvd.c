@@ -312,7 +312,9 @@ static int make_http_loop(pv_app_t *app, pv_http_loop_t *hl, int i)
 
 /* All loops share accepts (dealt round-robin); the first one listens. A
  * port already taken fails here rather than being shared with another
- * process (no SO_REUSEPORT). The loops do not run yet. */
+ * process (no SO_REUSEPORT). Made, not started: from here on app->loops
+ * and app->n_loops do not change, so actors on the core loop (started
+ * next) may send to the loops' actors. */
 static int make_http_loops(pv_app_t *app)
 {
     int n = app->cfg.loops, rc;
@@ -367,24 +369,27 @@ static int start(pv_app_t *app)
     if (app->hash) /* a flood of sign-ups or logins waits in no queue: 503 */
         pv_pool_set_max_queued(app->hash, c->hash_queue);
     app->io = pv_pool_new("io", 2, 0);
+    int renders = c->render_workers > 0 ? c->render_workers : (int)(cores > 0 ? cores : 2);
+    app->render = pv_pool_new("render", renders, 0);
     app->metrics = pv_metrics_new();
     app->core = pv_loop_new("core");
-    if (!app->work || !app->decode_big || !app->hash || !app->io || !app->metrics || !app->core)
+    if (!app->work || !app->decode_big || !app->hash || !app->io || !app->render ||
+        !app->metrics || !app->core)
         return -ENOMEM;
     if ((rc = pv_auth_start(app)) < 0)
         return rc;
     /* before the core loop runs: the admin actor registers its events there */
     if ((rc = pv_admin_start(app)) < 0)
         return rc;
-    int renders = c->render_workers > 0 ? c->render_workers : (int)(cores > 0 ? cores : 2);
-    if ((rc = pv_videos_start(app, renders)) < 0) {
+    if ((rc = pv_videos_start(app)) < 0) {
         pv_error("pvd", "cannot start the video jobs: %s", strerror(-rc));
         return rc;
     }
     if ((rc = pv_sync_start(app)) < 0)
         return rc;
     /* The servers exist before the TLS actor (it hands them the context)
-     * and before the core loop runs (a pvctl reload reaches all of them). */
+     * and before the core loop runs (a pvctl reload reaches all of them;
+     * the videos actor sends live progress to every loop). */
     if ((rc = make_http_loops(app)) < 0)
         return rc;
     char err[300] = "";
@@ -406,12 +411,14 @@ static void stop_all(pv_app_t *app)
         pv_loop_stop(app->loops[i].loop);
         pv_loop_join(app->loops[i].loop);
     }
-    pv_videos_stop(app); /* running renders stay resumable */
     if (app->core) {
         pv_loop_stop(app->core);
         pv_loop_join(app->core);
     }
-    pv_pool_t *pools[] = {app->work, app->decode_big, app->hash, app->io};
+    /* With the core loop stopped: renders end at once and stay resumable,
+     * and then the render pool can be joined with the others. */
+    pv_videos_stop(app);
+    pv_pool_t *pools[] = {app->work, app->decode_big, app->hash, app->io, app->render};
     for (size_t i = 0; i < PV_ARRAY_LEN(pools); i++)
         if (pools[i])
             pv_pool_stop(pools[i]);
@@ -427,7 +434,7 @@ static void stop_all(pv_app_t *app)
             pv_msg_free(hl->drain_msg);
         if (hl->server)
             pv_http_server_free(hl->server);
-        pv_actor_free(hl->actor);
+        pv_http_actor_free(hl);
         pv_loop_free(hl->loop);
     }
     free(app->loops);

@@ -159,7 +159,7 @@ static bool already_have(pv_app_t *app, const uint8_t user[16], const uint8_t sh
 static pv_image_limits_t decode_limits(const pv_app_t *app, bool big)
 {
     uint64_t half = app->cfg.decode_memory / 2;
-    int n = pv_pool_size(app->work);
+    int n = pv_pool_threads(app->work);
     return (pv_image_limits_t){(int64_t)app->cfg.max_photo_pixels,
                                big ? half : half / (uint64_t)(n > 0 ? n : 1)};
 }
@@ -590,8 +590,9 @@ void pv_h_media_photo(pv_http_req_t *req)
         pv_api_serve_blob(req, p.thumb_sha256, "image/jpeg");
 }
 
-static int photo_item(pv_sb_t *sb, pv_app_t *app, const pv_val_t *v)
+static int photo_item(pv_sb_t *sb, pv_http_req_t *req, const pv_val_t *v)
 {
+    pv_app_t *app = pv_api_app(req);
     pv_photo_t p;
     int rc = pv_photo_decode(v->data, v->len, &p);
     if (rc == 0)

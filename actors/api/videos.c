@@ -9,6 +9,7 @@
  * and only then is it 202 and handed to the videos actor.
  */
 #include "actors/api/api.h"
+#include "actors/http.h"
 #include "actors/videos.h"
 #include "app/kit.h"
 #include "base/pv.h"
@@ -59,11 +60,13 @@ static int create_apply(pv_txn_t *txn, void *arg)
     return rc;
 }
 
-/* A video's JSON, with the live progress of a running render. */
-static json_t *video_json(pv_app_t *app, const pv_video_t *v)
+/* A video's JSON, with the live progress of a running render: the copy
+ * that req's loop keeps (the videos actor sends it to every loop). */
+static json_t *video_json(pv_http_req_t *req, const pv_video_t *v)
 {
-    double live = v->status == PV_VIDEO_RUNNING ? pv_videos_live_progress(app, v->id) : -1;
-    return pv_video_json(&app->keys, app->cfg.presign_ttl, v, live);
+    pv_http_loop_t *hl = pv_http_app(req);
+    double live = v->status == PV_VIDEO_RUNNING ? pv_http_live_progress(hl, v->id) : -1;
+    return pv_video_json(&hl->app->keys, hl->app->cfg.presign_ttl, v, live);
 }
 
 static void create_free(pv_call_t *call)
@@ -94,7 +97,7 @@ static void create_committed(pv_call_t *call)
             memcpy(e->user, c->v.user_id, 16);
             pv_actor_send(c->app->videos, &e->msg);
         }
-        pv_http_respond_json(call->req, 202, json_pack("{s:o}", "video", video_json(c->app, &c->v)));
+        pv_http_respond_json(call->req, 202, json_pack("{s:o}", "video", video_json(call->req, &c->v)));
     }
     create_free(call);
 }
@@ -207,13 +210,13 @@ void pv_h_video_create(pv_http_req_t *req)
 
 /* ---------------- reads ---------------- */
 
-static int video_item(pv_sb_t *sb, pv_app_t *app, const pv_val_t *val)
+static int video_item(pv_sb_t *sb, pv_http_req_t *req, const pv_val_t *val)
 {
     pv_video_t v;
     int rc = pv_video_decode(val->data, val->len, &v);
     if (rc < 0)
         return rc;
-    json_t *j = video_json(app, &v);
+    json_t *j = video_json(req, &v);
     char *text = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
     if (text)
         pv_sb_puts(sb, text);
@@ -255,7 +258,7 @@ void pv_h_video_get(pv_http_req_t *req)
     pv_video_t v;
     if (load_own_video(req, &v) < 0)
         return;
-    pv_http_respond_json(req, 200, json_pack("{s:o}", "video", video_json(pv_api_app(req), &v)));
+    pv_http_respond_json(req, 200, json_pack("{s:o}", "video", video_json(req, &v)));
     pv_video_clear(&v);
 }
 
@@ -374,7 +377,7 @@ static void cancel_replied(pv_call_t *call)
             if (v.status == PV_VIDEO_RUNNING || v.status == PV_VIDEO_QUEUED)
                 v.status = PV_VIDEO_CANCELLED;
             pv_http_respond_json(call->req, 202,
-                                 json_pack("{s:o}", "video", video_json(pv_api_app(call->req), &v)));
+                                 json_pack("{s:o}", "video", video_json(call->req, &v)));
             pv_video_clear(&v);
         }
     }

@@ -13,14 +13,19 @@
 #
 #   sh bench/render/run.sh            # uses build/bin/pvrender (make first)
 #   PVRENDER=/path RUNS=5 sh bench/render/run.sh
+#   PVRENDER_B=/path/old/pvrender sh bench/render/run.sh
+#                                     # before/after: the reference job with a
+#                                     # second pvrender too, in the same rounds
 set -eu
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 BIN=${PVRENDER:-$ROOT/build/bin/pvrender}
+BIN_B=${PVRENDER_B:-}
 RUNS=${RUNS:-3}
 W=${BENCH_DIR:-$ROOT/build/bench-render}
 SHM=${BENCH_SHM:-/dev/shm}
 [ -x "$BIN" ] || { echo "bench: $BIN missing: run make first" >&2; exit 1; }
+[ -z "$BIN_B" ] || [ -x "$BIN_B" ] || { echo "bench: $BIN_B missing" >&2; exit 1; }
 mkdir -p "$W"
 cd "$W"
 
@@ -94,9 +99,12 @@ spec ref.json 10 1080p 3 0.5
 write_peer
 echo "bench: reference job, $RUNS runs each (interleaved)..." >&2
 r=0
+ref_b() { [ -z "$BIN_B" ] || timed pvrender_b "$BIN_B" --quiet --spec ref.json --out pvb.mp4 --poster pvb.jpg; }
 while [ $r -lt "$RUNS" ]; do
     timed peer sh peer.sh
+    [ $((r % 2)) -eq 0 ] || ref_b # B before and after A in turn: neither always runs warm
     timed pvrender "$BIN" --quiet --spec ref.json --out pv.mp4 --poster pv.jpg
+    [ $((r % 2)) -eq 1 ] || ref_b
     r=$((r + 1))
 done
 
@@ -131,11 +139,19 @@ f2160=$(awk -v w="$(median fps2160 2)" 'BEGIN { printf "%.1f", 150 / w }')
     printf "%-24s %10s %10s %12s\n" "" "wall s" "cpu s" "peak RSS MB"
     printf "%-24s %10.2f %10.2f %12.0f\n" "ffmpeg CLI (peer)" "$pw" "$pc" "$(echo "$pr" | awk '{ print $1 / 1024 }')"
     printf "%-24s %10.2f %10.2f %12.0f\n" "pvrender" "$vw" "$vc" "$(echo "$vr" | awk '{ print $1 / 1024 }')"
+    if [ -n "$BIN_B" ]; then
+        bw=$(median pvrender_b 2)
+        bc=$(awk -v u="$(median pvrender_b 3)" -v s="$(median pvrender_b 4)" 'BEGIN { print u + s }')
+        printf "%-24s %10.2f %10.2f %12.0f\n" "pvrender B" "$bw" "$bc" \
+            "$(median pvrender_b 5 | awk '{ print $1 / 1024 }')"
+    fi
     printf "%-24s %10.2f %10s %12s\n" "encode-only floor" "$fw" "" ""
     echo
     awk -v a="$vw" -v b="$pw" -v c="$vr" -v d="$pr" -v f="$fw" 'BEGIN {
         printf "pvrender / peer: wall %.2fx, peak RSS %.2fx; pvrender / floor: wall %.2fx\n",
                a / b, c / d, a / f }'
+    [ -z "$BIN_B" ] || awk -v a="$vw" -v b="$bw" -v p="$pw" -v B="$BIN_B" 'BEGIN {
+        printf "pvrender / pvrender B (%s): wall %.3fx; B / peer: wall %.2fx\n", B, a / b, b / p }'
     echo "SSIM pvrender vs peer: $ssim (target >= 0.95)"
     echo "memory bound (480p, 0.5 s a photo): 10 photos $(median mem10 5 | awk '{ printf "%.0f", $1 / 1024 }') MB," \
          "200 photos $(median mem200 5 | awk '{ printf "%.0f", $1 / 1024 }') MB"

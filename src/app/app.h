@@ -13,7 +13,8 @@
  *  - the auth actor owns the login rate-limit tables; the videos actor owns
  *    the job queue and the renders; the admin actor the pvctl socket; the
  *    sync actor the change-log trimming; the tls actor the certificate;
- *  - pools run blocking work, one pool per kind, named below. Reads of the
+ *  - pools run blocking work, one pool per kind, named below (the videos
+ *    actor's renders too: it decides what runs on `render`). Reads of the
  *    store happen where they are needed, in LMDB read transactions (MVCC,
  *    microseconds).
  * Threads meet in one way only: a message on an actor's mailbox (a pool's
@@ -43,6 +44,8 @@ typedef struct pv_http_loop {
     pv_http_server_t *server;
     struct event *drain_timer;  /* graceful stop: polls for idle */
     pv_msg_t *drain_msg;        /* graceful stop: answered once idle */
+    struct pv_http_live *live;  /* running renders' progress: this loop's
+                                   copy, kept by its actor (actors/http.c) */
 } pv_http_loop_t;
 
 struct pv_app {
@@ -55,6 +58,8 @@ struct pv_app {
     pv_pool_t *hash;             /* argon2id: half the cores, SCHED_IDLE, so a
                                     login flood cannot take every core */
     pv_pool_t *io;               /* fsync of uploaded bodies */
+    pv_pool_t *render;           /* renders (render_workers threads); only the
+                                   videos actor submits, one job a thread */
     int n_loops;
     pv_http_loop_t *loops;
     pv_http_server_t **servers;  /* loops[i].server, as a group */

@@ -266,7 +266,7 @@ void pv_api_on_done(pv_http_req_t *req, int status, uint64_t bytes_out,
 /* ---------------- lists ---------------- */
 
 typedef struct list_ctx {
-    pv_app_t *app;
+    pv_http_req_t *req;
     pv_list_item_fn fn;
     pv_sb_t sb;            /* the answer, written as it is read */
     int limit, n;
@@ -283,7 +283,7 @@ static int list_one(void *arg, const pv_val_t *k, const pv_val_t *v)
     }
     if (lc->n)
         pv_sb_add(&lc->sb, ",", 1);
-    int rc = lc->fn(&lc->sb, lc->app, v);
+    int rc = lc->fn(&lc->sb, lc->req, v);
     if (rc < 0)
         return rc;
     memcpy(lc->last_id, (const uint8_t *)k->data + 16, 16);
@@ -314,7 +314,7 @@ void pv_api_list(pv_http_req_t *req, int db, pv_list_item_fn fn)
     pv_app_t *app = pv_api_app(req);
     uint8_t uid[16], cursor[16], after[32];
     bool has_cursor;
-    list_ctx_t lc = {.app = app, .fn = fn};
+    list_ctx_t lc = {.req = req, .fn = fn};
     if (list_params(req, &lc.limit, cursor, &has_cursor) < 0)
         return;
     pv_api_user_id(req, uid);

@@ -52,8 +52,9 @@ json_t *pv_api_json_body(pv_http_req_t *req);
 /* Answer with a blob file (ETag, Range, HEAD). */
 void pv_api_serve_blob(pv_http_req_t *req, const uint8_t sha[32], const char *ctype);
 /* A list answer (?limit, ?cursor, newest first) of the caller's records in
- * db (keys user(16)|id(16)); fn writes a record's JSON object into sb. */
-typedef int (*pv_list_item_fn)(pv_sb_t *sb, pv_app_t *app, const pv_val_t *record);
+ * db (keys user(16)|id(16)); fn writes a record's JSON object into sb (req
+ * is the list's request: its app, its loop). */
+typedef int (*pv_list_item_fn)(pv_sb_t *sb, pv_http_req_t *req, const pv_val_t *record);
 void pv_api_list(pv_http_req_t *req, int db, pv_list_item_fn fn);
 
 #endif

@@ -12,10 +12,14 @@
  *
  * Memory: each photo is decoded once, into a "slide" (letterboxed to the
  * frame) or, with Ken Burns, into a picture a little larger than the frame
- * to pan over. Two slots hold what is on screen (at most two photos); one
- * loader thread decodes the next photo while the current one is encoded,
- * and starts only once the photo before is released, so at most two
- * decoded photos exist at a time whatever the number of photos.
+ * to pan over. Two slots hold what is on screen (at most two photos); a
+ * photo is decoded on the render thread when the timeline first needs it,
+ * after the photo before the pair is released, so at most two decoded
+ * photos exist at a time whatever the number of photos. There is no
+ * decode-ahead thread: a 1080p photo decodes in ~40 ms against ~1.5 s of
+ * encoding for its clip, and x264 already keeps the cores busy, so
+ * decoding beside it did not measurably shorten a render on the 2-core
+ * appliance (bench/render/README.md, "Decoding ahead").
  *
  * Speed: a static frame is the slide itself, sent again with a new pts (the
  * encoder copies its input; we never write a slide after it is built), so
@@ -28,7 +32,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -50,17 +53,6 @@ typedef struct slot {
     pv_rfx_kb_t kb;          /* Ken Burns path (ken_burns only) */
 } slot_t;
 
-struct job;
-
-typedef struct loader {
-    pthread_t thread;
-    bool running;            /* a thread was started and not joined */
-    const struct job *job;
-    slot_t out;              /* its result */
-    int rc;
-    char err[256];
-} loader_t;
-
 typedef struct job {
     const pv_render_opts_t *o;
     const char *const *photos;
@@ -70,7 +62,6 @@ typedef struct job {
     const pv_rfx_transition_t *tr;
     pv_rtitle_t *title;      /* NULL without a title */
     slot_t slots[2];
-    loader_t ld;
     AVFrame *out, *pa, *pb;  /* scratch: composed frame, Ken Burns a and b */
     pv_rout_t *rout;
     pv_render_progress_fn progress;
@@ -90,10 +81,9 @@ static int errf(job_t *j, int rc, const char *fmt, ...)
     return rc;
 }
 
-/* ---- photos: decode, the loader thread, slots ---- */
+/* ---- photos: decode, slots ---- */
 
-/* Decode photo index into *s (slide or Ken Burns picture). Runs on the
- * loader thread or, when it could not start, on the render thread. */
+/* Decode photo index into *s (slide or Ken Burns picture). */
 static int load_photo(const job_t *j, int index, slot_t *s, char *err, size_t errlen)
 {
     AVFrame *photo = NULL, *conv = NULL;
@@ -133,36 +123,6 @@ static int load_photo(const job_t *j, int index, slot_t *s, char *err, size_t er
     return rc;
 }
 
-static void *loader_main(void *arg)
-{
-    loader_t *ld = arg;
-    ld->rc = load_photo(ld->job, ld->out.index, &ld->out, ld->err, sizeof(ld->err));
-    return NULL;
-}
-
-static void loader_start(job_t *j, int index)
-{
-    loader_t *ld = &j->ld;
-    if (ld->running || index >= j->n)
-        return;
-    ld->job = j;
-    ld->out = (slot_t){.index = index};
-    ld->rc = 0;
-    ld->err[0] = '\0';
-    /* no thread (resources): need() decodes on this thread instead */
-    ld->running = !pv_fail("render_thread") &&
-                  pthread_create(&ld->thread, NULL, loader_main, ld) == 0;
-}
-
-/* Wait for the loader; its result (slide or error) is in ld->out / ld->rc. */
-static void loader_join(loader_t *ld)
-{
-    if (!ld->running)
-        return;
-    pthread_join(ld->thread, NULL);
-    ld->running = false;
-}
-
 static void slot_clear(slot_t *s)
 {
     av_frame_free(&s->pic);
@@ -193,21 +153,9 @@ static int need(job_t *j, int index, slot_t **out)
         errf(j, -EIO, "internal error: no free photo slot for photo %d", index + 1);
         return -EIO;
     }
-    loader_t *ld = &j->ld;
-    if (ld->running && ld->out.index == index) {
-        loader_join(ld);
-        int rc = ld->rc;
-        if (rc < 0) {
-            errf(j, rc, "%s", ld->err);
-            return rc;
-        }
-        *free_slot = ld->out;
-        ld->out = (slot_t){.index = -1};
-    } else {
-        int rc = load_photo(j, index, free_slot, j->err, j->errlen);
-        if (rc < 0)
-            return rc;
-    }
+    int rc = load_photo(j, index, free_slot, j->err, j->errlen);
+    if (rc < 0)
+        return rc;
     *out = free_slot;
     return 0;
 }
@@ -286,7 +234,6 @@ static int compose(job_t *j, int64_t i, AVFrame **frame)
         release_before(j, k);
         if ((rc = need(j, k, &b)) < 0)
             return rc;
-        loader_start(j, k + 1); /* decode the next photo while this one plays */
         if (!j->o->video.ken_burns) {
             *frame = b->pic;
             return 0;
@@ -344,7 +291,6 @@ static int setup(job_t *j, const char *const *photos, int n, const pv_render_opt
     }
     j->fps = o->video.fps;
     j->slots[0].index = j->slots[1].index = -1;
-    j->ld.out.index = -1;
     if (n < 1 || n > PV_VIDEO_MAX_PHOTOS)
         return errf(j, -EINVAL, "between 1 and %d photos, not %d", PV_VIDEO_MAX_PHOTOS, n);
     if (j->w < 16 || j->h < 16 || j->w > 4096 || j->h > 4096 || (j->w | j->h) & 1 || j->fps < 1)
@@ -369,8 +315,6 @@ static int setup(job_t *j, const char *const *photos, int n, const pv_render_opt
 
 static void teardown(job_t *j)
 {
-    loader_join(&j->ld);
-    slot_clear(&j->ld.out);
     slot_clear(&j->slots[0]);
     slot_clear(&j->slots[1]);
     av_frame_free(&j->out);

@@ -427,7 +427,7 @@ pv_pool_t *pv_pool_new(const char *name, int threads, int flags)
 }
 
 const char *pv_pool_name(pv_pool_t *p) { return p->name; }
-int pv_pool_size(pv_pool_t *p) { return p->n; }
+int pv_pool_threads(pv_pool_t *p) { return p->n; }
 
 void pv_pool_set_max_queued(pv_pool_t *p, int max)
 {

@@ -111,7 +111,9 @@ typedef void (*pv_work_fn)(pv_msg_t *msg);
 enum { PV_POOL_IDLE = 1 };
 pv_pool_t *pv_pool_new(const char *name, int threads, int flags);
 const char *pv_pool_name(pv_pool_t *pool);
-int pv_pool_size(pv_pool_t *pool); /* its threads */
+/* Threads running (possibly fewer than asked if some could not start);
+ * 0 once stopped. At most this many works run at the same time. */
+int pv_pool_threads(pv_pool_t *pool);
 /* Runs work(msg) on a worker, then answers msg (its continuation runs on
  * msg->reply_to's loop; freed when there is none). -ESHUTDOWN after
  * pv_pool_stop. Threads of a pool made with PV_POOL_IDLE run as SCHED_IDLE:

@@ -47,38 +47,99 @@ def wait_status(u, vid, want, timeout=90):
     raise AssertionError("video %s never reached %s; last: %s" % (vid, want, last))
 
 
+class SseStream:
+    """An open event stream of one video, read one event at a time.
+
+    The first event comes once the videos actor has registered the
+    subscription (it is the video's current status), so a test that waits
+    for it before acting knows the stream is subscribed."""
+
+    def __init__(self, p, token, vid, timeout=90):
+        self.deadline = time.time() + timeout
+        raw = socket.create_connection(("127.0.0.1", p.https_port), timeout=timeout)
+        self.sock = p.tls_context().wrap_socket(raw, server_hostname="localhost")
+        self.sock.sendall(("GET /api/v1/videos/%s/events HTTP/1.1\r\nHost: localhost\r\n"
+                           "Authorization: Bearer %s\r\nAccept: text/event-stream\r\n\r\n"
+                           % (vid, token)).encode())
+        self.raw = b""       # received, not yet de-chunked
+        self.text = ""       # de-chunked, not yet parsed into events
+        self.ended = False   # the last chunk came, or the connection closed
+        while b"\r\n\r\n" not in self.raw and self._recv():
+            pass
+        head, _, self.raw = self.raw.partition(b"\r\n\r\n")
+        check(b" 200 " in head.split(b"\r\n")[0], "events answer status", "200", head[:80])
+        check(b"text/event-stream" in head, "events content type", "text/event-stream", head)
+
+    def _recv(self):
+        if time.time() >= self.deadline:
+            return False
+        try:
+            chunk = self.sock.recv(65536)
+        except (socket.timeout, ConnectionError):
+            chunk = b""
+        self.raw += chunk
+        return bool(chunk)
+
+    def _dechunk(self):
+        while not self.ended:
+            line, sep, rest = self.raw.partition(b"\r\n")
+            if not sep:
+                return
+            size = int(line.split(b";")[0], 16)
+            if len(rest) < size + 2:
+                return
+            self.text += rest[:size].decode(errors="replace")
+            self.raw = rest[size + 2:]
+            self.ended = size == 0
+
+    def next(self):
+        """The next (event, data), or None once the stream has ended."""
+        while True:
+            self._dechunk()
+            block, sep, rest = self.text.partition("\n\n")
+            if sep:
+                self.text = rest
+                ev = re.search(r"^event: (\w+)$", block, re.M)
+                data = re.search(r"^data: (.*)$", block, re.M)
+                if ev and data:
+                    return ev.group(1), json.loads(data.group(1))
+                continue
+            if self.ended or not self._recv():
+                self.ended = True
+                self.sock.close()
+                return None
+
+    def rest(self):
+        """Every event until the stream ends."""
+        events = []
+        while (e := self.next()) is not None:
+            events.append(e)
+        return events
+
+
 def sse_events(p, token, vid, timeout=90):
     """Reads the event stream until it ends; returns [(event, data)]."""
-    ctx = p.tls_context()
-    raw = socket.create_connection(("127.0.0.1", p.https_port), timeout=timeout)
-    s = ctx.wrap_socket(raw, server_hostname="localhost")
-    s.sendall(("GET /api/v1/videos/%s/events HTTP/1.1\r\nHost: localhost\r\n"
-               "Authorization: Bearer %s\r\nAccept: text/event-stream\r\n\r\n" % (vid, token)).encode())
-    buf = b""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            chunk = s.recv(65536)
-        except socket.timeout:
-            break
-        if not chunk:
-            break
-        buf += chunk
-        if buf.endswith(b"0\r\n\r\n"):  # the chunked stream ended
-            break
-    s.close()
-    head, _, body = buf.partition(b"\r\n\r\n")
-    check(b" 200 " in head.split(b"\r\n")[0], "events answer status", "200", head[:80])
-    check(b"text/event-stream" in head, "events content type", "text/event-stream", head)
-    # De-chunk loosely: drop the chunk-size lines.
-    text = re.sub(rb"\r\n[0-9a-fA-F]+\r\n", b"", b"\r\n" + body).decode(errors="replace")
-    events = []
-    for block in text.split("\n\n"):
-        ev = re.search(r"^event: (\w+)$", block, re.M)
-        data = re.search(r"^data: (.*)$", block, re.M)
-        if ev and data:
-            events.append((ev.group(1), json.loads(data.group(1))))
-    return events
+    return SseStream(p, token, vid, timeout).rest()
+
+
+def stream_in_thread(p, token, vid, timeout=30):
+    """Reads a stream on a thread: returns (thread, got, first). got["ev"]
+    gets the events; first is set once the first one came, i.e. once the
+    stream is subscribed."""
+    import threading
+    got, first = {"ev": []}, threading.Event()
+
+    def run():
+        s = SseStream(p, token, vid, timeout)
+        e = s.next()
+        if e is not None:
+            got["ev"].append(e)
+        first.set()
+        got["ev"] += s.rest()
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, got, first
 
 
 def ffprobe(path):
@@ -257,6 +318,36 @@ def test_photo_in_use_cancel_and_delete(pvd):
     eq(wait_status(u, v4["id"], ("ready", "failed"))["status"], "ready", "next job runs")
 
 
+def test_get_and_list_show_live_progress(pvd):
+    """While a video renders, GET and the list show its live progress (sent
+    to every HTTP loop each 1 %), not only the store's (written each 10 %,
+    so nothing between 0 and 0.1 comes from there)."""
+    u = pvd.new_user("live")
+    ids = upload_colors(u, ("red", "green"))
+    v = long_video(u, ids)
+    seen = {"GET": [], "list": []}
+
+    def live(ps):
+        return any(0 < p < 0.1 for p in ps)
+
+    deadline = time.time() + 90
+    while time.time() < deadline and not (live(seen["GET"]) and live(seen["list"])):
+        cur = u.req("GET", "/api/v1/videos/" + v["id"]).expect(200, "GET video").json()["video"]
+        seen["GET"].append(cur["progress"])
+        items = u.req("GET", "/api/v1/videos").expect(200, "list").json()["items"]
+        seen["list"] += [x["progress"] for x in items if x["id"] == v["id"]]
+        if cur["status"] not in ("queued", "running"):
+            break
+        time.sleep(0.02)
+    for what, ps in seen.items():
+        check(live(ps), "%s shows progress between the stored 10 %% steps" % what, "0 < p < 0.1", ps[-30:])
+        running = [p for p in ps if p > 0]
+        check(running == sorted(running), "%s progress never goes back" % what, "sorted", ps[-30:])
+    u.req("POST", "/api/v1/videos/%s/cancel" % v["id"]).expect(202, "cancel")
+    eq(wait_status(u, v["id"], ("cancelled", "ready", "failed"), timeout=10)["status"], "cancelled",
+       "after cancel")
+
+
 def test_fair_between_users(pvd):
     """One render thread: B's single job starts before A's later ones."""
     a, b = pvd.new_user("fa"), pvd.new_user("fb")
@@ -316,14 +407,12 @@ def test_kill9_mid_render_then_ready(tmp):
 
 
 def test_stream_ends_when_video_deleted(pvd):
-    import threading
     u = pvd.new_user("gone")
     ids = upload_colors(u, ("red", "green"))
     v = long_video(u, ids)
-    got = {}
-    t = threading.Thread(target=lambda: got.setdefault("ev", sse_events(pvd, u.access, v["id"], timeout=30)))
-    t.start()
-    time.sleep(1.0)
+    t, got, first = stream_in_thread(pvd, u.access, v["id"])
+    check(first.wait(30) and got["ev"], "the stream's first event before the delete", "an event", got["ev"])
+    eq(got["ev"][0][0], "status", "the stream's first event")
     u.req("DELETE", "/api/v1/videos/" + v["id"]).expect(204, "delete while streaming")
     t.join(30)
     check(not t.is_alive(), "the stream ended after the delete", "ended", "still open")
@@ -331,15 +420,15 @@ def test_stream_ends_when_video_deleted(pvd):
 
 
 def test_sigterm_with_open_stream_stops_cleanly():
-    import threading
     with Pvd(name="videos-sigterm", config={"render_workers": "1"}).start() as p:
         u = p.new_user("term")
         ids = upload_colors(u, ("red", "green"))
         v = long_video(u, ids)
-        got = {}
-        t = threading.Thread(target=lambda: got.setdefault("ev", sse_events(p, u.access, v["id"], timeout=30)))
-        t.start()
-        time.sleep(1.0)
+        t, got, first = stream_in_thread(p, u.access, v["id"])
+        check(first.wait(30) and got["ev"], "the stream's first event before SIGTERM", "an event", got["ev"])
+        eq(got["ev"][0][0], "status", "the stream's first event")
+        # The render is under way, so that SIGTERM stops it mid-render.
+        wait_status(u, v["id"], ("running",), timeout=60)
         t0 = time.time()
         rc = p.stop()  # SIGTERM
         eq(rc, 0, "exit status after SIGTERM with a stream open")

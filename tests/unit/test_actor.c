@@ -252,6 +252,7 @@ TEST(pool_runs_work_and_replies)
     static const pv_actor_def_t def = {"pool-client", NULL, 0};
     pv_actor_t *a = pv_actor_new(loop, &def, &ps);
     pv_pool_t *pool = pv_pool_new("workers", 3, 0);
+    CHECK_EQ_INT(pv_pool_threads(pool), 3);
     long expect = 0;
     for (long i = 1; i <= 50; i++) {
         work_msg_t *w = pv_msg_new(sizeof(*w), 0);
@@ -266,6 +267,7 @@ TEST(pool_runs_work_and_replies)
     CHECK_EQ_INT(ps.sum, expect);
     CHECK_EQ_INT(ps.on_loop_thread, 0);
     pv_pool_stop(pool);
+    CHECK_EQ_INT(pv_pool_threads(pool), 0);
     work_msg_t *late = pv_msg_new(sizeof(*late), 0);
     CHECK_EQ_INT(pv_pool_submit(pool, square_work, &late->msg), -ESHUTDOWN);
     free(late);

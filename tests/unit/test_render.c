@@ -638,7 +638,6 @@ TEST(render_failures)
         {"render_encoder:1", -EIO},    {"render_mux:1", -EIO},
         {"render_rename:1", -EIO},     {"render_rename:2", -EIO},
         {"render_io:1", -EIO},         {"render_io:2", -EIO},
-        {"render_thread:1+", 0},       /* no loader thread: decode inline */
         {"render_sws:1+", -EIO},       /* 320x240 photos must be scaled up */
     };
     pv_render_opts_t o;
