@@ -10,7 +10,8 @@
  *
  * Scheduling is fair across users: the next job is the oldest queued job of
  * the user with the fewest running renders, then the fewest started in this
- * process, so one user's fifty jobs do not starve another's one.
+ * process, so one user's fifty jobs do not starve another's one. A user
+ * already at user_running_jobs renders waits while others' jobs start.
  *
  * Renders run on the `render` pool (app->render: FFmpeg work is CPU-bound
  * and must not run on a loop). The actor keeps one slot per pool thread
@@ -112,6 +113,7 @@ struct videos_state {
     int max_running;              /* the render pool's threads */
     sub_entry_t *subs;
     bool stopping;                /* pvd is stopping: streams end */
+    int user_running_max;         /* renders at once per user (0: no limit) */
 };
 
 /* Sent to every open event stream when pvd stops, so that the HTTP loops
@@ -464,8 +466,8 @@ static vjob_t *pick(videos_state_t *st)
     int bi = -1;
     for (vjob_t *j = st->head; j; j = j->next) {
         user_stat_t *u = user_stat(st, j->user);
-        if (!u)
-            continue;
+        if (!u || (st->user_running_max && u->running >= st->user_running_max))
+            continue; /* at the user's limit of renders at once: others first */
         const user_stat_t *b = bi >= 0 ? &st->users[bi] : NULL;
         if (!b || u->running < b->running || (u->running == b->running && u->served < b->served)) {
             best = j;
@@ -678,7 +680,8 @@ static void schedule_jobs(videos_state_t *st, pv_actor_t *self)
     while (st->head && (slot = free_slot(st)) >= 0) {
         vjob_t *j = pick(st);
         if (!j)
-            return; /* out of memory for the user table: the next event retries */
+            return; /* every waiting user is at its running limit (or no memory for
+                     * the user table): the next finished render retries */
         uint8_t id[16], user[16];
         memcpy(id, j->id, 16);
         memcpy(user, j->user, 16);
@@ -987,6 +990,7 @@ int pv_videos_start(pv_app_t *app)
     if (!st)
         return -ENOMEM;
     st->app = app;
+    st->user_running_max = app->cfg.user_running_jobs;
     st->max_running = pv_pool_threads(app->render);
     st->running = calloc((size_t)st->max_running + 1, sizeof(*st->running));
     app->videos = st->running ? pv_actor_new(app->core, &videos_def, st) : NULL;

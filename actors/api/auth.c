@@ -18,6 +18,7 @@
 #include "base/pv.h"
 #include "model/invites.h"
 #include "model/revoked.h"
+#include "model/usage.h"
 #include "model/users.h"
 
 #include <sodium.h>
@@ -547,33 +548,6 @@ void pv_h_logout(pv_http_req_t *req) { refresh_or_logout(req, true); }
 
 /* ---------------- /me ---------------- */
 
-typedef struct usage {
-    uint64_t photos, photo_bytes, videos, video_bytes;
-} usage_t;
-
-static int usage_photo(void *arg, const pv_val_t *k, const pv_val_t *v)
-{
-    usage_t *u = arg;
-    pv_photo_t p;
-    if (pv_photo_decode(v->data, v->len, &p) == 0) {
-        u->photos++;
-        u->photo_bytes += p.bytes;
-    }
-    return 0;
-}
-
-static int usage_video(void *arg, const pv_val_t *k, const pv_val_t *v)
-{
-    usage_t *u = arg;
-    pv_video_t vid;
-    if (pv_video_decode(v->data, v->len, &vid) == 0) {
-        u->videos++;
-        u->video_bytes += vid.bytes;
-        pv_video_clear(&vid);
-    }
-    return 0;
-}
-
 void pv_h_me(pv_http_req_t *req)
 {
     pv_app_t *app = pv_api_app(req);
@@ -587,24 +561,30 @@ void pv_h_me(pv_http_req_t *req)
     }
     pv_val_t v;
     pv_user_t u;
-    usage_t use = {0};
+    pv_usage_t use;
     rc = pv_txn_get(&txn, PV_DB_USERS, uid, 16, &v);
     if (rc == 0)
         rc = pv_user_decode(v.data, v.len, &u);
     if (rc == 0)
-        rc = pv_txn_scan(&txn, PV_DB_PHOTOS, uid, 16, NULL, 0, false, usage_photo, &use);
-    if (rc == 0)
-        rc = pv_txn_scan(&txn, PV_DB_VIDEOS, uid, 16, NULL, 0, false, usage_video, &use);
+        rc = pv_user_usage(&txn, uid, &use);
     pv_txn_abort(&txn);
     if (rc < 0) {
         pv_api_fail(req, rc);
         return;
     }
+    const pv_config_t *c = &app->cfg;
     json_t *j = user_json(&u);
     json_object_set_new(j, "usage",
-                        json_pack("{s:I,s:I,s:I,s:I}", "photos", (json_int_t)use.photos,
+                        json_pack("{s:I,s:I,s:I,s:I,s:I}", "photos", (json_int_t)use.photos,
                                   "photo_bytes", (json_int_t)use.photo_bytes, "videos",
                                   (json_int_t)use.videos, "video_bytes",
-                                  (json_int_t)use.video_bytes));
+                                  (json_int_t)use.video_bytes, "jobs", (json_int_t)use.jobs));
+    json_object_set_new(j, "limits",
+                        json_pack("{s:i,s:i,s:i,s:i,s:o}", "video_seconds", c->max_video_seconds,
+                                  "video_frames", c->max_video_frames, "running_jobs",
+                                  c->user_running_jobs, "queued_jobs", c->user_queued_jobs,
+                                  "storage_bytes",
+                                  c->user_storage_bytes ? json_integer((json_int_t)c->user_storage_bytes)
+                                                        : json_null()));
     pv_http_respond_json(req, 200, j);
 }

@@ -22,6 +22,7 @@
 #include "http/multipart.h"
 #include "media/image.h"
 #include "model/photos.h"
+#include "model/usage.h"
 #include "model/videos.h"
 
 #include <fcntl.h>
@@ -62,6 +63,7 @@ typedef struct upload_call {
     char code[48];
     char message[512];
     int n_big;                  /* parts waiting for the decode_big pool */
+    uint64_t used;              /* user_storage_bytes: what the user held */
     int max_parts;              /* room in parts[]: 1 for a raw body */
     upload_part_t parts[];      /* ~1.8 KB each: sized per request */
 } upload_call_t;
@@ -375,10 +377,29 @@ static void upload_big_work(pv_msg_t *m)
 
 /* ---------------- store side ---------------- */
 
+/* user_storage_bytes: what the user holds plus this upload must fit. */
+static int quota_check(pv_txn_t *txn, upload_call_t *u)
+{
+    uint64_t quota = u->app->cfg.user_storage_bytes, add = 0;
+    if (!quota)
+        return 0;
+    pv_usage_t use;
+    int rc = pv_user_usage(txn, u->user_id, &use);
+    if (rc < 0)
+        return rc;
+    for (int i = 0; i < (u->n ? u->n : 1); i++) /* before the split: the body */
+        add += u->parts[i].bytes;
+    u->used = use.photo_bytes + use.video_bytes;
+    return u->used + add > quota ? -EDQUOT : 0;
+}
+
 static int upload_apply(pv_txn_t *txn, void *arg)
 {
     upload_call_t *u = arg;
     int64_t now = pv_now_ms();
+    int qrc = quota_check(txn, u);
+    if (qrc < 0)
+        return qrc;
     for (int i = 0; i < u->n; i++) {
         upload_part_t *part = &u->parts[i];
         uint8_t skey[48];
@@ -430,6 +451,11 @@ static void upload_committed(pv_call_t *c)
     int rc = c->sreq.msg.status;
     if (rc == -EAGAIN) { /* a duplicate vanished meanwhile: do it again */
         pv_call_store(c, upload_apply, upload_committed);
+        return;
+    }
+    if (rc == -EDQUOT) {
+        pv_api_quota_exceeded(c->req, u->used, u->app->cfg.user_storage_bytes);
+        upload_free(c);
         return;
     }
     if (rc < 0) {
@@ -523,6 +549,19 @@ void pv_h_photo_upload(pv_http_req_t *req)
     snprintf(u->body_path, sizeof(u->body_path), "%s", bf->path);
     u->parts[0].bytes = bf->bytes;
     memcpy(u->parts[0].sha256, bf->sha256, 32);
+    if (u->app->cfg.user_storage_bytes) { /* fail fast; the commit checks again */
+        pv_txn_t txn;
+        int qrc = pv_txn_begin(u->app->store, &txn, false);
+        if (qrc == 0) {
+            qrc = quota_check(&txn, u);
+            pv_txn_abort(&txn);
+        }
+        if (qrc == -EDQUOT) {
+            pv_api_quota_exceeded(req, u->used, u->app->cfg.user_storage_bytes);
+            pv_call_free(&u->base);
+            return;
+        }
+    }
     pv_http_body_file_taken(req); /* the worker renames or removes it */
     pv_call_work(&u->base, u->app->work, upload_work, upload_ingested);
 }

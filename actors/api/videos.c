@@ -13,6 +13,7 @@
 #include "actors/videos.h"
 #include "app/kit.h"
 #include "base/pv.h"
+#include "model/usage.h"
 #include "model/videos.h"
 
 #include <fcntl.h>
@@ -27,6 +28,7 @@
 typedef struct create_call {
     pv_call_t base;
     pv_app_t *app;
+    pv_usage_t usage;          /* as the commit saw it, for the answers */
     pv_video_t v;
     int missing;               /* index of a photo not found, or -1 */
 } create_call_t;
@@ -54,7 +56,19 @@ static int create_apply(pv_txn_t *txn, void *arg)
             return rc;
         }
     }
-    int rc = pv_video_save(txn, &c->v);
+    /* The per-user limits, in the writer's transaction: exact even when
+     * one user sends many at once. */
+    pv_usage_t use;
+    int rc = pv_user_usage(txn, c->v.user_id, &use);
+    if (rc < 0)
+        return rc;
+    c->usage = use;
+    if (use.jobs >= (uint64_t)c->app->cfg.user_queued_jobs)
+        return -EDQUOT;
+    uint64_t quota = c->app->cfg.user_storage_bytes;
+    if (quota && use.photo_bytes + use.video_bytes >= quota)
+        return -ENOSPC;
+    rc = pv_video_save(txn, &c->v);
     if (rc == 0)
         rc = pv_txn_put(txn, PV_DB_JOBS, c->v.id, 16, c->v.user_id, 16, true);
     return rc;
@@ -86,8 +100,20 @@ static void create_committed(pv_call_t *call)
 {
     create_call_t *c = (create_call_t *)call;
     int rc = call->sreq.msg.status;
+    const pv_config_t *cfg = &c->app->cfg;
     if (rc == -ENOENT && c->missing >= 0) {
         photo_not_found(call->req, c->missing);
+    } else if (rc == -EDQUOT) {
+        char m[160];
+        snprintf(m, sizeof(m), "you have %llu videos waiting or rendering, the most this "
+                 "appliance takes at once (user_queued_jobs); try again when one is done",
+                 (unsigned long long)c->usage.jobs);
+        pv_http_add_header(call->req, "Retry-After", "30");
+        pv_http_respond_error(call->req, 429, "too_many_videos", m);
+    } else if (rc == -ENOSPC && cfg->user_storage_bytes &&
+               c->usage.photo_bytes + c->usage.video_bytes >= cfg->user_storage_bytes) {
+        pv_api_quota_exceeded(call->req, c->usage.photo_bytes + c->usage.video_bytes,
+                              cfg->user_storage_bytes);
     } else if (rc < 0) {
         pv_api_fail(call->req, rc);
     } else {
@@ -189,6 +215,18 @@ void pv_h_video_create(pv_http_req_t *req)
     int rc = parse_create(req, body, c);
     json_decref(body);
     if (rc < 0) {
+        create_free(&c->base);
+        return;
+    }
+    /* One request may not ask for days of rendering. */
+    double secs = c->v.duration_s;
+    double frames = secs * c->v.opts.fps;
+    if (secs > c->app->cfg.max_video_seconds || frames > c->app->cfg.max_video_frames) {
+        char m[200];
+        snprintf(m, sizeof(m), "this video would be %.0f s (%.0f frames); this appliance makes "
+                 "videos of at most %d s and %d frames", secs, frames,
+                 c->app->cfg.max_video_seconds, c->app->cfg.max_video_frames);
+        pv_http_respond_error(req, 413, "video_too_long", m);
         create_free(&c->base);
         return;
     }

@@ -114,6 +114,15 @@ const pv_http_default_header_t pv_api_headers[] = {
     {NULL, NULL, false},
 };
 
+void pv_api_quota_exceeded(pv_http_req_t *req, uint64_t used, uint64_t quota)
+{
+    char m[200];
+    snprintf(m, sizeof(m), "your photos and videos take %.1f MB of the %.1f MB you may store "
+             "here (user_storage_bytes); delete some to make room", (double)used / 1e6,
+             (double)quota / 1e6);
+    pv_http_respond_error(req, 507, "quota_exceeded", m);
+}
+
 /* ---------------- auth ---------------- */
 
 pv_app_t *pv_api_app(pv_http_req_t *req)

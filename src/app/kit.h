@@ -47,6 +47,9 @@ void pv_api_fail(pv_http_req_t *req, int rc);
 /* Answer a body parser's error at the status its code carries (400, 413
  * for body_too_large; out of memory as pv_api_fail answers it). */
 void pv_api_body_error(pv_http_req_t *req, const pv_body_err_t *e);
+/* 507 quota_exceeded: the user's photos and videos take `used` bytes of
+ * their `quota` (user_storage_bytes). */
+void pv_api_quota_exceeded(pv_http_req_t *req, uint64_t used, uint64_t quota);
 /* Parse a JSON body; answers 400 itself and returns NULL on failure. */
 json_t *pv_api_json_body(pv_http_req_t *req);
 /* Answer with a blob file (ETag, Range, HEAD). */

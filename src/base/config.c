@@ -41,6 +41,11 @@ static const pv_config_key_t g_keys[] = {
     {"hash_queue", T_INT, F(hash_queue), "32", "password hashes waiting, per priority, before 503 (logins go first)"},
     {"max_photo_pixels", T_U64, F(max_photo_pixels), "100000000", "largest photo, in pixels (declared or decoded): 413 past it"},
     {"decode_memory", T_U64, F(decode_memory), "536870912", "memory all photo decodes may take together; half for the largest one"},
+    {"max_video_seconds", T_INT, F(max_video_seconds), "600", "longest video one request may ask for, seconds"},
+    {"max_video_frames", T_INT, F(max_video_frames), "36000", "most frames one video may have (seconds x fps)"},
+    {"user_running_jobs", T_INT, F(user_running_jobs), "1", "renders one user may have running at once"},
+    {"user_queued_jobs", T_INT, F(user_queued_jobs), "20", "videos one user may have queued or rendering; 429 past it"},
+    {"user_storage_bytes", T_U64, F(user_storage_bytes), "0", "photos and videos one user may store, bytes (0: no limit); 507 past it"},
     {"max_upload_bytes", T_U64, F(max_upload_bytes), "209715200", "largest upload request body"},
     {"max_json_bytes", T_U64, F(max_json_bytes), "65536", "largest JSON request body (at most 64K, what the JSON parser takes)"},
     {"map_size", T_U64, F(map_size), "1073741824", "initial LMDB map size, bytes"},
@@ -320,6 +325,12 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
     }
     if (c->hash_queue < 1 || c->signup_ip_burst < 1 || c->signup_ip_per_minute <= 0) {
         snprintf(err, errlen, "hash_queue, signup_ip_burst and signup_ip_per_minute: at least 1, 1 and above 0");
+        return -EINVAL;
+    }
+    if (c->max_video_seconds < 1 || c->max_video_frames < 1 || c->user_running_jobs < 1 ||
+        c->user_queued_jobs < 1) {
+        snprintf(err, errlen, "max_video_seconds, max_video_frames, user_running_jobs, "
+                 "user_queued_jobs: at least 1");
         return -EINVAL;
     }
     if (c->max_json_bytes < 1024 || c->max_json_bytes > PV_JSON_MAX_BYTES) {

@@ -40,6 +40,11 @@ typedef struct pv_config {
     int hash_queue;                 /* hashes waiting per priority before 503 */
     uint64_t max_photo_pixels;      /* largest photo, declared or decoded */
     uint64_t decode_memory;         /* all photo decodes together, bytes */
+    int max_video_seconds;          /* one video's length */
+    int max_video_frames;           /* one video's frames (seconds x fps) */
+    int user_running_jobs;          /* renders running, per user */
+    int user_queued_jobs;           /* videos queued or rendering, per user */
+    uint64_t user_storage_bytes;    /* photos + videos per user (0: no limit) */
     uint64_t max_upload_bytes;      /* one upload request body */
     uint64_t max_json_bytes;        /* one JSON request body */
     uint64_t map_size;              /* initial LMDB map size */

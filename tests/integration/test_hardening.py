@@ -285,3 +285,85 @@ def test_backup_writes_only_in_backup_dir(pvd):
         eq(ctl(p, "backup", os.path.join(bdir, "link", "z.tar"), expect=1)["error"]["code"], "bad_args",
            "a symbolic link out of backup_dir")
         eq(sorted(os.listdir(outside)), [], "nothing was written outside backup_dir")
+
+
+# ---------------------------------------------------------------- per-user limits
+
+def _video(u, photos, **opts):
+    body = {"photo_ids": photos}
+    body.update(opts)
+    return u.req("POST", "/api/v1/videos", json=body)
+
+
+def _wait_status(u, vid, want, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = u.req("GET", "/api/v1/videos/" + vid).expect(200, "video").json()["video"]["status"]
+        if st in want:
+            return st
+        time.sleep(0.1)
+    raise AssertionError("video %s never reached %s" % (vid, want))
+
+
+def test_video_length_and_queue_limits(pvd):
+    cfg = {"max_video_seconds": 60, "user_queued_jobs": 2, "render_workers": 1}
+    with Pvd(cfg, name="video-limits").start() as p:
+        u = p.new_user("vlim")
+        ids = [u.upload_ok(unique_jpeg())["id"] for _ in range(3)]
+        r = _video(u, ids * 10, seconds_per_photo=10)  # 300 s
+        r.expect_error(413, "video_too_long", what="a 300 s video where 60 s is the limit")
+        check("60 s" in r.json()["error"]["message"], "the 413 says the limit", "60 s", r.json())
+        me = u.req("GET", "/api/v1/me").expect(200, "/me").json()
+        eq(me["limits"]["video_seconds"], 60, "/me shows the video length limit")
+        eq(me["limits"]["queued_jobs"], 2, "/me shows the queued jobs limit")
+        eq(me["limits"]["storage_bytes"], None, "/me: no storage limit by default")
+        a = _video(u, ids, seconds_per_photo=20).expect(202, "first video").json()["video"]["id"]
+        b = _video(u, ids, seconds_per_photo=20).expect(202, "second video").json()["video"]["id"]
+        r = _video(u, ids)
+        r.expect_error(429, "too_many_videos", what="a third video while two wait or render")
+        eq(u.req("GET", "/api/v1/me").json()["usage"]["jobs"], 2, "/me counts the jobs")
+        for v in (a, b):
+            u.req("POST", "/api/v1/videos/%s/cancel" % v).expect(202, "cancel")
+            _wait_status(u, v, ("cancelled",))
+        _video(u, ids).expect(202, "a video again once the queue has room")
+
+
+def test_one_users_renders_wait_while_anothers_start(pvd):
+    cfg = {"user_running_jobs": 1, "render_workers": 2}
+    with Pvd(cfg, name="running-limit").start() as p:
+        a, b = p.new_user("runa"), p.new_user("runb")
+        pa = [a.upload_ok(unique_jpeg(640, 480))["id"] for _ in range(2)]
+        pb = [b.upload_ok(unique_jpeg(640, 480))["id"] for _ in range(2)]
+        slow = {"seconds_per_photo": 30, "resolution": "1080p"}
+        a1 = _video(a, pa, **slow).expect(202, "a1").json()["video"]["id"]
+        _wait_status(a, a1, ("running",))
+        a2 = _video(a, pa, **slow).expect(202, "a2").json()["video"]["id"]
+        b1 = _video(b, pb, **slow).expect(202, "b1").json()["video"]["id"]
+        _wait_status(b, b1, ("running",))
+        eq(a.req("GET", "/api/v1/videos/" + a2).json()["video"]["status"], "queued",
+           "a's second video waits (a renders one already) while b's starts on the free thread")
+        for u, v in ((a, a1), (a, a2), (b, b1)):
+            u.req("POST", "/api/v1/videos/%s/cancel" % v).expect(202, "cancel")
+        for u, v in ((a, a1), (a, a2), (b, b1)):
+            _wait_status(u, v, ("cancelled",))
+
+
+def test_storage_quota(pvd):
+    with Pvd({"user_storage_bytes": 40000}, name="quota").start() as p:
+        u = p.new_user("quota")
+        seen = []
+        for _ in range(40):
+            r = u.upload(unique_jpeg(160, 120))
+            seen.append(r.status)
+            if r.status != 201:
+                break
+        check(seen[:2] == [201, 201], "the first photos fit", "201s", seen)
+        r.expect_error(507, "quota_exceeded", what="an upload past user_storage_bytes")
+        check("user_storage_bytes" in r.json()["error"]["message"], "the 507 says which limit",
+              "user_storage_bytes", r.json()["error"]["message"])
+        me = u.req("GET", "/api/v1/me").json()
+        check(me["usage"]["photo_bytes"] <= 40000, "stored bytes stay within the quota", "<= 40000",
+              me["usage"])
+        eq(me["limits"]["storage_bytes"], 40000, "/me shows the quota")
+        other = p.new_user("quota2")
+        other.upload_ok(unique_jpeg(160, 120))  # the quota is per user

@@ -147,6 +147,21 @@ TEST(pick_fewest_served_then_oldest)
     state_clear(&st);
 }
 
+TEST(pick_skips_a_user_at_the_running_limit)
+{
+    videos_state_t st = {0};
+    st.user_running_max = 1;
+    add_job(&st, 1, 'a');
+    add_job(&st, 2, 'a');
+    stat_of(&st, 'a')->running = 1;
+    CHECK(pick(&st) == NULL); /* a renders one already: its next one waits */
+    add_job(&st, 3, 'b');
+    CHECK_EQ_INT(id_n(pick(&st)->id), 3);
+    stat_of(&st, 'a')->running = 0;
+    CHECK_EQ_INT(id_n(pick(&st)->id), 1);
+    state_clear(&st);
+}
+
 TEST(pick_one_users_many_jobs_do_not_starve_others)
 {
     videos_state_t st = {0};
@@ -464,6 +479,7 @@ int main(void)
     RUN(pick_oldest_when_even);
     RUN(pick_fewest_running_first);
     RUN(pick_fewest_served_then_oldest);
+    RUN(pick_skips_a_user_at_the_running_limit);
     RUN(pick_one_users_many_jobs_do_not_starve_others);
     RUN(recovery_requeues_running_and_keeps_queued_in_order);
     RUN(job_left_running_renders_again);
