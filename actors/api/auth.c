@@ -187,6 +187,16 @@ static int signup_apply(pv_txn_t *txn, void *arg)
 static void signup_hash_work(pv_msg_t *m);
 static void signup_hashed(pv_call_t *c);
 
+/* The auth actor said wait: 429 with Retry-After, and the call ends. */
+static void limited(pv_call_t *c, int retry_after, const char *message)
+{
+    char ra[16];
+    snprintf(ra, sizeof(ra), "%d", retry_after);
+    pv_http_add_header(c->req, "Retry-After", ra);
+    pv_http_respond_error(c->req, 429, "rate_limited", message);
+    pv_call_free(c);
+}
+
 /* The auth actor admitted the sign-up (or not): hash, after any login. */
 static void signup_admitted(pv_call_t *c)
 {
@@ -195,12 +205,7 @@ static void signup_admitted(pv_call_t *c)
     pv_msg_free(c->answer);
     c->answer = NULL;
     if (retry_after > 0) {
-        char ra[16];
-        snprintf(ra, sizeof(ra), "%d", retry_after);
-        pv_http_add_header(c->req, "Retry-After", ra);
-        pv_http_respond_error(c->req, 429, "rate_limited",
-                              "too many sign-ups from this address; try again later");
-        pv_call_free(c);
+        limited(c, retry_after, "too many sign-ups from this address; try again later");
         return;
     }
     pv_user_t probe;
@@ -350,11 +355,7 @@ static void login_admitted(pv_call_t *c)
     pv_msg_free(c->answer);
     c->answer = NULL;
     if (retry_after > 0) {
-        char ra[16];
-        snprintf(ra, sizeof(ra), "%d", retry_after);
-        pv_http_add_header(c->req, "Retry-After", ra);
-        pv_http_respond_error(c->req, 429, "rate_limited", "too many login attempts; try again later");
-        pv_call_free(c);
+        limited(c, retry_after, "too many login attempts; try again later");
         return;
     }
     int rc = read_user_by_email(lc->app, lc->email, &lc->user);

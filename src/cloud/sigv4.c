@@ -43,17 +43,6 @@ static bool sv4_unreserved(unsigned char c)
            c == '.' || c == '_' || c == '~';
 }
 
-static int sv4_hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 static bool sv4_upper_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F'); }
 
 /* RFC 7230 token: header names and methods. */
@@ -102,8 +91,8 @@ static unsigned char sv4_next_byte(const char *s, size_t n, size_t *i, bool deco
 {
     unsigned char c = (unsigned char)s[*i];
     if (decode && c == '%' && *i + 2 < n) {
-        int hi = sv4_hexval((unsigned char)s[*i + 1]);
-        int lo = sv4_hexval((unsigned char)s[*i + 2]);
+        int hi = pv_hex_digit((unsigned char)s[*i + 1]);
+        int lo = pv_hex_digit((unsigned char)s[*i + 2]);
         if (hi >= 0 && lo >= 0) {
             *i += 3;
             return (unsigned char)(hi << 4 | lo);

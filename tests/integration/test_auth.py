@@ -159,7 +159,7 @@ def test_me_and_usage(pvd):
     eq(j.get("email"), u.email.lower(), "me.email")
     check(isinstance(j.get("created_at"), str) and RFC3339.match(j["created_at"]),
           "me.created_at RFC 3339", "RFC 3339", j.get("created_at"))
-    eq(j.get("usage"), {"photos": 0, "photo_bytes": 0, "videos": 0, "video_bytes": 0}, "usage of a new user")
+    eq(j.get("usage"), {"photos": 0, "photo_bytes": 0, "videos": 0, "video_bytes": 0, "jobs": 0}, "usage of a new user")
     data = unique_jpeg()
     u.upload_ok(data, filename="a.jpg")
     j = u.req("GET", "/api/v1/me").expect(200, "GET /me after upload").json()
