@@ -40,7 +40,9 @@ start() {
     rm -f "$dir/port"
     set -- --dir "$dir/data" --port "$port" --bucket "$bucket" --port-file "$dir/port"
     [ -n "$watch" ] && set -- "$@" --watch-pid "$watch"
-    nohup node "$HERE/s3rver-pv.js" "$@" >>"$dir/s3rver.log" 2>&1 </dev/null &
+    # s3rver makes ListObjectsV2 continuation tokens with DES, which
+    # OpenSSL 3 keeps in its legacy provider (without it: 500 on page 2)
+    nohup node --openssl-legacy-provider "$HERE/s3rver-pv.js" "$@" >>"$dir/s3rver.log" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$dir/pid"
     i=0
