@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
 
 #define CL_DEFAULT_IN_FLIGHT  8
 #define CL_DEFAULT_CONNECT_MS 10000
@@ -261,6 +262,15 @@ static int cl_timer_set(CURLM *multi, long timeout_ms, void *userp)
 
 /* ---- putting requests on the wire ---- */
 
+/* Sockets are close-on-exec: a connection (and what it carries) must not
+ * live on in a process that pvd or a test starts. */
+static curl_socket_t cl_open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    (void)arg;
+    (void)purpose;
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
 static void cl_common_opts(pv_curlev_t *cl, cl_req_t *r)
 {
     CURL *e = r->easy;
@@ -268,6 +278,7 @@ static void cl_common_opts(pv_curlev_t *cl, cl_req_t *r)
     curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, cl_open_socket);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, o->connect_timeout_ms);
