@@ -1,8 +1,10 @@
 #!/bin/sh
 # Runs every test and ends with one line "N passed, M failed".
 # Each suite prints "# <kind> <name>: P passed, F failed"; this adds them up.
-# Suites: unit tests (ASan+UBSan build), fuzz smoke runs over the seed
-# corpora, pvrender tests, and the integration tests against a real pvd.
+# Suites: unit tests (ASan+UBSan build; test_s3 starts its own S3 peer,
+# s3rver from tests/peers/, on 127.0.0.1 and stops it), fuzz smoke runs
+# over the seed corpora, pvrender tests, and the integration tests against
+# a real pvd.
 set -u
 cd "$(dirname "$0")/.."
 LOG=build/test-logs

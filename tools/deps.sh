@@ -13,8 +13,9 @@ libimage-exiftool-perl libheif-examples python3-botocore sslscan"
 
 want="$BUILD"
 [ "${1:-}" = test ] && want="$want $TEST"
-# The browser tests drive chromium from Node.js (playwright-core); use the
-# machine's Node when there is one (Debian's npm would replace it).
+# The browser tests drive chromium from Node.js (playwright-core) and the S3
+# tests run s3rver on it (tests/peers/); use the machine's Node when there
+# is one (Debian's npm would replace it).
 [ "${1:-}" = test ] && ! command -v node >/dev/null 2>&1 && want="$want nodejs npm"
 
 missing=""

@@ -5,7 +5,7 @@ The layers, bottom first (README, "How a request flows"):
 
   base     src/base/      the result convention, logs, config, crypto, record shapes
   runtime  src/runtime/   loops, actors, mailboxes, pools
-  cloud    src/cloud/     AWS signing and credentials (pure)
+  cloud    src/cloud/     AWS signing and credentials (pure), the S3 client on libcurl+libevent
   store    src/store/     LMDB, records, the change log, blobs, backups
   http     src/http/      the HTTP/1.1 server, its parser, TLS, multipart
   media    src/media/     image decoding, the render pipeline
