@@ -1082,6 +1082,8 @@ static int tls_run(void *ctx)
 static void tls_verify(void *ctx, const walk_step_t *st)
 {
     tls_walk_t *t = ctx;
+    if (st->rc < 0 && st->rc != -EIO && st->rc != -ENOMEM)
+        step_fail(st, "tls", "an error that is not the one injected (a stale errno?)");
     if (st->rc < 0 && exists(t->cert) && !exists(t->key))
         step_fail(st, "tls", "a certificate without its key");
     if (count_prefixed(t->dir, "cert.pem.tmp") || count_prefixed(t->dir, "key.pem.tmp"))
