@@ -63,6 +63,8 @@ static void fail_parse(const char *spec)
     int n = 0;
     g_calls = g_fired = 0;
     g_last[0] = '\0';
+    for (size_t i = 0; i < g_nsites; i++)
+        g_sites[i].first = g_sites[i].last = 0;
     char buf[1024];
     snprintf(buf, sizeof(buf), "%s", spec ? spec : "");
     char *save = NULL;
@@ -144,8 +146,12 @@ bool pv_fail_at(const char *site, const char *file, int line)
     for (int i = 0; i < g_nrules; i++)
         fire |= rule_fires(&g_rules[i], site); /* every matching rule counts */
     pv_fail_site_t *s = site_of(site, file, line);
-    if (s)
+    if (s) {
         s->calls++;
+        if (!s->first)
+            s->first = g_calls;
+        s->last = g_calls;
+    }
     if (fire) {
         g_fired++;
         if (s)

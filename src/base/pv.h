@@ -65,11 +65,14 @@ typedef struct pv_fail_count {
     char last[128];     /* "site file:line" of the last failure, or "" */
 } pv_fail_count_t;
 pv_fail_count_t pv_fail_count(void);
-/* Every call site reached since the process started (never reset). */
+/* Every call site reached since the process started, with its counts
+ * (never reset) and where in the current window (since the last reset)
+ * its first and last calls fell, as call numbers (0: not called). */
 typedef struct pv_fail_site {
     const char *site, *file; /* static strings */
     int line;
     long calls, fired;
+    long first, last;
 } pv_fail_site_t;
 /* Copies at most max records into out; returns how many there are. */
 size_t pv_fail_sites(pv_fail_site_t *out, size_t max);
