@@ -1198,7 +1198,7 @@ static void pv_req_make_id(pv_conn_t *c, const char *incoming)
     r->id[16] = '\0';
 }
 
-/* An answer to a request we could not parse: then close. */
+/* An answer to a request we could not parse or keep: then close. */
 static void pv_conn_fail_head(pv_conn_t *c, int status, const char *code,
                               const char *msg)
 {
@@ -1206,6 +1206,8 @@ static void pv_conn_fail_head(pv_conn_t *c, int status, const char *code,
     pv_req_make_id(c, NULL);
     c->close_after = true;
     c->req.body_done = false; /* what follows is unknown: linger */
+    if (status == 503)
+        pv_extra_add(&c->req, "Retry-After", "1");
     pv_answer_error(&c->req, status, code, msg);
 }
 
@@ -1746,7 +1748,9 @@ static bool pv_conn_read_head(pv_conn_t *c)
     }
     c->nhdrs = nh;
     if (pv_conn_scratch(c, (size_t)r) < 0) {
-        pv_conn_drop(c);
+        /* No room to keep the head: the request cannot be served, but it
+         * can be answered (from static text), then the connection closes. */
+        pv_conn_fail_head(c, 503, "overloaded", "out of memory; try again in a moment");
         return true;
     }
     memcpy(c->head, buf, (size_t)r);
