@@ -1432,14 +1432,30 @@ static void pv_body_fail(pv_conn_t *c, int status, const char *code,
     pv_answer_error(&c->req, status, code, msg);
 }
 
+/* A body that cannot be taken in, answered by its cause: running out of
+ * memory or descriptors is 503 (try again), a full disk 507, anything
+ * else (an I/O error) 500. Then the connection closes. */
+static void pv_body_fail_rc(pv_conn_t *c, int rc)
+{
+    if (rc == -ENOMEM || rc == -EMFILE || rc == -ENFILE || rc == -EAGAIN) {
+        pv_extra_add(&c->req, "Retry-After", "1");
+        pv_body_fail(c, 503, "overloaded", "out of resources; try again in a moment");
+    } else if (rc == -ENOSPC || rc == -EDQUOT) {
+        pv_body_fail(c, 507, "insufficient_storage", "the disk is full; the body was not stored");
+    } else {
+        pv_body_fail(c, 500, "internal", "could not store the request body");
+    }
+}
+
 static void pv_body_complete(pv_conn_t *c)
 {
     pv_http_req_t *r = &c->req;
 
     r->body_done = true;
     if (r->body_mode == PV_BODY_MEMORY) {
-        if (!c->body && pv_body_sink(c, "", 0) < 0) {
-            pv_body_fail(c, 500, "internal", "out of memory");
+        int rc = c->body ? 0 : pv_body_sink(c, "", 0);
+        if (rc < 0) {
+            pv_body_fail_rc(c, rc);
             return;
         }
         c->body[r->body_len] = '\0';
@@ -1460,12 +1476,13 @@ static ssize_t pv_body_feed(pv_conn_t *c, const char *p, size_t n, bool *done)
 {
     pv_http_req_t *r = &c->req;
     size_t used = 0;
+    int sink_rc;
 
     if (!r->fr.chunked) {
         if ((uint64_t)n > (uint64_t)r->body_left)
             n = (size_t)r->body_left;
-        int rc = pv_body_sink(c, p, n);
-        if (rc < 0)
+        sink_rc = pv_body_sink(c, p, n);
+        if (sink_rc < 0)
             goto sink_fail;
         r->body_left -= (int64_t)n;
         *done = r->body_left == 0;
@@ -1485,8 +1502,8 @@ static ssize_t pv_body_feed(pv_conn_t *c, const char *p, size_t n, bool *done)
                 pv_body_fail(c, 413, "too_large", "request body too large");
                 return -1;
             }
-            int rc = pv_body_sink(c, d, dl);
-            if (rc < 0)
+            sink_rc = pv_body_sink(c, d, dl);
+            if (sink_rc < 0)
                 goto sink_fail;
         }
         used += (size_t)k;
@@ -1495,11 +1512,9 @@ static ssize_t pv_body_feed(pv_conn_t *c, const char *p, size_t n, bool *done)
     return (ssize_t)used;
 
 sink_fail:
-    pv_log(PV_LOG_ERROR, LOG_ACTOR, r->id, NULL, "storing request body failed");
-    pv_body_fail(c, r->body_mode == PV_BODY_FILE ? 507 : 500,
-                 r->body_mode == PV_BODY_FILE ? "insufficient_storage"
-                                              : "internal",
-                 "could not store the request body");
+    pv_log(PV_LOG_ERROR, LOG_ACTOR, r->id, NULL, "storing request body failed: %s",
+           strerror(-sink_rc));
+    pv_body_fail_rc(c, sink_rc);
     return -1;
 }
 
@@ -1556,7 +1571,7 @@ static void pv_body_begin(pv_conn_t *c)
         if (rc < 0) {
             pv_log(PV_LOG_ERROR, LOG_ACTOR, r->id, NULL,
                    "cannot create upload file: %s", strerror(-rc));
-            pv_body_fail(c, 503, "unavailable", "cannot accept uploads now");
+            pv_body_fail_rc(c, rc);
             return;
         }
     } else if (r->body_mode == PV_BODY_MEMORY && r->fr.content_length > 0 &&
@@ -1564,7 +1579,7 @@ static void pv_body_begin(pv_conn_t *c)
         size_t cap = (size_t)r->fr.content_length + 1;
         char *nb = pv_fail("http.alloc") ? NULL : realloc(c->body, cap);
         if (!nb) {
-            pv_body_fail(c, 500, "internal", "out of memory");
+            pv_body_fail_rc(c, -ENOMEM);
             return;
         }
         c->body = nb;
