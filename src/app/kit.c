@@ -39,31 +39,32 @@ void pv_call_work(pv_call_t *call, pv_pool_t *pool, pv_work_fn work, pv_call_fn 
 
 /* ---------------- errors ---------------- */
 
-void pv_api_fail(pv_http_req_t *req, int rc)
+int pv_api_fail(pv_http_req_t *req, int rc)
 {
     switch (rc) {
     case -ENOENT:
         pv_http_respond_error(req, 404, "not_found", "no such object");
-        return;
+        return 404;
     case -ENOSPC:
         pv_http_respond_error(req, 507, "insufficient_storage",
                               "the store is full; nothing was saved");
-        return;
+        return 507;
     case -EMSGSIZE:
         pv_http_respond_error(req, 413, "too_large", "the request is too large");
-        return;
+        return 413;
     case -ESHUTDOWN:
         pv_http_respond_error(req, 503, "shutting_down", "the server is stopping");
-        return;
+        return 503;
     case -ENOMEM:
     case -EAGAIN:
         pv_http_add_header(req, "Retry-After", "1");
         pv_http_respond_error(req, 503, "overloaded", "try again in a moment");
-        return;
+        return 503;
     default:
         pv_log(PV_LOG_ERROR, "http", pv_http_request_id(req), NULL,
                "internal error: %s", strerror(-rc));
         pv_http_respond_error(req, 500, "internal", "internal error; see the server log");
+        return 500;
     }
 }
 
@@ -119,11 +120,15 @@ static int authorize_bearer(pv_http_req_t *req, pv_app_t *app)
         pv_http_respond_error(req, 401, "token_expired", "the access token has expired; refresh it");
         return 401;
     }
-    if (rc < 0) {
+    if (rc == -EACCES) {
         pv_http_add_header(req, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
         pv_http_respond_error(req, 401, "invalid_token", "the access token is not valid");
         return 401;
     }
+    /* The token may be good: pvd could not look its user up. A 401 here
+     * would make the client drop a valid session. */
+    if (rc < 0)
+        return pv_api_fail(req, rc);
     pv_http_set_user(req, uid);
     return 0;
 }

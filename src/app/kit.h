@@ -35,8 +35,9 @@ int pv_api_authorize(pv_http_req_t *req, const pv_http_route_t *route);
 void pv_api_on_done(pv_http_req_t *req, int status, uint64_t bytes_out, double ms);
 
 /* ---- answers ---- */
-/* Map a store/pipeline result to an error answer (507 for -ENOSPC ...). */
-void pv_api_fail(pv_http_req_t *req, int rc);
+/* Map a store/pipeline result to an error answer (507 for -ENOSPC ...);
+ * returns the status answered. */
+int pv_api_fail(pv_http_req_t *req, int rc);
 /* Answer a body parser's error (400, or 413 for body_too_large). */
 void pv_api_body_error(pv_http_req_t *req, const pv_body_err_t *e);
 /* Parse a JSON body; answers 400 itself and returns NULL on failure. */
