@@ -811,10 +811,11 @@ static void pv_answer_json(pv_http_req_t *r, int status, json_t *obj)
 {
     char *s = obj ? json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(obj);
-    if (!s) {
+    if (!s) { /* the answer could not be built: memory ran out */
         static const char oom[] =
-            "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
-        pv_answer_body(r, 500, "application/json; charset=utf-8", oom,
+            "{\"error\":{\"code\":\"overloaded\",\"message\":\"out of memory; try again in a moment\"}}";
+        pv_extra_add(r, "Retry-After", "1");
+        pv_answer_body(r, 503, "application/json; charset=utf-8", oom,
                        sizeof(oom) - 1, NULL);
         return;
     }
