@@ -2,6 +2,13 @@
  * videos.c — the videos actor: the job queue, the render threads, live
  * progress and the event streams.
  *
+ * The store is the truth about jobs: a video is to render while its record
+ * says queued or running and PV_DB_JOBS lists it. When the actor cannot do
+ * its part of a job (a read, a message, a store update fails), it lets go
+ * and reads PV_DB_JOBS again a little later, as at start (resync): a job
+ * nobody holds is queued again, one left `running` is reset and rendered
+ * again. A failure then delays a video; it never leaves one stuck.
+ *
  * Durability: a video's record and its PV_DB_JOBS entry are committed
  * before the 202 (actors/videos_api.c). At start the actor reads
  * PV_DB_JOBS: every job is queued again; one that was `running` when the
@@ -32,6 +39,7 @@
 #include "media/render.h"
 #include "model/videos.h"
 
+#include <event2/event.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -109,6 +117,8 @@ struct videos_state {
     sub_entry_t *subs;
     pthread_mutex_t live_mu;      /* guards workers[i].live_id for readers */
     bool stopping;                /* pvd is stopping: streams end */
+    struct event *resync_ev;      /* re-reads PV_DB_JOBS after a failure */
+    int resync_ms;                /* its next delay (doubles, reset on success) */
 };
 
 /* Sent to every open event stream when pvd stops, so that the HTTP loops
@@ -216,7 +226,7 @@ static vupdate_t *vupdate_new(videos_state_t *st, pv_actor_t *self, const uint8_
 
 /* ---------------- subscribers ---------------- */
 
-static void event_free(pv_msg_t *m)
+static void sse_event_free(pv_msg_t *m)
 {
     free(((pv_video_event_t *)m)->text);
     free(m);
@@ -230,7 +240,7 @@ static void send_to(pv_video_sub_t *sub, char *text, bool end, bool unsubscribed
         free(text);
         return;
     }
-    m->msg.free_fn = event_free;
+    m->msg.free_fn = sse_event_free;
     m->sub = sub;
     m->text = text;
     m->end = end;
@@ -376,13 +386,17 @@ static rworker_t *running_worker(videos_state_t *st, const uint8_t id[16])
     return NULL;
 }
 
+static void resync_later(videos_state_t *st);
+
 static void enqueue(videos_state_t *st, const uint8_t id[16], const uint8_t user[16])
 {
     if (queued(st, id) || running_worker(st, id))
         return;
     vjob_t *j = calloc(1, sizeof(*j));
-    if (!j)
-        return; /* stays in PV_DB_JOBS: picked up at the next start */
+    if (!j) {
+        resync_later(st); /* it stays in PV_DB_JOBS */
+        return;
+    }
     memcpy(j->id, id, 16);
     memcpy(j->user, user, 16);
     if (st->tail)
@@ -551,8 +565,10 @@ static void fail_video(videos_state_t *st, pv_actor_t *self, const uint8_t id[16
                        const uint8_t user[16], const char *why)
 {
     vupdate_t *u = vupdate_new(st, self, id, user);
-    if (!u)
+    if (!u) {
+        resync_later(st); /* still queued in the store: it comes back */
         return;
+    }
     u->status = PV_VIDEO_FAILED;
     u->finished = true;
     u->set_error = true;
@@ -605,14 +621,29 @@ static void schedule_jobs(videos_state_t *st, pv_actor_t *self)
         }
         bool was_queued = rc == 0 && v.status == PV_VIDEO_QUEUED;
         pv_video_clear(&v);
+        if (rc < 0 && rc != -ENOENT) { /* not read: the store still lists it */
+            pv_log(PV_LOG_ERROR, "videos", NULL, NULL, "cannot read a queued video: %s",
+                   strerror(-rc));
+            resync_later(st);
+            return;
+        }
         if (!was_queued) { /* deleted or cancelled meanwhile */
             i--;
             continue;
         }
-        if (!t) {
-            fail_video(st, self, id, user, *err ? err : "out of memory preparing the render");
+        if (!t && *err) { /* the video itself cannot render */
+            fail_video(st, self, id, user, err);
             i--;
             continue;
+        }
+        /* Its start in the store, made before the render is: a render the
+         * store does not know of could not be resumed or ended. */
+        vupdate_t *u = t ? vupdate_new(st, self, id, user) : NULL;
+        if (!u) { /* out of memory: the store still lists it */
+            if (t)
+                pv_msg_free(&t->msg);
+            resync_later(st);
+            return;
         }
         t->w = w;
         w->current = t;
@@ -625,14 +656,11 @@ static void schedule_jobs(videos_state_t *st, pv_actor_t *self)
             us->running++;
             us->served++;
         }
-        vupdate_t *u = vupdate_new(st, self, id, user);
-        if (u) {
-            u->from_mask = 1u << PV_VIDEO_QUEUED;
-            u->status = PV_VIDEO_RUNNING;
-            u->progress = 0;
-            u->started = true;
-            pv_store_submit(st->app->store, &u->sreq);
-        }
+        u->from_mask = 1u << PV_VIDEO_QUEUED;
+        u->status = PV_VIDEO_RUNNING;
+        u->progress = 0;
+        u->started = true;
+        pv_store_submit(st->app->store, &u->sreq);
         pthread_mutex_lock(&w->mu);
         w->task = t;
         pthread_cond_signal(&w->cv);
@@ -655,8 +683,12 @@ static void render_done(videos_state_t *st, pv_actor_t *self, render_task_t *t)
         return;
     }
     vupdate_t *u = vupdate_new(st, self, t->id, t->user);
+    if (!u)
+        resync_later(st); /* its end is lost: rendered again */
     if (u) {
-        u->from_mask = 1u << PV_VIDEO_RUNNING;
+        /* QUEUED too: the store may have missed the start (its update
+         * failed); the end still applies. */
+        u->from_mask = 1u << PV_VIDEO_RUNNING | 1u << PV_VIDEO_QUEUED;
         u->finished = true;
         u->jobs = -1;
         int outcome = t->rc == 0 ? PV_M_JOBS_READY
@@ -755,16 +787,19 @@ static void job_cmd(videos_state_t *st, pv_actor_t *self, pv_job_cmd_t *c)
             rc = -EINVAL;
         } else {
             rworker_t *w = running_worker(st, c->video_id);
-            if (w)
+            if (w) {
                 atomic_store(&w->current->cancel, true); /* render_done writes it */
-            else if (dequeue_id(st, c->video_id) || v.status == PV_VIDEO_QUEUED) {
+            } else if (queued(st, c->video_id) || v.status == PV_VIDEO_QUEUED) {
                 u = vupdate_new(st, self, c->video_id, c->user_id);
-                pv_metrics_add(st->app->metrics, PV_M_JOBS_CANCELLED, 1);
-                if (u) {
+                if (u) { /* no update, no cancel: it stays queued */
+                    dequeue_id(st, c->video_id);
+                    pv_metrics_add(st->app->metrics, PV_M_JOBS_CANCELLED, 1);
                     u->from_mask = 1u << PV_VIDEO_QUEUED;
                     u->status = PV_VIDEO_CANCELLED;
                     u->finished = true;
                     u->jobs = -1;
+                } else {
+                    rc = -ENOMEM;
                 }
             }
         }
@@ -781,6 +816,8 @@ static void job_cmd(videos_state_t *st, pv_actor_t *self, pv_job_cmd_t *c)
             u->error[0] = '\0';
             u->jobs = +1;
             u->requeue = true;
+        } else {
+            rc = -ENOMEM;
         }
     }
     pv_video_clear(&v);
@@ -790,14 +827,87 @@ static void job_cmd(videos_state_t *st, pv_actor_t *self, pv_job_cmd_t *c)
     pv_actor_reply(&c->msg, rc);
 }
 
+/* ---------------- resync: the job table read again ---------------- */
+
+#define RESYNC_FIRST_MS 250
+#define RESYNC_MAX_MS 30000
+
+static void resync_later(videos_state_t *st)
+{
+    if (st->stopping || !st->resync_ev || evtimer_pending(st->resync_ev, NULL))
+        return;
+    struct timeval tv = {st->resync_ms / 1000, (st->resync_ms % 1000) * 1000};
+    evtimer_add(st->resync_ev, &tv);
+    pv_warn("videos", "a job could not be handled; reading the job table again in %d ms",
+            st->resync_ms);
+    st->resync_ms = st->resync_ms * 2 > RESYNC_MAX_MS ? RESYNC_MAX_MS : st->resync_ms * 2;
+}
+
+typedef struct resync_ctx {
+    videos_state_t *st;
+    pv_actor_t *self;
+    pv_txn_t *txn;
+    bool failed;
+} resync_ctx_t;
+
+/* A job of the store that no one here holds: queue it again; if it was
+ * left running (its end was lost), reset it to queued first. */
+static int resync_one(void *arg, const pv_val_t *k, const pv_val_t *v)
+{
+    resync_ctx_t *rc = arg;
+    videos_state_t *st = rc->st;
+    if (k->len != 16 || v->len != 16 || queued(st, k->data) || running_worker(st, k->data))
+        return 0;
+    pv_video_t vid;
+    int err = pv_video_load(rc->txn, v->data, k->data, &vid);
+    if (err < 0) {
+        rc->failed |= err != -ENOENT;
+        return 0;
+    }
+    if (vid.status == PV_VIDEO_QUEUED) {
+        enqueue(st, k->data, v->data);
+    } else if (vid.status == PV_VIDEO_RUNNING) {
+        vupdate_t *u = vupdate_new(st, rc->self, k->data, v->data);
+        if (u) {
+            u->from_mask = 1u << PV_VIDEO_RUNNING;
+            u->status = PV_VIDEO_QUEUED;
+            u->progress = 0;
+            u->requeue = true;
+            pv_store_submit(st->app->store, &u->sreq);
+        }
+        rc->failed |= !u;
+    }
+    pv_video_clear(&vid);
+    return 0;
+}
+
+static void resync(evutil_socket_t fd, short what, void *arg)
+{
+    pv_actor_t *self = arg;
+    videos_state_t *st = pv_actor_state(self);
+    pv_txn_t txn;
+    resync_ctx_t rc = {.st = st, .self = self, .txn = &txn};
+    int err = pv_txn_begin(st->app->store, &txn, false);
+    if (err == 0) {
+        err = pv_txn_scan(&txn, PV_DB_JOBS, NULL, 0, NULL, 0, false, resync_one, &rc);
+        pv_txn_abort(&txn);
+    }
+    if (err < 0 || rc.failed)
+        resync_later(st);
+    else
+        st->resync_ms = RESYNC_FIRST_MS;
+    schedule(st, self);
+}
+
 /* ---------------- the actor ---------------- */
 
 static void on_stored(videos_state_t *st, pv_actor_t *self, vupdate_t *u)
 {
-    if (u->sreq.msg.status < 0)
+    if (u->sreq.msg.status < 0) {
         pv_log(PV_LOG_ERROR, "videos", NULL, NULL, "store update failed: %s",
                strerror(-u->sreq.msg.status));
-    else if (u->applied && u->notify)
+        resync_later(st);
+    } else if (u->applied && u->notify)
         notify_status(st, &u->after);
     if (u->applied && u->requeue) {
         enqueue(st, u->id, u->user);
@@ -937,8 +1047,12 @@ int pv_videos_start(pv_app_t *app, int render_threads)
     st->app = app;
     pthread_mutex_init(&st->live_mu, NULL);
     st->workers = calloc((size_t)render_threads, sizeof(rworker_t));
+    st->resync_ms = RESYNC_FIRST_MS;
     app->videos = pv_actor_new(app->core, &videos_def, st);
     if (!st->workers || !app->videos)
+        goto fail;
+    st->resync_ev = evtimer_new(pv_loop_base(app->core), resync, app->videos);
+    if (!st->resync_ev)
         goto fail;
     for (int i = 0; i < render_threads; i++) {
         rworker_t *w = &st->workers[i];
@@ -1011,6 +1125,8 @@ void pv_videos_free(pv_app_t *app)
     videos_state_t *st = pv_actor_state(app->videos);
     pv_actor_free(app->videos); /* frees pending messages (tasks, updates) */
     app->videos = NULL;
+    if (st->resync_ev)
+        event_free(st->resync_ev);
     while (st->head) {
         vjob_t *j = st->head;
         st->head = j->next;
