@@ -60,6 +60,7 @@
 #define ADMIN_LIST_DEFAULT 1000
 #define ADMIN_PW_MIN 8
 #define ADMIN_PW_MAX 1024
+#define ADMIN_ANSWER_ROOM 1024 /* answer frame taken with each request */
 
 typedef struct admin_conn admin_conn_t;
 struct admin_conn {
@@ -104,6 +105,8 @@ struct admin_req {
     int rc;                    /* outcome of the last step */
     json_t *result;            /* the answer on success */
     pv_admin_err_t err;        /* the answer when err.code is set */
+    char *room;                /* ADMIN_ANSWER_ROOM bytes for the answer frame: a
+                                  command that changed the store can always say so */
     /* scratch of the user commands */
     char who[PV_EMAIL_MAX + 1];      /* email or id text as given */
     char password[ADMIN_PW_MAX + 1]; /* wiped once hashed */
@@ -121,6 +124,7 @@ static void req_free(pv_msg_t *m)
     sodium_memzero(r->password, sizeof(r->password));
     json_decref(r->req);
     json_decref(r->result);
+    free(r->room);
     free(r);
 }
 
@@ -160,12 +164,15 @@ static admin_conn_t *conn_find(pv_admin_t *adm, uint64_t id)
 
 static void conn_read(struct bufferevent *bev, void *arg);
 
-/* Queue a frame; on a frame we cannot build, say so in a small one. */
-static void conn_send(admin_conn_t *c, json_t *answer)
+/* Queue a frame, packed into room when given (taken); on a frame we
+ * cannot build, say so in a small one. */
+static void conn_send(admin_conn_t *c, json_t *answer, char *room)
 {
     char *buf = NULL;
     size_t len = 0;
-    int rc = answer ? pv_admin_frame_pack(answer, PV_ADMIN_RESP_MAX, &buf, &len) : -ENOMEM;
+    int rc = answer ? pv_admin_frame_pack_in(answer, PV_ADMIN_RESP_MAX, room,
+                                             ADMIN_ANSWER_ROOM, &buf, &len)
+                    : (free(room), -ENOMEM);
     json_decref(answer);
     if (rc < 0) {
         json_t *e = rc == -EMSGSIZE
@@ -190,7 +197,8 @@ static void req_done(admin_req_t *r)
         json_t *answer = r->err.code[0] ? pv_admin_error(r->err.code, r->err.message)
                                         : pv_admin_ok(r->result);
         r->result = NULL; /* stolen by pv_admin_ok */
-        conn_send(c, answer);
+        conn_send(c, answer, r->room);
+        r->room = NULL;
         c->busy = false;
         if (!c->closing)
             bufferevent_enable(c->bev, EV_READ);
@@ -986,10 +994,12 @@ static json_t *sites_json(void)
     size_t n = pv_fail_sites(sites, PV_ARRAY_LEN(sites));
     json_t *a = json_array();
     for (size_t i = 0; a && i < n && i < PV_ARRAY_LEN(sites); i++)
-        json_array_append_new(a, json_pack("{s:s,s:s,s:i,s:I,s:I}", "site", sites[i].site, "file",
-                                           sites[i].file, "line", sites[i].line, "calls",
+        json_array_append_new(a, json_pack("{s:s,s:s,s:i,s:I,s:I,s:I,s:I}", "site", sites[i].site,
+                                           "file", sites[i].file, "line", sites[i].line, "calls",
                                            (json_int_t)sites[i].calls, "fired",
-                                           (json_int_t)sites[i].fired));
+                                           (json_int_t)sites[i].fired, "first",
+                                           (json_int_t)sites[i].first, "last",
+                                           (json_int_t)sites[i].last));
     return a;
 }
 
@@ -1078,7 +1088,7 @@ static const admin_handler_fn g_handlers[PV_CMD_COUNT] = {
 /* Answer a frame-level error on c without a request object. */
 static void conn_reply_error(admin_conn_t *c, const char *code, const char *message)
 {
-    conn_send(c, pv_admin_error(code, message));
+    conn_send(c, pv_admin_error(code, message), NULL);
 }
 
 static void dispatch(admin_conn_t *c, const void *payload, size_t len)
@@ -1094,12 +1104,15 @@ static void dispatch(admin_conn_t *c, const void *payload, size_t len)
     }
     seam_hold(cmd, true);
     admin_req_t *r = pv_fail("admin_req") ? NULL : pv_msg_new(sizeof(*r), 0);
-    if (!r) {
+    char *room = r && !pv_fail("admin_req") ? malloc(ADMIN_ANSWER_ROOM) : NULL;
+    if (!room) {
+        free(r);
         json_decref(req);
         conn_reply_error(c, "overloaded", "out of memory; try again");
         seam_hold(cmd, false);
         return;
     }
+    r->room = room;
     r->call.sreq.msg.free_fn = req_free;
     pv_call_init(&r->call, adm->app, adm->actor);
     r->adm = adm;

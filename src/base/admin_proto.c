@@ -377,11 +377,17 @@ static void pack_value(wr_t *w, const json_t *v, int depth)
 
 int pv_admin_frame_pack(const json_t *v, size_t max, char **out, size_t *len)
 {
+    return pv_admin_frame_pack_in(v, max, NULL, 0, out, len);
+}
+
+int pv_admin_frame_pack_in(const json_t *v, size_t max, char *buf, size_t cap, char **out,
+                           size_t *len)
+{
     *out = NULL;
     *len = 0;
     if (max > UINT32_MAX)
         max = UINT32_MAX;
-    wr_t w = {.max = max + PV_ADMIN_HDR};
+    wr_t w = {.p = (uint8_t *)buf, .cap = buf ? cap : 0, .max = max + PV_ADMIN_HDR};
     uint8_t hdr[PV_ADMIN_HDR] = {0};
     wr_bytes(&w, hdr, sizeof(hdr)); /* filled in once the size is known */
     if (v)
@@ -546,7 +552,8 @@ static const pv_admin_cmd_t g_cmds[] = {
      "arm and read the failure seam (test build)",
      "Reports the pv_fail calls and injected failures since the seam was last armed, and "
      "the last failure's site; with --sites, every call site reached since pvd started "
-     "with its counts. Then, given SPEC, arms it: PV_FAILPOINTS syntax (\"*:N\" fails the "
+     "with its counts and the numbers of its first and last calls since the seam was "
+     "armed. Then, given SPEC, arms it: PV_FAILPOINTS syntax (\"*:N\" fails the "
      "Nth call of any site; an empty SPEC disarms) and counts from zero. This command's "
      "own handling neither counts nor fails. Test build only.",
      {{"spec", PV_ARG_STR, PV_ARG_POS, false, "SPEC", NULL, 0, 0, "the failpoints to arm"},

@@ -56,6 +56,11 @@ int pv_admin_unpack(const void *buf, size_t len, size_t max_items, json_t **out)
  * header + payload, malloc'd in *out. -EINVAL for a value too deep, -ENOMEM,
  * -EMSGSIZE when the payload would be over max. */
 int pv_admin_frame_pack(const json_t *v, size_t max, char **out, size_t *len);
+/* The same, packing into buf (malloc'd, cap bytes, taken: handed back in
+ * *out, grown, or freed on failure). An answer that fits allocates nothing,
+ * so it cannot fail for memory. */
+int pv_admin_frame_pack_in(const json_t *v, size_t max, char *buf, size_t cap, char **out,
+                           size_t *len);
 
 /* ---- answers ---- */
 json_t *pv_admin_ok(json_t *result); /* steals result (NULL: {}) */
