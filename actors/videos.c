@@ -1048,9 +1048,13 @@ int pv_videos_start(pv_app_t *app, int render_threads)
     pthread_mutex_init(&st->live_mu, NULL);
     st->workers = calloc((size_t)render_threads, sizeof(rworker_t));
     st->resync_ms = RESYNC_FIRST_MS;
-    app->videos = pv_actor_new(app->core, &videos_def, st);
-    if (!st->workers || !app->videos)
-        goto fail;
+    app->videos = st->workers ? pv_actor_new(app->core, &videos_def, st) : NULL;
+    if (!app->videos) { /* nothing else holds st yet */
+        free(st->workers);
+        pthread_mutex_destroy(&st->live_mu);
+        free(st);
+        return -ENOMEM;
+    }
     st->resync_ev = evtimer_new(pv_loop_base(app->core), resync, app->videos);
     if (!st->resync_ev)
         goto fail;
