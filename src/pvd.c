@@ -386,6 +386,8 @@ static int start(pv_app_t *app)
 static void stop_all(pv_app_t *app)
 {
     for (int i = 0; i < app->n_loops; i++) {
+        if (!app->loops[i].loop)
+            continue; /* a start that failed making it */
         pv_loop_stop(app->loops[i].loop);
         pv_loop_join(app->loops[i].loop);
     }
