@@ -153,12 +153,15 @@ typedef struct vupdate {
     bool requeue;                 /* enqueue once committed (retry) */
     bool applied;                 /* out: the record was changed */
     pv_video_t after;             /* out: the record as committed */
+    pv_job_cmd_t *cmd;            /* the command that asked for it, answered
+                                     once it committed (cancel, retry) */
 } vupdate_t;
 
 static void vupdate_free(pv_msg_t *m)
 {
     vupdate_t *u = (vupdate_t *)m;
     pv_video_clear(&u->after);
+    pv_msg_free(u->cmd ? &u->cmd->msg : NULL); /* pvd stopped before the commit */
     free(u);
 }
 
@@ -821,9 +824,12 @@ static void job_cmd(videos_state_t *st, pv_actor_t *self, pv_job_cmd_t *c)
         }
     }
     pv_video_clear(&v);
-    if (u)
-        pv_store_submit(st->app->store, &u->sreq);
     publish_gauges(st);
+    if (u) { /* answered when it has committed (on_stored): not before */
+        u->cmd = c;
+        pv_store_submit(st->app->store, &u->sreq);
+        return;
+    }
     pv_actor_reply(&c->msg, rc);
 }
 
@@ -903,6 +909,16 @@ static void resync(evutil_socket_t fd, short what, void *arg)
 
 static void on_stored(videos_state_t *st, pv_actor_t *self, vupdate_t *u)
 {
+    if (u->cmd) { /* a cancel or retry: now its answer is known */
+        pv_job_cmd_t *c = u->cmd;
+        int rc = u->sreq.msg.status;
+        u->cmd = NULL;
+        if (rc == 0 && !u->applied) { /* its state changed meanwhile */
+            snprintf(c->err, sizeof(c->err), "the video changed meanwhile; look again");
+            rc = -EINVAL;
+        }
+        pv_actor_reply(&c->msg, rc);
+    }
     if (u->sreq.msg.status < 0) {
         pv_log(PV_LOG_ERROR, "videos", NULL, NULL, "store update failed: %s",
                strerror(-u->sreq.msg.status));
