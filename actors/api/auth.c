@@ -63,9 +63,18 @@ static bool cookie_session(pv_http_req_t *req)
     return h && strcasecmp(h, "cookie") == 0;
 }
 
+#define REFRESH_COOKIE_MAX 256 /* the Set-Cookie value below */
+
+/* A browser session's cookie goes with an answer written after the token
+ * committed: its header room is taken before (0, or -ENOMEM). */
+static int refresh_cookie_room(pv_http_req_t *req)
+{
+    return cookie_session(req) ? pv_http_header_room(req, REFRESH_COOKIE_MAX + 16) : 0;
+}
+
 static void set_refresh_cookie(pv_http_req_t *req, const char *token, int max_age)
 {
-    char c[256];
+    char c[REFRESH_COOKIE_MAX];
     snprintf(c, sizeof(c),
              "pv_refresh=%s; Path=/api/v1/auth; Max-Age=%d; HttpOnly; Secure; SameSite=Strict",
              token, max_age);
@@ -280,6 +289,8 @@ static void login_verified(pv_call_t *c)
         return;
     }
     int rc = issue_access(lc->app, lc->user.id, lc->access);
+    if (rc == 0)
+        rc = refresh_cookie_room(c->req);
     if (rc < 0) {
         pv_api_fail(c->req, rc);
         pv_call_free(c);
@@ -496,6 +507,11 @@ static void refresh_or_logout(pv_http_req_t *req, bool logout)
         pv_api_user_id(req, r->user_id);
     else
         pv_refresh_new(r->new_refresh, r->new_hash);
+    if (refresh_cookie_room(req) < 0) {
+        pv_api_fail(req, -ENOMEM);
+        pv_call_free(&r->base);
+        return;
+    }
     pv_call_store(&r->base, refresh_apply, refresh_committed);
 }
 

@@ -858,6 +858,22 @@ void pv_http_respond_error(pv_http_req_t *req, int status, const char *code,
     pv_answer_error(req, status, code, message);
 }
 
+/* Room for `need` bytes of extra header lines. */
+static int pv_extra_reserve(pv_conn_t *c, size_t need)
+{
+    if (need <= c->extra_cap)
+        return 0;
+    size_t cap = c->extra_cap ? c->extra_cap * 2 : 256;
+    while (cap < need)
+        cap *= 2;
+    char *p = pv_fail("http.alloc") ? NULL : realloc(c->extra, cap);
+    if (!p)
+        return -ENOMEM;
+    c->extra = p;
+    c->extra_cap = cap;
+    return 0;
+}
+
 /* Appends "name: value" to the coming answer's head. */
 static void pv_extra_add(pv_http_req_t *req, const char *name,
                          const char *value)
@@ -871,16 +887,8 @@ static void pv_extra_add(pv_http_req_t *req, const char *name,
         return;
     }
     size_t need = c->extra_len + nl + vl + 4;
-    if (need > c->extra_cap) {
-        size_t cap = c->extra_cap ? c->extra_cap * 2 : 256;
-        while (cap < need)
-            cap *= 2;
-        char *p = pv_fail("http.alloc") ? NULL : realloc(c->extra, cap);
-        if (!p)
-            return;
-        c->extra = p;
-        c->extra_cap = cap;
-    }
+    if (pv_extra_reserve(c, need) < 0)
+        return;
     char *o = c->extra + c->extra_len;
     memcpy(o, name, nl);
     o[nl] = ':';
@@ -889,6 +897,13 @@ static void pv_extra_add(pv_http_req_t *req, const char *name,
     o[nl + 2 + vl] = '\r';
     o[nl + 3 + vl] = '\n';
     c->extra_len = need;
+}
+
+int pv_http_header_room(pv_http_req_t *req, size_t n)
+{
+    if (!req || !req->conn || req->answered)
+        return -EINVAL;
+    return pv_extra_reserve(req->conn, req->conn->extra_len + n);
 }
 
 void pv_http_add_header(pv_http_req_t *req, const char *name,
