@@ -17,7 +17,11 @@
  * cleanly each time; and no failure leaves a file (final or temp) behind.
  *
  * Needs the ffmpeg and ffprobe commands (to make photos and inspect output).
+ * render.c is #included (h2o's way) so that writable(), which only
+ * allocates when the encoder still holds the last frame, can be driven.
  */
+#include "../../src/media/render.c"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -758,6 +762,33 @@ TEST(render_walk)
     CHECK(steps > 10);
 }
 
+/* A frame the encoder still holds is not written over: writable() gives
+ * the scratch a fresh buffer (the one allocation of a render that libx264
+ * never makes happen, as it lets go of each frame at once), and a failure
+ * there is a clean -ENOMEM with a reason. */
+TEST(held_frame_gets_a_new_buffer)
+{
+    char err[128] = "";
+    job_t j = {.err = err, .errlen = sizeof(err)};
+    AVFrame *f = pv_rfx_picture_new(64, 48), *held = av_frame_alloc();
+    CHECK(f && held);
+    if (!f || !held)
+        return;
+    CHECK_EQ_INT(writable(&j, f), 0); /* sole owner: nothing to do */
+    CHECK_EQ_INT(av_frame_ref(held, f), 0);
+    uint8_t *old = f->data[0];
+    old[0] = 7;
+    pv_fail_reset("render_alloc:1");
+    CHECK_EQ_INT(writable(&j, f), -ENOMEM);
+    pv_fail_reset("");
+    CHECK(strstr(err, "out of memory") != NULL);
+    CHECK_EQ_INT(writable(&j, f), 0);
+    CHECK(av_frame_is_writable(f) && f->data[0] != old && f->width == 64 && f->height == 48);
+    CHECK_EQ_INT(held->data[0][0], 7); /* the held one is untouched */
+    av_frame_free(&held);
+    av_frame_free(&f);
+}
+
 /* ---- setup ---- */
 
 static bool make_photo(char *path, size_t len, const char *name, const char *color)
@@ -802,6 +833,7 @@ int main(void)
     RUN(render_bad_photos);
     RUN(render_failures);
     RUN(render_walk);
+    RUN(held_frame_gets_a_new_buffer);
 
     if (!getenv("PV_TEST_KEEP"))
         sh("rm -rf %s", g_dir);
