@@ -351,6 +351,26 @@ def test_login_refresh_logout(pvd):
 
     w.walk("logout", logout, verify_logout, logout_prepare)
 
+    # A browser session: the refresh token goes in an HttpOnly cookie. A
+    # success without the cookie would leave the page logged in for
+    # minutes and then out.
+    def cookie_login(_):
+        return w.http("POST", "/api/v1/auth/login", json={"email": u.email, "password": u.password},
+                      headers={"X-PV-Session": "cookie"})
+
+    def verify_cookie_login(_, st, resp):
+        if expect_clean("login (cookie)", st, resp, (200,)):
+            cookie = resp.header("Set-Cookie") or ""
+            check(cookie.startswith("pv_refresh=") and "HttpOnly" in cookie,
+                  "login (cookie), step %d (%s): the refresh cookie" % (st.n, st.where),
+                  "Set-Cookie: pv_refresh=...", cookie)
+            check("refresh_token" not in resp.json(), "login (cookie): no token in the body",
+                  "none", resp.json())
+        else:
+            expect_unchanged("login (cookie)", st)
+
+    w.walk("login (cookie)", cookie_login, verify_cookie_login)
+
 
 # ---------------------------------------------------------------- photos
 
@@ -441,11 +461,17 @@ def test_reads(pvd):
     media = media[media.index("/media/"):] if "/media/" in media else media
     reads = [("GET", "/api/v1/me", 200), ("GET", "/api/v1/photos", 200),
              ("GET", "/api/v1/photos/" + pid, 200), ("GET", "/api/v1/photos/%s/content" % pid, 200),
-             ("GET", media, 200), ("GET", "/api/v1/videos", 200), ("GET", "/", 200)]
+             ("GET", media, 200), ("GET", "/api/v1/videos", 200), ("GET", "/", 200),
+             ("GET", "private:/metrics", 200)]
     for method, path, ok in reads:
         what = "%s %s" % (method, path.split("?")[0])
 
         def run(_, method=method, path=path):
+            if path.startswith("private:"):
+                try:
+                    return w.p.private(method, path[len("private:"):], timeout=15)
+                except (OSError, ConnectionError):
+                    return None
             tok = None if path.startswith("/media/") or path == "/" else u.access
             return w.http(method, path, token=tok)
 
@@ -598,6 +624,71 @@ def test_pvctl(pvd):
     w.walk("pvctl user disable/enable", flip, verify_flip)
     if state["disabled"]:
         w.adm.ok("user.enable", {"user": u.email})
+
+    # reset-password: a new hash (hash pool), the user's sessions revoked
+    other = w.p.new_user("reset")
+
+    def reset(_):
+        return w.adm.call("user.reset-password", {"user": other.email, "password": "walk-password-3"})
+
+    def verify_reset(_, st, ans):
+        if not admin_clean("pvctl user reset-password", st, ans):
+            expect_unchanged("pvctl user reset-password", st)
+
+    w.walk("pvctl user reset-password", reset, verify_reset)
+
+    # job retry of a failed video (made to fail with the seam itself)
+    pid = u.upload_ok(harness.unique_jpeg(320, 240))["id"]
+    kept = {}
+
+    def failed_video():
+        """A failed video; a step that could not retry it leaves it so."""
+        if "id" in kept:
+            v = u.req("GET", "/api/v1/videos/" + kept["id"]).expect(200, "the video").json()["video"]
+            if v["status"] != "failed":
+                kept.pop("id")
+        if "id" not in kept:
+            w.arm("render_encoder:1+")
+            r = u.req("POST", "/api/v1/videos", json=dict(VIDEO, photo_ids=[pid]))
+            kept["id"] = r.expect(202, "a video to fail").json()["video"]["id"]
+            wait_jobs_done(w, "a video to fail")
+            w.arm("")
+            v = u.req("GET", "/api/v1/videos/" + kept["id"]).json()["video"]
+            eq(v["status"], "failed", "the video to retry failed")
+        v = u.req("GET", "/api/v1/videos/" + kept["id"]).json()["video"]
+        time.sleep(0.002)  # a new render ends at another millisecond
+        return kept["id"], v["finished_at"]
+
+    def retry(ctx):
+        ans = w.adm.call("job.retry", {"id": ctx[0]})
+        wait_jobs_done(w, "pvctl job retry")  # answered once queued: wait for its end
+        return ans
+
+    def verify_retry(ctx, st, ans):
+        vid, before = ctx
+        v = u.req("GET", "/api/v1/videos/" + vid).expect(200, "the video").json()["video"]
+        if admin_clean("pvctl job retry", st, ans, ("overloaded", "internal", "store_full", "not_found")):
+            # accepted, so it was queued: rendered again, to an end (ready,
+            # or failed anew with a reason)
+            check(v["status"] == "ready" or (st.fired and v["status"] == "failed" and v.get("error")
+                                             and v["finished_at"] != before),
+                  "pvctl job retry, step %d (%s): the retried video rendered again" % (st.n, st.where),
+                  "ready, or failed again", v)
+        else:
+            eq(v["status"], "failed", "pvctl job retry, step %d: refused, still failed" % st.n)
+
+    w.walk("pvctl job retry", retry, verify_retry, failed_video, sample=True)
+
+    def tls_reload(_):
+        return w.adm.call("tls.reload")
+
+    def verify_tls(_, st, ans):
+        # tls_invalid is the command's answer to any certificate it could not
+        # load, whatever the cause (the message says it)
+        admin_clean("pvctl tls reload", st, ans, ("tls_invalid", "overloaded", "internal"))
+        w.p.req("GET", "/healthz").expect(200, "TLS still served after step %d" % st.n)
+
+    w.walk("pvctl tls reload", tls_reload, verify_tls)
     for cmd, args in (("status", None), ("user.list", None), ("job.list", {"state": "all"}),
                       ("config.show", None)):
         w.walk("pvctl " + cmd, admin(cmd, args), simple("pvctl " + cmd), sample=True)
@@ -642,7 +733,7 @@ def test_pvctl(pvd):
                   "a frame", "EOF")
         admin_clean("pvctl connect", st, ans)
 
-    w.walk("pvctl connect + status", connect, verify_connect)
+    w.walk("pvctl connect + status", connect, verify_connect, sample=True)
 
 
 # ---------------------------------------------------------------- pvd's start
