@@ -55,7 +55,7 @@ static size_t g_nsites;
 static char g_last[128];                 /* the last failure: "site file:line" */
 static char g_log[512];                  /* PV_FAILPOINTS_LOG */
 static char g_tag[64];
-static __thread int t_hold;              /* pv_fail_hold depth of this thread */
+static _Thread_local int t_hold;              /* pv_fail_hold depth of this thread */
 
 /* Under g_mu. */
 static void fail_parse(const char *spec)
