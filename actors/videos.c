@@ -235,11 +235,16 @@ static void sse_event_free(pv_msg_t *m)
     free(m);
 }
 
-/* An event to the subscriber, answered to its home actor. */
+/* An event to the subscriber, answered to its home actor. The last one
+ * (end, or the answer to UNSUB) goes in the message the subscriber made
+ * for it, so that a stream always ends. */
 static void send_to(pv_video_sub_t *sub, char *text, bool end, bool unsubscribed)
 {
-    pv_video_event_t *m = pv_msg_new(sizeof(*m), 0);
-    if (!m) {
+    pv_video_event_t **last = unsubscribed ? &sub->last_unsub : end ? &sub->last : NULL;
+    pv_video_event_t *m = last && *last ? *last : pv_msg_new(sizeof(*m), 0);
+    if (last && *last == m)
+        *last = NULL;
+    if (!m) { /* an update in between: the next one, or the end, tells */
         free(text);
         return;
     }
@@ -254,7 +259,7 @@ static void send_to(pv_video_sub_t *sub, char *text, bool end, bool unsubscribed
 
 static void send_event(pv_video_sub_t *sub, char *text, bool end)
 {
-    if (text)
+    if (text || end) /* an end without text still ends the stream */
         send_to(sub, text, end, false);
 }
 
@@ -320,20 +325,23 @@ static void subscribe(videos_state_t *st, pv_video_sub_t *sub)
         rc = pv_video_load(&txn, sub->user, sub->id, &v);
         pv_txn_abort(&txn);
     }
-    if (rc < 0) { /* deleted meanwhile: end the stream at once */
+    if (rc == -ENOENT) { /* deleted meanwhile: end the stream at once */
         send_event(sub, pv_video_event_gone(sub->id), true);
         return;
     }
+    if (rc < 0) { /* not read: end without an event; the client reads again */
+        send_event(sub, NULL, true);
+        return;
+    }
+    sub_entry_t *e = is_final(v.status) ? NULL : malloc(sizeof(*e));
     double live = pv_videos_live_progress(st->app, sub->id);
+    /* Without an entry no later event could reach it: end it now too. */
     send_event(sub, pv_video_event_status(&st->app->keys, st->app->cfg.presign_ttl, &v, live),
-               is_final(v.status));
-    if (!is_final(v.status)) {
-        sub_entry_t *e = malloc(sizeof(*e));
-        if (e) {
-            e->sub = sub;
-            e->next = st->subs;
-            st->subs = e;
-        }
+               !e);
+    if (e) {
+        e->sub = sub;
+        e->next = st->subs;
+        st->subs = e;
     }
     pv_video_clear(&v);
 }

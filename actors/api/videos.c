@@ -407,17 +407,43 @@ void pv_h_video_cancel(pv_http_req_t *req)
 
 /* ---------------- events (SSE) ---------------- */
 
+/* A subscription with the messages that end its stream (videos.h). */
+static pv_video_sub_t *sub_new(void)
+{
+    pv_video_sub_t *sub = calloc(1, sizeof(*sub));
+    if (!sub)
+        return NULL;
+    sub->last = pv_msg_new(sizeof(*sub->last), 0);
+    sub->last_unsub = pv_msg_new(sizeof(*sub->last_unsub), 0);
+    sub->unsub = pv_msg_new(sizeof(*sub->unsub), PV_VIDEOS_UNSUB);
+    if (sub->last && sub->last_unsub && sub->unsub)
+        return sub;
+    free(sub->last);
+    free(sub->last_unsub);
+    free(sub->unsub);
+    free(sub);
+    return NULL;
+}
+
+/* After the stream's last event: the subscription and what it did not use. */
+static void sub_free(pv_video_sub_t *sub)
+{
+    free(sub->last);
+    free(sub->last_unsub);
+    free(sub->unsub);
+    free(sub);
+}
+
 /* The client went away: ask the actor to let go; the stream ends when it
  * answers (on_event, unsubscribed). */
 static void sub_closed(pv_http_req_t *req, void *arg)
 {
     pv_video_sub_t *sub = arg;
     sub->closed = true;
-    pv_video_sub_msg_t *m = pv_msg_new(sizeof(*m), PV_VIDEOS_UNSUB);
-    if (m) {
-        m->sub = sub;
-        pv_actor_send(pv_api_app(req)->videos, &m->msg);
-    }
+    pv_video_sub_msg_t *m = sub->unsub;
+    sub->unsub = NULL;
+    m->sub = sub;
+    pv_actor_send(pv_api_app(req)->videos, &m->msg);
 }
 
 /* On the request's loop: one event of the stream. After the last one
@@ -429,12 +455,13 @@ static void on_event(pv_msg_t *msg)
     pv_http_req_t *req = sub->ctx;
     if (ev->unsubscribed) {
         pv_http_stream_end(req); /* releases the request */
-        free(sub);
+        sub_free(sub);
     } else if (!sub->closed) {
-        pv_http_stream_write(req, ev->text, strlen(ev->text));
+        if (ev->text)
+            pv_http_stream_write(req, ev->text, strlen(ev->text));
         if (ev->end) {
             pv_http_stream_end(req);
-            free(sub);
+            sub_free(sub);
         }
     }
     pv_msg_free(msg);
@@ -445,10 +472,11 @@ void pv_h_video_events(pv_http_req_t *req)
     pv_video_t v;
     if (load_own_video(req, &v) < 0)
         return;
-    pv_video_sub_t *sub = calloc(1, sizeof(*sub));
+    pv_video_sub_t *sub = sub_new();
     pv_video_sub_msg_t *m = pv_msg_new(sizeof(*m), PV_VIDEOS_SUB);
     if (!sub || !m) {
-        free(sub);
+        if (sub)
+            sub_free(sub);
         free(m);
         pv_video_clear(&v);
         pv_api_fail(req, -ENOMEM);

@@ -565,6 +565,34 @@ def test_delete_video(pvd):
     w.walk(what, run, verify, prepare, budget=60)
 
 
+def test_video_events(pvd):
+    """The event stream of a finished video: one status event, then the
+    stream ends. A stream that never ends is a hang, not a clean error."""
+    w = world(pvd)
+    u = w.user
+    what = "GET video events"
+    pid = u.upload_ok(harness.unique_jpeg(320, 240))["id"]
+    vid = u.req("POST", "/api/v1/videos", json=dict(VIDEO, photo_ids=[pid])).expect(
+        202, "a video").json()["video"]["id"]
+    wait_jobs_done(w, what)
+
+    def run(_):
+        return w.http("GET", "/api/v1/videos/%s/events" % vid, token=u.access, timeout=10)
+
+    def verify(_, st, resp):
+        if expect_clean(what, st, resp, (200,)):
+            # the status event; or, when it could not be made, an end
+            # without one (the client then reads the video again) -- never
+            # "gone" for a video that is there
+            body = resp.body.decode("utf-8", "replace")
+            check("ready" in body or (st.fired and body.strip() == ""),
+                  "%s, step %d (%s): the status event" % (what, st.n, st.where),
+                  "an event saying ready", body[:300])
+        eq(st.after["digest"], st.before["digest"], what + ": a read changes nothing")
+
+    w.walk(what, run, verify)
+
+
 # ---------------------------------------------------------------- pvctl
 
 def admin_clean(what, st, ans, codes=None):
