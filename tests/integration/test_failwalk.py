@@ -130,17 +130,21 @@ class Admin:
 
 
 def walk_points(w, run, ctx=None):
-    """The first and last call of each call site in a run of the operation
-    with nothing armed. For operations that make most of their calls in a
-    loop (a render per frame and per packet, a backup per block and per
-    blob, a list per record), failing every call takes the same path over
-    and over; failing the first and the last of each site still fails
-    every site, at the start and at the end of its run (test_render.c does
-    the same)."""
+    """The calls to fail, from a run of the operation with nothing armed:
+    every call up to the mark the run sets (w.mark(): the answer of a
+    request whose effect goes on, such as a render), then the first and the
+    last call of each call site. For operations that make most of their
+    calls in a loop (a render per frame and per packet, a backup per block
+    and per blob, a list per record), failing every call takes the same
+    path over and over; failing the first and the last of each site still
+    fails every site, at the start and at the end of its run (test_render.c
+    does the same), while the request itself is walked call by call."""
     w.arm("")
+    w.marked = 0
     run(ctx)
     sites = w.adm.ok("debug.failpoints", {"sites": True})["sites"]
-    return sorted({p for s in sites for p in (s["first"], s["last"]) if p > 0})
+    pts = {p for s in sites for p in (s["first"], s["last"]) if p > 0}
+    return sorted(pts | set(range(1, w.marked + 3)))
 
 
 class Step:
@@ -165,10 +169,15 @@ class World:
         self.adm = Admin(os.path.join(self.p.tmp, "admin.sock"))
         self.user = self.p.new_user("walk")
         self.report = []       # (walk, steps, seconds, sites fired)
+        self.marked = 0        # calls made when the run called mark()
 
     # ---- the seam ----
     def arm(self, spec):
         return self.adm.ok("debug.failpoints", {"spec": spec})
+
+    def mark(self):
+        """Note how many calls the run made so far (see walk_points)."""
+        self.marked = self.adm.ok("debug.failpoints")["calls"]
 
     def check_store(self, what):
         r = self.adm.ok("debug.check")
@@ -515,6 +524,7 @@ def test_video_create_and_render(pvd):
     def run(_):
         r = w.http("POST", "/api/v1/videos", json=body, token=u.access)
         if r is not None and r.status == 202:
+            w.mark()  # the request, its commit and the hand-over: every call
             wait_jobs_done(w, what)
         return r
 
@@ -689,6 +699,7 @@ def test_pvctl(pvd):
 
     def retry(ctx):
         ans = w.adm.call("job.retry", {"id": ctx[0]})
+        w.mark()
         wait_jobs_done(w, "pvctl job retry")  # answered once queued: wait for its end
         return ans
 
