@@ -17,14 +17,17 @@ TEST_CFLAGS := $(BASE_CFLAGS) -O1 -g -fno-omit-frame-pointer \
 TEST_LDFLAGS := -fsanitize=address,undefined
 
 # Every .c in src/ and actors/ is library code, except the programs' mains.
+# The failure seam (src/base/fail.c) is test-build code: pv.h compiles
+# pv_fail() away elsewhere, and the release and fuzz libraries leave it out.
 MAINS   := src/pvd.c
-LIB_SRC := $(filter-out $(MAINS),$(wildcard src/*/*.c actors/*.c actors/*/*.c))
+TEST_ONLY_SRC := src/base/fail.c
+LIB_SRC := $(filter-out $(MAINS) $(TEST_ONLY_SRC),$(wildcard src/*/*.c actors/*.c actors/*/*.c))
 TOOLS   := pvd pvctl pvrender
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 
 REL_OBJ  := $(LIB_SRC:%.c=build/rel/%.o)
-TEST_OBJ := $(LIB_SRC:%.c=build/test/%.o)
+TEST_OBJ := $(LIB_SRC:%.c=build/test/%.o) $(TEST_ONLY_SRC:%.c=build/test/%.o)
 
 main_src = $(if $(filter pvd,$(1)),src/pvd.c,tools/$(1).c)
 

@@ -33,6 +33,7 @@
 #include "base/pv.h"
 #include "model/invites.h"
 #include "model/revoked.h"
+#include "model/check.h"
 #include "model/users.h"
 #include "model/videos.h"
 #include "store/backup.h"
@@ -62,6 +63,7 @@
 #define ADMIN_LIST_DEFAULT 1000
 #define ADMIN_PW_MIN 8
 #define ADMIN_PW_MAX 1024
+#define ADMIN_ANSWER_ROOM 1024 /* answer frame taken with each request */
 
 typedef struct admin_conn admin_conn_t;
 struct admin_conn {
@@ -108,6 +110,8 @@ struct admin_req {
     int rc;                    /* outcome of the last step */
     json_t *result;            /* the answer on success */
     pv_admin_err_t err;        /* the answer when err.code is set */
+    char *room;                /* ADMIN_ANSWER_ROOM bytes for the answer frame: a
+                                  command that changed the store can always say so */
     /* scratch of the user commands */
     char who[PV_EMAIL_MAX + 1];      /* email or id text as given */
     char password[ADMIN_PW_MAX + 1]; /* wiped once hashed */
@@ -127,6 +131,7 @@ static void req_free(pv_msg_t *m)
     sodium_memzero(r->password, sizeof(r->password));
     json_decref(r->req);
     json_decref(r->result);
+    free(r->room);
     free(r);
 }
 
@@ -184,12 +189,15 @@ static admin_conn_t *conn_find(pv_admin_t *adm, uint64_t id)
 
 static void conn_read(struct bufferevent *bev, void *arg);
 
-/* Queue a frame; on a frame we cannot build, say so in a small one. */
-static void conn_send(admin_conn_t *c, json_t *answer)
+/* Queue a frame, packed into room when given (taken); on a frame we
+ * cannot build, say so in a small one. */
+static void conn_send(admin_conn_t *c, json_t *answer, char *room)
 {
     char *buf = NULL;
     size_t len = 0;
-    int rc = answer ? pv_admin_frame_pack(answer, PV_ADMIN_RESP_MAX, &buf, &len) : -ENOMEM;
+    int rc = answer ? pv_admin_frame_pack_in(answer, PV_ADMIN_RESP_MAX, room,
+                                             ADMIN_ANSWER_ROOM, &buf, &len)
+                    : (free(room), -ENOMEM);
     json_decref(answer);
     if (rc < 0) {
         json_t *e = rc == -EMSGSIZE
@@ -214,7 +222,8 @@ static void req_done(admin_req_t *r)
         json_t *answer = r->err.code[0] ? pv_admin_error(r->err.code, r->err.message)
                                         : pv_admin_ok(r->result);
         r->result = NULL; /* stolen by pv_admin_ok */
-        conn_send(c, answer);
+        conn_send(c, answer, r->room);
+        r->room = NULL;
         c->busy = false;
         if (!c->closing)
             bufferevent_enable(c->bev, EV_READ);
@@ -1070,6 +1079,81 @@ static void h_log_level(admin_req_t *r)
     req_done(r);
 }
 
+/* ---------------- test build: the failure seam and the store check ----------------
+ * The failure walks (tests/integration/test_failwalk.py) arm the seam, run
+ * an operation, read what it passed and fired, and check the store. Both
+ * commands answer at once, on the core loop, inside seam_hold (dispatch):
+ * their own work, answer included, is neither counted nor failed. */
+#ifdef PV_TEST_BUILD
+static json_t *sites_json(void)
+{
+    pv_fail_site_t sites[256];
+    size_t n = pv_fail_sites(sites, PV_ARRAY_LEN(sites));
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < n && i < PV_ARRAY_LEN(sites); i++)
+        json_array_append_new(a, json_pack("{s:s,s:s,s:i,s:I,s:I,s:I,s:I}", "site", sites[i].site,
+                                           "file", sites[i].file, "line", sites[i].line, "calls",
+                                           (json_int_t)sites[i].calls, "fired",
+                                           (json_int_t)sites[i].fired, "first",
+                                           (json_int_t)sites[i].first, "last",
+                                           (json_int_t)sites[i].last));
+    return a;
+}
+
+static void h_debug_failpoints(admin_req_t *r)
+{
+    pv_fail_count_t c = pv_fail_count();
+    r->result = json_pack("{s:I,s:I,s:s}", "calls", (json_int_t)c.calls, "fired",
+                          (json_int_t)c.fired, "last", c.last);
+    if (r->result && json_is_true(json_object_get(r->args, "sites")))
+        json_object_set_new(r->result, "sites", sites_json());
+    const char *spec = arg_str(r, "spec");
+    if (spec) {
+        pv_fail_reset(spec);
+        pv_info("admin", "failpoints armed: \"%s\" (pvctl)", spec);
+    }
+    if (!r->result)
+        req_error_rc(r, -ENOMEM, "debug failpoints");
+    req_done(r);
+}
+
+static void h_debug_check(admin_req_t *r)
+{
+    pv_check_t c;
+    pv_store_stat_t st;
+    int rc = pv_check_store(r->app->store, &c);
+    if (rc == 0)
+        rc = pv_store_stat(r->app->store, &st);
+    if (rc == 0)
+        r->result = json_pack(
+            "{s:i,s:s,s:s,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I}}", "problems", c.problems,
+            "text", c.text.p ? c.text.p : "", "digest", c.digest, "records",
+            (json_int_t)c.records, "blobs", (json_int_t)c.blobs, "changes",
+            (json_int_t)c.changes, "seq", (json_int_t)c.seq, "counts", "users",
+            (json_int_t)st.entries[PV_DB_USERS], "photos", (json_int_t)st.entries[PV_DB_PHOTOS],
+            "videos", (json_int_t)st.entries[PV_DB_VIDEOS], "jobs",
+            (json_int_t)st.entries[PV_DB_JOBS], "tokens", (json_int_t)st.entries[PV_DB_TOKENS]);
+    if (rc == 0 && !r->result)
+        rc = -ENOMEM;
+    if (rc < 0)
+        req_error_rc(r, rc, "debug check");
+    pv_check_free(&c);
+    req_done(r);
+}
+
+static void seam_hold(const pv_admin_cmd_t *cmd, bool on)
+{
+    if (cmd->flags & PV_CMDF_TEST)
+        pv_fail_hold(on);
+}
+#else
+static void seam_hold(const pv_admin_cmd_t *cmd, bool on)
+{
+    (void)cmd;
+    (void)on;
+}
+#endif
+
 /* ---------------- dispatch ---------------- */
 
 typedef void (*admin_handler_fn)(admin_req_t *r);
@@ -1093,12 +1177,16 @@ static const admin_handler_fn g_handlers[PV_CMD_COUNT] = {
     [PV_CMD_CONFIG_SHOW] = h_config_show,
     [PV_CMD_TLS_RELOAD] = h_tls_reload,
     [PV_CMD_LOG_LEVEL] = h_log_level,
+#ifdef PV_TEST_BUILD
+    [PV_CMD_DEBUG_FAILPOINTS] = h_debug_failpoints,
+    [PV_CMD_DEBUG_CHECK] = h_debug_check,
+#endif
 };
 
 /* Answer a frame-level error on c without a request object. */
 static void conn_reply_error(admin_conn_t *c, const char *code, const char *message)
 {
-    conn_send(c, pv_admin_error(code, message));
+    conn_send(c, pv_admin_error(code, message), NULL);
 }
 
 static void dispatch(admin_conn_t *c, const void *payload, size_t len)
@@ -1112,12 +1200,17 @@ static void dispatch(admin_conn_t *c, const void *payload, size_t len)
         conn_reply_error(c, e.code, e.message);
         return;
     }
+    seam_hold(cmd, true);
     admin_req_t *r = pv_fail("admin_req") ? NULL : pv_msg_new(sizeof(*r), 0);
-    if (!r) {
+    char *room = r && !pv_fail("admin_req") ? malloc(ADMIN_ANSWER_ROOM) : NULL;
+    if (!room) {
+        free(r);
         json_decref(req);
         conn_reply_error(c, "overloaded", "out of memory; try again");
+        seam_hold(cmd, false);
         return;
     }
+    r->room = room;
     r->call.sreq.msg.free_fn = req_free;
     pv_call_init(&r->call, adm->app, adm->actor);
     r->adm = adm;
@@ -1130,6 +1223,7 @@ static void dispatch(admin_conn_t *c, const void *payload, size_t len)
     bufferevent_disable(c->bev, EV_READ);
     pv_debug("admin", "%s from uid %u", cmd->name, (unsigned)c->uid);
     g_handlers[cmd->id](r);
+    seam_hold(cmd, false);
 }
 
 /* ---------------- connections ---------------- */

@@ -2,6 +2,13 @@
  * videos.c — the videos actor: the job queue, the renders (on the render
  * pool), live progress and the event streams.
  *
+ * The store is the truth about jobs: a video is to render while its record
+ * says queued or running and PV_DB_JOBS lists it. When the actor cannot do
+ * its part of a job (a read, a message, a store update fails), it lets go
+ * and reads PV_DB_JOBS again a little later, as at start (resync): a job
+ * nobody holds is queued again, one left `running` is reset and rendered
+ * again. A failure then delays a video; it never leaves one stuck.
+ *
  * Durability: a video's record and its PV_DB_JOBS entry are committed
  * before the 202 (actors/api/videos.c). At start the actor reads
  * PV_DB_JOBS: every job is queued again; one that was `running` when the
@@ -46,12 +53,16 @@
 #include "media/render.h"
 #include "model/videos.h"
 
+#include <event2/event.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#define RESYNC_FIRST_MS 250   /* the job table is read again this soon after a failure */
+#define RESYNC_MAX_MS 30000   /* ... doubling up to this */
 
 /* The actor's own messages, after the public ones of videos.h. Only the
  * render pool's threads send them, and nothing outside this file names
@@ -114,6 +125,8 @@ struct videos_state {
     sub_entry_t *subs;
     bool stopping;                /* pvd is stopping: streams end */
     int user_running_max;         /* renders at once per user (0: no limit) */
+    struct event *resync_ev;      /* re-reads PV_DB_JOBS after a failure */
+    int resync_ms;                /* its next delay (doubles, reset on success) */
 };
 
 /* Sent to every open event stream when pvd stops, so that the HTTP loops
@@ -150,12 +163,15 @@ typedef struct vupdate {
     bool requeue;                 /* enqueue once committed (retry) */
     bool applied;                 /* out: the record was changed */
     pv_video_t after;             /* out: the record as committed */
+    pv_job_cmd_t *cmd;            /* the command that asked for it, answered
+                                     once it committed (cancel, retry) */
 } vupdate_t;
 
 static void vupdate_free(pv_msg_t *m)
 {
     vupdate_t *u = (vupdate_t *)m;
     pv_video_clear(&u->after);
+    pv_msg_free(u->cmd ? &u->cmd->msg : NULL); /* pvd stopped before the commit */
     free(u);
 }
 
@@ -245,21 +261,26 @@ static void broadcast_live(videos_state_t *st, const uint8_t id[16], int permill
 
 /* ---------------- subscribers ---------------- */
 
-static void event_free(pv_msg_t *m)
+static void sse_event_free(pv_msg_t *m)
 {
     free(((pv_video_event_t *)m)->text);
     free(m);
 }
 
-/* An event to the subscriber, answered to its home actor. */
+/* An event to the subscriber, answered to its home actor. The last one
+ * (end, or the answer to UNSUB) goes in the message the subscriber made
+ * for it, so that a stream always ends. */
 static void send_to(pv_video_sub_t *sub, char *text, bool end, bool unsubscribed)
 {
-    pv_video_event_t *m = pv_msg_new(sizeof(*m), 0);
-    if (!m) {
+    pv_video_event_t **last = unsubscribed ? &sub->last_unsub : end ? &sub->last : NULL;
+    pv_video_event_t *m = last && *last ? *last : pv_msg_new(sizeof(*m), 0);
+    if (last && *last == m)
+        *last = NULL;
+    if (!m) { /* an update in between: the next one, or the end, tells */
         free(text);
         return;
     }
-    m->msg.free_fn = event_free;
+    m->msg.free_fn = sse_event_free;
     m->sub = sub;
     m->text = text;
     m->end = end;
@@ -270,7 +291,7 @@ static void send_to(pv_video_sub_t *sub, char *text, bool end, bool unsubscribed
 
 static void send_event(pv_video_sub_t *sub, char *text, bool end)
 {
-    if (text)
+    if (text || end) /* an end without text still ends the stream */
         send_to(sub, text, end, false);
 }
 
@@ -338,20 +359,23 @@ static void subscribe(videos_state_t *st, pv_video_sub_t *sub)
         rc = pv_video_load(&txn, sub->user, sub->id, &v);
         pv_txn_abort(&txn);
     }
-    if (rc < 0) { /* deleted meanwhile: end the stream at once */
+    if (rc == -ENOENT) { /* deleted meanwhile: end the stream at once */
         send_event(sub, pv_video_event_gone(sub->id), true);
         return;
     }
+    if (rc < 0) { /* not read: end without an event; the client reads again */
+        send_event(sub, NULL, true);
+        return;
+    }
+    sub_entry_t *e = is_final(v.status) ? NULL : malloc(sizeof(*e));
     double live = live_progress(st, sub->id);
+    /* Without an entry no later event could reach it: end it now too. */
     send_event(sub, pv_video_event_status(&st->app->keys, st->app->cfg.presign_ttl, &v, live),
-               is_final(v.status));
-    if (!is_final(v.status)) {
-        sub_entry_t *e = malloc(sizeof(*e));
-        if (e) {
-            e->sub = sub;
-            e->next = st->subs;
-            st->subs = e;
-        }
+               !e);
+    if (e) {
+        e->sub = sub;
+        e->next = st->subs;
+        st->subs = e;
     }
     pv_video_clear(&v);
 }
@@ -422,13 +446,17 @@ static double live_progress(videos_state_t *st, const uint8_t id[16])
     return t ? t->permille / 1000.0 : -1;
 }
 
+static void resync_later(videos_state_t *st);
+
 static void enqueue(videos_state_t *st, const uint8_t id[16], const uint8_t user[16])
 {
     if (queued(st, id) || running_task(st, id))
         return;
     vjob_t *j = calloc(1, sizeof(*j));
-    if (!j)
-        return; /* stays in PV_DB_JOBS: picked up at the next start */
+    if (!j) {
+        resync_later(st); /* it stays in PV_DB_JOBS */
+        return;
+    }
     memcpy(j->id, id, 16);
     memcpy(j->user, user, 16);
     if (st->tail)
@@ -582,8 +610,10 @@ static void fail_video(videos_state_t *st, pv_actor_t *self, const uint8_t id[16
                        const uint8_t user[16], const char *why)
 {
     vupdate_t *u = vupdate_new(st, self, id, user);
-    if (!u)
+    if (!u) {
+        resync_later(st); /* still queued in the store: it comes back */
         return;
+    }
     u->status = PV_VIDEO_FAILED;
     u->finished = true;
     u->set_error = true;
@@ -611,7 +641,8 @@ static void schedule(videos_state_t *st, pv_actor_t *self)
  * it is no longer queued (deleted or cancelled meanwhile), NULL with err
  * set (or empty: out of memory) when it cannot be rendered. */
 static render_task_t *prepare(videos_state_t *st, pv_actor_t *self, const uint8_t id[16],
-                              const uint8_t user[16], bool *gone, char *err, size_t errlen)
+                              const uint8_t user[16], bool *gone, int *read_rc, char *err,
+                              size_t errlen)
 {
     pv_txn_t txn;
     pv_video_t v = {0};
@@ -623,6 +654,7 @@ static render_task_t *prepare(videos_state_t *st, pv_actor_t *self, const uint8_
             t = task_new(st, self, &txn, &v, err, errlen);
         pv_txn_abort(&txn);
     }
+    *read_rc = rc == -ENOENT ? 0 : rc;
     *gone = rc < 0 || v.status != PV_VIDEO_QUEUED;
     pv_video_clear(&v);
     return t;
@@ -633,17 +665,34 @@ static void start_job(videos_state_t *st, pv_actor_t *self, int slot, const uint
                       const uint8_t user[16])
 {
     bool gone;
+    int read_rc;
     char err[200] = "";
-    render_task_t *t = prepare(st, self, id, user, &gone, err, sizeof(err));
-    if (gone)
+    render_task_t *t = prepare(st, self, id, user, &gone, &read_rc, err, sizeof(err));
+    if (read_rc < 0) { /* not read: the store still lists it */
+        pv_log(PV_LOG_ERROR, "videos", NULL, NULL, "cannot read a queued video: %s",
+               strerror(-read_rc));
+        resync_later(st);
         return;
-    if (!t) {
-        fail_video(st, self, id, user, *err ? err : "out of memory preparing the render");
+    }
+    if (gone) /* deleted or cancelled meanwhile */
+        return;
+    if (!t && *err) { /* the video itself cannot render */
+        fail_video(st, self, id, user, err);
+        return;
+    }
+    /* Its start in the store, asked before the render: a render the store
+     * does not know of could not be resumed or ended. */
+    vupdate_t *u = t ? vupdate_new(st, self, id, user) : NULL;
+    if (!u) { /* out of memory: the store still lists it */
+        if (t)
+            pv_msg_free(&t->msg);
+        resync_later(st);
         return;
     }
     int rc = pv_pool_submit(st->app->render, render_work, &t->msg);
     if (rc < 0) { /* out of memory: the user can retry it */
         pv_msg_free(&t->msg);
+        pv_msg_free(&u->sreq.msg);
         snprintf(err, sizeof(err), "cannot start the render: %s", strerror(-rc));
         fail_video(st, self, id, user, err);
         return;
@@ -656,14 +705,11 @@ static void start_job(videos_state_t *st, pv_actor_t *self, int slot, const uint
         us->served++;
     }
     broadcast_live(st, id, 0);
-    vupdate_t *u = vupdate_new(st, self, id, user);
-    if (u) {
-        u->from_mask = 1u << PV_VIDEO_QUEUED;
-        u->status = PV_VIDEO_RUNNING;
-        u->progress = 0;
-        u->started = true;
-        pv_store_submit(st->app->store, &u->sreq);
-    }
+    u->from_mask = 1u << PV_VIDEO_QUEUED;
+    u->status = PV_VIDEO_RUNNING;
+    u->progress = 0;
+    u->started = true;
+    pv_store_submit(st->app->store, &u->sreq);
 }
 
 static int free_slot(videos_state_t *st)
@@ -699,10 +745,13 @@ static void render_done(videos_state_t *st, pv_actor_t *self, render_task_t *t)
     if (us && us->running > 0)
         us->running--;
     vupdate_t *u = vupdate_new(st, self, t->id, t->user);
-    if (!u) /* no record update to wait for */
+    if (!u) { /* its end is lost: rendered again after the job table is read again */
         broadcast_live(st, t->id, -1);
-    else {
-        u->from_mask = 1u << PV_VIDEO_RUNNING;
+        resync_later(st);
+    } else {
+        /* QUEUED too: the store may have missed the start (its update
+         * failed); the end still applies. */
+        u->from_mask = 1u << PV_VIDEO_RUNNING | 1u << PV_VIDEO_QUEUED;
         u->finished = true;
         u->jobs = -1;
         u->live_end = true; /* the loops show live progress until the record changes */
@@ -814,16 +863,19 @@ static void job_cmd(videos_state_t *st, pv_actor_t *self, pv_job_cmd_t *c)
             rc = -EINVAL;
         } else {
             render_task_t *t = running_task(st, c->video_id);
-            if (t)
+            if (t) {
                 atomic_store(&t->cancel, true); /* render_done writes it */
-            else if (dequeue_id(st, c->video_id) || v.status == PV_VIDEO_QUEUED) {
+            } else if (queued(st, c->video_id) || v.status == PV_VIDEO_QUEUED) {
                 u = vupdate_new(st, self, c->video_id, c->user_id);
-                pv_metrics_add(st->app->metrics, PV_M_JOBS_CANCELLED, 1);
-                if (u) {
+                if (u) { /* no update, no cancel: it stays queued */
+                    dequeue_id(st, c->video_id);
+                    pv_metrics_add(st->app->metrics, PV_M_JOBS_CANCELLED, 1);
                     u->from_mask = 1u << PV_VIDEO_QUEUED;
                     u->status = PV_VIDEO_CANCELLED;
                     u->finished = true;
                     u->jobs = -1;
+                } else {
+                    rc = -ENOMEM;
                 }
             }
         }
@@ -840,23 +892,109 @@ static void job_cmd(videos_state_t *st, pv_actor_t *self, pv_job_cmd_t *c)
             u->error[0] = '\0';
             u->jobs = +1;
             u->requeue = true;
+        } else {
+            rc = -ENOMEM;
         }
     }
     pv_video_clear(&v);
-    if (u)
-        pv_store_submit(st->app->store, &u->sreq);
     publish_gauges(st);
+    if (u) { /* answered when it has committed (on_stored): not before */
+        u->cmd = c;
+        pv_store_submit(st->app->store, &u->sreq);
+        return;
+    }
     pv_actor_reply(&c->msg, rc);
+}
+
+/* ---------------- resync: the job table read again ---------------- */
+
+
+static void resync_later(videos_state_t *st)
+{
+    if (st->stopping || !st->resync_ev || evtimer_pending(st->resync_ev, NULL))
+        return;
+    struct timeval tv = {st->resync_ms / 1000, (st->resync_ms % 1000) * 1000};
+    evtimer_add(st->resync_ev, &tv);
+    pv_warn("videos", "a job could not be handled; reading the job table again in %d ms",
+            st->resync_ms);
+    st->resync_ms = st->resync_ms * 2 > RESYNC_MAX_MS ? RESYNC_MAX_MS : st->resync_ms * 2;
+}
+
+typedef struct resync_ctx {
+    videos_state_t *st;
+    pv_actor_t *self;
+    pv_txn_t *txn;
+    bool failed;
+} resync_ctx_t;
+
+/* A job of the store that no one here holds: queue it again; if it was
+ * left running (its end was lost), reset it to queued first. */
+static int resync_one(void *arg, const pv_val_t *k, const pv_val_t *v)
+{
+    resync_ctx_t *rc = arg;
+    videos_state_t *st = rc->st;
+    if (k->len != 16 || v->len != 16 || queued(st, k->data) || running_task(st, k->data))
+        return 0;
+    pv_video_t vid;
+    int err = pv_video_load(rc->txn, v->data, k->data, &vid);
+    if (err < 0) {
+        rc->failed |= err != -ENOENT;
+        return 0;
+    }
+    if (vid.status == PV_VIDEO_QUEUED) {
+        enqueue(st, k->data, v->data);
+    } else if (vid.status == PV_VIDEO_RUNNING) {
+        vupdate_t *u = vupdate_new(st, rc->self, k->data, v->data);
+        if (u) {
+            u->from_mask = 1u << PV_VIDEO_RUNNING;
+            u->status = PV_VIDEO_QUEUED;
+            u->progress = 0;
+            u->requeue = true;
+            pv_store_submit(st->app->store, &u->sreq);
+        }
+        rc->failed |= !u;
+    }
+    pv_video_clear(&vid);
+    return 0;
+}
+
+static void resync(evutil_socket_t fd, short what, void *arg)
+{
+    pv_actor_t *self = arg;
+    videos_state_t *st = pv_actor_state(self);
+    pv_txn_t txn;
+    resync_ctx_t rc = {.st = st, .self = self, .txn = &txn};
+    int err = pv_txn_begin(st->app->store, &txn, false);
+    if (err == 0) {
+        err = pv_txn_scan(&txn, PV_DB_JOBS, NULL, 0, NULL, 0, false, resync_one, &rc);
+        pv_txn_abort(&txn);
+    }
+    if (err < 0 || rc.failed)
+        resync_later(st);
+    else
+        st->resync_ms = RESYNC_FIRST_MS;
+    schedule(st, self);
 }
 
 /* ---------------- the actor ---------------- */
 
 static void on_stored(videos_state_t *st, pv_actor_t *self, vupdate_t *u)
 {
-    if (u->sreq.msg.status < 0)
+    if (u->cmd) { /* a cancel or retry: now its answer is known */
+        pv_job_cmd_t *c = u->cmd;
+        int rc = u->sreq.msg.status;
+        u->cmd = NULL;
+        if (rc == 0 && !u->applied) { /* its state changed meanwhile */
+            snprintf(c->err, sizeof(c->err), "the video changed meanwhile; look again");
+            rc = -EINVAL;
+        }
+        pv_actor_reply(&c->msg, rc);
+    }
+    if (u->sreq.msg.status < 0) {
         pv_log(PV_LOG_ERROR, "videos", NULL, NULL, "store update failed: %s",
                strerror(-u->sreq.msg.status));
-    else if (u->applied && u->notify)
+        resync_later(st);
+    } else if (u->applied && u->notify)
         notify_status(st, &u->after);
     if (u->live_end) /* committed (or not: the render is over either way) */
         broadcast_live(st, u->id, -1);
@@ -991,14 +1129,18 @@ int pv_videos_start(pv_app_t *app)
         return -ENOMEM;
     st->app = app;
     st->user_running_max = app->cfg.user_running_jobs;
+    st->resync_ms = RESYNC_FIRST_MS;
     st->max_running = pv_pool_threads(app->render);
     st->running = calloc((size_t)st->max_running + 1, sizeof(*st->running));
     app->videos = st->running ? pv_actor_new(app->core, &videos_def, st) : NULL;
-    if (!app->videos) {
+    if (!app->videos) { /* nothing else holds st yet */
         free(st->running);
         free(st);
         return -ENOMEM;
     }
+    st->resync_ev = evtimer_new(pv_loop_base(app->core), resync, app->videos);
+    if (!st->resync_ev)
+        return -ENOMEM; /* pv_videos_free frees the rest */
     /* Recover before the core loop starts: nothing else runs yet. */
     int rc = recover(st);
     if (rc < 0)
@@ -1037,6 +1179,8 @@ void pv_videos_free(pv_app_t *app)
     videos_state_t *st = pv_actor_state(app->videos);
     pv_actor_free(app->videos); /* frees pending messages (tasks, updates) */
     app->videos = NULL;
+    if (st->resync_ev)
+        event_free(st->resync_ev);
     while (st->head) {
         vjob_t *j = st->head;
         st->head = j->next;

@@ -43,27 +43,40 @@ typedef struct pv_job_cmd {
  * until it sends the stream's last event (end, or unsubscribed). Each
  * event is a pv_video_event_t answered to `home`, where on_event runs and
  * owns it. Events of one stream arrive in order; after an event with end
- * or unsubscribed set, none follows. */
+ * or unsubscribed set, none follows.
+ *
+ * A stream must end whatever runs out: the subscriber makes, with the
+ * subscription, the messages that end it (the actor's last event, its
+ * answer to UNSUB, and the UNSUB itself), and frees the ones not used
+ * with the subscription. Only events in between are made on the way, and
+ * losing one of those loses an update, not the stream's end. An end event
+ * may have no text (it could not be made): the client then reads the
+ * video again. */
+typedef struct pv_video_event pv_video_event_t;
+typedef struct pv_video_sub_msg pv_video_sub_msg_t;
 typedef struct pv_video_sub {
     uint8_t id[16], user[16];
     pv_actor_t *home;           /* the subscriber's actor */
     pv_reply_fn on_event;       /* runs on home's loop, once per event */
     void *ctx;                  /* the subscriber's own */
     bool closed;                /* the subscriber's: its client went away */
+    pv_video_event_t *last;     /* the actor's: its last event (taken when sent) */
+    pv_video_event_t *last_unsub; /* the actor's: its answer to UNSUB */
+    pv_video_sub_msg_t *unsub;  /* the subscriber's: its UNSUB */
 } pv_video_sub_t;
 
-typedef struct pv_video_sub_msg {
+struct pv_video_sub_msg {
     pv_msg_t msg;               /* PV_VIDEOS_SUB or PV_VIDEOS_UNSUB */
     pv_video_sub_t *sub;
-} pv_video_sub_msg_t;
+};
 
-typedef struct pv_video_event {
+struct pv_video_event {
     pv_msg_t msg;
     pv_video_sub_t *sub;
     char *text;                 /* one SSE event (malloc'd), or NULL */
     bool end;                   /* the stream's last event */
     bool unsubscribed;          /* the answer to UNSUB: no text, the last */
-} pv_video_event_t;
+};
 
 /* The actor on app->core (before the loop starts). Renders run on
  * app->render, at most as many at once as it has threads. */

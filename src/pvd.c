@@ -280,6 +280,14 @@ static void on_grace(evutil_socket_t fd, short what, void *arg)
 
 /* ---------------- start and stop ---------------- */
 
+/* Every failed step of the start says what it was, once, here (the ones
+ * whose callee gives more context say so themselves). */
+static int start_failed(const char *what, int rc)
+{
+    pv_error("pvd", "cannot start %s: %s", what, strerror(-rc));
+    return rc;
+}
+
 /* An HTTP loop and its server, not started yet. */
 static int make_http_loop(pv_app_t *app, pv_http_loop_t *hl, int i)
 {
@@ -325,7 +333,7 @@ static int make_http_loops(pv_app_t *app)
     for (int i = 0; i < n; i++) {
         app->n_loops = i + 1;
         if ((rc = make_http_loop(app, &app->loops[i], i)) < 0)
-            return rc;
+            return start_failed("an HTTP loop", rc);
         app->servers[i] = app->loops[i].server;
     }
     if (n > 1)
@@ -375,18 +383,16 @@ static int start(pv_app_t *app)
     app->core = pv_loop_new("core");
     if (!app->work || !app->decode_big || !app->hash || !app->io || !app->render ||
         !app->metrics || !app->core)
-        return -ENOMEM;
+        return start_failed("the worker pools and the core loop", -ENOMEM);
     if ((rc = pv_auth_start(app)) < 0)
-        return rc;
+        return start_failed("the login admission (auth actor)", rc);
     /* before the core loop runs: the admin actor registers its events there */
     if ((rc = pv_admin_start(app)) < 0)
-        return rc;
-    if ((rc = pv_videos_start(app)) < 0) {
-        pv_error("pvd", "cannot start the video jobs: %s", strerror(-rc));
-        return rc;
-    }
+        return start_failed("the admin socket", rc);
+    if ((rc = pv_videos_start(app)) < 0)
+        return start_failed("the video jobs", rc);
     if ((rc = pv_sync_start(app)) < 0)
-        return rc;
+        return start_failed("the change-log trimming (sync actor)", rc);
     /* The servers exist before the TLS actor (it hands them the context)
      * and before the core loop runs (a pvctl reload reaches all of them;
      * the videos actor sends live progress to every loop). */
@@ -394,20 +400,22 @@ static int start(pv_app_t *app)
         return rc;
     char err[300] = "";
     if ((rc = pv_tls_start(app, err, sizeof(err))) < 0) {
-        pv_error("pvd", "TLS: %s", err);
+        pv_error("pvd", "cannot start TLS: %s", err);
         return rc;
     }
     if ((rc = pv_loop_start(app->core)) < 0)
-        return rc;
+        return start_failed("the core loop", rc);
     for (int i = 0; i < app->n_loops; i++)
         if ((rc = pv_loop_start(app->loops[i].loop)) < 0)
-            return rc;
+            return start_failed("an HTTP loop", rc);
     return 0;
 }
 
 static void stop_all(pv_app_t *app)
 {
     for (int i = 0; i < app->n_loops; i++) {
+        if (!app->loops[i].loop)
+            continue; /* a start that failed making it */
         pv_loop_stop(app->loops[i].loop);
         pv_loop_join(app->loops[i].loop);
     }
@@ -478,11 +486,15 @@ int main(int argc, char **argv)
 
     main_state_t ms = {.app = &app};
     app.main_loop = pv_loop_new("main");
-    if (!app.main_loop)
-        return 1;
-    /* The main actor has no messages of its own: it gets answers (drained). */
+    /* The main actor has no messages of its own: it gets answers (drained),
+     * without which a stop could not wait for the loops to drain. */
     static const pv_actor_def_t main_def = {"main", NULL, 0};
-    app.main_actor = pv_actor_new(app.main_loop, &main_def, &ms);
+    app.main_actor = app.main_loop ? pv_actor_new(app.main_loop, &main_def, &ms) : NULL;
+    if (!app.main_actor) {
+        pv_loop_free(app.main_loop);
+        start_failed("the main loop", -ENOMEM);
+        return 1;
+    }
     struct event_base *base = pv_loop_base(app.main_loop);
     ms.sigterm = evsignal_new(base, SIGTERM, on_signal, &ms);
     ms.sigint = evsignal_new(base, SIGINT, on_signal, &ms);

@@ -13,13 +13,18 @@ mkdir -p "$LOG"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 export LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0"
+# Every failure the seam injects, in any suite, is logged here (site,
+# file:line, suite); the failsites suite at the end checks that every
+# pv_fail site of the source was fired by some test.
+: > "$LOG/failpoints.log"
+export PV_FAILPOINTS_LOG="$(pwd)/$LOG/failpoints.log"
 
 # run NAME CMD...: output to the log and the console; a suite that crashes
 # or exits non-zero without a summary line counts as one failure.
 run() {
     name=$1; shift
     out="$LOG/$name.log"
-    "$@" > "$out" 2>&1
+    PV_FAILPOINTS_TAG="$name" "$@" > "$out" 2>&1
     rc=$?
     cat "$out"
     line=$(grep -E '^# [a-z]+( [^:]*)?: [0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1)
@@ -74,6 +79,13 @@ fi
 if [ -f tests/ui/run.sh ]; then
     run ui sh tests/ui/run.sh
 fi
+
+# The failure seam: every site fired by some suite above (the table of
+# which suite fired what is in $LOG/failsites.log), and none of it left in
+# the release binaries.
+run failsites python3 tools/failsites.py check "$LOG/failpoints.log"
+run failsites-release python3 tools/failsites.py release build/bin/pvd build/bin/pvctl \
+    build/bin/pvrender --control build/test/bin/pvd
 
 awk '{ for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed,?$/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }' "$LOG/summary"

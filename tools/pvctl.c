@@ -61,6 +61,8 @@ static void help_all(FILE *f)
     const pv_admin_cmd_t *c = pv_admin_cmds(&n);
     for (size_t i = 0; i < n; i++) {
         char u[256];
+        if (!pv_admin_cmd_listed(&c[i]))
+            continue;
         pv_admin_cmd_usage(&c[i], u, sizeof(u));
         fprintf(f, "  %-44s %s\n", u, c[i].summary);
     }
@@ -112,7 +114,8 @@ static int cmd_help(int argc, char **argv)
         }
     size_t wl = strlen(want);
     for (size_t i = 0; i < n; i++)
-        if (strncmp(c[i].words, want, wl) == 0 && c[i].words[wl] == ' ') {
+        if (pv_admin_cmd_listed(&c[i]) && strncmp(c[i].words, want, wl) == 0 &&
+            c[i].words[wl] == ' ') {
             fputs(shown++ ? "\n" : "", stdout);
             help_one(stdout, &c[i]);
         }
@@ -172,6 +175,8 @@ static int cmd_complete(int argc, char **argv)
         for (const char *p = c[k].words; *p; p++)
             nw += *p == ' ';
         const char *rest;
+        if (!pv_admin_cmd_listed(&c[k]))
+            continue;
         if (nw <= argc && nw > used && words_prefix(c[k].words, nw, argv, &rest) && !*rest) {
             full = &c[k];
             used = nw;
@@ -186,7 +191,8 @@ static int cmd_complete(int argc, char **argv)
         char last[64] = "";
         for (size_t k = 0; k < n; k++) {
             const char *rest;
-            if (!words_prefix(c[k].words, argc, argv, &rest) || !*rest)
+            if (!pv_admin_cmd_listed(&c[k]) || !words_prefix(c[k].words, argc, argv, &rest) ||
+                !*rest)
                 continue;
             const char *sp = strchr(rest, ' ');
             char word[64];

@@ -26,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define PV_ACCESS_MAX 1024 /* an access token's text (about 250 bytes) */
+
 typedef struct login_call {
     pv_call_t base;
     pv_app_t *app;
@@ -37,6 +39,7 @@ typedef struct login_call {
     pv_user_t user;
     char refresh[PV_REFRESH_TEXT];
     uint8_t refresh_hash[32];
+    char access[PV_ACCESS_MAX];  /* issued before the commit */
 } login_call_t;
 
 /* ---------------- helpers ---------------- */
@@ -58,9 +61,18 @@ static bool cookie_session(pv_http_req_t *req)
     return h && strcasecmp(h, "cookie") == 0;
 }
 
+#define REFRESH_COOKIE_MAX 256 /* the Set-Cookie value below */
+
+/* A browser session's cookie goes with an answer written after the token
+ * committed: its header room is taken before (0, or -ENOMEM). */
+static int refresh_cookie_room(pv_http_req_t *req)
+{
+    return cookie_session(req) ? pv_http_header_room(req, REFRESH_COOKIE_MAX + 16) : 0;
+}
+
 static void set_refresh_cookie(pv_http_req_t *req, const char *token, int max_age)
 {
-    char c[256];
+    char c[REFRESH_COOKIE_MAX];
     snprintf(c, sizeof(c),
              "pv_refresh=%s; Path=/api/v1/auth; Max-Age=%d; HttpOnly; Secure; SameSite=Strict",
              token, max_age);
@@ -88,21 +100,29 @@ static bool refresh_cookie(pv_http_req_t *req, char *out, size_t outlen)
     return false;
 }
 
-/* The token pair answer of login and refresh. */
-static void respond_tokens(pv_http_req_t *req, pv_app_t *app,
-                           const uint8_t user_id[16], const char *refresh)
+/* An access token for user_id into out: issued before the refresh token
+ * it comes with is committed, so that nothing can fail once it is. */
+static int issue_access(pv_app_t *app, const uint8_t user_id[16], char out[PV_ACCESS_MAX])
 {
     char uid[PV_ID_TEXT];
     pv_id_encode(user_id, uid);
     char *access = NULL;
     int rc = pv_jwt_issue(&app->keys, uid, app->cfg.access_token_ttl, &access);
-    if (rc < 0) {
-        pv_api_fail(req, rc);
-        return;
-    }
+    if (rc == 0 && strlen(access) >= PV_ACCESS_MAX)
+        rc = -EMSGSIZE;
+    if (rc == 0)
+        memcpy(out, access, strlen(access) + 1);
+    free(access);
+    return rc;
+}
+
+/* The token pair answer of login and refresh: both tokens are made and
+ * the refresh token committed; this only writes the answer. */
+static void respond_tokens(pv_http_req_t *req, pv_app_t *app, const char *access,
+                           const char *refresh)
+{
     json_t *j = json_pack("{s:s,s:s,s:i}", "access_token", access, "token_type", "Bearer",
                           "expires_in", app->cfg.access_token_ttl);
-    free(access);
     if (cookie_session(req))
         set_refresh_cookie(req, refresh, app->cfg.refresh_token_ttl);
     else
@@ -305,7 +325,7 @@ static void login_committed(pv_call_t *c)
     if (c->sreq.msg.status < 0)
         pv_api_fail(c->req, c->sreq.msg.status);
     else
-        respond_tokens(c->req, lc->app, lc->user.id, lc->refresh);
+        respond_tokens(c->req, lc->app, lc->access, lc->refresh);
     pv_call_free(c);
 }
 
@@ -332,6 +352,14 @@ static void login_verified(pv_call_t *c)
     }
     if (lc->user.disabled) {
         pv_http_respond_error(c->req, 403, "account_disabled", "this account is disabled");
+        pv_call_free(c);
+        return;
+    }
+    int rc = issue_access(lc->app, lc->user.id, lc->access);
+    if (rc == 0)
+        rc = refresh_cookie_room(c->req);
+    if (rc < 0) {
+        pv_api_fail(c->req, rc);
         pv_call_free(c);
         return;
     }
@@ -412,9 +440,10 @@ typedef struct refresh_call {
     uint8_t hash[32];
     bool logout;
     uint8_t user_id[16];       /* logout: the caller; refresh: the owner */
-    pv_jwt_claims_t access;    /* logout: the access token presented, ended too */
+    pv_jwt_claims_t presented; /* logout: the access token presented, ended too */
     char new_refresh[PV_REFRESH_TEXT];
     uint8_t new_hash[32];
+    char access[PV_ACCESS_MAX]; /* refresh: issued in the commit */
 } refresh_call_t;
 
 static int family_revoke(pv_txn_t *txn, const uint8_t family[16])
@@ -450,8 +479,8 @@ static int refresh_apply(pv_txn_t *txn, void *arg)
     pv_token_t t;
     r->base.result = REFRESH_INVALID;
     int rc = 0;
-    if (r->logout && r->access.jti[0]) /* the access token ends now, not at its expiry */
-        rc = pv_revoke_token(txn, r->access.jti, r->access.exp);
+    if (r->logout && r->presented.jti[0]) /* the access token ends now, not at its expiry */
+        rc = pv_revoke_token(txn, r->presented.jti, r->presented.exp);
     if (rc == 0)
         rc = pv_txn_get(txn, PV_DB_TOKENS, r->hash, 32, &v);
     if (rc == -ENOENT)
@@ -471,6 +500,20 @@ static int refresh_apply(pv_txn_t *txn, void *arg)
     }
     if (family_revoked(txn, t.family_id) || t.expires_ms < pv_now_ms())
         return 0;
+    /* The owner must still be there and enabled: checked here, in the
+     * transaction, so that a token is never spent for an answer that
+     * then says no. */
+    pv_user_t u;
+    if ((rc = pv_txn_get(txn, PV_DB_USERS, t.user_id, 16, &v)) == -ENOENT)
+        return 0;
+    if (rc < 0 || (rc = pv_user_decode(v.data, v.len, &u)) < 0)
+        return rc;
+    if (u.disabled)
+        return 0;
+    /* The access token too, before anything is spent: once this commits,
+     * answering cannot fail. */
+    if ((rc = issue_access(r->app, t.user_id, r->access)) < 0)
+        return rc;
     t.spent = true;
     if ((rc = token_save(txn, r->hash, &t)) < 0)
         return rc;
@@ -496,11 +539,8 @@ static void refresh_committed(pv_call_t *c)
     else if (c->result != REFRESH_OK)
         pv_http_respond_error(c->req, 401, "invalid_refresh_token",
                               "the refresh token is not valid; log in again");
-    else if (pv_api_user_active(r->app, r->user_id) < 0)
-        pv_http_respond_error(c->req, 401, "invalid_refresh_token",
-                              "the refresh token is not valid; log in again");
     else
-        respond_tokens(c->req, r->app, r->user_id, r->new_refresh);
+        respond_tokens(c->req, r->app, r->access, r->new_refresh);
     pv_call_free(c);
 }
 
@@ -537,9 +577,14 @@ static void refresh_or_logout(pv_http_req_t *req, bool logout)
         /* the authorize hook checked it: its claims, to end it at once */
         const char *h = pv_http_header(req, "Authorization");
         if (h && strlen(h) > 7)
-            pv_jwt_verify_claims(&r->app->keys, h + 7, &r->access);
+            pv_jwt_verify_claims(&r->app->keys, h + 7, &r->presented);
     } else {
         pv_refresh_new(r->new_refresh, r->new_hash);
+    }
+    if (refresh_cookie_room(req) < 0) {
+        pv_api_fail(req, -ENOMEM);
+        pv_call_free(&r->base);
+        return;
     }
     pv_call_store(&r->base, refresh_apply, refresh_committed);
 }

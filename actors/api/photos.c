@@ -48,6 +48,7 @@ typedef struct upload_part {
     bool duplicate;             /* the user already has these bytes */
     bool big;                   /* decoded on the decode_big pool */
     pv_photo_t photo;           /* the record (new or existing) */
+    json_t *json;               /* its answer, made inside the commit */
 } upload_part_t;
 
 typedef struct upload_call {
@@ -393,6 +394,19 @@ static int quota_check(pv_txn_t *txn, upload_call_t *u)
     return u->used + add > quota ? -EDQUOT : 0;
 }
 
+/* A part's answer, made while its records are written: if it cannot be
+ * made, the write fails with it, and nothing is saved that the client
+ * would not hear of. (apply may run again: the last one counts.) */
+static int part_json(upload_call_t *u, upload_part_t *part)
+{
+    json_decref(part->json);
+    part->json = pv_photo_json(&u->app->keys, u->app->cfg.presign_ttl, &part->photo);
+    if (part->json && part->duplicate &&
+        json_object_set_new(part->json, "duplicate", json_true()) < 0)
+        return -ENOMEM;
+    return part->json ? 0 : -ENOMEM;
+}
+
 static int upload_apply(pv_txn_t *txn, void *arg)
 {
     upload_call_t *u = arg;
@@ -410,7 +424,8 @@ static int upload_apply(pv_txn_t *txn, void *arg)
             uint8_t id[16];
             memcpy(id, v.data, 16);
             part->duplicate = true;
-            if ((rc = pv_photo_get(txn, u->user_id, id, &part->photo)) < 0)
+            if ((rc = pv_photo_get(txn, u->user_id, id, &part->photo)) < 0 ||
+                (rc = part_json(u, part)) < 0)
                 return rc;
             continue;
         }
@@ -429,7 +444,8 @@ static int upload_apply(pv_txn_t *txn, void *arg)
         pv_strlcpy(p->filename, part->filename, sizeof(p->filename));
         if ((rc = pv_photo_put(txn, p)) < 0 ||
             (rc = pv_txn_put(txn, PV_DB_PHOTO_SHA, skey, sizeof(skey), p->id, 16, true)) < 0 ||
-            (rc = pv_blob_ref(txn, p->sha256)) < 0 || (rc = pv_blob_ref(txn, p->thumb_sha256)) < 0)
+            (rc = pv_blob_ref(txn, p->sha256)) < 0 || (rc = pv_blob_ref(txn, p->thumb_sha256)) < 0 ||
+            (rc = part_json(u, part)) < 0)
             return rc;
     }
     return 0;
@@ -440,8 +456,10 @@ static int upload_apply(pv_txn_t *txn, void *arg)
 static void upload_free(pv_call_t *c)
 {
     upload_call_t *u = (upload_call_t *)c;
-    for (int i = 0; i < u->n; i++)
+    for (int i = 0; i < u->n; i++) {
         part_cleanup(&u->parts[i]);
+        json_decref(u->parts[i].json);
+    }
     pv_call_free(c);
 }
 
@@ -463,18 +481,17 @@ static void upload_committed(pv_call_t *c)
         upload_free(c);
         return;
     }
+    /* Committed: from here on only what cannot fail but for a real lack
+     * of memory (jansson), with the parts' answers made in the commit. */
     bool any_new = false;
     json_t *list = json_array();
     for (int i = 0; i < u->n; i++) {
-        json_t *pj = pv_photo_json(&u->app->keys, u->app->cfg.presign_ttl, &u->parts[i].photo);
-        if (u->parts[i].duplicate) {
-            json_object_set_new(pj, "duplicate", json_true());
-        } else {
+        if (!u->parts[i].duplicate) {
             any_new = true;
             pv_metrics_add(u->app->metrics, PV_M_UPLOADS, 1);
             pv_metrics_add(u->app->metrics, PV_M_UPLOAD_BYTES, (long long)u->parts[i].photo.bytes);
         }
-        json_array_append_new(list, pj);
+        json_array_append(list, u->parts[i].json);
     }
     json_t *body;
     if (u->multipart) {

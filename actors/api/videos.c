@@ -31,6 +31,8 @@ typedef struct create_call {
     pv_usage_t usage;          /* as the commit saw it, for the answers */
     pv_video_t v;
     int missing;               /* index of a photo not found, or -1 */
+    pv_video_enqueue_t *enq;   /* the job for the videos actor, made before
+                                  the commit so that handing it over cannot fail */
 } create_call_t;
 
 static const char *const g_fields[] = {
@@ -85,7 +87,9 @@ static json_t *video_json(pv_http_req_t *req, const pv_video_t *v)
 
 static void create_free(pv_call_t *call)
 {
-    pv_video_clear(&((create_call_t *)call)->v);
+    create_call_t *c = (create_call_t *)call;
+    pv_video_clear(&c->v);
+    pv_msg_free(c->enq ? &c->enq->msg : NULL);
     pv_call_free(call);
 }
 
@@ -117,12 +121,11 @@ static void create_committed(pv_call_t *call)
     } else if (rc < 0) {
         pv_api_fail(call->req, rc);
     } else {
-        pv_video_enqueue_t *e = pv_msg_new(sizeof(*e), PV_VIDEOS_ENQUEUE);
-        if (e) { /* else it is picked up from PV_DB_JOBS at the next start */
-            memcpy(e->id, c->v.id, 16);
-            memcpy(e->user, c->v.user_id, 16);
-            pv_actor_send(c->app->videos, &e->msg);
-        }
+        pv_video_enqueue_t *e = c->enq;
+        c->enq = NULL;
+        memcpy(e->id, c->v.id, 16);
+        memcpy(e->user, c->v.user_id, 16);
+        pv_actor_send(c->app->videos, &e->msg);
         pv_http_respond_json(call->req, 202, json_pack("{s:o}", "video", video_json(call->req, &c->v)));
     }
     create_free(call);
@@ -243,6 +246,14 @@ void pv_h_video_create(pv_http_req_t *req)
         create_free(&c->base);
         return;
     }
+    /* Without its hand-over the job would wait in PV_DB_JOBS for the next
+     * start: no memory for it, no video. */
+    c->enq = pv_msg_new(sizeof(*c->enq), PV_VIDEOS_ENQUEUE);
+    if (!c->enq) {
+        pv_api_fail(req, -ENOMEM);
+        create_free(&c->base);
+        return;
+    }
     pv_call_store(&c->base, create_apply, create_committed);
 }
 
@@ -327,6 +338,7 @@ typedef struct delete_call {
     pv_call_t base;
     pv_app_t *app;
     uint8_t user[16], id[16];
+    pv_job_cmd_t *drop;        /* "stop rendering it", made before the commit */
 } delete_call_t;
 
 static bool has_blob(const uint8_t sha[32])
@@ -368,14 +380,14 @@ static void delete_committed(pv_call_t *call)
         pv_api_fail(call->req, rc);
     } else {
         /* Gone from the store: stop a render of it, if any. */
-        pv_job_cmd_t *cmd = pv_msg_new(sizeof(*cmd), PV_VIDEOS_JOB_CMD);
-        if (cmd) {
-            cmd->op = PV_JOB_DROP;
-            memcpy(cmd->video_id, d->id, 16);
-            pv_actor_send(d->app->videos, &cmd->msg);
-        }
+        pv_job_cmd_t *cmd = d->drop;
+        d->drop = NULL;
+        cmd->op = PV_JOB_DROP;
+        memcpy(cmd->video_id, d->id, 16);
+        pv_actor_send(d->app->videos, &cmd->msg);
         pv_http_respond(call->req, 204, NULL, NULL, 0);
     }
+    pv_msg_free(d->drop ? &d->drop->msg : NULL);
     pv_call_free(call);
 }
 
@@ -390,6 +402,13 @@ void pv_h_video_delete(pv_http_req_t *req)
     d->app = pv_api_app(req);
     if (pv_api_user_id(req, d->user) < 0 || !id || pv_id_decode(id, d->id) < 0) {
         pv_http_respond_error(req, 404, "not_found", "no such video");
+        pv_call_free(&d->base);
+        return;
+    }
+    /* A render of it must stop once it is gone: its message is made now. */
+    d->drop = pv_msg_new(sizeof(*d->drop), PV_VIDEOS_JOB_CMD);
+    if (!d->drop) {
+        pv_api_fail(req, -ENOMEM);
         pv_call_free(&d->base);
         return;
     }
@@ -448,17 +467,43 @@ void pv_h_video_cancel(pv_http_req_t *req)
 
 /* ---------------- events (SSE) ---------------- */
 
+/* A subscription with the messages that end its stream (videos.h). */
+static pv_video_sub_t *sub_new(void)
+{
+    pv_video_sub_t *sub = calloc(1, sizeof(*sub));
+    if (!sub)
+        return NULL;
+    sub->last = pv_msg_new(sizeof(*sub->last), 0);
+    sub->last_unsub = pv_msg_new(sizeof(*sub->last_unsub), 0);
+    sub->unsub = pv_msg_new(sizeof(*sub->unsub), PV_VIDEOS_UNSUB);
+    if (sub->last && sub->last_unsub && sub->unsub)
+        return sub;
+    free(sub->last);
+    free(sub->last_unsub);
+    free(sub->unsub);
+    free(sub);
+    return NULL;
+}
+
+/* After the stream's last event: the subscription and what it did not use. */
+static void sub_free(pv_video_sub_t *sub)
+{
+    free(sub->last);
+    free(sub->last_unsub);
+    free(sub->unsub);
+    free(sub);
+}
+
 /* The client went away: ask the actor to let go; the stream ends when it
  * answers (on_event, unsubscribed). */
 static void sub_closed(pv_http_req_t *req, void *arg)
 {
     pv_video_sub_t *sub = arg;
     sub->closed = true;
-    pv_video_sub_msg_t *m = pv_msg_new(sizeof(*m), PV_VIDEOS_UNSUB);
-    if (m) {
-        m->sub = sub;
-        pv_actor_send(pv_api_app(req)->videos, &m->msg);
-    }
+    pv_video_sub_msg_t *m = sub->unsub;
+    sub->unsub = NULL;
+    m->sub = sub;
+    pv_actor_send(pv_api_app(req)->videos, &m->msg);
 }
 
 /* On the request's loop: one event of the stream. After the last one
@@ -470,12 +515,13 @@ static void on_event(pv_msg_t *msg)
     pv_http_req_t *req = sub->ctx;
     if (ev->unsubscribed) {
         pv_http_stream_end(req); /* releases the request */
-        free(sub);
+        sub_free(sub);
     } else if (!sub->closed) {
-        pv_http_stream_write(req, ev->text, strlen(ev->text));
+        if (ev->text)
+            pv_http_stream_write(req, ev->text, strlen(ev->text));
         if (ev->end) {
             pv_http_stream_end(req);
-            free(sub);
+            sub_free(sub);
         }
     }
     pv_msg_free(msg);
@@ -486,10 +532,11 @@ void pv_h_video_events(pv_http_req_t *req)
     pv_video_t v;
     if (load_own_video(req, &v) < 0)
         return;
-    pv_video_sub_t *sub = calloc(1, sizeof(*sub));
+    pv_video_sub_t *sub = sub_new();
     pv_video_sub_msg_t *m = pv_msg_new(sizeof(*m), PV_VIDEOS_SUB);
     if (!sub || !m) {
-        free(sub);
+        if (sub)
+            sub_free(sub);
         free(m);
         pv_video_clear(&v);
         pv_api_fail(req, -ENOMEM);

@@ -66,7 +66,7 @@ static const struct api_error {
     {-EAGAIN, 503, "overloaded", "try again in a moment", true},
 };
 
-void pv_api_fail(pv_http_req_t *req, int rc)
+int pv_api_fail(pv_http_req_t *req, int rc)
 {
     for (size_t i = 0; i < PV_ARRAY_LEN(g_api_errors); i++) {
         const struct api_error *e = &g_api_errors[i];
@@ -75,11 +75,12 @@ void pv_api_fail(pv_http_req_t *req, int rc)
         if (e->retry)
             pv_http_add_header(req, "Retry-After", "1");
         pv_http_respond_error(req, e->status, e->code, e->message);
-        return;
+        return e->status;
     }
     pv_log(PV_LOG_ERROR, "http", pv_http_request_id(req), NULL,
            "internal error: %s", strerror(-rc));
     pv_http_respond_error(req, 500, "internal", "internal error; see the server log");
+    return 500;
 }
 
 /* A body parser's error: the client's (4xx) with the parser's own code
@@ -197,11 +198,15 @@ static int authorize_bearer(pv_http_req_t *req, pv_app_t *app)
         pv_http_respond_error(req, 401, "token_expired", "the access token has expired; refresh it");
         return 401;
     }
-    if (rc < 0) {
+    if (rc == -EACCES) {
         pv_http_add_header(req, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
         pv_http_respond_error(req, 401, "invalid_token", "the access token is not valid");
         return 401;
     }
+    /* The token may be good: pvd could not look its user up. A 401 here
+     * would make the client drop a valid session. */
+    if (rc < 0)
+        return pv_api_fail(req, rc);
     pv_http_set_user(req, claims.user_id);
     return 0;
 }

@@ -42,8 +42,8 @@ void pv_api_on_done(pv_http_req_t *req, int status, uint64_t bytes_out, double m
 
 /* ---- answers ---- */
 /* Map a store/pipeline result to an error answer (507 for -ENOSPC ...):
- * the one table of results and their answers. */
-void pv_api_fail(pv_http_req_t *req, int rc);
+ * the one table of results and their answers; returns the status answered. */
+int pv_api_fail(pv_http_req_t *req, int rc);
 /* Answer a body parser's error at the status its code carries (400, 413
  * for body_too_large; out of memory as pv_api_fail answers it). */
 void pv_api_body_error(pv_http_req_t *req, const pv_body_err_t *e);

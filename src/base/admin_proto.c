@@ -377,11 +377,17 @@ static void pack_value(wr_t *w, const json_t *v, int depth)
 
 int pv_admin_frame_pack(const json_t *v, size_t max, char **out, size_t *len)
 {
+    return pv_admin_frame_pack_in(v, max, NULL, 0, out, len);
+}
+
+int pv_admin_frame_pack_in(const json_t *v, size_t max, char *buf, size_t cap, char **out,
+                           size_t *len)
+{
     *out = NULL;
     *len = 0;
     if (max > UINT32_MAX)
         max = UINT32_MAX;
-    wr_t w = {.max = max + PV_ADMIN_HDR};
+    wr_t w = {.p = (uint8_t *)buf, .cap = buf ? cap : 0, .max = max + PV_ADMIN_HDR};
     uint8_t hdr[PV_ADMIN_HDR] = {0};
     wr_bytes(&w, hdr, sizeof(hdr)); /* filled in once the size is known */
     if (v)
@@ -549,6 +555,28 @@ static const pv_admin_cmd_t g_cmds[] = {
      {{"level", PV_ARG_STR, PV_ARG_POS, false, "LEVEL", "debug|info|warn|error", 0, 0,
        "the new level"},
       {0}}},
+#ifdef PV_TEST_BUILD
+    /* The failure walks (tests/integration/test_failwalk.py) drive these; a
+     * release build has neither the rows nor the seam behind them. */
+    {PV_CMD_DEBUG_FAILPOINTS, "debug.failpoints", "debug failpoints", PV_CMDF_TEST,
+     "arm and read the failure seam (test build)",
+     "Reports the pv_fail calls and injected failures since the seam was last armed, and "
+     "the last failure's site; with --sites, every call site reached since pvd started "
+     "with its counts and the numbers of its first and last calls since the seam was "
+     "armed. Then, given SPEC, arms it: PV_FAILPOINTS syntax (\"*:N\" fails the "
+     "Nth call of any site; an empty SPEC disarms) and counts from zero. This command's "
+     "own handling neither counts nor fails. Test build only.",
+     {{"spec", PV_ARG_STR, PV_ARG_POS, false, "SPEC", NULL, 0, 0, "the failpoints to arm"},
+      {"sites", PV_ARG_BOOL, PV_ARG_FLAG, false, NULL, NULL, 0, 0,
+       "list every call site reached"},
+      {0}}},
+    {PV_CMD_DEBUG_CHECK, "debug.check", "debug check", PV_CMDF_TEST,
+     "check the store's invariants (test build)",
+     "Checks the store record by record (src/model/check.h): records, indexes, blob "
+     "reference counts and files, the change log. Answers the problems found, a digest of "
+     "every database (equal digests: the same store) and counts. Test build only.",
+     {{0}}},
+#endif
 };
 
 _Static_assert(PV_ARRAY_LEN(g_cmds) == PV_CMD_COUNT, "one table row per command id");
@@ -557,6 +585,11 @@ const pv_admin_cmd_t *pv_admin_cmds(size_t *n)
 {
     *n = PV_ARRAY_LEN(g_cmds);
     return g_cmds;
+}
+
+bool pv_admin_cmd_listed(const pv_admin_cmd_t *c)
+{
+    return !(c->flags & PV_CMDF_TEST);
 }
 
 const pv_admin_cmd_t *pv_admin_cmd_by_name(const char *name)

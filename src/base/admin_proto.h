@@ -56,6 +56,11 @@ int pv_admin_unpack(const void *buf, size_t len, size_t max_items, json_t **out)
  * header + payload, malloc'd in *out. -EINVAL for a value too deep, -ENOMEM,
  * -EMSGSIZE when the payload would be over max. */
 int pv_admin_frame_pack(const json_t *v, size_t max, char **out, size_t *len);
+/* The same, packing into buf (malloc'd, cap bytes, taken: handed back in
+ * *out, grown, or freed on failure). An answer that fits allocates nothing,
+ * so it cannot fail for memory. */
+int pv_admin_frame_pack_in(const json_t *v, size_t max, char *buf, size_t cap, char **out,
+                           size_t *len);
 
 /* ---- answers ---- */
 json_t *pv_admin_ok(json_t *result); /* steals result (NULL: {}) */
@@ -87,6 +92,10 @@ enum pv_admin_cmd_id {
     PV_CMD_CONFIG_SHOW,
     PV_CMD_TLS_RELOAD,
     PV_CMD_LOG_LEVEL,
+#ifdef PV_TEST_BUILD
+    PV_CMD_DEBUG_FAILPOINTS, /* test build only: arm and read the failure seam */
+    PV_CMD_DEBUG_CHECK,      /* test build only: the store's invariants */
+#endif
     PV_CMD_COUNT
 };
 
@@ -102,6 +111,9 @@ enum pv_admin_arg_how {
 enum pv_admin_cmd_flags {
     PV_CMDF_SLOW = 1u << 0, /* may take minutes: pvctl waits without a limit */
     PV_CMDF_PATH = 1u << 1, /* its "path" arg is a file pvctl makes absolute */
+    PV_CMDF_TEST = 1u << 2, /* test build only: not listed in help, man pages or
+                               completion, so that these read the same in
+                               every build */
 };
 
 typedef struct pv_admin_arg {
@@ -127,6 +139,9 @@ typedef struct pv_admin_cmd {
 } pv_admin_cmd_t;
 
 const pv_admin_cmd_t *pv_admin_cmds(size_t *n);
+/* Whether help, man pages and completion list the command (not the test
+ * build's own). */
+bool pv_admin_cmd_listed(const pv_admin_cmd_t *c);
 const pv_admin_cmd_t *pv_admin_cmd_by_name(const char *name);
 /* "<words> ARG [--opt N]" usage line of one command into out. */
 void pv_admin_cmd_usage(const pv_admin_cmd_t *c, char *out, size_t outlen);

@@ -212,7 +212,8 @@ void pv_man_pvctl(FILE *out)
     const pv_admin_cmd_t *c = pv_admin_cmds(&n);
     item(out, "help [COMMAND]", "Lists the commands, or describes one command or group.");
     for (size_t i = 0; i < n; i++)
-        man_command(out, &c[i]);
+        if (pv_admin_cmd_listed(&c[i]))
+            man_command(out, &c[i]);
     section(out, "EXIT STATUS");
     for (size_t i = 0; i < PV_ARRAY_LEN(g_exits); i++) {
         char code[8];

@@ -40,14 +40,46 @@ void pv_log(int level, const char *actor, const char *req_id, const char *extra,
 #define pv_error(actor, ...) pv_log(PV_LOG_ERROR, actor, NULL, NULL, __VA_ARGS__)
 #define pv_debug(actor, ...) pv_log(PV_LOG_DEBUG, actor, NULL, NULL, __VA_ARGS__)
 
-/* ---- failure seam (src/fail.c) ----
- * In every build, PV_FAILPOINTS="site:N[,site:N...]" makes the Nth call of
- * pv_fail("site") (counting from 1) return true, once; "site:N+" fails the
- * Nth and every later call. Call sites turn that into their normal error
- * path, so tests can walk N and see a clean error each time. With the
- * variable unset this costs one relaxed atomic load. */
-bool pv_fail(const char *site);
-void pv_fail_reset(const char *spec); /* tests: re-read a spec (NULL: env) */
+/* ---- failure seam (src/base/fail.c): the test build only ----
+ * Allocation, I/O, network and FFmpeg call sites are written
+ *     p = pv_fail("site") ? NULL : malloc(n);
+ * In the test build (-DPV_TEST_BUILD), PV_FAILPOINTS="site:N[,site:N...]"
+ * makes the Nth call of pv_fail("site") (counting from 1) return true,
+ * once; "site:N+" fails the Nth and every later call; the site "*" is any
+ * site, so "*:N" fails the Nth pv_fail call whatever its site. Call sites
+ * turn that into their normal error path, so tests can walk N and see a
+ * clean error each time. In every other build pv_fail(site) is the
+ * constant false: the failure branches are dead code and are compiled
+ * away, with the site names. */
+#ifdef PV_TEST_BUILD
+bool pv_fail_at(const char *site, const char *file, int line);
+#define pv_fail(site) pv_fail_at(site, __FILE__, __LINE__)
+/* Re-read the rules from spec (NULL: the environment, "": none) and start
+ * counting calls and failures from zero. Any thread. */
+void pv_fail_reset(const char *spec);
+/* While held (nested), this thread's pv_fail calls neither count nor
+ * fail: for the test-only admin commands that arm and read the seam. */
+void pv_fail_hold(bool on);
+/* Calls and injected failures since the last reset, and the last one. */
+typedef struct pv_fail_count {
+    long calls, fired;
+    char last[128];     /* "site file:line" of the last failure, or "" */
+} pv_fail_count_t;
+pv_fail_count_t pv_fail_count(void);
+/* Every call site reached since the process started, with its counts
+ * (never reset) and where in the current window (since the last reset)
+ * its first and last calls fell, as call numbers (0: not called). */
+typedef struct pv_fail_site {
+    const char *site, *file; /* static strings */
+    int line;
+    long calls, fired;
+    long first, last;
+} pv_fail_site_t;
+/* Copies at most max records into out; returns how many there are. */
+size_t pv_fail_sites(pv_fail_site_t *out, size_t max);
+#else
+#define pv_fail(site) ((void)sizeof(site), false)
+#endif
 
 /* ---- small helpers (src/util.c) ---- */
 int64_t pv_now_ms(void);                      /* wall clock, ms since epoch */

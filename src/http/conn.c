@@ -287,7 +287,7 @@ static void pv_req_make_id(pv_conn_t *c, const char *incoming)
     r->id[16] = '\0';
 }
 
-/* An answer to a request we could not parse: then close. */
+/* An answer to a request we could not parse or keep: then close. */
 static void pv_conn_fail_head(pv_conn_t *c, int status, const char *code,
                               const char *msg)
 {
@@ -295,6 +295,8 @@ static void pv_conn_fail_head(pv_conn_t *c, int status, const char *code,
     pv_req_make_id(c, NULL);
     c->close_after = true;
     c->req.body_done = false; /* what follows is unknown: linger */
+    if (status == 503)
+        pv_resp_header(&c->req, "Retry-After", "1");
     pv_resp_error(&c->req, status, code, msg);
 }
 
@@ -443,14 +445,30 @@ static void pv_body_fail(pv_conn_t *c, int status, const char *code,
     pv_resp_error(&c->req, status, code, msg);
 }
 
+/* A body that cannot be taken in, answered by its cause: running out of
+ * memory or descriptors is 503 (try again), a full disk 507, anything
+ * else (an I/O error) 500. Then the connection closes. */
+static void pv_body_fail_rc(pv_conn_t *c, int rc)
+{
+    if (rc == -ENOMEM || rc == -EMFILE || rc == -ENFILE || rc == -EAGAIN) {
+        pv_resp_header(&c->req, "Retry-After", "1");
+        pv_body_fail(c, 503, "overloaded", "out of resources; try again in a moment");
+    } else if (rc == -ENOSPC || rc == -EDQUOT) {
+        pv_body_fail(c, 507, "insufficient_storage", "the disk is full; the body was not stored");
+    } else {
+        pv_body_fail(c, 500, "internal", "could not store the request body");
+    }
+}
+
 static void pv_body_complete(pv_conn_t *c)
 {
     pv_http_req_t *r = &c->req;
 
     r->body_done = true;
     if (r->body_mode == PV_BODY_MEMORY) {
-        if (!c->body && pv_body_take(c, "", 0) < 0) {
-            pv_body_fail(c, 500, "internal", "out of memory");
+        int rc = c->body ? 0 : pv_body_take(c, "", 0);
+        if (rc < 0) {
+            pv_body_fail_rc(c, rc);
             return;
         }
         c->body[r->body_len] = '\0';
@@ -472,12 +490,13 @@ static ssize_t pv_body_feed(pv_conn_t *c, const char *p, size_t n, bool *done)
 {
     pv_http_req_t *r = &c->req;
     size_t used = 0;
+    int sink_rc;
 
     if (!r->fr.chunked) {
         if ((uint64_t)n > (uint64_t)r->body_left)
             n = (size_t)r->body_left;
-        int rc = pv_body_take(c, p, n);
-        if (rc < 0)
+        sink_rc = pv_body_take(c, p, n);
+        if (sink_rc < 0)
             goto sink_fail;
         r->body_left -= (int64_t)n;
         *done = r->body_left == 0;
@@ -497,8 +516,8 @@ static ssize_t pv_body_feed(pv_conn_t *c, const char *p, size_t n, bool *done)
                 pv_body_fail(c, 413, "too_large", "request body too large");
                 return -1;
             }
-            int rc = pv_body_take(c, d, dl);
-            if (rc < 0)
+            sink_rc = pv_body_take(c, d, dl);
+            if (sink_rc < 0)
                 goto sink_fail;
         }
         used += (size_t)k;
@@ -507,11 +526,9 @@ static ssize_t pv_body_feed(pv_conn_t *c, const char *p, size_t n, bool *done)
     return (ssize_t)used;
 
 sink_fail:
-    pv_log(PV_LOG_ERROR, PV_HTTP_LOG, r->id, NULL, "storing request body failed");
-    pv_body_fail(c, r->body_mode == PV_BODY_FILE ? 507 : 500,
-                 r->body_mode == PV_BODY_FILE ? "insufficient_storage"
-                                              : "internal",
-                 "could not store the request body");
+    pv_log(PV_LOG_ERROR, PV_HTTP_LOG, r->id, NULL, "storing request body failed: %s",
+           strerror(-sink_rc));
+    pv_body_fail_rc(c, sink_rc);
     return -1;
 }
 
@@ -566,7 +583,7 @@ static void pv_body_begin(pv_conn_t *c)
         if (rc < 0) {
             pv_log(PV_LOG_ERROR, PV_HTTP_LOG, r->id, NULL,
                    "cannot create upload file: %s", strerror(-rc));
-            pv_body_fail(c, 503, "unavailable", "cannot accept uploads now");
+            pv_body_fail_rc(c, rc);
             return;
         }
     } else if (r->body_mode == PV_BODY_MEMORY && r->fr.content_length > 0 &&
@@ -574,7 +591,7 @@ static void pv_body_begin(pv_conn_t *c)
         size_t cap = (size_t)r->fr.content_length + 1;
         char *nb = pv_fail("http.alloc") ? NULL : realloc(c->body, cap);
         if (!nb) {
-            pv_body_fail(c, 500, "internal", "out of memory");
+            pv_body_fail_rc(c, -ENOMEM);
             return;
         }
         c->body = nb;
@@ -767,7 +784,9 @@ static bool pv_conn_read_head(pv_conn_t *c)
     }
     c->nhdrs = nh;
     if (pv_conn_scratch(c, (size_t)r) < 0) {
-        pv_conn_drop(c);
+        /* No room to keep the head: the request cannot be served, but it
+         * can be answered (from static text), then the connection closes. */
+        pv_conn_fail_head(c, 503, "overloaded", "out of memory; try again in a moment");
         return true;
     }
     memcpy(c->head, buf, (size_t)r);

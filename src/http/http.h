@@ -212,6 +212,14 @@ void pv_http_body_file_taken(pv_http_req_t *req);
 /* Extra response header for the coming answer. */
 void pv_http_add_header(pv_http_req_t *req, const char *name,
                         const char *value);
+/* Make room now for n more bytes of such headers ("Name: value\r\n"), so
+ * that adding them later cannot fail for memory: for a header that must
+ * go with an answer written after a commit. 0 or -ENOMEM. */
+int pv_http_header_room(pv_http_req_t *req, size_t n);
+/* Make room now for n more bytes of such headers ("Name: value\r\n"), so
+ * that adding them later cannot fail for memory: for a header that must
+ * go with an answer written after a commit. 0 or -ENOMEM. */
+int pv_http_header_room(pv_http_req_t *req, size_t n);
 void pv_http_respond(pv_http_req_t *req, int status, const char *content_type,
                      const void *body, size_t len);
 /* Serialises and decrefs obj; application/json; charset=utf-8. */

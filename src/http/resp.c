@@ -264,6 +264,29 @@ int pv_resp_defaults(pv_http_server_t *s, const char **bad)
     return s->hdr_plain && s->hdr_tls ? 0 : -ENOMEM;
 }
 
+/* Room for `need` bytes of extra header lines. */
+static int resp_extra_reserve(pv_conn_t *c, size_t need)
+{
+    if (need <= c->extra_cap)
+        return 0;
+    size_t cap = c->extra_cap ? c->extra_cap * 2 : 256;
+    while (cap < need)
+        cap *= 2;
+    char *p = pv_fail("http.alloc") ? NULL : realloc(c->extra, cap);
+    if (!p)
+        return -ENOMEM;
+    c->extra = p;
+    c->extra_cap = cap;
+    return 0;
+}
+
+int pv_http_header_room(pv_http_req_t *req, size_t n)
+{
+    if (!req || !req->conn || req->answered)
+        return -EINVAL;
+    return resp_extra_reserve(req->conn, req->conn->extra_len + n);
+}
+
 void pv_resp_header(pv_http_req_t *req, const char *name, const char *value)
 {
     pv_conn_t *c = req->conn;
@@ -274,16 +297,8 @@ void pv_resp_header(pv_http_req_t *req, const char *name, const char *value)
         return;
     }
     size_t need = c->extra_len + nl + vl + 4;
-    if (need > c->extra_cap) {
-        size_t cap = c->extra_cap ? c->extra_cap * 2 : 256;
-        while (cap < need)
-            cap *= 2;
-        char *p = pv_fail("http.alloc") ? NULL : realloc(c->extra, cap);
-        if (!p)
-            return;
-        c->extra = p;
-        c->extra_cap = cap;
-    }
+    if (resp_extra_reserve(c, need) < 0)
+        return;
     char *o = c->extra + c->extra_len;
     memcpy(o, name, nl);
     o[nl] = ':';
@@ -372,10 +387,11 @@ static void resp_json(pv_http_req_t *r, int status, json_t *obj)
 {
     char *s = obj ? json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(obj);
-    if (!s) {
+    if (!s) { /* the answer could not be built: memory ran out */
         static const char oom[] =
-            "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
-        resp_body(r, 500, "application/json; charset=utf-8", oom,
+            "{\"error\":{\"code\":\"overloaded\",\"message\":\"out of memory; try again in a moment\"}}";
+        pv_resp_header(r, "Retry-After", "1");
+        resp_body(r, 503, "application/json; charset=utf-8", oom,
                   sizeof(oom) - 1, NULL);
         return;
     }

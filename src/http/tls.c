@@ -165,7 +165,7 @@ static int pv_write_pem(const char *path, mode_t mode, EVP_PKEY *key, X509 *x)
 
     if (snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", path) >= (int)sizeof(tmp))
         return -ENAMETOOLONG;
-    int fd = pv_fail("tls.write") ? -1 : mkostemp(tmp, O_CLOEXEC);
+    int fd = pv_fail("tls.write") ? (errno = EIO, -1) : mkostemp(tmp, O_CLOEXEC);
     if (fd < 0)
         return -(errno ? errno : EIO);
     if (fchmod(fd, mode) < 0) {

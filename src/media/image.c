@@ -581,9 +581,9 @@ static void img_src_free(img_src_t *s)
 
 static int img_read_file(const char *path, img_src_t *s, char *err, size_t errlen)
 {
-    int fd = pv_fail("image_io") ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+    int fd = pv_fail("image_io") ? (errno = EIO, -1) : open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return img_errf(err, errlen, -EIO, "cannot open image: %s", strerror(errno ? errno : EIO));
+        return img_errf(err, errlen, -EIO, "cannot open image: %s", strerror(errno));
     int rc = 0;
     struct stat st;
     if (fstat(fd, &st) < 0) {

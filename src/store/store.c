@@ -225,7 +225,7 @@ int pv_txn_begin(pv_store_t *store, pv_txn_t *txn, bool write)
     memset(txn, 0, sizeof(*txn));
     txn->store = store;
     txn->write = write;
-    if (pv_fail(write ? "store_txn_write" : "store_txn_read"))
+    if (write ? pv_fail("store_txn_write") : pv_fail("store_txn_read"))
         return txn->err = -EIO;
     map_enter(store);
     MDB_txn *m = NULL;

@@ -195,6 +195,9 @@ def main():
             r.report(os.path.basename(path), False, "cannot import: %s\n%s" % (e, traceback.format_exc(limit=3)))
             continue
         m = Module(name, mod)
+        # Failures the seam injects in this module's pvds are logged as its
+        # own (tools/failsites.py check; tests/run.sh sets the log).
+        os.environ["PV_FAILPOINTS_TAG"] = "integration:" + name
         selected = [(n, f) for n, f in tests_of(mod)
                     if not args.k or any(k in "%s.%s" % (name, n) for k in args.k)]
         try:

@@ -501,6 +501,22 @@ TEST(pack_failpoint)
     CHECK(buf == NULL);
     CHECK_EQ_INT(pv_admin_frame_pack(v, 100, &buf, &len), 0);
     free(buf);
+    /* Into room taken beforehand: an answer that fits allocates nothing,
+     * so no failure can strike it; one that does not fit grows it. */
+    pv_fail_reset("admin_pack:1+");
+    char *room = malloc(64);
+    CHECK_EQ_INT(pv_admin_frame_pack_in(v, 100, room, 64, &buf, &len), 0);
+    CHECK(buf == room && len == 4 + 1 + 4 + 7);
+    free(buf);
+    pv_fail_reset("");
+    room = malloc(8);
+    CHECK_EQ_INT(pv_admin_frame_pack_in(v, 100, room, 8, &buf, &len), 0);
+    CHECK(buf != NULL && len == 16 && memcmp(buf + 4, "\x81\xa3" "cmd", 5) == 0);
+    free(buf);
+    pv_fail_reset("admin_pack:1");
+    room = malloc(8);
+    CHECK_EQ_INT(pv_admin_frame_pack_in(v, 100, room, 8, &buf, &len), -ENOMEM);
+    CHECK(buf == NULL); /* room was freed: ASan would see a leak */
     pv_fail_reset("");
     json_decref(v);
 }

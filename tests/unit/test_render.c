@@ -17,7 +17,11 @@
  * cleanly each time; and no failure leaves a file (final or temp) behind.
  *
  * Needs the ffmpeg and ffprobe commands (to make photos and inspect output).
+ * render.c is #included (h2o's way) so that writable(), which only
+ * allocates when the encoder still holds the last frame, can be driven.
  */
+#include "../../src/media/render.c"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -665,35 +669,123 @@ TEST(render_failures)
     }
 }
 
-/* SQLite-style: fail the Nth allocation for growing N until the render
- * succeeds; every step ends in success or a clean -ENOMEM/-EIO. */
-TEST(render_alloc_walk)
+/* The calls worth failing in a run of render_walk_once: for each call site,
+ * its first and its last call. A render makes most of its calls per frame
+ * or per packet (a hundred-odd in all); failing every one of them takes
+ * the same paths in the same states over and over, at half a second a
+ * render under ASan, so the walk takes the first and last of each site:
+ * every site fails at least once, at the start and at the end of its
+ * stream. A dry run with nothing armed finds them. */
+static int walk_points(long *out, int max)
+{
+    pv_fail_site_t sites[256];
+    size_t n = pv_fail_sites(sites, PV_ARRAY_LEN(sites));
+    int k = 0;
+    for (size_t i = 0; i < n && i < PV_ARRAY_LEN(sites); i++) {
+        long pts[2] = {sites[i].first, sites[i].last};
+        for (int j = 0; j < 2; j++) {
+            bool have = pts[j] == 0;
+            for (int m = 0; m < k && !have; m++)
+                have = out[m] == pts[j];
+            if (!have && k < max)
+                out[k++] = pts[j];
+        }
+    }
+    for (int i = 1; i < k; i++) /* ascending: the walk's order */
+        for (int j = i; j > 0 && out[j - 1] > out[j]; j--) {
+            long t = out[j];
+            out[j] = out[j - 1];
+            out[j - 1] = t;
+        }
+    return k;
+}
+
+/* SQLite-style: "*:N" fails the Nth pv_fail call of any site (allocation,
+ * threads, scaler, encoder, muxer, file I/O, rename, photo decoding).
+ * Every step ends in success or a clean error with a reason and no file
+ * left behind: -ENOMEM, -EIO, -ENOSPC, or -EINVAL when a photo could not
+ * be decoded (render.h). The render is small but takes every path: two
+ * photos, a title, Ken Burns, a transition and a poster. */
+TEST(render_walk)
 {
     pv_render_opts_t o;
-    char out[128], err[256], spec[64];
+    char out[128], poster[128], err[256], spec[64], fired[4096] = "";
     opts_small(&o);
     o.video.seconds_per_photo = 0.5;
+    o.video.ken_burns = true;
     snprintf(o.title, sizeof(o.title), "walk");
     path_in(out, sizeof(out), "walk.mp4");
+    path_in(poster, sizeof(poster), "walk.jpg");
     const char *photos[] = {g_red, g_green};
-    int n = 1;
-    for (; n < 40; n++) {
-        snprintf(spec, sizeof(spec), "render_alloc:%d", n);
+    pv_fail_reset("");
+    CHECK_EQ_INT(pv_render(photos, 2, &o, out, poster, NULL, NULL, err, sizeof(err)), 0);
+    long calls = pv_fail_count().calls, points[256];
+    int np = walk_points(points, (int)PV_ARRAY_LEN(points)), steps = 0;
+    unlink(out);
+    unlink(poster);
+    for (int i = 0; i < np; i++, steps++) {
+        snprintf(spec, sizeof(spec), "*:%ld", points[i]);
         pv_fail_reset(spec);
         err[0] = '\0';
-        int rc = pv_render(photos, 2, &o, out, NULL, NULL, NULL, err, sizeof(err));
+        int rc = pv_render(photos, 2, &o, out, poster, NULL, NULL, err, sizeof(err));
+        pv_fail_count_t c = pv_fail_count();
         pv_fail_reset("");
-        if (rc == 0)
-            break;
-        if (rc != -ENOMEM && rc != -EIO) {
-            printf("#   %s: rc %d (%s)\n", spec, rc, err);
-            t_cur_failed = 1;
+        if (c.fired == 0) { /* threads ran in another order: fewer calls this time */
+            CHECK_EQ_INT(rc, 0);
+            unlink(out);
+            unlink(poster);
+            continue;
         }
-        CHECK(!exists(out));
+        const char *sp = strchr(c.last, ' '), *line = strrchr(c.last, ':');
+        size_t used = strlen(fired);
+        snprintf(fired + used, sizeof(fired) - used, " %.*s%s", (int)(sp ? sp - c.last : 0),
+                 c.last, line ? line : "");
+        bool photo = strncmp(c.last, "image_", 6) == 0;
+        if (rc == 0) { /* absorbed (no loader thread: decoded inline): a whole video */
+            CHECK(exists(out) && exists(poster));
+        } else {
+            if ((rc != -ENOMEM && rc != -EIO && rc != -ENOSPC && !(photo && rc == -EINVAL)) ||
+                !err[0]) {
+                printf("#   %s (%s): rc %d (%s)\n", spec, c.last, rc, err);
+                t_cur_failed = 1;
+            }
+            CHECK(!exists(out));
+            CHECK(!exists(poster));
+        }
+        unlink(out);
+        unlink(poster);
         CHECK_EQ_INT(count_files(".tmp-"), 0);
     }
-    CHECK(n > 3 && n < 40);
-    unlink(out);
+    printf("# walk render: %ld calls, %d steps (the first and last of each site);%s\n", calls,
+           steps, fired);
+    CHECK(steps > 10);
+}
+
+/* A frame the encoder still holds is not written over: writable() gives
+ * the scratch a fresh buffer (the one allocation of a render that libx264
+ * never makes happen, as it lets go of each frame at once), and a failure
+ * there is a clean -ENOMEM with a reason. */
+TEST(held_frame_gets_a_new_buffer)
+{
+    char err[128] = "";
+    job_t j = {.err = err, .errlen = sizeof(err)};
+    AVFrame *f = pv_rfx_picture_new(64, 48), *held = av_frame_alloc();
+    CHECK(f && held);
+    if (!f || !held)
+        return;
+    CHECK_EQ_INT(writable(&j, f), 0); /* sole owner: nothing to do */
+    CHECK_EQ_INT(av_frame_ref(held, f), 0);
+    uint8_t *old = f->data[0];
+    old[0] = 7;
+    pv_fail_reset("render_alloc:1");
+    CHECK_EQ_INT(writable(&j, f), -ENOMEM);
+    pv_fail_reset("");
+    CHECK(strstr(err, "out of memory") != NULL);
+    CHECK_EQ_INT(writable(&j, f), 0);
+    CHECK(av_frame_is_writable(f) && f->data[0] != old && f->width == 64 && f->height == 48);
+    CHECK_EQ_INT(held->data[0][0], 7); /* the held one is untouched */
+    av_frame_free(&held);
+    av_frame_free(&f);
 }
 
 /* ---- setup ---- */
@@ -739,7 +831,8 @@ int main(void)
     RUN(render_progress_and_cancel);
     RUN(render_bad_photos);
     RUN(render_failures);
-    RUN(render_alloc_walk);
+    RUN(render_walk);
+    RUN(held_frame_gets_a_new_buffer);
 
     if (!getenv("PV_TEST_KEEP"))
         sh("rm -rf %s", g_dir);
