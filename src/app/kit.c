@@ -223,10 +223,12 @@ static int authorize_signed(pv_http_req_t *req, pv_app_t *app)
     uint8_t owner[16];
     if (rc == 0) /* a disabled owner's links stop at once, like its tokens */
         rc = pv_id_decode(q.owner, owner) < 0 ? -EACCES : pv_api_user_active(app, owner);
-    if (rc < 0) {
+    if (rc == -EACCES || rc == -EINVAL || rc == -ENOENT) {
         pv_http_respond_error(req, 403, "forbidden", "this link is not valid");
         return 403;
     }
+    if (rc < 0) /* the link may be good: pvd could not look its owner up */
+        return pv_api_fail(req, rc);
     pv_http_set_user(req, q.owner);
     return 0;
 }

@@ -351,10 +351,13 @@ def test_login_refresh_logout(pvd):
     w.walk("refresh", refresh, verify_refresh)
 
     def logout_prepare():
-        return u.login()["refresh_token"]
+        # A session of its own: a logout ends the access token it presents,
+        # and the walks after this one go on with u's.
+        return pvd.login(u.email, u.password).json()
 
-    def logout(tok):
-        return w.http("POST", "/api/v1/auth/logout", json={"refresh_token": tok}, token=u.access)
+    def logout(session):
+        return w.http("POST", "/api/v1/auth/logout", json={"refresh_token": session["refresh_token"]},
+                      token=session["access_token"])
 
     def verify_logout(tok, st, resp):
         if not expect_clean("logout", st, resp, (204,)):
