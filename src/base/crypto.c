@@ -584,7 +584,12 @@ int pv_jwt_issue(const pv_keys_t *keys, const char *user_id, int ttl_s,
     uint8_t jti_raw[16];
     char jti[32];
     uint8_t id[16];
-    long now = (long)(pv_now_ms() / 1000);
+    int64_t now_ms = pv_now_ms();
+    long now = (long)(now_ms / 1000);
+    /* exp rounded up: a token lives at least ttl_s whatever the fraction of
+     * the second it was issued in (rounded down, a 1 s token issued at
+     * x.9 s would live 0.1 s). */
+    long exp = (long)((now_ms + (int64_t)ttl_s * 1000 + 999) / 1000);
     int rc = -ENOMEM;
 
     *token_out = NULL;
@@ -596,7 +601,7 @@ int pv_jwt_issue(const pv_keys_t *keys, const char *user_id, int ttl_s,
         return -ENOMEM;
     if (jwt_add_grant(jwt, "sub", user_id) != 0 ||
         jwt_add_grant_int(jwt, "iat", now) != 0 ||
-        jwt_add_grant_int(jwt, "exp", now + ttl_s) != 0 ||
+        jwt_add_grant_int(jwt, "exp", exp) != 0 ||
         jwt_add_grant(jwt, "jti", jti) != 0 ||
         jwt_set_alg(jwt, JWT_ALG_HS256, keys->jwt, sizeof(keys->jwt)) != 0)
         goto out;

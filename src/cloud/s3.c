@@ -1098,7 +1098,7 @@ static int s3_xml_ok(s3_req_t *r)
     switch (r->op) {
     case S3_LIST:
         rc = pv_s3xml_listing(b, n, &r->listing);
-        res->listing = &r->listing;
+        res->listing = rc == 0 ? &r->listing : NULL; /* never a half-read one */
         break;
     case S3_MPU_CREATE:
         free(r->upload_id);

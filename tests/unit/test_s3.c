@@ -1329,6 +1329,24 @@ TEST(failure_seam_gives_clean_errors)
     CHECK(!g.r.retryable);
     pv_fail_reset("s3xml_alloc:1");
     CHECK_EQ_INT(DO(g, pv_s3_list(g_s3, "pg/a/", NULL, 0, on_done, &g)), -ENOMEM);
+    pv_fail_reset("s3xml_alloc:2"); /* the reader's other allocation */
+    int rc = DO(g, pv_s3_list(g_s3, "pg/a/", NULL, 0, on_done, &g));
+    CHECK(rc == -ENOMEM || rc == 0);
+    pv_fail_reset("s3_open:1"); /* a GET into a file that cannot be made */
+    CHECK(DO(g, pv_s3_get(g_s3, "rt/mem-1", &sink, on_done, &g)) < 0);
+    pv_fail_reset("curlev_submit:1");
+    got_free(&g);
+    rc = pv_s3_head(g_s3, "rt/mem-1", on_done, &g);
+    CHECK(rc == -ENOMEM || (rc == 0 && wait_got(0, &g) == -ENOMEM));
+    pv_curlev_t *cl = NULL;
+    pv_fail_reset("curlev_new:1");
+    CHECK_EQ_INT(pv_curlev_new(g_base, NULL, &cl), -ENOMEM);
+    CHECK(cl == NULL);
+    pv_s3_t *s3 = NULL;
+    pv_s3_config_t cfg = {.bucket = "b-1", .region = "us-east-1"};
+    pv_fail_reset("s3_new:1");
+    CHECK_EQ_INT(pv_s3_new(g_http, &cfg, &g_creds, &s3), -ENOMEM);
+    CHECK(s3 == NULL);
     pv_fail_reset("");
     CHECK_EQ_INT(DO(g, pv_s3_put(g_s3, "seam/x", &fb, NULL, on_done, &g)), 0);
     got_free(&g);
