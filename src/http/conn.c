@@ -68,8 +68,9 @@ static void pv_req_cleanup(pv_conn_t *c)
     if (r->user && r->user != r->user_small)
         free(r->user);
     r->user = NULL;
-    /* A big upload buffer is not kept for the next request. */
-    if (c->body_cap > PV_HTTP_IN_WINDOW) {
+    /* Only a small body buffer is kept for the next request: an idle
+     * kept-alive connection holds at most PV_HTTP_BODY_KEEP of it. */
+    if (c->body_cap > PV_HTTP_BODY_KEEP) {
         free(c->body);
         c->body = NULL;
         c->body_cap = 0;
@@ -406,25 +407,41 @@ static void pv_conn_synced(void *arg, int rc)
     pv_conn_release(c);
 }
 
+/* Room for need bytes of a PV_BODY_MEMORY body (its NUL included). The
+ * buffer grows as bytes arrive, doubling, and never past what the request
+ * may still send (its Content-Length, or the route's limit): memory follows
+ * what a client sent, not what it declared, so a thousand clients that
+ * announce 64 KiB and trickle cost what they trickled. 0 or -ENOMEM. */
+static int pv_body_room(pv_conn_t *c, size_t need)
+{
+    pv_http_req_t *r = &c->req;
+
+    if (need <= c->body_cap)
+        return 0;
+    uint64_t most = r->body_limit;
+    if (r->fr.content_length >= 0 && (uint64_t)r->fr.content_length < most)
+        most = (uint64_t)r->fr.content_length;
+    size_t cap = c->body_cap ? c->body_cap : PV_HTTP_BODY_MIN;
+    while (cap < need)
+        cap *= 2;
+    if (cap > most + 1 && need <= most + 1)
+        cap = (size_t)most + 1;
+    char *nb = pv_fail("http.alloc") ? NULL : realloc(c->body, cap);
+    if (!nb)
+        return -ENOMEM;
+    c->body = nb;
+    c->body_cap = cap;
+    return 0;
+}
+
 /* Takes n body bytes. 0 or -errno. */
 static int pv_body_take(pv_conn_t *c, const char *p, size_t n)
 {
     pv_http_req_t *r = &c->req;
 
     if (r->body_mode == PV_BODY_MEMORY) {
-        size_t need = r->body_len + n + 1;
-        if (need > c->body_cap) {
-            size_t cap = c->body_cap ? c->body_cap : 4096;
-            while (cap < need)
-                cap *= 2;
-            if (cap > r->body_limit + 1 && need <= r->body_limit + 1)
-                cap = (size_t)r->body_limit + 1;
-            char *nb = pv_fail("http.alloc") ? NULL : realloc(c->body, cap);
-            if (!nb)
-                return -ENOMEM;
-            c->body = nb;
-            c->body_cap = cap;
-        }
+        if (pv_body_room(c, r->body_len + n + 1) < 0)
+            return -ENOMEM;
         memcpy(c->body + r->body_len, p, n);
         r->body_len += n;
     } else if (r->body_mode == PV_BODY_FILE) {
@@ -569,17 +586,9 @@ static void pv_body_begin(pv_conn_t *c)
             pv_body_fail(c, 503, "unavailable", "cannot accept uploads now");
             return;
         }
-    } else if (r->body_mode == PV_BODY_MEMORY && r->fr.content_length > 0 &&
-               (size_t)r->fr.content_length + 1 > c->body_cap) {
-        size_t cap = (size_t)r->fr.content_length + 1;
-        char *nb = pv_fail("http.alloc") ? NULL : realloc(c->body, cap);
-        if (!nb) {
-            pv_body_fail(c, 500, "internal", "out of memory");
-            return;
-        }
-        c->body = nb;
-        c->body_cap = cap;
     }
+    /* A PV_BODY_MEMORY buffer is not made here: it grows as bytes come
+     * (pv_body_room), once the route and its limit are known. */
     c->state = C_BODY;
     pv_conn_set_rto(c, c->srv->cfg.read_timeout_s);
 }

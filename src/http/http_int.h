@@ -45,6 +45,8 @@ struct evconnlistener;
 #define PV_HTTP_LINGER_S 2
 #define PV_HTTP_LINGER_MAX (1024u * 1024)
 #define PV_HTTP_ID_MAX 64
+#define PV_HTTP_BODY_MIN 1024u           /* a memory body's first buffer */
+#define PV_HTTP_BODY_KEEP (16u * 1024)   /* kept for the next request */
 
 #define PV_HTTP_LOG "http" /* the actor name in log lines */
 
@@ -176,7 +178,8 @@ struct pv_conn {
     char *head, *pathbuf, *segbuf;
     pv_http_hdr_t hdrs[PV_HTTP_MAX_HEADERS];
     size_t nhdrs;
-    char *body;       /* PV_BODY_MEMORY buffer, reused across requests */
+    char *body;       /* PV_BODY_MEMORY buffer: grown as bytes arrive, kept
+                         for the next request up to PV_HTTP_BODY_KEEP */
     size_t body_cap;
     char *extra;      /* extra response header lines */
     size_t extra_len, extra_cap;
