@@ -50,8 +50,11 @@ static const pv_config_key_t g_keys[] = {
     {"render_workers", T_INT, F(render_workers), "0", "render threads (0: cores)"},
     {"log_level", T_STR, F(log_level), "info", "debug, info, warn or error"},
     {"idle_timeout", T_INT, F(idle_timeout), "60", "keep-alive idle timeout, seconds"},
-    {"read_timeout", T_INT, F(read_timeout), "30", "slow-client read timeout, seconds"},
+    {"read_timeout", T_INT, F(read_timeout), "30", "seconds without a byte while a request arrives before 408 and close"},
     {"write_timeout", T_INT, F(write_timeout), "60", "slow-client write timeout, seconds"},
+    {"header_timeout", T_INT, F(header_timeout), "10", "seconds a request head may take from its first byte (a new connection's from the accept, TLS handshake included); 408 past it"},
+    {"body_timeout", T_INT, F(body_timeout), "20", "seconds a request body may take, plus 1 s for every body_min_rate bytes received; 408 past it"},
+    {"body_min_rate", T_U64, F(body_min_rate), "1024", "bytes/s a request body must average past body_timeout: a big upload on a slow link goes on, a trickle is cut"},
     {"trusted_proxies", T_STR, F(trusted_proxies), "", "comma-separated proxy addresses for X-Forwarded-For"},
     {"changelog_trim_seconds", T_INT, F(changelog_trim_seconds), "5", "how often the change log is trimmed below every replication cursor"},
     {"web_root", T_STR, F(web_root), "", "the built web UI (default: ../web beside the pvd binary)"},
@@ -328,6 +331,11 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
     }
     if (c->max_photo_pixels < 1 || c->decode_memory < (16u << 20)) {
         snprintf(err, errlen, "max_photo_pixels: at least 1; decode_memory: at least 16M");
+        return -EINVAL;
+    }
+    if (c->header_timeout < 1 || c->body_timeout < 1 || c->body_min_rate < 1 || c->read_timeout < 1 ||
+        c->idle_timeout < 1 || c->write_timeout < 1) {
+        snprintf(err, errlen, "the timeouts and body_min_rate: at least 1");
         return -EINVAL;
     }
     if (c->changelog_trim_seconds < 1) {

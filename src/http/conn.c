@@ -31,6 +31,11 @@
  * otherwise) -> the server's authorize hook (may answer before any body
  * is read) -> body read by the route's mode (413 over the limit, 400 on
  * framing errors) -> handler called.
+ *
+ * Time: the read timeout (bufferevent) only bounds the gap between two
+ * bytes, so each phase that waits for the client also has a deadline over
+ * its whole length (see "Deadlines"): a head, a body and a linger cannot be
+ * stretched by a client that sends a byte every few seconds.
  */
 #include "http/http_int.h"
 #include "base/pv.h"
@@ -47,6 +52,7 @@
 
 static void pv_conn_process(pv_conn_t *c);
 static void pv_req_complete(pv_conn_t *c);
+static void pv_conn_deadline_arm(pv_conn_t *c);
 
 /* ---------------------------------------------------------------- *
  * Life of a connection
@@ -90,6 +96,8 @@ static void pv_conn_maybe_free(pv_conn_t *c)
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
+    if (c->timer)
+        event_free(c->timer);
     free(c->scratch);
     free(c->body);
     free(c->extra);
@@ -156,11 +164,13 @@ static void pv_conn_close(pv_conn_t *c)
         return;
     }
     c->state = C_LINGER;
+    c->linger_t0_us = pv_mono_us();
     c->linger_bytes = evbuffer_get_length(in);
     evbuffer_drain(in, c->linger_bytes);
     if (!c->tls)
         shutdown(bufferevent_getfd(c->bev), SHUT_WR);
     pv_conn_set_rto(c, PV_HTTP_LINGER_S);
+    pv_conn_deadline_arm(c); /* a peer trickling bytes keeps no linger */
     bufferevent_enable(c->bev, EV_READ);
 }
 
@@ -565,6 +575,7 @@ static bool pv_conn_read_body(pv_conn_t *c)
         return true;
     }
     pv_conn_set_rto(c, c->srv->cfg.read_timeout_s);
+    pv_conn_deadline_arm(c);
     return false;
 }
 
@@ -575,6 +586,7 @@ static void pv_body_begin(pv_conn_t *c)
 
     if (r->fr.expect_continue && !r->body_done)
         pv_resp_continue(c);
+    c->body_t0_us = pv_mono_us();
     r->body_left = r->fr.content_length;
     if (r->fr.chunked)
         pv_http_chunked_init(&r->chunked);
@@ -591,6 +603,7 @@ static void pv_body_begin(pv_conn_t *c)
      * (pv_body_room), once the route and its limit are known. */
     c->state = C_BODY;
     pv_conn_set_rto(c, c->srv->cfg.read_timeout_s);
+    pv_conn_deadline_arm(c);
 }
 
 /* Framing, path and route of a head in c->head: 0 to go on, or 1 once it
@@ -712,7 +725,16 @@ static bool pv_conn_head_wait(pv_conn_t *c, int rto)
         return true;
     }
     pv_conn_set_rto(c, rto);
+    pv_conn_deadline_arm(c);
     return false;
+}
+
+/* The head took longer than header_timeout: 408, then close. */
+static void pv_conn_head_late(pv_conn_t *c)
+{
+    c->head_t0_us = 0;
+    c->fresh = false;
+    pv_conn_fail_head(c, 408, "request_timeout", "the request head took too long to arrive");
 }
 
 /* Returns true when the connection moved on. */
@@ -733,15 +755,16 @@ static bool pv_conn_read_head(pv_conn_t *c)
         len -= 2;
     }
     if (len == 0) {
-        c->head_t0_us = 0;
+        if (!c->fresh) /* a new connection's deadline runs from the accept */
+            c->head_t0_us = 0;
         return pv_conn_head_wait(c, c->fresh ? s->cfg.read_timeout_s
                                              : s->cfg.idle_timeout_s);
     }
     int64_t now = pv_mono_us();
     if (!c->head_t0_us) {
         c->head_t0_us = now;
-    } else if (now - c->head_t0_us > (int64_t)s->cfg.read_timeout_s * 1000000) {
-        pv_conn_drop(c); /* a head dribbled in too slowly */
+    } else if (now - c->head_t0_us >= (int64_t)s->cfg.header_timeout_s * 1000000) {
+        pv_conn_head_late(c); /* a head dribbled in too slowly */
         return true;
     }
     /* Parse in place from the first chain; make the head contiguous only
@@ -805,6 +828,93 @@ static void pv_conn_process(pv_conn_t *c)
 }
 
 /* ---------------------------------------------------------------- *
+ * Deadlines
+ * ---------------------------------------------------------------- */
+
+/* A client that sends a byte every few seconds never meets the read
+ * timeout, which counts from the last byte. So each phase that waits for
+ * the client has a deadline over its whole length:
+ *   HEAD    the head whole within header_timeout of its first byte; on a
+ *           new connection of the accept, so a TLS handshake counts too
+ *   BODY    body_timeout, plus 1 s for every body_min_rate bytes received
+ *           (the rule of Apache's mod_reqtimeout): an honest upload on a
+ *           slow link keeps earning time, a trickle runs out
+ *   LINGER  PV_HTTP_LINGER_S in all
+ * One timer a connection, set lazily: armed when the connection starts to
+ * wait and only ever moved earlier. When it fires it works out the
+ * deadline of the phase the connection is in by then, and acts or sets
+ * itself again; so a body that keeps coming costs no timer work per read,
+ * and a phase that ended leaves nothing to cancel. */
+
+static int64_t pv_conn_deadline(const pv_conn_t *c)
+{
+    const pv_http_config_t *cfg = &c->srv->cfg;
+    switch (c->state) {
+    case C_HEAD:
+        if (!c->head_t0_us)
+            return 0; /* idle between requests: the idle timeout's */
+        return c->head_t0_us + (int64_t)cfg->header_timeout_s * 1000000;
+    case C_BODY: {
+        uint64_t got = c->req.body_got, rate = cfg->body_min_rate;
+        uint64_t earned = got / rate * 1000000 + got % rate * 1000000 / rate;
+        return c->body_t0_us + (int64_t)cfg->body_timeout_s * 1000000 + (int64_t)earned;
+    }
+    case C_LINGER:
+        return c->linger_t0_us + (int64_t)PV_HTTP_LINGER_S * 1000000;
+    default:
+        return 0; /* the server's turn, or a write timeout's */
+    }
+}
+
+static void pv_conn_deadline_arm(pv_conn_t *c)
+{
+    int64_t at = pv_conn_deadline(c);
+    if (!at || !c->timer || (c->timer_at_us && c->timer_at_us <= at))
+        return;
+    int64_t wait = at - pv_mono_us();
+    if (wait < 0)
+        wait = 0;
+    struct timeval tv = {(time_t)(wait / 1000000), (suseconds_t)(wait % 1000000)};
+    evtimer_add(c->timer, &tv);
+    c->timer_at_us = at;
+}
+
+/* Past the deadline: a request that had begun is answered 408 and the
+ * connection closes; one that had not (nothing came, or a TLS handshake
+ * that never ended) is closed without a word. */
+static void pv_conn_expire(pv_conn_t *c)
+{
+    pv_log(PV_LOG_DEBUG, PV_HTTP_LOG, c->req_live ? c->req.id : NULL, NULL,
+           "connection from %s: too slow", c->remote);
+    if (c->state == C_BODY) {
+        pv_body_fail(c, 408, "request_timeout", "the request body came too slowly");
+    } else if (c->state == C_HEAD &&
+               evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+        pv_conn_head_late(c);
+    } else {
+        pv_conn_drop(c);
+    }
+}
+
+static void pv_conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    pv_conn_t *c = arg;
+    (void)fd;
+    (void)what;
+    c->timer_at_us = 0;
+    int64_t at = pv_conn_deadline(c);
+    if (!at || !c->bev)
+        return;
+    if (pv_mono_us() < at) {
+        pv_conn_deadline_arm(c);
+        return;
+    }
+    c->refs++;
+    pv_conn_expire(c);
+    pv_conn_release(c);
+}
+
+/* ---------------------------------------------------------------- *
  * bufferevent callbacks
  * ---------------------------------------------------------------- */
 
@@ -846,6 +956,12 @@ static void pv_conn_event_cb(struct bufferevent *bev, short what, void *arg)
         (c->state == C_HANDLER || c->state == C_SEND || c->state == C_FSYNC)) {
         /* Half-close: the client may still read our answer. */
         c->peer_eof = true;
+    } else if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
+               (c->state == C_BODY ||
+                (c->state == C_HEAD && evbuffer_get_length(bufferevent_get_input(bev)) > 0))) {
+        /* A request stalled half-way: say so before closing. libevent
+         * stopped reading on the timeout; the linger turns it back on. */
+        pv_conn_expire(c);
     } else {
         if (what & BEV_EVENT_TIMEOUT)
             pv_log(PV_LOG_DEBUG, PV_HTTP_LOG, c->req_live ? c->req.id : NULL,
@@ -918,7 +1034,14 @@ void pv_conn_new(pv_http_server_t *s, int kind, bool tls, evutil_socket_t fd,
     pv_sink_init(&c->req.sink);
     c->req.send_fd = -1;
     c->req.body_done = true;
+    c->timer = evtimer_new(s->base, pv_conn_deadline_cb, c);
+    if (!c->timer) {
+        evutil_closesocket(fd);
+        free(c);
+        return;
+    }
     if (pv_conn_bev(c, ctx, fd) < 0) {
+        event_free(c->timer);
         free(c);
         return;
     }
@@ -931,6 +1054,8 @@ void pv_conn_new(pv_http_server_t *s, int kind, bool tls, evutil_socket_t fd,
                       pv_conn_event_cb, c);
     bufferevent_setwatermark(c->bev, EV_READ, 0, s->in_window);
     pv_conn_set_rto(c, s->cfg.read_timeout_s);
+    c->head_t0_us = pv_mono_us(); /* the first head's deadline, handshake included */
+    pv_conn_deadline_arm(c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 

@@ -108,8 +108,15 @@ typedef struct pv_http_config {
     uint64_t max_memory_body;  /* default limit for PV_BODY_MEMORY */
     uint64_t max_file_body;    /* default limit for PV_BODY_FILE */
     int idle_timeout_s;        /* keep-alive idle before close */
-    int read_timeout_s;        /* a slow client sending headers/body */
+    int read_timeout_s;        /* no byte for this long while a request
+                                  arrives: 408 (or a close between them) */
     int write_timeout_s;       /* a slow client reading the answer */
+    /* Deadlines over a whole phase, which a client sending a byte now and
+     * then cannot stretch (conn.c, "Deadlines"): 408 request_timeout. */
+    int header_timeout_s;      /* the head whole within this of its first
+                                  byte (of the accept on a new connection) */
+    int body_timeout_s;        /* a body gets this long, plus 1 s ... */
+    uint64_t body_min_rate;    /* ... for every this many bytes received */
     /* Called after each answer is complete (access log, metrics). */
     void (*on_done)(pv_http_req_t *req, int status, uint64_t bytes_out,
                     double ms);

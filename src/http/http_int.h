@@ -169,7 +169,12 @@ struct pv_conn {
     bool peer_eof;    /* the client shut its sending side */
     bool fresh;       /* no request seen yet */
     int rto_cur;      /* read timeout in force (s), 0 none, -1 unset */
-    int64_t head_t0_us; /* first byte of the head being read */
+    struct event *timer;  /* the deadline of the phase (conn.c "Deadlines") */
+    int64_t timer_at_us;  /* when it fires, 0 when not pending */
+    int64_t head_t0_us; /* first byte of the head being read (the accept,
+                           on a new connection), 0 while idle */
+    int64_t body_t0_us; /* the body began to be read */
+    int64_t linger_t0_us;
     size_t linger_bytes;
     /* Scratch: the head, the decoded path and its segments. Grown only
      * between requests. */

@@ -37,6 +37,9 @@
 #define PV_HTTP_DEF_IDLE_S 60
 #define PV_HTTP_DEF_READ_S 30
 #define PV_HTTP_DEF_WRITE_S 60
+#define PV_HTTP_DEF_HEADER_S 10
+#define PV_HTTP_DEF_BODY_S 20
+#define PV_HTTP_DEF_BODY_RATE 1024 /* bytes/s */
 
 /* PV_HTTP_SRV_CONN: an accepted socket on its way to another loop. */
 typedef struct srv_conn_msg {
@@ -348,6 +351,12 @@ static void srv_defaults(pv_http_config_t *cfg)
         cfg->read_timeout_s = PV_HTTP_DEF_READ_S;
     if (cfg->write_timeout_s <= 0)
         cfg->write_timeout_s = PV_HTTP_DEF_WRITE_S;
+    if (cfg->header_timeout_s <= 0)
+        cfg->header_timeout_s = PV_HTTP_DEF_HEADER_S;
+    if (cfg->body_timeout_s <= 0)
+        cfg->body_timeout_s = PV_HTTP_DEF_BODY_S;
+    if (!cfg->body_min_rate)
+        cfg->body_min_rate = PV_HTTP_DEF_BODY_RATE;
 }
 
 static const pv_actor_fn srv_on[PV_HTTP_SRV_MSG_COUNT] = {

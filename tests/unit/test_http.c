@@ -346,6 +346,9 @@ static int server_start(void)
     cfg.idle_timeout_s = 1;
     cfg.read_timeout_s = 1;
     cfg.write_timeout_s = 2;
+    cfg.header_timeout_s = 1;
+    cfg.body_timeout_s = 1;
+    cfg.body_min_rate = 1000;
     cfg.on_done = on_done;
     g_srv = pv_http_server_new(g_loop, &cfg);
     if (!g_srv)
@@ -1403,6 +1406,125 @@ TEST(timeouts)
     close(fd);
 }
 
+/* Whether the server sent something (or closed) within ms. On TLS the
+ * socket also turns readable for session tickets, which are no answer:
+ * those are read here without blocking, and the wait goes on. */
+static bool cli_answered(cli_t *c, int ms)
+{
+    double end = now_s() + ms / 1000.0;
+    for (;;) {
+        int left = (int)((end - now_s()) * 1000);
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, left) <= 0)
+            return false;
+        if (!c->ssl)
+            return true;
+        int fl = fcntl(c->fd, F_GETFL);
+        fcntl(c->fd, F_SETFL, fl | O_NONBLOCK);
+        int k = SSL_read(c->ssl, c->buf + c->len, (int)(sizeof(c->buf) - c->len));
+        int err = SSL_get_error(c->ssl, k);
+        fcntl(c->fd, F_SETFL, fl);
+        if (k > 0)
+            c->len += (size_t)k;
+        if (k > 0 || err != SSL_ERROR_WANT_READ)
+            return true;
+    }
+}
+
+/* Sends s one byte at a time, every gap_ms, until the server answers or
+ * closes (or `most` bytes went); returns the seconds it took. */
+static double trickle(cli_t *c, const char *s, size_t most, int gap_ms)
+{
+    double t0 = now_s();
+    for (size_t i = 0; i < most && s[i]; i++) {
+        if (cli_answered(c, gap_ms) || cli_send(c, s + i, 1) < 0)
+            break; /* an answer, or the close */
+    }
+    return now_s() - t0;
+}
+
+/* A client that keeps the read timeout (1 s) at bay with a byte every
+ * 0.3 s meets the deadline of the whole head (header_timeout 1 s) or of
+ * the whole body (body_timeout 1 s plus 1 s per 1000 bytes). */
+TEST(deadlines_cut_trickles)
+{
+    static const char head[] = "GET /hello HTTP/1.1\r\nHost: x\r\nX-Pad: "
+                               "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    for (int tls = 0; tls < 2; tls++) {
+        cli_t *c = cli_open(tls);
+        resp_t r;
+        double took = trickle(c, head, sizeof(head), 300);
+        CHECK_EQ_INT(cli_response(c, &r, false), 0);
+        CHECK_EQ_INT(r.status, 408);
+        CHECK(r.body && strstr(r.body, "\"request_timeout\""));
+        printf("# head trickled (%s): 408 after %.2f s\n", tls ? "TLS" : "plain", took);
+        CHECK(took > 0.7 && took < 1.8);
+        resp_free(&r);
+        CHECK(cli_sees_close(c, 3.0));
+        cli_close(c);
+    }
+
+    /* A body of 1000 bytes, a byte every 0.3 s: cut at 1 s and a little. */
+    cli_t *c = cli_open(false);
+    resp_t r;
+    char body[1001];
+    memset(body, 'b', 1000);
+    body[1000] = '\0';
+    cli_sends(c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
+    double took = trickle(c, body, 1000, 300);
+    CHECK_EQ_INT(cli_response(c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 408);
+    char v[32];
+    CHECK(hdr(&r, "Connection", v, sizeof(v)) && !strcmp(v, "close"));
+    printf("# body trickled: 408 after %.2f s\n", took);
+    CHECK(took > 0.7 && took < 1.8);
+    resp_free(&r);
+    CHECK(cli_sees_close(c, 3.0));
+    cli_close(c);
+
+    /* A body that keeps up the minimum rate goes on past the grace: 6000
+     * bytes at ~3000 bytes/s take 2 s against a first deadline of 1 s. */
+    c = cli_open(false);
+    char *big = malloc(6000);
+    memset(big, 'q', 6000);
+    cli_sends(c, "POST /echo-big HTTP/1.1\r\nHost: x\r\nContent-Length: 6000\r\n\r\n");
+    double t0 = now_s();
+    for (int i = 0; i < 20; i++) {
+        CHECK_EQ_INT(cli_send(c, big + i * 300, 300), 0);
+        usleep(100 * 1000); /* pacing the sender, not waiting on the server */
+    }
+    CHECK_EQ_INT(cli_response(c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.body_len, 6000);
+    CHECK(now_s() - t0 > 1.5);
+    resp_free(&r);
+    free(big);
+    cli_close(c);
+
+    /* A linger (after an answer with close) that the peer keeps fed ends
+     * on time too: the 413 is decided from Content-Length, then bytes keep
+     * coming every 0.3 s. */
+    c = cli_open(false);
+    cli_sends(c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n");
+    CHECK_EQ_INT(cli_response(c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 413);
+    resp_free(&r);
+    /* The server shut its side at once (EOF here); its reading goes on
+     * until the linger ends, and then a byte sent meets a reset. */
+    t0 = now_s();
+    bool closed = false;
+    while (!closed && now_s() - t0 < 6) {
+        closed = send(c->fd, "x", 1, MSG_NOSIGNAL) < 0;
+        struct pollfd p = {.fd = c->fd, .events = 0};
+        poll(&p, 1, 300); /* the pace of the feed; POLLERR or POLLHUP end it early */
+        closed = closed || (p.revents & (POLLERR | POLLHUP));
+    }
+    CHECK(closed);
+    printf("# fed linger closed after %.2f s\n", now_s() - t0);
+    CHECK(now_s() - t0 > 1.5 && now_s() - t0 < 4);
+    cli_close(c);
+}
+
 TEST(tls_ctx_errors)
 {
     char err[256] = "", cert2[320], key2[320], dir2[300];
@@ -1802,6 +1924,7 @@ int main(void)
     RUN(async_answer);
     RUN(sse);
     RUN(timeouts);
+    RUN(deadlines_cut_trickles);
     RUN(tls_ctx_errors);
     RUN(tls_swap_by_message);
     RUN(failure_seams);
