@@ -55,7 +55,7 @@ static const pv_config_key_t g_keys[] = {
     {"header_timeout", T_INT, F(header_timeout), "10", "seconds a request head may take from its first byte (a new connection's from the accept, TLS handshake included); 408 past it"},
     {"body_timeout", T_INT, F(body_timeout), "20", "seconds a request body may take, plus 1 s for every body_min_rate bytes received; 408 past it"},
     {"body_min_rate", T_U64, F(body_min_rate), "1024", "bytes/s a request body must average past body_timeout: a big upload on a slow link goes on, a trickle is cut"},
-    {"trusted_proxies", T_STR, F(trusted_proxies), "", "comma-separated proxy addresses for X-Forwarded-For"},
+    {"trusted_proxies", T_STR, F(trusted_proxies), "", "comma-separated proxy addresses (IPv4, IPv6) for X-Forwarded-For: the client is the right-most entry of all its lines that is not one of them"},
     {"changelog_trim_seconds", T_INT, F(changelog_trim_seconds), "5", "how often the change log is trimmed below every replication cursor"},
     {"web_root", T_STR, F(web_root), "", "the built web UI (default: ../web beside the pvd binary)"},
 };
@@ -292,6 +292,27 @@ int pv_config_signup_mode(const pv_config_t *c)
     return -EINVAL;
 }
 
+/* trusted_proxies: addresses (IPv4 or IPv6), comma- or space-separated;
+ * 0, or -EINVAL with the first entry that is not one in err. */
+static int check_proxies(const char *list, char *err, size_t errlen)
+{
+    for (const char *p = list; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ", ");
+        char host[64];
+        unsigned char buf[16];
+        if (n && (n >= sizeof(host) || (memcpy(host, p, n), host[n] = '\0',
+                                          inet_pton(AF_INET, host, buf) != 1 &&
+                                          inet_pton(AF_INET6, host, buf) != 1))) {
+            snprintf(err, errlen, "trusted_proxies: \"%.*s\" is not an IP address", (int)(n < 64 ? n : 64), p);
+            return -EINVAL;
+        }
+        p += n;
+    }
+    return 0;
+}
+
 int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
 {
     if (!*c->data_dir) {
@@ -346,6 +367,8 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
         snprintf(err, errlen, "map_size: at least 64K");
         return -EINVAL;
     }
+    if (check_proxies(c->trusted_proxies, err, errlen) < 0)
+        return -EINVAL;
     if (!valid_listen(c->https_listen) || !valid_listen(c->http_listen)) {
         snprintf(err, errlen, "https_listen and http_listen take IP:PORT or [IPv6]:PORT (port 0-65535), got \"%s\", \"%s\"",
                  c->https_listen, c->http_listen);

@@ -50,6 +50,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* A copy made by pv_http_header_all, chained on its request. */
+struct pv_req_joined {
+    struct pv_req_joined *next;
+    char text[];
+};
+
 static void pv_conn_process(pv_conn_t *c);
 static void pv_req_complete(pv_conn_t *c);
 static void pv_conn_deadline_arm(pv_conn_t *c);
@@ -74,6 +80,11 @@ static void pv_req_cleanup(pv_conn_t *c)
     if (r->user && r->user != r->user_small)
         free(r->user);
     r->user = NULL;
+    while (r->joined) {
+        struct pv_req_joined *j = r->joined;
+        r->joined = j->next;
+        free(j);
+    }
     /* Only a small body buffer is kept for the next request: an idle
      * kept-alive connection holds at most PV_HTTP_BODY_KEEP of it. */
     if (c->body_cap > PV_HTTP_BODY_KEEP) {
@@ -1084,6 +1095,42 @@ bool pv_http_is_closed(pv_http_req_t *req) { return req->conn->bev == NULL; }
 const char *pv_http_header(pv_http_req_t *req, const char *name)
 {
     return pv_req_header(req, name);
+}
+
+const char *pv_http_header_all(pv_http_req_t *req, const char *name)
+{
+    pv_conn_t *c = req->conn;
+    size_t lines = 0, len = 0;
+    const char *one = NULL;
+
+    if (!c->req_live || !req->method[0])
+        return NULL;
+    for (size_t i = 0; i < c->nhdrs; i++) {
+        if (!pv_http_hdr_is(&c->hdrs[i], name))
+            continue;
+        one = one ? one : c->hdrs[i].value;
+        len += (lines++ ? 2 : 0) + c->hdrs[i].value_len;
+    }
+    if (lines <= 1)
+        return one; /* the common case: the line itself, no copy */
+    struct pv_req_joined *j = pv_fail("http.alloc") ? NULL : malloc(sizeof(*j) + len + 1);
+    if (!j)
+        return NULL;
+    char *o = j->text;
+    for (size_t i = 0, n = 0; i < c->nhdrs; i++) {
+        if (!pv_http_hdr_is(&c->hdrs[i], name))
+            continue;
+        if (n++) {
+            memcpy(o, ", ", 2);
+            o += 2;
+        }
+        memcpy(o, c->hdrs[i].value, c->hdrs[i].value_len);
+        o += c->hdrs[i].value_len;
+    }
+    *o = '\0';
+    j->next = req->joined;
+    req->joined = j;
+    return j->text;
 }
 
 const char *pv_http_param(pv_http_req_t *req, const char *name)

@@ -187,6 +187,12 @@ const char *pv_http_query(pv_http_req_t *req); /* after '?', or "" */
 const char *pv_http_query_param(pv_http_req_t *req, const char *name,
                                 char *buf, size_t buflen);
 const char *pv_http_header(pv_http_req_t *req, const char *name); /* or NULL */
+/* Every field line of that name joined in order with ", " (RFC 9110 5.3):
+ * what a list-valued header (X-Forwarded-For) says in all, where
+ * pv_http_header gives its first line only. NULL when absent, or when the
+ * copy that joins several lines cannot be made (out of memory). Valid
+ * until the answer is complete. */
+const char *pv_http_header_all(pv_http_req_t *req, const char *name);
 const char *pv_http_param(pv_http_req_t *req, const char *name); /* {name} */
 const char *pv_http_remote_addr(pv_http_req_t *req); /* "127.0.0.1" */
 const char *pv_http_request_id(pv_http_req_t *req);

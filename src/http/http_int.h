@@ -133,6 +133,8 @@ struct pv_http_req {
     char *user;           /* user_small, a heap copy, or NULL */
     void *data;
     void (*data_free)(void *);
+    struct pv_req_joined *joined; /* pv_http_header_all's copies, freed with
+                                     the request */
     /* body */
     int body_mode;
     uint64_t body_limit;

@@ -123,3 +123,29 @@ def test_slow_honest_upload_passes(pvd):
         print("# %d bytes at ~32 KB/s: %d after %.2f s" % (len(data), r.status, took))
         r.expect(201, "an upload at 32 KB/s that takes longer than body_timeout")
         check(took > 2.5, "the upload outlived body_timeout", "> 2.5 s", "%.2f s" % took)
+
+
+def test_xff_lines_joined_for_login_limit(pvd):
+    """Behind a trusted proxy, the client's address is the right-most
+    untrusted entry of all X-Forwarded-For lines taken together. The
+    attack: a forged line of the client's own, new each try, ahead of the
+    line the proxy adds; only the first line was read, so every try came
+    from a new address and the per-address login limit never bit."""
+    cfg = {"login_ip_burst": "3", "login_ip_per_minute": "0.001", "login_account_burst": "1000",
+           "trusted_proxies": "127.0.0.1"}
+    with Pvd(cfg, name="xff-lines").start() as p:
+        def attempt(lines):
+            body = json.dumps({"email": "nobody@example.com", "password": "x" * 8}).encode()
+            hdrs = [("Content-Type", "application/json")] + [("X-Forwarded-For", v) for v in lines]
+            with p.conn() as c:  # as the proxy (127.0.0.1) would send it
+                return c.request("POST", "/api/v1/auth/login", body, hdrs, close=True).status
+        seen = [attempt(["198.51.100.%d" % i, "203.0.113.7"]) for i in range(1, 6)]
+        eq(seen, [401, 401, 401, 429, 429], "a forged first line (new each try), the proxy's line after it")
+        eq(attempt(["198.51.100.99, 203.0.113.7"]), 429, "the same entries as one line")
+        eq(attempt(["203.0.113.7", "127.0.0.1"]), 429, "a trusted proxy right-most is skipped")
+        eq(attempt(["203.0.113.7", "192.0.2.44"]), 401, "another client right-most: its own budget")
+        # Something that is not an address where the client's should be:
+        # the request counts as the proxy's (127.0.0.1), not as a new key.
+        for i in range(3):
+            attempt(["203.0.113.7", "unknown-%d" % i])
+        eq(attempt(["203.0.113.7", "unknown-x"]), 429, "garbage right-most: all of it on the proxy's budget")

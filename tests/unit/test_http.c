@@ -185,6 +185,14 @@ static void h_params(pv_http_req_t *req)
                                    pv_http_raw_path(req)));
 }
 
+/* The X-Multi header: its first line and all its lines. */
+static void h_headers(pv_http_req_t *req)
+{
+    const char *first = pv_http_header(req, "x-multi");
+    const char *all = pv_http_header_all(req, "X-MULTI");
+    pv_http_respond_json(req, 200, json_pack("{s:s?,s:s?}", "first", first, "all", all));
+}
+
 static void h_secret(pv_http_req_t *req)
 {
     const char *u = pv_http_user(req);
@@ -227,6 +235,7 @@ static const pv_http_route_t g_routes[] = {
     {"GET", "/sse-short", h_sse_short, 0, PV_BODY_NONE, 0, BOTH, "sse"},
     {"GET", "/sse-later", h_sse_later, 0, PV_BODY_NONE, 0, BOTH, "sse"},
     {"GET", "/params/{a}/x/{b}", h_params, 0, PV_BODY_NONE, 0, BOTH, "params"},
+    {"GET", "/headers", h_headers, 0, PV_BODY_NONE, 0, BOTH, "headers"},
     {"GET", "/secret", h_secret, PV_AUTH_BEARER, PV_BODY_NONE, 0, BOTH,
      "secret"},
     {"POST", "/secret", h_secret, PV_AUTH_BEARER, PV_BODY_MEMORY, 0, BOTH,
@@ -994,6 +1003,39 @@ TEST(paths)
         if (r.status != 400)
             printf("#   %s gave %d\n", bad[i], r.status);
         CHECK_EQ_INT(r.status, 400);
+        resp_free(&r);
+    }
+}
+
+/* A list-valued header sent as several lines reads as one list, in order
+ * (RFC 9110 5.3); pv_http_header still gives the first line. */
+TEST(header_lines_joined)
+{
+    static const struct {
+        const char *lines, *first, *all;
+    } cases[] = {
+        {"", NULL, NULL},
+        {"X-Multi: a\r\n", "a", "a"},
+        {"X-Multi: a, b\r\nX-Other: z\r\nx-multi:   c  \r\n", "a, b", "a, b, c"},
+        {"X-Multi: \r\nX-Multi: 1.2.3.4\r\nX-MULTI: 5.6.7.8\r\n", "", ", 1.2.3.4, 5.6.7.8"},
+    };
+    for (size_t i = 0; i < PV_ARRAY_LEN(cases); i++) {
+        char req[512];
+        resp_t r;
+        snprintf(req, sizeof(req), "GET /headers HTTP/1.1\r\nHost: x\r\n%s\r\n", cases[i].lines);
+        CHECK_EQ_INT(request(false, req, &r), 0);
+        CHECK_EQ_INT(r.status, 200);
+        json_t *j = r.body ? json_loads(r.body, 0, NULL) : NULL;
+        CHECK(j != NULL);
+        const char *first = json_string_value(json_object_get(j, "first"));
+        const char *all = json_string_value(json_object_get(j, "all"));
+        CHECK((first == NULL) == (cases[i].first == NULL));
+        CHECK((all == NULL) == (cases[i].all == NULL));
+        if (cases[i].first && first)
+            CHECK_EQ_STR(first, cases[i].first);
+        if (cases[i].all && all)
+            CHECK_EQ_STR(all, cases[i].all);
+        json_decref(j);
         resp_free(&r);
     }
 }
@@ -1915,6 +1957,7 @@ int main(void)
     RUN(http10);
     RUN(limits_and_garbage);
     RUN(paths);
+    RUN(header_lines_joined);
     RUN(request_ids);
     RUN(auth);
     RUN(memory_body);
