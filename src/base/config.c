@@ -55,6 +55,9 @@ static const pv_config_key_t g_keys[] = {
     {"header_timeout", T_INT, F(header_timeout), "10", "seconds a request head may take from its first byte (a new connection's from the accept, TLS handshake included); 408 past it"},
     {"body_timeout", T_INT, F(body_timeout), "20", "seconds a request body may take, plus 1 s for every body_min_rate bytes received; 408 past it"},
     {"body_min_rate", T_U64, F(body_min_rate), "1024", "bytes/s a request body must average past body_timeout: a big upload on a slow link goes on, a trickle is cut"},
+    {"max_connections", T_INT, F(max_connections), "0", "connections on the public listener in all; past it new ones are closed at once (0: from the open-file limit, (RLIMIT_NOFILE - 256 - max_private_connections) / 2)"},
+    {"max_connections_per_ip", T_INT, F(max_connections_per_ip), "128", "connections on the public listener from one address (an IPv6 one by its /64, the peer's, not X-Forwarded-For's; trusted_proxies are exempt)"},
+    {"max_private_connections", T_INT, F(max_private_connections), "32", "connections on the private listener, counted apart so that a public flood never takes the health checks' place; past it a 503"},
     {"trusted_proxies", T_STR, F(trusted_proxies), "", "comma-separated proxy addresses (IPv4, IPv6) for X-Forwarded-For: the client is the right-most entry of all its lines that is not one of them"},
     {"changelog_trim_seconds", T_INT, F(changelog_trim_seconds), "5", "how often the change log is trimmed below every replication cursor"},
     {"web_root", T_STR, F(web_root), "", "the built web UI (default: ../web beside the pvd binary)"},
@@ -352,6 +355,10 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
     }
     if (c->max_photo_pixels < 1 || c->decode_memory < (16u << 20)) {
         snprintf(err, errlen, "max_photo_pixels: at least 1; decode_memory: at least 16M");
+        return -EINVAL;
+    }
+    if (c->max_connections_per_ip < 1 || c->max_private_connections < 1) {
+        snprintf(err, errlen, "max_connections_per_ip and max_private_connections: at least 1");
         return -EINVAL;
     }
     if (c->header_timeout < 1 || c->body_timeout < 1 || c->body_min_rate < 1 || c->read_timeout < 1 ||

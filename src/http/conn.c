@@ -109,6 +109,7 @@ static void pv_conn_maybe_free(pv_conn_t *c)
     s->nconns--;
     if (c->timer)
         event_free(c->timer);
+    pv_admit_release(s, c->ticket);
     free(c->scratch);
     free(c->body);
     free(c->extra);
@@ -999,24 +1000,22 @@ static void pv_conn_peer(pv_conn_t *c, evutil_socket_t fd, const struct sockaddr
                   c->remote, sizeof(c->remote));
 }
 
-/* The bufferevent: OpenSSL in accepting mode over the socket, or plain.
- * 0, or -ENOMEM with fd closed. */
+/* The bufferevent: OpenSSL in accepting mode over the socket, or plain;
+ * it closes fd when freed. 0, or -ENOMEM (fd still the caller's). */
 static int pv_conn_bev(pv_conn_t *c, SSL_CTX *ctx, evutil_socket_t fd)
 {
     int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+    struct event_base *base = c->srv->base;
     if (!ctx) {
-        c->bev = bufferevent_socket_new(c->srv->base, fd, opts);
-        if (!c->bev)
-            evutil_closesocket(fd);
+        c->bev = bufferevent_socket_new(base, fd, opts);
         return c->bev ? 0 : -ENOMEM;
     }
     SSL *ssl = SSL_new(ctx); /* holds its own reference to ctx */
     if (ssl)
-        c->bev = bufferevent_openssl_socket_new(c->srv->base, fd, ssl,
+        c->bev = bufferevent_openssl_socket_new(base, fd, ssl,
                                                 BUFFEREVENT_SSL_ACCEPTING, opts);
     if (!c->bev) {
         SSL_free(ssl);
-        evutil_closesocket(fd);
         return -ENOMEM;
     }
     bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
@@ -1024,38 +1023,34 @@ static int pv_conn_bev(pv_conn_t *c, SSL_CTX *ctx, evutil_socket_t fd)
     return 0;
 }
 
-void pv_conn_new(pv_http_server_t *s, int kind, bool tls, evutil_socket_t fd,
-                 const struct sockaddr *sa)
+void pv_conn_new(pv_http_server_t *s, pv_conn_ticket_t *t)
 {
-    SSL_CTX *ctx = tls ? s->tls : NULL;
+    SSL_CTX *ctx = t->tls ? s->tls : NULL;
     pv_conn_t *c = pv_fail("http.accept") ? NULL : calloc(1, sizeof(*c));
 
-    if (!c || (tls && !ctx)) {
+    if (c) {
+        c->srv = s;
+        if (!t->tls || ctx) /* no context yet: the socket is closed */
+            c->timer = evtimer_new(s->base, pv_conn_deadline_cb, c);
+    }
+    if (!c || !c->timer || pv_conn_bev(c, ctx, t->fd) < 0) {
+        if (c && c->timer)
+            event_free(c->timer);
         free(c);
-        evutil_closesocket(fd);
+        pv_admit_release(s, t); /* closes the socket, uncounts it */
         return;
     }
-    pv_conn_peer(c, fd, sa);
-    c->srv = s;
+    t->fd = -1; /* the bufferevent's now */
+    c->ticket = t;
+    pv_conn_peer(c, bufferevent_getfd(c->bev), (const struct sockaddr *)&t->sa);
     c->ops = &pv_conn_ops;
-    c->kind = kind;
+    c->kind = t->kind;
     c->fresh = true;
     c->rto_cur = -1;
     c->state = C_HEAD;
     pv_sink_init(&c->req.sink);
     c->req.send_fd = -1;
     c->req.body_done = true;
-    c->timer = evtimer_new(s->base, pv_conn_deadline_cb, c);
-    if (!c->timer) {
-        evutil_closesocket(fd);
-        free(c);
-        return;
-    }
-    if (pv_conn_bev(c, ctx, fd) < 0) {
-        event_free(c->timer);
-        free(c);
-        return;
-    }
     c->next = s->conns;
     if (s->conns)
         s->conns->prev = c;

@@ -358,6 +358,7 @@ static int server_start(void)
     cfg.header_timeout_s = 1;
     cfg.body_timeout_s = 1;
     cfg.body_min_rate = 1000;
+    cfg.max_private_connections = 256; /* tests open many at once */
     cfg.on_done = on_done;
     g_srv = pv_http_server_new(g_loop, &cfg);
     if (!g_srv)
@@ -814,6 +815,149 @@ TEST(group_deals_round_robin)
         usleep(1000);
     CHECK_EQ_INT(atomic_load(&g_dealt[0]), 3);
     CHECK_EQ_INT(atomic_load(&g_dealt[1]), 3);
+    for (int i = 0; i < 2; i++) {
+        CHECK(drain(probes[i], group[i]));
+        pv_loop_stop(loops[i]);
+        pv_loop_join(loops[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        pv_http_server_free(group[i]);
+        pv_actor_free(probes[i]);
+        pv_loop_free(loops[i]);
+    }
+}
+
+/* A TCP connection to 127.0.0.1:port from the loopback address src (all
+ * of 127.0.0.0/8 is this host's on Linux: distinct peers on one box). */
+static int connect_from(int port, const char *src)
+{
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    struct sockaddr_in me = {.sin_family = AF_INET};
+    struct timeval tv = {5, 0};
+    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    inet_pton(AF_INET, src, &me.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (bind(fd, (struct sockaddr *)&me, sizeof(me)) < 0 ||
+        connect(fd, (struct sockaddr *)&to, sizeof(to)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* GET /hello on fd, which stays open: the status (-1: no answer); the
+ * answer's head into head when given. */
+static int hello_on(int fd, char *head, size_t cap)
+{
+    static cli_t c;
+    resp_t r;
+    memset(&c, 0, sizeof(c));
+    c.fd = fd;
+    int st = -1;
+    if (cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n") == 0 &&
+        cli_response(&c, &r, false) == 0)
+        st = r.status;
+    if (head)
+        snprintf(head, cap, "%s%s", st > 0 ? r.head : "", st > 0 && r.body ? r.body : "");
+    if (st > 0)
+        resp_free(&r);
+    return st;
+}
+
+/* Waits (at most 3 s) until the group counts `want` connections of kind. */
+static bool conns_become(pv_http_server_t *srv, int kind, int want)
+{
+    double end = now_s() + 3;
+    while (pv_http_server_conns(srv, kind) != want && now_s() < end)
+        usleep(2000);
+    return pv_http_server_conns(srv, kind) == want;
+}
+
+/* The caps on a group of two loops, on a plain public listener (so that a
+ * refusal shows as the fixed 503) and a private one: per address (3), in
+ * all (8), and the private listener apart (2), with one address exempt
+ * from the per-address cap. Connections are dealt round-robin, so an
+ * address's connections end on both loops and the count of those on the
+ * other loop comes back to the accepting one as a message. */
+TEST(caps_refuse_cheaply)
+{
+    static pv_http_server_t *group[2];
+    pv_loop_t *loops[2];
+    pv_actor_t *probes[2];
+    pv_http_config_t cfg = {.routes = g_routes, .headers = g_headers, .max_connections = 8,
+                            .max_connections_per_ip = 3, .max_private_connections = 2,
+                            .ip_cap_exempt = "127.0.0.9", .idle_timeout_s = 10};
+    for (int i = 0; i < 2; i++) {
+        loops[i] = pv_loop_new(i ? "caps1" : "caps0");
+        probes[i] = pv_actor_new(loops[i], &probe_def, NULL);
+        group[i] = pv_http_server_new(loops[i], &cfg);
+        CHECK(group[i] != NULL);
+    }
+    pv_http_server_group(group, 2);
+    CHECK_EQ_INT(pv_http_listen(group[0], "127.0.0.1:0", false, PV_LISTEN_PUBLIC), 0);
+    CHECK_EQ_INT(pv_http_listen(group[0], "127.0.0.1:0", false, PV_LISTEN_PRIVATE), 0);
+    int pub = pv_http_server_port(group[0], PV_LISTEN_PUBLIC);
+    int priv = pv_http_server_port(group[0], PV_LISTEN_PRIVATE);
+    for (int i = 0; i < 2; i++)
+        CHECK_EQ_INT(pv_loop_start(loops[i]), 0);
+
+    int held[16], n = 0, fd;
+    char head[2048];
+    /* Three from one address are served and stay; a fourth is refused. */
+    for (int i = 0; i < 3; i++) {
+        held[n++] = fd = connect_from(pub, "127.0.0.2");
+        CHECK_EQ_INT(hello_on(fd, NULL, 0), 200);
+    }
+    fd = connect_from(pub, "127.0.0.2");
+    CHECK_EQ_INT(hello_on(fd, head, sizeof(head)), 503);
+    CHECK(strstr(head, "Retry-After: 1\r\n") && strstr(head, "Connection: close\r\n") &&
+          strstr(head, "\"code\":\"too_many_connections\""));
+    close(fd);
+    /* The exempt address (a trusted proxy) is held to the total only. */
+    for (int i = 0; i < 4; i++) {
+        held[n++] = fd = connect_from(pub, "127.0.0.9");
+        CHECK_EQ_INT(hello_on(fd, NULL, 0), 200);
+    }
+    held[n++] = fd = connect_from(pub, "127.0.0.3");
+    CHECK_EQ_INT(hello_on(fd, NULL, 0), 200);
+    CHECK(conns_become(group[0], PV_LISTEN_PUBLIC, 8));
+    /* 8 in all: anyone else is refused now. */
+    fd = connect_from(pub, "127.0.0.4");
+    CHECK_EQ_INT(hello_on(fd, NULL, 0), 503);
+    close(fd);
+    /* The private listener has its own two, whatever the public side does. */
+    int p1 = connect_from(priv, "127.0.0.5"), p2 = connect_from(priv, "127.0.0.5");
+    CHECK_EQ_INT(hello_on(p1, NULL, 0), 200);
+    CHECK_EQ_INT(hello_on(p2, NULL, 0), 200);
+    fd = connect_from(priv, "127.0.0.6");
+    CHECK_EQ_INT(hello_on(fd, NULL, 0), 503);
+    close(fd);
+    close(p1);
+    close(p2);
+    /* The first address's connections end, on both loops: its places come
+     * back (the count of the other loop's by message, so a try may come
+     * before it: tried again for up to 2 s). */
+    for (int i = 0; i < 3; i++)
+        close(held[i]);
+    CHECK(conns_become(group[0], PV_LISTEN_PUBLIC, 5));
+    CHECK(conns_become(group[0], PV_LISTEN_PRIVATE, 0));
+    for (int i = 0; i < 3; i++) {
+        int st = -1;
+        double end = now_s() + 2;
+        do {
+            fd = connect_from(pub, "127.0.0.2");
+            st = hello_on(fd, NULL, 0);
+            if (st != 200)
+                close(fd);
+        } while (st != 200 && now_s() < end);
+        CHECK_EQ_INT(st, 200);
+        held[i] = fd;
+    }
+    for (int i = 0; i < n; i++)
+        close(held[i]);
+    CHECK(conns_become(group[0], PV_LISTEN_PUBLIC, 0));
     for (int i = 0; i < 2; i++) {
         CHECK(drain(probes[i], group[i]));
         pv_loop_stop(loops[i]);
@@ -1952,6 +2096,7 @@ int main(void)
     RUN(listener_kinds_and_hsts);
     RUN(default_headers_checked);
     RUN(group_deals_round_robin);
+    RUN(caps_refuse_cheaply);
     RUN(keepalive_and_pipelining);
     RUN(split_head_and_pipeline_burst);
     RUN(http10);
