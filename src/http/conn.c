@@ -13,6 +13,8 @@
  * evbuffer_add for the whole response head.
  *
  * States (c->state; the enum is in http_int.h):
+ *   SNIFF   a TLS listener's new socket, until its first byte says whether
+ *           it speaks TLS or plain text (then: answered 400 https_required)
  *   HEAD    waiting for / reading a request head
  *   BODY    reading the body into memory, a temp file or nowhere
  *   FSYNC   the upload is being made durable off the loop (sink.c)
@@ -97,7 +99,7 @@ static void pv_req_cleanup(pv_conn_t *c)
 
 static void pv_conn_maybe_free(pv_conn_t *c)
 {
-    if (c->refs > 0 || c->bev || c->req_live || pv_sink_busy(&c->req.sink))
+    if (c->refs > 0 || c->bev || c->sniff || c->req_live || pv_sink_busy(&c->req.sink))
         return;
     pv_http_server_t *s = c->srv;
     if (c->prev)
@@ -124,8 +126,20 @@ void pv_conn_release(pv_conn_t *c)
 
 /* The client is gone (or we give up on it): free the bufferevent now; the
  * request, if the handler owns it, lives on until it is answered. */
+/* A socket still being sniffed is closed with its event. */
+static void pv_conn_unsniff(pv_conn_t *c)
+{
+    if (!c->sniff)
+        return;
+    event_free(c->sniff);
+    c->sniff = NULL;
+    evutil_closesocket(c->ticket->fd);
+    c->ticket->fd = -1;
+}
+
 void pv_conn_drop(pv_conn_t *c)
 {
+    pv_conn_unsniff(c);
     if (!c->bev)
         return;
     bufferevent_free(c->bev);
@@ -150,6 +164,7 @@ void pv_conn_drop(pv_conn_t *c)
 
 void pv_conn_destroy(pv_conn_t *c)
 {
+    pv_conn_unsniff(c);
     pv_sink_abandon(&c->req.sink);
     if (c->bev)
         bufferevent_free(c->bev);
@@ -310,10 +325,20 @@ static void pv_req_make_id(pv_conn_t *c, const char *incoming)
     r->id[16] = '\0';
 }
 
+/* Plain text came to a TLS listener: whatever it was, it gets the one
+ * answer that helps, in plain text (as nginx gives it), then the close. */
+#define PV_HTTPS_REQUIRED_MSG                                                      \
+    "this port speaks HTTPS: plain HTTP was sent to it; use https:// instead of http://"
+
 /* An answer to a request we could not parse: then close. */
 static void pv_conn_fail_head(pv_conn_t *c, int status, const char *code,
                               const char *msg)
 {
+    if (c->plain_on_tls) {
+        status = 400;
+        code = "https_required";
+        msg = PV_HTTPS_REQUIRED_MSG;
+    }
     pv_req_begin(c);
     pv_req_make_id(c, NULL);
     c->close_after = true;
@@ -667,6 +692,12 @@ static void pv_req_start(pv_conn_t *c, const pv_http_reqline_t *rl)
         ((char *)c->hdrs[i].value)[c->hdrs[i].value_len] = '\0';
     pv_req_make_id(c, pv_req_header(r, "X-Request-Id"));
 
+    if (c->plain_on_tls) {
+        c->close_after = true;
+        r->body_done = false; /* whatever follows goes unread: linger */
+        pv_resp_error(r, 400, "https_required", PV_HTTPS_REQUIRED_MSG);
+        return;
+    }
     if (pv_req_prepare(c) != 0)
         return;
     r->body_mode = r->route->body;
@@ -862,6 +893,7 @@ static int64_t pv_conn_deadline(const pv_conn_t *c)
 {
     const pv_http_config_t *cfg = &c->srv->cfg;
     switch (c->state) {
+    case C_SNIFF:
     case C_HEAD:
         if (!c->head_t0_us)
             return 0; /* idle between requests: the idle timeout's */
@@ -915,7 +947,7 @@ static void pv_conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     c->timer_at_us = 0;
     int64_t at = pv_conn_deadline(c);
-    if (!at || !c->bev)
+    if (!at || (!c->bev && !c->sniff))
         return;
     if (pv_mono_us() < at) {
         pv_conn_deadline_arm(c);
@@ -1023,31 +1055,87 @@ static int pv_conn_bev(pv_conn_t *c, SSL_CTX *ctx, evutil_socket_t fd)
     return 0;
 }
 
+/* The connection's bufferevent exists: its callbacks, its window and its
+ * timeouts, and reading begins. */
+static void pv_conn_start(pv_conn_t *c)
+{
+    pv_http_server_t *s = c->srv;
+    bufferevent_setcb(c->bev, pv_conn_read_cb, pv_conn_write_cb,
+                      pv_conn_event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, s->in_window);
+    pv_conn_set_rto(c, s->cfg.read_timeout_s);
+    c->state = C_HEAD;
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+/* Whether a TLS listener's socket speaks TLS, from its first byte, looked
+ * at without taking it (MSG_PEEK, as nginx does): a TLS record starts with
+ * its type (0x16 for a handshake), an HTTP request with its method's
+ * capitals. Plain text gets a plain bufferevent, to be answered 400
+ * https_required; anything else is left to OpenSSL, which refuses it. */
+static void pv_conn_sniff(pv_conn_t *c)
+{
+    evutil_socket_t fd = c->ticket->fd;
+    unsigned char first;
+    ssize_t n = recv(fd, &first, 1, MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        event_add(c->sniff, NULL); /* the deadline timer bounds the wait */
+        return;
+    }
+    if (n <= 0) {
+        pv_conn_drop(c);
+        return;
+    }
+    bool plain = first >= 'A' && first <= 'Z';
+    SSL_CTX *ctx = plain ? NULL : c->srv->tls;
+    if ((!plain && !ctx) || pv_conn_bev(c, ctx, fd) < 0) {
+        pv_conn_drop(c);
+        return;
+    }
+    event_free(c->sniff);
+    c->sniff = NULL;
+    c->ticket->fd = -1; /* the bufferevent's now */
+    c->plain_on_tls = plain;
+    pv_conn_start(c);
+}
+
+static void pv_conn_sniff_cb(evutil_socket_t fd, short what, void *arg)
+{
+    pv_conn_t *c = arg;
+    (void)fd;
+    (void)what;
+    c->refs++;
+    pv_conn_sniff(c);
+    pv_conn_release(c);
+}
+
 void pv_conn_new(pv_http_server_t *s, pv_conn_ticket_t *t)
 {
-    SSL_CTX *ctx = t->tls ? s->tls : NULL;
     pv_conn_t *c = pv_fail("http.accept") ? NULL : calloc(1, sizeof(*c));
 
     if (c) {
         c->srv = s;
-        if (!t->tls || ctx) /* no context yet: the socket is closed */
+        if (!t->tls || s->tls) /* no context yet: the socket is closed */
             c->timer = evtimer_new(s->base, pv_conn_deadline_cb, c);
     }
-    if (!c || !c->timer || pv_conn_bev(c, ctx, t->fd) < 0) {
+    if (c && c->timer && t->tls)
+        c->sniff = event_new(s->base, t->fd, EV_READ, pv_conn_sniff_cb, c);
+    if (!c || !c->timer || (t->tls ? !c->sniff : pv_conn_bev(c, NULL, t->fd) < 0)) {
         if (c && c->timer)
             event_free(c->timer);
         free(c);
         pv_admit_release(s, t); /* closes the socket, uncounts it */
         return;
     }
-    t->fd = -1; /* the bufferevent's now */
+    if (!t->tls)
+        t->fd = -1; /* the bufferevent's now; a sniffed socket stays in t */
     c->ticket = t;
-    pv_conn_peer(c, bufferevent_getfd(c->bev), (const struct sockaddr *)&t->sa);
+    pv_conn_peer(c, c->bev ? bufferevent_getfd(c->bev) : t->fd, (const struct sockaddr *)&t->sa);
     c->ops = &pv_conn_ops;
     c->kind = t->kind;
     c->fresh = true;
     c->rto_cur = -1;
-    c->state = C_HEAD;
+    c->state = C_SNIFF;
     pv_sink_init(&c->req.sink);
     c->req.send_fd = -1;
     c->req.body_done = true;
@@ -1056,13 +1144,15 @@ void pv_conn_new(pv_http_server_t *s, pv_conn_ticket_t *t)
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
-    bufferevent_setcb(c->bev, pv_conn_read_cb, pv_conn_write_cb,
-                      pv_conn_event_cb, c);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, s->in_window);
-    pv_conn_set_rto(c, s->cfg.read_timeout_s);
     c->head_t0_us = pv_mono_us(); /* the first head's deadline, handshake included */
     pv_conn_deadline_arm(c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    if (!c->sniff) {
+        pv_conn_start(c);
+        return;
+    }
+    c->refs++; /* the first byte is often there already */
+    pv_conn_sniff(c);
+    pv_conn_release(c);
 }
 
 /* ---------------------------------------------------------------- *

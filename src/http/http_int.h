@@ -55,6 +55,7 @@ struct evconnlistener;
 /* States of a connection (pv_conn_t.state); conn.c's opening comment
  * tells the story. */
 enum pv_conn_state {
+    C_SNIFF,   /* a TLS listener's new socket: TLS or plain text? (conn.c) */
     C_HEAD,    /* waiting for / reading a request head */
     C_BODY,    /* reading the body into memory, a temp file or nowhere */
     C_FSYNC,   /* the upload is being made durable off the loop (sink.c) */
@@ -204,6 +205,8 @@ struct pv_conn {
     pv_conn_ticket_t *ticket; /* its count (admit.c), released when freed */
     pv_conn_t *prev, *next;
     struct bufferevent *bev; /* NULL once the client is gone */
+    struct event *sniff;     /* C_SNIFF: waits for the first byte, the socket
+                                still in ticket->fd; NULL otherwise */
     int kind;
     bool tls;
     int state;
@@ -213,6 +216,8 @@ struct pv_conn {
     bool close_after; /* close once the current answer is done */
     bool peer_eof;    /* the client shut its sending side */
     bool fresh;       /* no request seen yet */
+    bool plain_on_tls;/* plain text came to a TLS listener: every request
+                         is answered 400 https_required */
     int rto_cur;      /* read timeout in force (s), 0 none, -1 unset */
     struct event *timer;  /* the deadline of the phase (conn.c "Deadlines") */
     int64_t timer_at_us;  /* when it fires, 0 when not pending */

@@ -500,6 +500,12 @@ void pv_http_server_shutdown(pv_http_server_t *srv)
     srv_listeners_close(srv);
     for (pv_conn_t *c = srv->conns, *next; c; c = next) {
         next = c->next;
+        if (c->state == C_SNIFF) { /* not a byte of a request yet */
+            c->refs++;
+            pv_conn_drop(c);
+            pv_conn_release(c);
+            continue;
+        }
         if (!c->bev || c->req_live || c->state != C_HEAD)
             continue; /* in flight: closes after its answer */
         if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)

@@ -12,7 +12,9 @@ time and count) and now refused:
   listener counted apart, and when descriptors run out anyway a spare one
   lets health checks through and accepting pauses instead of spinning;
 - 200 slow login bodies: memory follows the bytes that came, not the
-  Content-Length announced.
+  Content-Length announced;
+- plain HTTP sent to the HTTPS port, which got an empty reply: now a 400
+  in plain text saying to use https://.
 
 Figures (how long a trickle lived) are printed as `#` lines.
 """
@@ -26,7 +28,7 @@ import ssl
 import time
 
 from harness import Pvd, check, eq, jpeg, parse_response
-from test_openapi import _deref, _doc, _valid
+from test_openapi import _check, _deref, _doc, _valid
 
 # Small deadlines so that the attacks end in seconds; read_timeout stays
 # at its default (30 s), which a byte every half second never meets.
@@ -254,6 +256,8 @@ def test_connection_flood_capped(pvd):
         r.expect_error(503, "too_many_connections", "past max_private_connections")
         eq(r.header("Retry-After"), "1", "Retry-After of the 503")
         _default_error(r.body, "the 503 too_many_connections")
+        _check("GET", "/readyz", _get_from(p, "127.0.0.9", "/readyz", tls=False),
+               "/readyz past max_private_connections", 503, "too_many_connections")
         for s in idle:
             s.close()
         deadline = time.monotonic() + 10
@@ -374,3 +378,40 @@ def test_slow_login_bodies_cost_little(pvd):
               "< 10 MiB", "%.1f MiB" % (grew / 1024))
         for s in socks:
             s.close()
+
+
+# ---------------------------------------------------------------- plain HTTP to the TLS port
+
+def test_plain_http_to_tls_port(pvd):
+    """http://host:HTTPS_PORT/ got an empty reply; now a 400 in plain text
+    that says to use https://, then the close, whatever was sent."""
+    for raw in (b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n",
+                b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 2\r\n\r\n{}",
+                b"GET / HTTP/1.0\r\n\r\n",
+                b"NONSENSE\r\n\r\n"):
+        what = "plain %r to the TLS port" % raw[:24]
+        with socket.create_connection(("127.0.0.1", pvd.https_port), timeout=5) as s:
+            s.sendall(raw)
+            got = b""
+            t0 = time.monotonic()
+            try:
+                while True:
+                    d = s.recv(65536)
+                    if not d:
+                        break
+                    got += d
+            except OSError:
+                pass
+            took = time.monotonic() - t0
+        r = parse_response(got)
+        check(r is not None, "%s: an answer in plain text" % what, "HTTP/1.1 400", got[:100])
+        r.expect_error(400, "https_required", what)
+        check("https://" in r.json()["error"]["message"], "%s: the message says https://" % what, "https://",
+              r.json()["error"]["message"])
+        eq((r.header("Connection") or "").lower(), "close", "%s: Connection" % what)
+        eq(r.header("Strict-Transport-Security"), None, "%s: no HSTS over plain text" % what)
+        _default_error(r.body, what)
+        check(took < 4, "%s: then the connection closes" % what, "< 4 s", "%.2f s" % took)
+    # TLS on the same port is as before.
+    pvd.req("GET", "/healthz").expect(200, "healthz over TLS after plain text on the port")

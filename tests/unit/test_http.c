@@ -1711,6 +1711,47 @@ TEST(deadlines_cut_trickles)
     cli_close(c);
 }
 
+/* Plain HTTP to the TLS listener is told to use https://, in plain text,
+ * whatever the request; bytes that are neither go to OpenSSL, which ends
+ * the connection; TLS itself is unchanged (every other TLS test). */
+TEST(plain_http_on_tls_port)
+{
+    static const char *reqs[] = {
+        "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+        "GARBAGE\r\n\r\n",
+    };
+    for (size_t i = 0; i < PV_ARRAY_LEN(reqs); i++) {
+        cli_t c = {.fd = tcp_connect(g_port_tls)};
+        resp_t r;
+        char v[64];
+        CHECK(c.fd >= 0);
+        if (i == 0) { /* the first byte alone first: the sniff waits for it */
+            cli_send(&c, reqs[i], 1);
+            usleep(50 * 1000); /* the client's pace: a byte, then the rest */
+            cli_sends(&c, reqs[i] + 1);
+        } else {
+            cli_sends(&c, reqs[i]);
+        }
+        CHECK_EQ_INT(cli_response(&c, &r, false), 0);
+        CHECK_EQ_INT(r.status, 400);
+        CHECK(r.body && strstr(r.body, "\"code\":\"https_required\"") && strstr(r.body, "https://"));
+        CHECK(hdr(&r, "Connection", v, sizeof(v)) && !strcmp(v, "close"));
+        CHECK(hdr(&r, "Strict-Transport-Security", v, sizeof(v)) == NULL);
+        resp_free(&r);
+        CHECK(cli_sees_close(&c, 3.0));
+        close(c.fd);
+    }
+    /* Neither TLS nor text: OpenSSL's business (an alert, then the end). */
+    cli_t c = {.fd = tcp_connect(g_port_tls)};
+    cli_sends(&c, "\x01\x02\x03\x04 not a record\r\n\r\n");
+    char buf[64] = "";
+    ssize_t n = recv(c.fd, buf, sizeof(buf) - 1, 0);
+    CHECK(n <= 0 || strncmp(buf, "HTTP/", 5) != 0);
+    CHECK(cli_sees_close(&c, 3.0));
+    close(c.fd);
+}
+
 TEST(tls_ctx_errors)
 {
     char err[256] = "", cert2[320], key2[320], dir2[300];
@@ -2113,6 +2154,7 @@ int main(void)
     RUN(sse);
     RUN(timeouts);
     RUN(deadlines_cut_trickles);
+    RUN(plain_http_on_tls_port);
     RUN(tls_ctx_errors);
     RUN(tls_swap_by_message);
     RUN(failure_seams);
