@@ -312,6 +312,13 @@ static int make_http_loop(pv_app_t *app, pv_http_loop_t *hl, int i)
         .idle_timeout_s = app->cfg.idle_timeout,
         .read_timeout_s = app->cfg.read_timeout,
         .write_timeout_s = app->cfg.write_timeout,
+        .header_timeout_s = app->cfg.header_timeout,
+        .body_timeout_s = app->cfg.body_timeout,
+        .body_min_rate = app->cfg.body_min_rate,
+        .max_connections = app->cfg.max_connections,
+        .max_connections_per_ip = app->cfg.max_connections_per_ip,
+        .max_private_connections = app->cfg.max_private_connections,
+        .ip_cap_exempt = app->cfg.trusted_proxies, /* a proxy carries many clients */
         .on_done = pv_api_on_done,
     };
     hl->server = pv_http_server_new(hl->loop, &hc);

@@ -382,13 +382,34 @@ void pv_api_serve_blob(pv_http_req_t *req, const uint8_t sha[32], const char *ct
 
 /* ---------------- client address ---------------- */
 
-static bool addr_in_list(const char *list, const char *addr, size_t alen)
+/* An address as text (IPv4 or IPv6) into 16 bytes, IPv4 as ::ffff:a.b.c.d
+ * so that both spellings of one address compare equal. */
+static bool addr_parse(const char *s, size_t n, uint8_t out[16])
 {
-    for (const char *p = list; p && *p;) {
+    char tmp[INET6_ADDRSTRLEN];
+    struct in_addr a4;
+    if (n == 0 || n >= sizeof(tmp))
+        return false;
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    if (inet_pton(AF_INET, tmp, &a4) == 1) {
+        memset(out, 0, 10);
+        out[10] = out[11] = 0xff;
+        memcpy(out + 12, &a4, 4);
+        return true;
+    }
+    return inet_pton(AF_INET6, tmp, out) == 1;
+}
+
+/* Whether a is one of the trusted proxies (comma- or space-separated). */
+static bool addr_trusted(const char *list, const uint8_t a[16])
+{
+    for (const char *p = list; *p;) {
         while (*p == ' ' || *p == ',')
             p++;
         size_t n = strcspn(p, ", ");
-        if (n && n == alen && strncmp(p, addr, n) == 0)
+        uint8_t t[16];
+        if (n && addr_parse(p, n, t) && memcmp(t, a, 16) == 0)
             return true;
         p += n;
     }
@@ -397,32 +418,44 @@ static bool addr_in_list(const char *list, const char *addr, size_t alen)
 
 /* The client's address: the peer's, or, when the peer is a configured
  * trusted proxy, the right-most X-Forwarded-For entry that is not itself a
- * trusted proxy (entries further left are the client's own claims). */
+ * trusted proxy (what nginx's real_ip_recursive takes). Entries further
+ * left are the client's own claims. The header's lines count together, as
+ * one comma-separated list in their order (RFC 9110 5.3): a client that
+ * sends its own line ahead of its proxy's must not be taken at its word.
+ * Where the client's address should be there is something else, the
+ * request counts as the proxy's: no entry a client can shape picks the
+ * key its limits count under. */
 const char *pv_api_client_addr(pv_http_req_t *req, char *buf, size_t buflen)
 {
     pv_app_t *app = pv_api_app(req);
     const char *peer = pv_http_remote_addr(req);
-    const char *xff = pv_http_header(req, "X-Forwarded-For");
     const char *list = app->cfg.trusted_proxies;
-    if (!*list || !xff || !addr_in_list(list, peer, strlen(peer)))
+    uint8_t a[16];
+    if (!*list || !addr_parse(peer, strlen(peer), a) || !addr_trusted(list, a))
         return peer;
-    const char *end = xff + strlen(xff);
-    while (end > xff) {
+    const char *xff = pv_http_header_all(req, "X-Forwarded-For");
+    if (!xff)
+        return peer;
+    for (const char *end = xff + strlen(xff); end > xff;) {
         const char *start = end;
         while (start > xff && start[-1] != ',')
             start--;
-        const char *a = start, *b = end;
-        while (a < b && (*a == ' ' || *a == '\t'))
-            a++;
-        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
-            b--;
-        size_t n = (size_t)(b - a);
-        if (n && n < buflen && !addr_in_list(list, a, n)) {
-            memcpy(buf, a, n);
-            buf[n] = '\0';
-            return buf;
-        }
+        const char *p = start, *e = end;
+        while (p < e && (*p == ' ' || *p == '\t'))
+            p++;
+        while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
         end = start > xff ? start - 1 : xff;
+        if (p == e)
+            continue; /* an empty list element (RFC 9110 5.6.1) */
+        if (!addr_parse(p, (size_t)(e - p), a))
+            return peer;
+        if (addr_trusted(list, a))
+            continue;
+        bool v4 = memcmp(a, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0;
+        if (!inet_ntop(v4 ? AF_INET : AF_INET6, v4 ? a + 12 : a, buf, (socklen_t)buflen))
+            return peer;
+        return buf;
     }
     return peer;
 }

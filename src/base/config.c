@@ -55,9 +55,15 @@ static const pv_config_key_t g_keys[] = {
     {"render_workers", T_INT, F(render_workers), "0", "render threads (0: cores)"},
     {"log_level", T_STR, F(log_level), "info", "debug, info, warn or error"},
     {"idle_timeout", T_INT, F(idle_timeout), "60", "keep-alive idle timeout, seconds"},
-    {"read_timeout", T_INT, F(read_timeout), "30", "slow-client read timeout, seconds"},
+    {"read_timeout", T_INT, F(read_timeout), "30", "seconds without a byte while a request arrives before 408 and close"},
     {"write_timeout", T_INT, F(write_timeout), "60", "slow-client write timeout, seconds"},
-    {"trusted_proxies", T_STR, F(trusted_proxies), "", "comma-separated proxy addresses for X-Forwarded-For"},
+    {"header_timeout", T_INT, F(header_timeout), "10", "seconds a request head may take from its first byte (a new connection's from the accept, TLS handshake included); 408 past it"},
+    {"body_timeout", T_INT, F(body_timeout), "20", "seconds a request body may take, plus 1 s for every body_min_rate bytes received; 408 past it"},
+    {"body_min_rate", T_U64, F(body_min_rate), "1024", "bytes/s a request body must average past body_timeout: a big upload on a slow link goes on, a trickle is cut"},
+    {"max_connections", T_INT, F(max_connections), "0", "connections on the public listener in all; past it new ones are closed at once (0: from the open-file limit, (RLIMIT_NOFILE - 256 - max_private_connections) / 2)"},
+    {"max_connections_per_ip", T_INT, F(max_connections_per_ip), "128", "connections on the public listener from one address (an IPv6 one by its /64, the peer's, not X-Forwarded-For's; trusted_proxies are exempt)"},
+    {"max_private_connections", T_INT, F(max_private_connections), "32", "connections on the private listener, counted apart so that a public flood never takes the health checks' place; past it a 503"},
+    {"trusted_proxies", T_STR, F(trusted_proxies), "", "comma-separated proxy addresses (IPv4, IPv6) for X-Forwarded-For: the client is the right-most entry of all its lines that is not one of them"},
     {"changelog_trim_seconds", T_INT, F(changelog_trim_seconds), "5", "how often the change log is trimmed below every replication cursor"},
     {"web_root", T_STR, F(web_root), "", "the built web UI (default: ../web beside the pvd binary)"},
 };
@@ -294,6 +300,27 @@ int pv_config_signup_mode(const pv_config_t *c)
     return -EINVAL;
 }
 
+/* trusted_proxies: addresses (IPv4 or IPv6), comma- or space-separated;
+ * 0, or -EINVAL with the first entry that is not one in err. */
+static int check_proxies(const char *list, char *err, size_t errlen)
+{
+    for (const char *p = list; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ", ");
+        char host[64];
+        unsigned char buf[16];
+        if (n && (n >= sizeof(host) || (memcpy(host, p, n), host[n] = '\0',
+                                          inet_pton(AF_INET, host, buf) != 1 &&
+                                          inet_pton(AF_INET6, host, buf) != 1))) {
+            snprintf(err, errlen, "trusted_proxies: \"%.*s\" is not an IP address", (int)(n < 64 ? n : 64), p);
+            return -EINVAL;
+        }
+        p += n;
+    }
+    return 0;
+}
+
 int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
 {
     if (!*c->data_dir) {
@@ -341,6 +368,15 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
         snprintf(err, errlen, "max_photo_pixels: at least 1; decode_memory: at least 16M");
         return -EINVAL;
     }
+    if (c->max_connections_per_ip < 1 || c->max_private_connections < 1) {
+        snprintf(err, errlen, "max_connections_per_ip and max_private_connections: at least 1");
+        return -EINVAL;
+    }
+    if (c->header_timeout < 1 || c->body_timeout < 1 || c->body_min_rate < 1 || c->read_timeout < 1 ||
+        c->idle_timeout < 1 || c->write_timeout < 1) {
+        snprintf(err, errlen, "the timeouts and body_min_rate: at least 1");
+        return -EINVAL;
+    }
     if (c->changelog_trim_seconds < 1) {
         snprintf(err, errlen, "changelog_trim_seconds: at least 1");
         return -EINVAL;
@@ -349,6 +385,8 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
         snprintf(err, errlen, "map_size: at least 64K");
         return -EINVAL;
     }
+    if (check_proxies(c->trusted_proxies, err, errlen) < 0)
+        return -EINVAL;
     if (!valid_listen(c->https_listen) || !valid_listen(c->http_listen)) {
         snprintf(err, errlen, "https_listen and http_listen take IP:PORT or [IPv6]:PORT (port 0-65535), got \"%s\", \"%s\"",
                  c->https_listen, c->http_listen);

@@ -56,7 +56,13 @@ typedef struct pv_config {
     int idle_timeout;               /* keep-alive idle, seconds */
     int read_timeout;               /* slow client sending, seconds */
     int write_timeout;              /* slow client reading, seconds */
+    int header_timeout;             /* a whole request head, seconds */
+    int body_timeout;               /* a body's grace, seconds ... */
+    uint64_t body_min_rate;         /* ... then bytes/s it must average */
     char trusted_proxies[256];      /* addresses whose X-Forwarded-For counts */
+    int max_connections;            /* public listener, in all (0: from the fd limit) */
+    int max_connections_per_ip;     /* public listener, from one address (/64) */
+    int max_private_connections;    /* private listener, in all */
     int changelog_trim_seconds;     /* how often the change log is trimmed */
     char web_root[PATH_MAX];        /* the built web UI, or "" for the default */
 } pv_config_t;

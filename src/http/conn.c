@@ -13,6 +13,8 @@
  * evbuffer_add for the whole response head.
  *
  * States (c->state; the enum is in http_int.h):
+ *   SNIFF   a TLS listener's new socket, until its first byte says whether
+ *           it speaks TLS or plain text (then: answered 400 https_required)
  *   HEAD    waiting for / reading a request head
  *   BODY    reading the body into memory, a temp file or nowhere
  *   FSYNC   the upload is being made durable off the loop (sink.c)
@@ -31,6 +33,11 @@
  * otherwise) -> the server's authorize hook (may answer before any body
  * is read) -> body read by the route's mode (413 over the limit, 400 on
  * framing errors) -> handler called.
+ *
+ * Time: the read timeout (bufferevent) only bounds the gap between two
+ * bytes, so each phase that waits for the client also has a deadline over
+ * its whole length (see "Deadlines"): a head, a body and a linger cannot be
+ * stretched by a client that sends a byte every few seconds.
  */
 #include "http/http_int.h"
 #include "base/pv.h"
@@ -45,8 +52,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* A copy made by pv_http_header_all, chained on its request. */
+struct pv_req_joined {
+    struct pv_req_joined *next;
+    char text[];
+};
+
 static void pv_conn_process(pv_conn_t *c);
 static void pv_req_complete(pv_conn_t *c);
+static void pv_conn_deadline_arm(pv_conn_t *c);
 
 /* ---------------------------------------------------------------- *
  * Life of a connection
@@ -68,8 +82,14 @@ static void pv_req_cleanup(pv_conn_t *c)
     if (r->user && r->user != r->user_small)
         free(r->user);
     r->user = NULL;
-    /* A big upload buffer is not kept for the next request. */
-    if (c->body_cap > PV_HTTP_IN_WINDOW) {
+    while (r->joined) {
+        struct pv_req_joined *j = r->joined;
+        r->joined = j->next;
+        free(j);
+    }
+    /* Only a small body buffer is kept for the next request: an idle
+     * kept-alive connection holds at most PV_HTTP_BODY_KEEP of it. */
+    if (c->body_cap > PV_HTTP_BODY_KEEP) {
         free(c->body);
         c->body = NULL;
         c->body_cap = 0;
@@ -79,7 +99,7 @@ static void pv_req_cleanup(pv_conn_t *c)
 
 static void pv_conn_maybe_free(pv_conn_t *c)
 {
-    if (c->refs > 0 || c->bev || c->req_live || pv_sink_busy(&c->req.sink))
+    if (c->refs > 0 || c->bev || c->sniff || c->req_live || pv_sink_busy(&c->req.sink))
         return;
     pv_http_server_t *s = c->srv;
     if (c->prev)
@@ -89,6 +109,9 @@ static void pv_conn_maybe_free(pv_conn_t *c)
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
+    if (c->timer)
+        event_free(c->timer);
+    pv_admit_release(s, c->ticket);
     free(c->scratch);
     free(c->body);
     free(c->extra);
@@ -103,8 +126,20 @@ void pv_conn_release(pv_conn_t *c)
 
 /* The client is gone (or we give up on it): free the bufferevent now; the
  * request, if the handler owns it, lives on until it is answered. */
+/* A socket still being sniffed is closed with its event. */
+static void pv_conn_unsniff(pv_conn_t *c)
+{
+    if (!c->sniff)
+        return;
+    event_free(c->sniff);
+    c->sniff = NULL;
+    evutil_closesocket(c->ticket->fd);
+    c->ticket->fd = -1;
+}
+
 void pv_conn_drop(pv_conn_t *c)
 {
+    pv_conn_unsniff(c);
     if (!c->bev)
         return;
     bufferevent_free(c->bev);
@@ -129,6 +164,7 @@ void pv_conn_drop(pv_conn_t *c)
 
 void pv_conn_destroy(pv_conn_t *c)
 {
+    pv_conn_unsniff(c);
     pv_sink_abandon(&c->req.sink);
     if (c->bev)
         bufferevent_free(c->bev);
@@ -155,11 +191,13 @@ static void pv_conn_close(pv_conn_t *c)
         return;
     }
     c->state = C_LINGER;
+    c->linger_t0_us = pv_mono_us();
     c->linger_bytes = evbuffer_get_length(in);
     evbuffer_drain(in, c->linger_bytes);
     if (!c->tls)
         shutdown(bufferevent_getfd(c->bev), SHUT_WR);
     pv_conn_set_rto(c, PV_HTTP_LINGER_S);
+    pv_conn_deadline_arm(c); /* a peer trickling bytes keeps no linger */
     bufferevent_enable(c->bev, EV_READ);
 }
 
@@ -287,10 +325,20 @@ static void pv_req_make_id(pv_conn_t *c, const char *incoming)
     r->id[16] = '\0';
 }
 
+/* Plain text came to a TLS listener: whatever it was, it gets the one
+ * answer that helps, in plain text (as nginx gives it), then the close. */
+#define PV_HTTPS_REQUIRED_MSG                                                      \
+    "this port speaks HTTPS: plain HTTP was sent to it; use https:// instead of http://"
+
 /* An answer to a request we could not parse or keep: then close. */
 static void pv_conn_fail_head(pv_conn_t *c, int status, const char *code,
                               const char *msg)
 {
+    if (c->plain_on_tls) {
+        status = 400;
+        code = "https_required";
+        msg = PV_HTTPS_REQUIRED_MSG;
+    }
     pv_req_begin(c);
     pv_req_make_id(c, NULL);
     c->close_after = true;
@@ -408,25 +456,41 @@ static void pv_conn_synced(void *arg, int rc)
     pv_conn_release(c);
 }
 
+/* Room for need bytes of a PV_BODY_MEMORY body (its NUL included). The
+ * buffer grows as bytes arrive, doubling, and never past what the request
+ * may still send (its Content-Length, or the route's limit): memory follows
+ * what a client sent, not what it declared, so a thousand clients that
+ * announce 64 KiB and trickle cost what they trickled. 0 or -ENOMEM. */
+static int pv_body_room(pv_conn_t *c, size_t need)
+{
+    pv_http_req_t *r = &c->req;
+
+    if (need <= c->body_cap)
+        return 0;
+    uint64_t most = r->body_limit;
+    if (r->fr.content_length >= 0 && (uint64_t)r->fr.content_length < most)
+        most = (uint64_t)r->fr.content_length;
+    size_t cap = c->body_cap ? c->body_cap : PV_HTTP_BODY_MIN;
+    while (cap < need)
+        cap *= 2;
+    if (cap > most + 1 && need <= most + 1)
+        cap = (size_t)most + 1;
+    char *nb = pv_fail("http.alloc") ? NULL : realloc(c->body, cap);
+    if (!nb)
+        return -ENOMEM;
+    c->body = nb;
+    c->body_cap = cap;
+    return 0;
+}
+
 /* Takes n body bytes. 0 or -errno. */
 static int pv_body_take(pv_conn_t *c, const char *p, size_t n)
 {
     pv_http_req_t *r = &c->req;
 
     if (r->body_mode == PV_BODY_MEMORY) {
-        size_t need = r->body_len + n + 1;
-        if (need > c->body_cap) {
-            size_t cap = c->body_cap ? c->body_cap : 4096;
-            while (cap < need)
-                cap *= 2;
-            if (cap > r->body_limit + 1 && need <= r->body_limit + 1)
-                cap = (size_t)r->body_limit + 1;
-            char *nb = pv_fail("http.alloc") ? NULL : realloc(c->body, cap);
-            if (!nb)
-                return -ENOMEM;
-            c->body = nb;
-            c->body_cap = cap;
-        }
+        if (pv_body_room(c, r->body_len + n + 1) < 0)
+            return -ENOMEM;
         memcpy(c->body + r->body_len, p, n);
         r->body_len += n;
     } else if (r->body_mode == PV_BODY_FILE) {
@@ -565,6 +629,7 @@ static bool pv_conn_read_body(pv_conn_t *c)
         return true;
     }
     pv_conn_set_rto(c, c->srv->cfg.read_timeout_s);
+    pv_conn_deadline_arm(c);
     return false;
 }
 
@@ -575,6 +640,7 @@ static void pv_body_begin(pv_conn_t *c)
 
     if (r->fr.expect_continue && !r->body_done)
         pv_resp_continue(c);
+    c->body_t0_us = pv_mono_us();
     r->body_left = r->fr.content_length;
     if (r->fr.chunked)
         pv_http_chunked_init(&r->chunked);
@@ -586,19 +652,12 @@ static void pv_body_begin(pv_conn_t *c)
             pv_body_fail_rc(c, rc);
             return;
         }
-    } else if (r->body_mode == PV_BODY_MEMORY && r->fr.content_length > 0 &&
-               (size_t)r->fr.content_length + 1 > c->body_cap) {
-        size_t cap = (size_t)r->fr.content_length + 1;
-        char *nb = pv_fail("http.alloc") ? NULL : realloc(c->body, cap);
-        if (!nb) {
-            pv_body_fail_rc(c, -ENOMEM);
-            return;
-        }
-        c->body = nb;
-        c->body_cap = cap;
     }
+    /* A PV_BODY_MEMORY buffer is not made here: it grows as bytes come
+     * (pv_body_room), once the route and its limit are known. */
     c->state = C_BODY;
     pv_conn_set_rto(c, c->srv->cfg.read_timeout_s);
+    pv_conn_deadline_arm(c);
 }
 
 /* Framing, path and route of a head in c->head: 0 to go on, or 1 once it
@@ -650,6 +709,12 @@ static void pv_req_start(pv_conn_t *c, const pv_http_reqline_t *rl)
         ((char *)c->hdrs[i].value)[c->hdrs[i].value_len] = '\0';
     pv_req_make_id(c, pv_req_header(r, "X-Request-Id"));
 
+    if (c->plain_on_tls) {
+        c->close_after = true;
+        r->body_done = false; /* whatever follows goes unread: linger */
+        pv_resp_error(r, 400, "https_required", PV_HTTPS_REQUIRED_MSG);
+        return;
+    }
     if (pv_req_prepare(c) != 0)
         return;
     r->body_mode = r->route->body;
@@ -720,7 +785,16 @@ static bool pv_conn_head_wait(pv_conn_t *c, int rto)
         return true;
     }
     pv_conn_set_rto(c, rto);
+    pv_conn_deadline_arm(c);
     return false;
+}
+
+/* The head took longer than header_timeout: 408, then close. */
+static void pv_conn_head_late(pv_conn_t *c)
+{
+    c->head_t0_us = 0;
+    c->fresh = false;
+    pv_conn_fail_head(c, 408, "request_timeout", "the request head took too long to arrive");
 }
 
 /* Returns true when the connection moved on. */
@@ -741,15 +815,16 @@ static bool pv_conn_read_head(pv_conn_t *c)
         len -= 2;
     }
     if (len == 0) {
-        c->head_t0_us = 0;
+        if (!c->fresh) /* a new connection's deadline runs from the accept */
+            c->head_t0_us = 0;
         return pv_conn_head_wait(c, c->fresh ? s->cfg.read_timeout_s
                                              : s->cfg.idle_timeout_s);
     }
     int64_t now = pv_mono_us();
     if (!c->head_t0_us) {
         c->head_t0_us = now;
-    } else if (now - c->head_t0_us > (int64_t)s->cfg.read_timeout_s * 1000000) {
-        pv_conn_drop(c); /* a head dribbled in too slowly */
+    } else if (now - c->head_t0_us >= (int64_t)s->cfg.header_timeout_s * 1000000) {
+        pv_conn_head_late(c); /* a head dribbled in too slowly */
         return true;
     }
     /* Parse in place from the first chain; make the head contiguous only
@@ -815,6 +890,94 @@ static void pv_conn_process(pv_conn_t *c)
 }
 
 /* ---------------------------------------------------------------- *
+ * Deadlines
+ * ---------------------------------------------------------------- */
+
+/* A client that sends a byte every few seconds never meets the read
+ * timeout, which counts from the last byte. So each phase that waits for
+ * the client has a deadline over its whole length:
+ *   HEAD    the head whole within header_timeout of its first byte; on a
+ *           new connection of the accept, so a TLS handshake counts too
+ *   BODY    body_timeout, plus 1 s for every body_min_rate bytes received
+ *           (the rule of Apache's mod_reqtimeout): an honest upload on a
+ *           slow link keeps earning time, a trickle runs out
+ *   LINGER  PV_HTTP_LINGER_S in all
+ * One timer a connection, set lazily: armed when the connection starts to
+ * wait and only ever moved earlier. When it fires it works out the
+ * deadline of the phase the connection is in by then, and acts or sets
+ * itself again; so a body that keeps coming costs no timer work per read,
+ * and a phase that ended leaves nothing to cancel. */
+
+static int64_t pv_conn_deadline(const pv_conn_t *c)
+{
+    const pv_http_config_t *cfg = &c->srv->cfg;
+    switch (c->state) {
+    case C_SNIFF:
+    case C_HEAD:
+        if (!c->head_t0_us)
+            return 0; /* idle between requests: the idle timeout's */
+        return c->head_t0_us + (int64_t)cfg->header_timeout_s * 1000000;
+    case C_BODY: {
+        uint64_t got = c->req.body_got, rate = cfg->body_min_rate;
+        uint64_t earned = got / rate * 1000000 + got % rate * 1000000 / rate;
+        return c->body_t0_us + (int64_t)cfg->body_timeout_s * 1000000 + (int64_t)earned;
+    }
+    case C_LINGER:
+        return c->linger_t0_us + (int64_t)PV_HTTP_LINGER_S * 1000000;
+    default:
+        return 0; /* the server's turn, or a write timeout's */
+    }
+}
+
+static void pv_conn_deadline_arm(pv_conn_t *c)
+{
+    int64_t at = pv_conn_deadline(c);
+    if (!at || !c->timer || (c->timer_at_us && c->timer_at_us <= at))
+        return;
+    int64_t wait = at - pv_mono_us();
+    if (wait < 0)
+        wait = 0;
+    struct timeval tv = {(time_t)(wait / 1000000), (suseconds_t)(wait % 1000000)};
+    evtimer_add(c->timer, &tv);
+    c->timer_at_us = at;
+}
+
+/* Past the deadline: a request that had begun is answered 408 and the
+ * connection closes; one that had not (nothing came, or a TLS handshake
+ * that never ended) is closed without a word. */
+static void pv_conn_expire(pv_conn_t *c)
+{
+    pv_log(PV_LOG_DEBUG, PV_HTTP_LOG, c->req_live ? c->req.id : NULL, NULL,
+           "connection from %s: too slow", c->remote);
+    if (c->state == C_BODY) {
+        pv_body_fail(c, 408, "request_timeout", "the request body came too slowly");
+    } else if (c->state == C_HEAD &&
+               evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+        pv_conn_head_late(c);
+    } else {
+        pv_conn_drop(c);
+    }
+}
+
+static void pv_conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    pv_conn_t *c = arg;
+    (void)fd;
+    (void)what;
+    c->timer_at_us = 0;
+    int64_t at = pv_conn_deadline(c);
+    if (!at || (!c->bev && !c->sniff))
+        return;
+    if (pv_mono_us() < at) {
+        pv_conn_deadline_arm(c);
+        return;
+    }
+    c->refs++;
+    pv_conn_expire(c);
+    pv_conn_release(c);
+}
+
+/* ---------------------------------------------------------------- *
  * bufferevent callbacks
  * ---------------------------------------------------------------- */
 
@@ -856,6 +1019,12 @@ static void pv_conn_event_cb(struct bufferevent *bev, short what, void *arg)
         (c->state == C_HANDLER || c->state == C_SEND || c->state == C_FSYNC)) {
         /* Half-close: the client may still read our answer. */
         c->peer_eof = true;
+    } else if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
+               (c->state == C_BODY ||
+                (c->state == C_HEAD && evbuffer_get_length(bufferevent_get_input(bev)) > 0))) {
+        /* A request stalled half-way: say so before closing. libevent
+         * stopped reading on the timeout; the linger turns it back on. */
+        pv_conn_expire(c);
     } else {
         if (what & BEV_EVENT_TIMEOUT)
             pv_log(PV_LOG_DEBUG, PV_HTTP_LOG, c->req_live ? c->req.id : NULL,
@@ -882,24 +1051,22 @@ static void pv_conn_peer(pv_conn_t *c, evutil_socket_t fd, const struct sockaddr
                   c->remote, sizeof(c->remote));
 }
 
-/* The bufferevent: OpenSSL in accepting mode over the socket, or plain.
- * 0, or -ENOMEM with fd closed. */
+/* The bufferevent: OpenSSL in accepting mode over the socket, or plain;
+ * it closes fd when freed. 0, or -ENOMEM (fd still the caller's). */
 static int pv_conn_bev(pv_conn_t *c, SSL_CTX *ctx, evutil_socket_t fd)
 {
     int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+    struct event_base *base = c->srv->base;
     if (!ctx) {
-        c->bev = bufferevent_socket_new(c->srv->base, fd, opts);
-        if (!c->bev)
-            evutil_closesocket(fd);
+        c->bev = bufferevent_socket_new(base, fd, opts);
         return c->bev ? 0 : -ENOMEM;
     }
     SSL *ssl = SSL_new(ctx); /* holds its own reference to ctx */
     if (ssl)
-        c->bev = bufferevent_openssl_socket_new(c->srv->base, fd, ssl,
+        c->bev = bufferevent_openssl_socket_new(base, fd, ssl,
                                                 BUFFEREVENT_SSL_ACCEPTING, opts);
     if (!c->bev) {
         SSL_free(ssl);
-        evutil_closesocket(fd);
         return -ENOMEM;
     }
     bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
@@ -907,41 +1074,104 @@ static int pv_conn_bev(pv_conn_t *c, SSL_CTX *ctx, evutil_socket_t fd)
     return 0;
 }
 
-void pv_conn_new(pv_http_server_t *s, int kind, bool tls, evutil_socket_t fd,
-                 const struct sockaddr *sa)
+/* The connection's bufferevent exists: its callbacks, its window and its
+ * timeouts, and reading begins. */
+static void pv_conn_start(pv_conn_t *c)
 {
-    SSL_CTX *ctx = tls ? s->tls : NULL;
-    pv_conn_t *c = pv_fail("http.accept") ? NULL : calloc(1, sizeof(*c));
+    pv_http_server_t *s = c->srv;
+    bufferevent_setcb(c->bev, pv_conn_read_cb, pv_conn_write_cb,
+                      pv_conn_event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, s->in_window);
+    pv_conn_set_rto(c, s->cfg.read_timeout_s);
+    c->state = C_HEAD;
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
 
-    if (!c || (tls && !ctx)) {
-        free(c);
-        evutil_closesocket(fd);
+/* Whether a TLS listener's socket speaks TLS, from its first byte, looked
+ * at without taking it (MSG_PEEK, as nginx does): a TLS record starts with
+ * its type (0x16 for a handshake), an HTTP request with its method's
+ * capitals. Plain text gets a plain bufferevent, to be answered 400
+ * https_required; anything else is left to OpenSSL, which refuses it. */
+static void pv_conn_sniff(pv_conn_t *c)
+{
+    evutil_socket_t fd = c->ticket->fd;
+    unsigned char first;
+    ssize_t n = recv(fd, &first, 1, MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        event_add(c->sniff, NULL); /* the deadline timer bounds the wait */
         return;
     }
-    pv_conn_peer(c, fd, sa);
-    c->srv = s;
+    if (n <= 0) {
+        pv_conn_drop(c);
+        return;
+    }
+    bool plain = first >= 'A' && first <= 'Z';
+    SSL_CTX *ctx = plain ? NULL : c->srv->tls;
+    if ((!plain && !ctx) || pv_conn_bev(c, ctx, fd) < 0) {
+        pv_conn_drop(c);
+        return;
+    }
+    event_free(c->sniff);
+    c->sniff = NULL;
+    c->ticket->fd = -1; /* the bufferevent's now */
+    c->plain_on_tls = plain;
+    pv_conn_start(c);
+}
+
+static void pv_conn_sniff_cb(evutil_socket_t fd, short what, void *arg)
+{
+    pv_conn_t *c = arg;
+    (void)fd;
+    (void)what;
+    c->refs++;
+    pv_conn_sniff(c);
+    pv_conn_release(c);
+}
+
+void pv_conn_new(pv_http_server_t *s, pv_conn_ticket_t *t)
+{
+    pv_conn_t *c = pv_fail("http.accept") ? NULL : calloc(1, sizeof(*c));
+
+    if (c) {
+        c->srv = s;
+        if (!t->tls || s->tls) /* no context yet: the socket is closed */
+            c->timer = evtimer_new(s->base, pv_conn_deadline_cb, c);
+    }
+    if (c && c->timer && t->tls)
+        c->sniff = event_new(s->base, t->fd, EV_READ, pv_conn_sniff_cb, c);
+    if (!c || !c->timer || (t->tls ? !c->sniff : pv_conn_bev(c, NULL, t->fd) < 0)) {
+        if (c && c->timer)
+            event_free(c->timer);
+        free(c);
+        pv_admit_release(s, t); /* closes the socket, uncounts it */
+        return;
+    }
+    if (!t->tls)
+        t->fd = -1; /* the bufferevent's now; a sniffed socket stays in t */
+    c->ticket = t;
+    pv_conn_peer(c, c->bev ? bufferevent_getfd(c->bev) : t->fd, (const struct sockaddr *)&t->sa);
     c->ops = &pv_conn_ops;
-    c->kind = kind;
+    c->kind = t->kind;
     c->fresh = true;
     c->rto_cur = -1;
-    c->state = C_HEAD;
+    c->state = C_SNIFF;
     pv_sink_init(&c->req.sink);
     c->req.send_fd = -1;
     c->req.body_done = true;
-    if (pv_conn_bev(c, ctx, fd) < 0) {
-        free(c);
-        return;
-    }
     c->next = s->conns;
     if (s->conns)
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
-    bufferevent_setcb(c->bev, pv_conn_read_cb, pv_conn_write_cb,
-                      pv_conn_event_cb, c);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, s->in_window);
-    pv_conn_set_rto(c, s->cfg.read_timeout_s);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    c->head_t0_us = pv_mono_us(); /* the first head's deadline, handshake included */
+    pv_conn_deadline_arm(c);
+    if (!c->sniff) {
+        pv_conn_start(c);
+        return;
+    }
+    c->refs++; /* the first byte is often there already */
+    pv_conn_sniff(c);
+    pv_conn_release(c);
 }
 
 /* ---------------------------------------------------------------- *
@@ -969,6 +1199,42 @@ bool pv_http_is_closed(pv_http_req_t *req) { return req->conn->bev == NULL; }
 const char *pv_http_header(pv_http_req_t *req, const char *name)
 {
     return pv_req_header(req, name);
+}
+
+const char *pv_http_header_all(pv_http_req_t *req, const char *name)
+{
+    pv_conn_t *c = req->conn;
+    size_t lines = 0, len = 0;
+    const char *one = NULL;
+
+    if (!c->req_live || !req->method[0])
+        return NULL;
+    for (size_t i = 0; i < c->nhdrs; i++) {
+        if (!pv_http_hdr_is(&c->hdrs[i], name))
+            continue;
+        one = one ? one : c->hdrs[i].value;
+        len += (lines++ ? 2 : 0) + c->hdrs[i].value_len;
+    }
+    if (lines <= 1)
+        return one; /* the common case: the line itself, no copy */
+    struct pv_req_joined *j = pv_fail("http.alloc") ? NULL : malloc(sizeof(*j) + len + 1);
+    if (!j)
+        return NULL;
+    char *o = j->text;
+    for (size_t i = 0, n = 0; i < c->nhdrs; i++) {
+        if (!pv_http_hdr_is(&c->hdrs[i], name))
+            continue;
+        if (n++) {
+            memcpy(o, ", ", 2);
+            o += 2;
+        }
+        memcpy(o, c->hdrs[i].value, c->hdrs[i].value_len);
+        o += c->hdrs[i].value_len;
+    }
+    *o = '\0';
+    j->next = req->joined;
+    req->joined = j;
+    return j->text;
 }
 
 const char *pv_http_param(pv_http_req_t *req, const char *name)

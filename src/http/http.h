@@ -15,6 +15,13 @@
  * the chosen server's actor. No SO_REUSEPORT, so a second daemon cannot
  * take the port.
  *
+ * Slow and greedy clients: connections are capped (admit.c), in all and
+ * per client address on public listeners and apart on private ones, and
+ * one past a cap is refused at once; a request's head and body each have
+ * a deadline over their whole length (conn.c), which a client sending a
+ * byte now and then cannot stretch; when file descriptors run out anyway,
+ * a spare one lets health checks in and accepting pauses (server.c).
+ *
  * TLS: each server holds its own reference to the SSL_CTX that its new
  * connections use, and only its loop touches it. A reload is a
  * PV_HTTP_SRV_TLS message carrying the next context with a reference of
@@ -108,8 +115,30 @@ typedef struct pv_http_config {
     uint64_t max_memory_body;  /* default limit for PV_BODY_MEMORY */
     uint64_t max_file_body;    /* default limit for PV_BODY_FILE */
     int idle_timeout_s;        /* keep-alive idle before close */
-    int read_timeout_s;        /* a slow client sending headers/body */
+    int read_timeout_s;        /* no byte for this long while a request
+                                  arrives: 408 (or a close between them) */
     int write_timeout_s;       /* a slow client reading the answer */
+    /* Deadlines over a whole phase, which a client sending a byte now and
+     * then cannot stretch (conn.c, "Deadlines"): 408 request_timeout. */
+    int header_timeout_s;      /* the head whole within this of its first
+                                  byte (of the accept on a new connection) */
+    int body_timeout_s;        /* a body gets this long, plus 1 s ... */
+    uint64_t body_min_rate;    /* ... for every this many bytes received */
+    /* Caps on connections (admit.c). Past one a connection is refused at
+     * once: closed, or on plain HTTP sent a fixed 503 too_many_connections
+     * with Retry-After: 1. */
+    int max_connections;       /* on PV_LISTEN_PUBLIC listeners, all servers
+                                  of a group together; 0: from RLIMIT_NOFILE,
+                                  (soft limit - 256 - max_private_connections)
+                                  / 2, at least 16 */
+    int max_connections_per_ip;  /* of those, from one address (an IPv6
+                                    address by its /64); 0: 128 */
+    int max_private_connections; /* on PV_LISTEN_PRIVATE listeners, apart, so
+                                    that a public flood never takes health
+                                    checks' place; 0: 32 */
+    const char *ip_cap_exempt; /* addresses not held to max_connections_per_ip,
+                                  comma- or space-separated (pvd: its trusted
+                                  proxies, which carry many clients), or NULL */
     /* Called after each answer is complete (access log, metrics). */
     void (*on_done)(pv_http_req_t *req, int status, uint64_t bytes_out,
                     double ms);
@@ -122,6 +151,8 @@ enum pv_http_srv_msg {
     PV_HTTP_SRV_TLS,  /* pv_http_srv_tls_t: the context for new TLS
                          connections from now on; answered (status 0) once
                          swapped in, when the sender set a continuation */
+    PV_HTTP_SRV_GONE, /* a connection this server counted (per address) has
+                         ended on another loop (admit.c makes and sends these) */
     PV_HTTP_SRV_MSG_COUNT
 };
 
@@ -161,13 +192,17 @@ void pv_http_server_group(pv_http_server_t **servers, int n);
 int pv_http_listen_fd(pv_http_server_t *srv, int fd, bool tls, int kind);
 /* The listening socket of the first listener of `kind`, or -ENOENT. */
 int pv_http_listener_fd(pv_http_server_t *srv, int kind);
+/* Connections open on listeners of that kind, all servers of the group
+ * together (a relaxed read: a figure for status and tests). */
+int pv_http_server_conns(pv_http_server_t *srv, int kind);
 /* Stop accepting; connections finish their in-flight request then close. */
 void pv_http_server_shutdown(pv_http_server_t *srv);
 /* True when no connection is left (used to finish a graceful stop). */
 bool pv_http_server_idle(pv_http_server_t *srv);
-/* With its loop stopped, and cfg.io stopped (pv_pool_stop) so that no
- * upload's fsync is still to answer it: connections dealt but never
- * adopted are closed, uploads in flight are dropped. */
+/* With its loop stopped (in a group: every loop of the group stopped), and
+ * cfg.io stopped (pv_pool_stop) so that no upload's fsync is still to
+ * answer it: connections dealt but never adopted are closed, uploads in
+ * flight are dropped. */
 void pv_http_server_free(pv_http_server_t *srv);
 
 /* ---- request accessors (valid until the answer is complete) ---- */
@@ -180,6 +215,12 @@ const char *pv_http_query(pv_http_req_t *req); /* after '?', or "" */
 const char *pv_http_query_param(pv_http_req_t *req, const char *name,
                                 char *buf, size_t buflen);
 const char *pv_http_header(pv_http_req_t *req, const char *name); /* or NULL */
+/* Every field line of that name joined in order with ", " (RFC 9110 5.3):
+ * what a list-valued header (X-Forwarded-For) says in all, where
+ * pv_http_header gives its first line only. NULL when absent, or when the
+ * copy that joins several lines cannot be made (out of memory). Valid
+ * until the answer is complete. */
+const char *pv_http_header_all(pv_http_req_t *req, const char *name);
 const char *pv_http_param(pv_http_req_t *req, const char *name); /* {name} */
 const char *pv_http_remote_addr(pv_http_req_t *req); /* "127.0.0.1" */
 const char *pv_http_request_id(pv_http_req_t *req);

@@ -2,14 +2,16 @@
  * http_int.h — what the files of the HTTP server share; http.h stays the
  * public API. Not for use outside src/http/.
  *
- * The server is five files, each owning one thing, called only downwards:
+ * The server is six files, each owning one thing, called only downwards:
  *
  *   server.c  listeners, accepting and dealing connections to the loops
  *             (its actor's messages), the server's life
- *                                          -> conn.c, resp.c, route.c
+ *                                          -> conn.c, resp.c, route.c, admit.c
  *   conn.c    a connection's state machine: heads, bodies, handlers,
- *             keep-alive, linger; the request's accessors
- *                                          -> resp.c, sink.c, route.c, parser
+ *             keep-alive, linger, deadlines; the request's accessors
+ *                                          -> resp.c, sink.c, route.c, admit.c,
+ *                                             parser
+ *   admit.c   the caps on connections: counts, refusals, tickets
  *   resp.c    answers: status line and headers, Range/ETag/304/416, files,
  *             SSE streams                  -> parser
  *   sink.c    an upload's temp file, its SHA-256 and its fsync on the io pool
@@ -45,12 +47,15 @@ struct evconnlistener;
 #define PV_HTTP_LINGER_S 2
 #define PV_HTTP_LINGER_MAX (1024u * 1024)
 #define PV_HTTP_ID_MAX 64
+#define PV_HTTP_BODY_MIN 1024u           /* a memory body's first buffer */
+#define PV_HTTP_BODY_KEEP (16u * 1024)   /* kept for the next request */
 
 #define PV_HTTP_LOG "http" /* the actor name in log lines */
 
 /* States of a connection (pv_conn_t.state); conn.c's opening comment
  * tells the story. */
 enum pv_conn_state {
+    C_SNIFF,   /* a TLS listener's new socket: TLS or plain text? (conn.c) */
     C_HEAD,    /* waiting for / reading a request head */
     C_BODY,    /* reading the body into memory, a temp file or nowhere */
     C_FSYNC,   /* the upload is being made durable off the loop (sink.c) */
@@ -112,6 +117,46 @@ void pv_sink_close(pv_sink_t *s);
 /* Closes, unlinks unless taken, frees; the sink is empty again. */
 void pv_sink_release(pv_sink_t *s);
 
+/* ---- admit.c: which connections come in ---- */
+
+typedef struct pv_admit_share pv_admit_share_t; /* a group's totals */
+typedef struct pv_admit_table pv_admit_table_t; /* per-address counts */
+
+/* An accepted socket's admission. The accepting server makes it (counted),
+ * sends it to the loop the connection is dealt to as PV_HTTP_SRV_CONN; the
+ * connection keeps it, and at its close it goes back to the accepting
+ * server as PV_HTTP_SRV_GONE when that one counted its address. */
+typedef struct pv_conn_ticket {
+    pv_msg_t msg;
+    evutil_socket_t fd;          /* until a connection takes it (then -1) */
+    int kind;                    /* enum pv_http_listener_kind */
+    bool tls;                    /* with the receiving server's context */
+    struct sockaddr_storage sa;  /* the peer */
+    pv_admit_share_t *share;     /* counted in its total while set */
+    pv_http_server_t *acceptor;  /* counts key per address, or NULL */
+    uint8_t key[16];             /* the address as counted (IPv6: its /64) */
+} pv_conn_ticket_t;
+
+/* The server's share of its group's totals, its exempt addresses. 0,
+ * -EINVAL (*bad: the ip_cap_exempt entry that is no address), -ENOMEM. */
+int pv_admit_init(pv_http_server_t *s, const char **bad);
+/* The servers share the first one's totals. */
+void pv_admit_group(pv_http_server_t **servers, int n);
+void pv_admit_free(pv_http_server_t *s);
+/* A counted ticket for an accepted socket, or NULL once it was refused
+ * (closed, 503 on plain HTTP) or could not be counted (out of memory). */
+pv_conn_ticket_t *pv_admit_accept(pv_http_server_t *s, int kind, bool tls, evutil_socket_t fd,
+                                  const struct sockaddr *sa, int salen);
+/* The connection of t ended on here's loop: closes its socket if still
+ * open, uncounts it (sending it back to its acceptor when that is another
+ * server), frees it. */
+void pv_admit_release(pv_http_server_t *here, pv_conn_ticket_t *t);
+/* PV_HTTP_SRV_GONE on the acceptor's loop. */
+void pv_admit_gone(pv_http_server_t *s, pv_conn_ticket_t *t);
+/* Refuses a socket now (why: for the log, which says it once per 10 s). */
+void pv_admit_refuse(pv_http_server_t *s, evutil_socket_t fd, bool tls, const char *why);
+int pv_admit_conns(const pv_http_server_t *s, int kind);
+
 /* ---- the request, the connection, the server ---- */
 
 struct pv_http_req {
@@ -131,6 +176,8 @@ struct pv_http_req {
     char *user;           /* user_small, a heap copy, or NULL */
     void *data;
     void (*data_free)(void *);
+    struct pv_req_joined *joined; /* pv_http_header_all's copies, freed with
+                                     the request */
     /* body */
     int body_mode;
     uint64_t body_limit;
@@ -155,8 +202,11 @@ struct pv_http_req {
 struct pv_conn {
     pv_http_server_t *srv;
     const pv_conn_ops_t *ops; /* conn.c's, for resp.c */
+    pv_conn_ticket_t *ticket; /* its count (admit.c), released when freed */
     pv_conn_t *prev, *next;
     struct bufferevent *bev; /* NULL once the client is gone */
+    struct event *sniff;     /* C_SNIFF: waits for the first byte, the socket
+                                still in ticket->fd; NULL otherwise */
     int kind;
     bool tls;
     int state;
@@ -166,8 +216,15 @@ struct pv_conn {
     bool close_after; /* close once the current answer is done */
     bool peer_eof;    /* the client shut its sending side */
     bool fresh;       /* no request seen yet */
+    bool plain_on_tls;/* plain text came to a TLS listener: every request
+                         is answered 400 https_required */
     int rto_cur;      /* read timeout in force (s), 0 none, -1 unset */
-    int64_t head_t0_us; /* first byte of the head being read */
+    struct event *timer;  /* the deadline of the phase (conn.c "Deadlines") */
+    int64_t timer_at_us;  /* when it fires, 0 when not pending */
+    int64_t head_t0_us; /* first byte of the head being read (the accept,
+                           on a new connection), 0 while idle */
+    int64_t body_t0_us; /* the body began to be read */
+    int64_t linger_t0_us;
     size_t linger_bytes;
     /* Scratch: the head, the decoded path and its segments. Grown only
      * between requests. */
@@ -176,7 +233,8 @@ struct pv_conn {
     char *head, *pathbuf, *segbuf;
     pv_http_hdr_t hdrs[PV_HTTP_MAX_HEADERS];
     size_t nhdrs;
-    char *body;       /* PV_BODY_MEMORY buffer, reused across requests */
+    char *body;       /* PV_BODY_MEMORY buffer: grown as bytes arrive, kept
+                         for the next request up to PV_HTTP_BODY_KEEP */
     size_t body_cap;
     char *extra;      /* extra response header lines */
     size_t extra_len, extra_cap;
@@ -217,12 +275,23 @@ struct pv_http_server {
     pv_http_server_t **group;  /* all servers, when accepts are shared */
     int ngroup;
     unsigned rr;               /* next server to deal a connection to */
+    bool freeing;              /* pv_http_server_free is under way */
+    /* admit.c */
+    pv_admit_share_t *share;   /* the group's totals (shared, refcounted) */
+    pv_admit_table_t *addrs;   /* per-address counts, on the accepting server */
+    uint8_t (*exempt)[16];     /* cfg.ip_cap_exempt, parsed */
+    size_t nexempt;
+    uint64_t refused;          /* refusals since the last log line */
+    int64_t refused_log_us;    /* when that line was written */
+    int spare_fd;              /* kept open for when descriptors run out
+                                  (server.c), -1 when spent */
+    int64_t accept_log_us;     /* the last "accept: ..." warning */
 };
 
 /* ---- conn.c, for server.c ---- */
-/* A connection around an accepted socket (taken: closed on failure). */
-void pv_conn_new(pv_http_server_t *s, int kind, bool tls, evutil_socket_t fd,
-                 const struct sockaddr *sa);
+/* A connection around an admitted socket; it takes the ticket (released at
+ * once on failure). */
+void pv_conn_new(pv_http_server_t *s, pv_conn_ticket_t *t);
 /* The client is gone, or we give up on it (see conn.c). */
 void pv_conn_drop(pv_conn_t *c);
 void pv_conn_release(pv_conn_t *c);

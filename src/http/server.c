@@ -23,71 +23,51 @@
 #include <netinet/in.h>
 #include <openssl/ssl.h>
 #include <signal.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 /* Defaults for config fields left at 0. */
+#define PV_HTTP_DEF_PER_IP 128
+#define PV_HTTP_DEF_PRIVATE 32
+#define PV_HTTP_FD_RESERVE 256 /* descriptors kept for all but connections */
+#define PV_HTTP_ACCEPT_LOG_US (10 * 1000000LL)
+#define PV_HTTP_SPARE_BATCH 64 /* connections refused through the spare's slot at once */
 #define PV_HTTP_DEF_HEADER_BYTES (16u * 1024)
 #define PV_HTTP_DEF_MEMORY_BODY (1u * 1024 * 1024)
 #define PV_HTTP_DEF_FILE_BODY (256ull * 1024 * 1024)
 #define PV_HTTP_DEF_IDLE_S 60
 #define PV_HTTP_DEF_READ_S 30
 #define PV_HTTP_DEF_WRITE_S 60
-
-/* PV_HTTP_SRV_CONN: an accepted socket on its way to another loop. */
-typedef struct srv_conn_msg {
-    pv_msg_t msg;
-    evutil_socket_t fd;          /* owned until adopted: closed if never */
-    int kind;                    /* enum pv_http_listener_kind */
-    bool tls;                    /* with the receiving server's context */
-    struct sockaddr_storage sa;  /* the peer */
-} srv_conn_msg_t;
+#define PV_HTTP_DEF_HEADER_S 10
+#define PV_HTTP_DEF_BODY_S 20
+#define PV_HTTP_DEF_BODY_RATE 1024 /* bytes/s */
 
 /* ---------------------------------------------------------------- *
  * Accepting and dealing
  * ---------------------------------------------------------------- */
 
-static void srv_conn_msg_free(pv_msg_t *m)
-{
-    srv_conn_msg_t *cm = (srv_conn_msg_t *)m;
-    if (cm->fd >= 0)
-        evutil_closesocket(cm->fd);
-    free(cm);
-}
-
-/* Deals an accepted socket to another loop's server. 0, or -errno when
- * no message could be made (the socket is still the caller's). */
-static int srv_deal(pv_http_server_t *to, pv_listener_t *l, evutil_socket_t fd,
-                    const struct sockaddr *sa, int salen)
-{
-    if (salen < 0 || (size_t)salen > sizeof(struct sockaddr_storage))
-        return -EINVAL;
-    srv_conn_msg_t *cm = pv_msg_new(sizeof(*cm), PV_HTTP_SRV_CONN);
-    if (!cm)
-        return -ENOMEM;
-    cm->msg.free_fn = srv_conn_msg_free;
-    cm->fd = fd;
-    cm->kind = l->kind;
-    cm->tls = l->tls;
-    memcpy(&cm->sa, sa, (size_t)salen);
-    pv_actor_send(to->actor, &cm->msg);
-    return 0;
-}
-
 /* PV_HTTP_SRV_CONN, on the receiving loop: adopt the connection. */
 static void srv_on_conn(pv_actor_t *self, pv_msg_t *m)
 {
     pv_http_server_t *s = pv_actor_state(self);
-    srv_conn_msg_t *cm = (srv_conn_msg_t *)m;
-    if (!s->shutting_down) {
-        pv_conn_new(s, cm->kind, cm->tls, cm->fd, (const struct sockaddr *)&cm->sa);
-        cm->fd = -1; /* the connection's now, or closed */
-    }
-    pv_msg_free(m);
+    pv_conn_ticket_t *t = (pv_conn_ticket_t *)m;
+    if (s->shutting_down)
+        pv_admit_release(s, t); /* closed and uncounted */
+    else
+        pv_conn_new(s, t); /* the connection's now */
+}
+
+/* PV_HTTP_SRV_GONE, on the accepting loop: a connection it counted ended. */
+static void srv_on_gone(pv_actor_t *self, pv_msg_t *m)
+{
+    pv_admit_gone(pv_actor_state(self), (pv_conn_ticket_t *)m);
 }
 
 static void srv_tls_msg_free(pv_msg_t *m)
@@ -137,21 +117,58 @@ void pv_http_server_group(pv_http_server_t **servers, int n)
         servers[i]->group = servers;
         servers[i]->ngroup = n;
     }
+    pv_admit_group(servers, n);
+}
+
+static int srv_spare_open(void);
+
+/* An accepted socket: admitted (counted) or refused, then dealt to the
+ * next server of the group, or kept here. */
+static void srv_take(pv_http_server_t *s, pv_listener_t *l, evutil_socket_t fd,
+                     const struct sockaddr *sa, int salen)
+{
+    /* The spare descriptor went to a health check (srv_accept_spare) and
+     * the slot it freed may have gone to anyone since: it is taken back
+     * first, at the cost of this public connection if need be, so that
+     * the next health check finds it. */
+    if (s->spare_fd < 0) {
+        s->spare_fd = srv_spare_open();
+        bool full = s->spare_fd < 0 && (errno == EMFILE || errno == ENFILE);
+        if (full && l->kind != PV_LISTEN_PRIVATE) {
+            pv_admit_refuse(s, fd, l->tls, "out of file descriptors");
+            s->spare_fd = srv_spare_open();
+            return;
+        }
+    }
+    pv_conn_ticket_t *t = pv_admit_accept(s, l->kind, l->tls, fd, sa, salen);
+    if (!t)
+        return;
+    pv_http_server_t *to = s->ngroup > 1 ? s->group[s->rr++ % (unsigned)s->ngroup] : s;
+    if (to == s)
+        pv_conn_new(s, t);
+    else
+        pv_actor_send(to->actor, &t->msg);
 }
 
 static void srv_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
                           int salen, void *arg)
 {
     pv_listener_t *l = arg;
-    pv_http_server_t *s = l->srv;
     (void)lev;
-    if (s->shutting_down) {
+    if (l->srv->shutting_down) {
         evutil_closesocket(fd);
         return;
     }
-    pv_http_server_t *to = s->ngroup > 1 ? s->group[s->rr++ % (unsigned)s->ngroup] : s;
-    if (to == s || srv_deal(to, l, fd, sa, salen) < 0)
-        pv_conn_new(s, l->kind, l->tls, fd, sa); /* here, rather than not at all */
+    srv_take(l->srv, l, fd, sa, salen);
+}
+
+/* The spare descriptor: one kept open so that there is one to let go when
+ * accept meets EMFILE (the trick libev's documentation describes). An
+ * eventfd: it needs no path, so it is there in a chroot too. -1 (errno
+ * set) when even that one cannot be had. */
+static int srv_spare_open(void)
+{
+    return eventfd(0, EFD_CLOEXEC);
 }
 
 static void srv_accept_retry(evutil_socket_t fd, short what, void *arg)
@@ -159,19 +176,56 @@ static void srv_accept_retry(evutil_socket_t fd, short what, void *arg)
     pv_listener_t *l = arg;
     (void)fd;
     (void)what;
+    if (l->srv->spare_fd < 0)
+        l->srv->spare_fd = srv_spare_open();
     if (l->lev)
         evconnlistener_enable(l->lev);
 }
 
-/* Accept failed (EMFILE, ENOBUFS...): pause this listener briefly rather
- * than spin on a socket that stays readable. */
+/* Out of descriptors. The spare one is let go so that waiting connections
+ * come off the backlog through its slot: on the private listener one is
+ * served (a health check gets through while the public side is full), on
+ * the public one they are refused at once, up to a batch, instead of
+ * hanging in the backlog. The spare is taken back at once when the slot
+ * is free again, or by the retry timer once the served one is done. */
+static void srv_accept_spare(pv_http_server_t *s, pv_listener_t *l)
+{
+    close(s->spare_fd);
+    s->spare_fd = -1;
+    for (int i = 0; i < PV_HTTP_SPARE_BATCH; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd = accept4(evconnlistener_get_fd(l->lev), (struct sockaddr *)&ss, &len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            break;
+        if (l->kind == PV_LISTEN_PRIVATE) {
+            srv_take(s, l, fd, (const struct sockaddr *)&ss, (int)len);
+            break; /* it holds the slot now */
+        }
+        pv_admit_refuse(s, fd, l->tls, "out of file descriptors");
+    }
+    s->spare_fd = srv_spare_open();
+}
+
+/* Accept failed (EMFILE, ENOBUFS...): pause this listener for a moment
+ * rather than spin on a socket that stays readable; logged once per 10 s
+ * with the refusals (admit.c). */
 static void srv_accept_error(struct evconnlistener *lev, void *arg)
 {
     pv_listener_t *l = arg;
+    pv_http_server_t *s = l->srv;
     struct timeval tv = {0, 100 * 1000};
     int err = EVUTIL_SOCKET_ERROR();
-    pv_log(PV_LOG_WARN, PV_HTTP_LOG, NULL, NULL, "accept: %s",
-           evutil_socket_error_to_string(err));
+    int64_t now = pv_mono_us();
+    if ((err == EMFILE || err == ENFILE) && s->spare_fd >= 0)
+        srv_accept_spare(s, l);
+    if (!s->accept_log_us || now - s->accept_log_us >= PV_HTTP_ACCEPT_LOG_US) {
+        pv_log(PV_LOG_WARN, PV_HTTP_LOG, NULL, NULL,
+               "accept: %s; pausing the listener for 100 ms (said once per 10 s)",
+               evutil_socket_error_to_string(err));
+        s->accept_log_us = now;
+    }
     evconnlistener_disable(lev);
     if (l->retry)
         evtimer_add(l->retry, &tv);
@@ -298,6 +352,8 @@ int pv_http_listen_fd(pv_http_server_t *srv, int fd, bool tls, int kind)
     l->retry = evtimer_new(srv->base, srv_accept_retry, l);
     l->port = srv_bound_port(dfd);
     srv->nlst++;
+    if (srv->spare_fd < 0) /* an accepting server's reserve (srv_accept_spare) */
+        srv->spare_fd = srv_spare_open();
     return 0;
 }
 
@@ -333,9 +389,30 @@ static void srv_listeners_close(pv_http_server_t *s)
  * The server's life
  * ---------------------------------------------------------------- */
 
+/* max_connections left at 0: what the open-file limit leaves once the
+ * reserve for everything else (the store, blobs, logs, renders: at most
+ * PV_HTTP_FD_RESERVE) and the private listener's connections are set
+ * aside, halved because a connection can hold a second descriptor (an
+ * upload's temp file, a file being sent). */
+static int srv_auto_max_connections(int private_max)
+{
+    struct rlimit rl;
+    long long nofile = 1024;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        nofile = rl.rlim_cur < (rlim_t)INT_MAX ? (long long)rl.rlim_cur : INT_MAX;
+    long long n = (nofile - PV_HTTP_FD_RESERVE - private_max) / 2;
+    return n < 16 ? 16 : (int)n;
+}
+
 /* Fills the config fields left at 0 with their defaults. */
 static void srv_defaults(pv_http_config_t *cfg)
 {
+    if (cfg->max_private_connections <= 0)
+        cfg->max_private_connections = PV_HTTP_DEF_PRIVATE;
+    if (cfg->max_connections <= 0)
+        cfg->max_connections = srv_auto_max_connections(cfg->max_private_connections);
+    if (cfg->max_connections_per_ip <= 0)
+        cfg->max_connections_per_ip = PV_HTTP_DEF_PER_IP;
     if (!cfg->max_header_bytes)
         cfg->max_header_bytes = PV_HTTP_DEF_HEADER_BYTES;
     if (!cfg->max_memory_body)
@@ -348,11 +425,18 @@ static void srv_defaults(pv_http_config_t *cfg)
         cfg->read_timeout_s = PV_HTTP_DEF_READ_S;
     if (cfg->write_timeout_s <= 0)
         cfg->write_timeout_s = PV_HTTP_DEF_WRITE_S;
+    if (cfg->header_timeout_s <= 0)
+        cfg->header_timeout_s = PV_HTTP_DEF_HEADER_S;
+    if (cfg->body_timeout_s <= 0)
+        cfg->body_timeout_s = PV_HTTP_DEF_BODY_S;
+    if (!cfg->body_min_rate)
+        cfg->body_min_rate = PV_HTTP_DEF_BODY_RATE;
 }
 
 static const pv_actor_fn srv_on[PV_HTTP_SRV_MSG_COUNT] = {
     [PV_HTTP_SRV_CONN] = srv_on_conn,
     [PV_HTTP_SRV_TLS] = srv_on_tls,
+    [PV_HTTP_SRV_GONE] = srv_on_gone,
 };
 
 pv_http_server_t *pv_http_server_new(pv_loop_t *loop, const pv_http_config_t *cfg)
@@ -366,6 +450,7 @@ pv_http_server_t *pv_http_server_new(pv_loop_t *loop, const pv_http_config_t *cf
     /* A peer that resets a connection must cost us an EPIPE, not the
      * process: libevent writes with writev, which has no MSG_NOSIGNAL. */
     signal(SIGPIPE, SIG_IGN);
+    s->spare_fd = -1;
     s->loop = loop;
     s->base = pv_loop_base(loop);
     s->cfg = *cfg;
@@ -385,6 +470,13 @@ pv_http_server_t *pv_http_server_new(pv_loop_t *loop, const pv_http_config_t *cf
         if (rc != -ENOMEM)
             pv_log(PV_LOG_ERROR, PV_HTTP_LOG, NULL, NULL, "bad route pattern %s",
                    cfg->routes[bad].pattern ? cfg->routes[bad].pattern : "(null)");
+        goto fail;
+    }
+    const char *bad_addr = NULL;
+    if ((rc = pv_admit_init(s, &bad_addr)) < 0) {
+        if (rc != -ENOMEM)
+            pv_log(PV_LOG_ERROR, PV_HTTP_LOG, NULL, NULL,
+                   "ip_cap_exempt: not an IP address at \"%s\"", bad_addr);
         goto fail;
     }
     const char *bad_header = NULL;
@@ -408,6 +500,12 @@ void pv_http_server_shutdown(pv_http_server_t *srv)
     srv_listeners_close(srv);
     for (pv_conn_t *c = srv->conns, *next; c; c = next) {
         next = c->next;
+        if (c->state == C_SNIFF) { /* not a byte of a request yet */
+            c->refs++;
+            pv_conn_drop(c);
+            pv_conn_release(c);
+            continue;
+        }
         if (!c->bev || c->req_live || c->state != C_HEAD)
             continue; /* in flight: closes after its answer */
         if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
@@ -420,6 +518,11 @@ void pv_http_server_shutdown(pv_http_server_t *srv)
 
 pv_actor_t *pv_http_server_actor(pv_http_server_t *srv) { return srv->actor; }
 
+int pv_http_server_conns(pv_http_server_t *srv, int kind)
+{
+    return pv_admit_conns(srv, kind);
+}
+
 bool pv_http_server_idle(pv_http_server_t *srv)
 {
     return !srv || srv->nconns == 0;
@@ -429,10 +532,14 @@ void pv_http_server_free(pv_http_server_t *srv)
 {
     if (!srv)
         return;
+    srv->freeing = true; /* tickets no longer travel back (admit.c) */
     srv_listeners_close(srv);
     pv_actor_free(srv->actor); /* sockets dealt but never adopted: closed */
     while (srv->conns)
         pv_conn_destroy(srv->conns);
+    pv_admit_free(srv);
+    if (srv->spare_fd >= 0)
+        close(srv->spare_fd);
     pv_route_table_free(srv->routes);
     SSL_CTX_free(srv->tls);
     free(srv->hdr_plain);

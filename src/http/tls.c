@@ -72,6 +72,9 @@ SSL_CTX *pv_tls_ctx_new(const char *cert_file, const char *key_file,
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
                                  SSL_OP_CIPHER_SERVER_PREFERENCE |
                                  SSL_OP_PRIORITIZE_CHACHA);
+    /* A connection's 16 KiB read and write buffers go back while empty
+     * (as nginx has them): an idle or slow client holds ~35 KiB less. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     static const unsigned char sid_ctx[] = "pvd";
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);

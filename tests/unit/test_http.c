@@ -34,6 +34,10 @@
 #include <time.h>
 #include <unistd.h>
 
+/* ASan's count of the heap in use (this binary is always built with it;
+ * gcc ships no header for it). */
+size_t __sanitizer_get_current_allocated_bytes(void);
+
 /* ---------------------------------------------------------------- *
  * The server under test
  * ---------------------------------------------------------------- */
@@ -181,6 +185,14 @@ static void h_params(pv_http_req_t *req)
                                    pv_http_raw_path(req)));
 }
 
+/* The X-Multi header: its first line and all its lines. */
+static void h_headers(pv_http_req_t *req)
+{
+    const char *first = pv_http_header(req, "x-multi");
+    const char *all = pv_http_header_all(req, "X-MULTI");
+    pv_http_respond_json(req, 200, json_pack("{s:s?,s:s?}", "first", first, "all", all));
+}
+
 static void h_secret(pv_http_req_t *req)
 {
     const char *u = pv_http_user(req);
@@ -214,6 +226,7 @@ static const pv_http_route_t g_routes[] = {
     {"GET", "/items/{id}", h_item_get, 0, PV_BODY_NONE, 0, BOTH, "item"},
     {"POST", "/items/{id}", h_item_post, 0, PV_BODY_NONE, 0, BOTH, "item"},
     {"POST", "/echo", h_echo, 0, PV_BODY_MEMORY, 1024, BOTH, "echo"},
+    {"POST", "/echo-big", h_echo, 0, PV_BODY_MEMORY, 1024 * 1024, BOTH, "echo"},
     {"POST", "/upload", h_upload, 0, PV_BODY_FILE, 0, BOTH, "upload"},
     {"POST", "/upload-keep", h_upload, 0, PV_BODY_FILE, 0, BOTH, "upload"},
     {"GET", "/file", h_file, 0, PV_BODY_NONE, 0, BOTH, "file"},
@@ -222,6 +235,7 @@ static const pv_http_route_t g_routes[] = {
     {"GET", "/sse-short", h_sse_short, 0, PV_BODY_NONE, 0, BOTH, "sse"},
     {"GET", "/sse-later", h_sse_later, 0, PV_BODY_NONE, 0, BOTH, "sse"},
     {"GET", "/params/{a}/x/{b}", h_params, 0, PV_BODY_NONE, 0, BOTH, "params"},
+    {"GET", "/headers", h_headers, 0, PV_BODY_NONE, 0, BOTH, "headers"},
     {"GET", "/secret", h_secret, PV_AUTH_BEARER, PV_BODY_NONE, 0, BOTH,
      "secret"},
     {"POST", "/secret", h_secret, PV_AUTH_BEARER, PV_BODY_MEMORY, 0, BOTH,
@@ -341,6 +355,10 @@ static int server_start(void)
     cfg.idle_timeout_s = 1;
     cfg.read_timeout_s = 1;
     cfg.write_timeout_s = 2;
+    cfg.header_timeout_s = 1;
+    cfg.body_timeout_s = 1;
+    cfg.body_min_rate = 1000;
+    cfg.max_private_connections = 256; /* tests open many at once */
     cfg.on_done = on_done;
     g_srv = pv_http_server_new(g_loop, &cfg);
     if (!g_srv)
@@ -809,6 +827,149 @@ TEST(group_deals_round_robin)
     }
 }
 
+/* A TCP connection to 127.0.0.1:port from the loopback address src (all
+ * of 127.0.0.0/8 is this host's on Linux: distinct peers on one box). */
+static int connect_from(int port, const char *src)
+{
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    struct sockaddr_in me = {.sin_family = AF_INET};
+    struct timeval tv = {5, 0};
+    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    inet_pton(AF_INET, src, &me.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (bind(fd, (struct sockaddr *)&me, sizeof(me)) < 0 ||
+        connect(fd, (struct sockaddr *)&to, sizeof(to)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* GET /hello on fd, which stays open: the status (-1: no answer); the
+ * answer's head into head when given. */
+static int hello_on(int fd, char *head, size_t cap)
+{
+    static cli_t c;
+    resp_t r;
+    memset(&c, 0, sizeof(c));
+    c.fd = fd;
+    int st = -1;
+    if (cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n") == 0 &&
+        cli_response(&c, &r, false) == 0)
+        st = r.status;
+    if (head)
+        snprintf(head, cap, "%s%s", st > 0 ? r.head : "", st > 0 && r.body ? r.body : "");
+    if (st > 0)
+        resp_free(&r);
+    return st;
+}
+
+/* Waits (at most 3 s) until the group counts `want` connections of kind. */
+static bool conns_become(pv_http_server_t *srv, int kind, int want)
+{
+    double end = now_s() + 3;
+    while (pv_http_server_conns(srv, kind) != want && now_s() < end)
+        usleep(2000);
+    return pv_http_server_conns(srv, kind) == want;
+}
+
+/* The caps on a group of two loops, on a plain public listener (so that a
+ * refusal shows as the fixed 503) and a private one: per address (3), in
+ * all (8), and the private listener apart (2), with one address exempt
+ * from the per-address cap. Connections are dealt round-robin, so an
+ * address's connections end on both loops and the count of those on the
+ * other loop comes back to the accepting one as a message. */
+TEST(caps_refuse_cheaply)
+{
+    static pv_http_server_t *group[2];
+    pv_loop_t *loops[2];
+    pv_actor_t *probes[2];
+    pv_http_config_t cfg = {.routes = g_routes, .headers = g_headers, .max_connections = 8,
+                            .max_connections_per_ip = 3, .max_private_connections = 2,
+                            .ip_cap_exempt = "127.0.0.9", .idle_timeout_s = 10};
+    for (int i = 0; i < 2; i++) {
+        loops[i] = pv_loop_new(i ? "caps1" : "caps0");
+        probes[i] = pv_actor_new(loops[i], &probe_def, NULL);
+        group[i] = pv_http_server_new(loops[i], &cfg);
+        CHECK(group[i] != NULL);
+    }
+    pv_http_server_group(group, 2);
+    CHECK_EQ_INT(pv_http_listen(group[0], "127.0.0.1:0", false, PV_LISTEN_PUBLIC), 0);
+    CHECK_EQ_INT(pv_http_listen(group[0], "127.0.0.1:0", false, PV_LISTEN_PRIVATE), 0);
+    int pub = pv_http_server_port(group[0], PV_LISTEN_PUBLIC);
+    int priv = pv_http_server_port(group[0], PV_LISTEN_PRIVATE);
+    for (int i = 0; i < 2; i++)
+        CHECK_EQ_INT(pv_loop_start(loops[i]), 0);
+
+    int held[16], n = 0, fd;
+    char head[2048];
+    /* Three from one address are served and stay; a fourth is refused. */
+    for (int i = 0; i < 3; i++) {
+        held[n++] = fd = connect_from(pub, "127.0.0.2");
+        CHECK_EQ_INT(hello_on(fd, NULL, 0), 200);
+    }
+    fd = connect_from(pub, "127.0.0.2");
+    CHECK_EQ_INT(hello_on(fd, head, sizeof(head)), 503);
+    CHECK(strstr(head, "Retry-After: 1\r\n") && strstr(head, "Connection: close\r\n") &&
+          strstr(head, "\"code\":\"too_many_connections\""));
+    close(fd);
+    /* The exempt address (a trusted proxy) is held to the total only. */
+    for (int i = 0; i < 4; i++) {
+        held[n++] = fd = connect_from(pub, "127.0.0.9");
+        CHECK_EQ_INT(hello_on(fd, NULL, 0), 200);
+    }
+    held[n++] = fd = connect_from(pub, "127.0.0.3");
+    CHECK_EQ_INT(hello_on(fd, NULL, 0), 200);
+    CHECK(conns_become(group[0], PV_LISTEN_PUBLIC, 8));
+    /* 8 in all: anyone else is refused now. */
+    fd = connect_from(pub, "127.0.0.4");
+    CHECK_EQ_INT(hello_on(fd, NULL, 0), 503);
+    close(fd);
+    /* The private listener has its own two, whatever the public side does. */
+    int p1 = connect_from(priv, "127.0.0.5"), p2 = connect_from(priv, "127.0.0.5");
+    CHECK_EQ_INT(hello_on(p1, NULL, 0), 200);
+    CHECK_EQ_INT(hello_on(p2, NULL, 0), 200);
+    fd = connect_from(priv, "127.0.0.6");
+    CHECK_EQ_INT(hello_on(fd, NULL, 0), 503);
+    close(fd);
+    close(p1);
+    close(p2);
+    /* The first address's connections end, on both loops: its places come
+     * back (the count of the other loop's by message, so a try may come
+     * before it: tried again for up to 2 s). */
+    for (int i = 0; i < 3; i++)
+        close(held[i]);
+    CHECK(conns_become(group[0], PV_LISTEN_PUBLIC, 5));
+    CHECK(conns_become(group[0], PV_LISTEN_PRIVATE, 0));
+    for (int i = 0; i < 3; i++) {
+        int st = -1;
+        double end = now_s() + 2;
+        do {
+            fd = connect_from(pub, "127.0.0.2");
+            st = hello_on(fd, NULL, 0);
+            if (st != 200)
+                close(fd);
+        } while (st != 200 && now_s() < end);
+        CHECK_EQ_INT(st, 200);
+        held[i] = fd;
+    }
+    for (int i = 0; i < n; i++)
+        close(held[i]);
+    CHECK(conns_become(group[0], PV_LISTEN_PUBLIC, 0));
+    for (int i = 0; i < 2; i++) {
+        CHECK(drain(probes[i], group[i]));
+        pv_loop_stop(loops[i]);
+        pv_loop_join(loops[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        pv_http_server_free(group[i]);
+        pv_actor_free(probes[i]);
+        pv_loop_free(loops[i]);
+    }
+}
+
 TEST(keepalive_and_pipelining)
 {
     for (int tls = 0; tls < 2; tls++) {
@@ -990,6 +1151,39 @@ TEST(paths)
     }
 }
 
+/* A list-valued header sent as several lines reads as one list, in order
+ * (RFC 9110 5.3); pv_http_header still gives the first line. */
+TEST(header_lines_joined)
+{
+    static const struct {
+        const char *lines, *first, *all;
+    } cases[] = {
+        {"", NULL, NULL},
+        {"X-Multi: a\r\n", "a", "a"},
+        {"X-Multi: a, b\r\nX-Other: z\r\nx-multi:   c  \r\n", "a, b", "a, b, c"},
+        {"X-Multi: \r\nX-Multi: 1.2.3.4\r\nX-MULTI: 5.6.7.8\r\n", "", ", 1.2.3.4, 5.6.7.8"},
+    };
+    for (size_t i = 0; i < PV_ARRAY_LEN(cases); i++) {
+        char req[512];
+        resp_t r;
+        snprintf(req, sizeof(req), "GET /headers HTTP/1.1\r\nHost: x\r\n%s\r\n", cases[i].lines);
+        CHECK_EQ_INT(request(false, req, &r), 0);
+        CHECK_EQ_INT(r.status, 200);
+        json_t *j = r.body ? json_loads(r.body, 0, NULL) : NULL;
+        CHECK(j != NULL);
+        const char *first = json_string_value(json_object_get(j, "first"));
+        const char *all = json_string_value(json_object_get(j, "all"));
+        CHECK((first == NULL) == (cases[i].first == NULL));
+        CHECK((all == NULL) == (cases[i].all == NULL));
+        if (cases[i].first && first)
+            CHECK_EQ_STR(first, cases[i].first);
+        if (cases[i].all && all)
+            CHECK_EQ_STR(all, cases[i].all);
+        json_decref(j);
+        resp_free(&r);
+    }
+}
+
 TEST(request_ids)
 {
     resp_t r;
@@ -1066,6 +1260,46 @@ TEST(memory_body)
     CHECK_EQ_INT(r.status, 200);
     resp_free(&r);
     cli_close(c);
+}
+
+/* A memory body's buffer follows the bytes that came, not the length a
+ * client declared: 40 clients that announce 1 MiB each and send 10 bytes
+ * cost next to nothing (it was 40 MiB when the buffer was made whole
+ * before the body was read). ASan's allocator counts the server's heap. */
+TEST(memory_body_grows_as_it_arrives)
+{
+    enum { N = 40 };
+    cli_t *c[N];
+    char line[128];
+    resp_t r;
+    size_t before = __sanitizer_get_current_allocated_bytes();
+    for (int i = 0; i < N; i++) {
+        c[i] = cli_open(false);
+        cli_sends(c[i], "POST /echo-big HTTP/1.1\r\nHost: x\r\n"
+                        "Content-Length: 1048576\r\nExpect: 100-continue\r\n\r\n");
+        /* The 100 comes once the body is about to be read: the point at
+         * which the buffer used to be made whole. */
+        CHECK(cli_line(c[i], line, sizeof(line)) == 0 &&
+              strcmp(line, "HTTP/1.1 100 Continue") == 0);
+        CHECK(cli_line(c[i], line, sizeof(line)) == 0 && line[0] == '\0');
+        cli_sends(c[i], "0123456789");
+    }
+    size_t grew = __sanitizer_get_current_allocated_bytes() - before;
+    printf("# %d bodies declared at 1 MiB, 10 bytes sent each: heap +%zu KiB\n", N,
+           grew / 1024);
+    CHECK(grew < (size_t)N * 64 * 1024);
+    /* One of them finishes: its body is whole and exact. */
+    char *rest = malloc(1048576 - 10);
+    memset(rest, 'z', 1048576 - 10);
+    CHECK_EQ_INT(cli_send(c[0], rest, 1048576 - 10), 0);
+    CHECK_EQ_INT(cli_response(c[0], &r, false), 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.body_len, 1048576);
+    CHECK(r.body && memcmp(r.body, "0123456789zzz", 13) == 0);
+    resp_free(&r);
+    free(rest);
+    for (int i = 0; i < N; i++)
+        cli_close(c[i]);
 }
 
 static void sha256_hex(const void *p, size_t n, char out[65])
@@ -1356,6 +1590,166 @@ TEST(timeouts)
     cli_t raw = {.fd = fd};
     CHECK(cli_sees_close(&raw, 4.0));
     close(fd);
+}
+
+/* Whether the server sent something (or closed) within ms. On TLS the
+ * socket also turns readable for session tickets, which are no answer:
+ * those are read here without blocking, and the wait goes on. */
+static bool cli_answered(cli_t *c, int ms)
+{
+    double end = now_s() + ms / 1000.0;
+    for (;;) {
+        int left = (int)((end - now_s()) * 1000);
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, left) <= 0)
+            return false;
+        if (!c->ssl)
+            return true;
+        int fl = fcntl(c->fd, F_GETFL);
+        fcntl(c->fd, F_SETFL, fl | O_NONBLOCK);
+        int k = SSL_read(c->ssl, c->buf + c->len, (int)(sizeof(c->buf) - c->len));
+        int err = SSL_get_error(c->ssl, k);
+        fcntl(c->fd, F_SETFL, fl);
+        if (k > 0)
+            c->len += (size_t)k;
+        if (k > 0 || err != SSL_ERROR_WANT_READ)
+            return true;
+    }
+}
+
+/* Sends s one byte at a time, every gap_ms, until the server answers or
+ * closes (or `most` bytes went); returns the seconds it took. */
+static double trickle(cli_t *c, const char *s, size_t most, int gap_ms)
+{
+    double t0 = now_s();
+    for (size_t i = 0; i < most && s[i]; i++) {
+        if (cli_answered(c, gap_ms) || cli_send(c, s + i, 1) < 0)
+            break; /* an answer, or the close */
+    }
+    return now_s() - t0;
+}
+
+/* A client that keeps the read timeout (1 s) at bay with a byte every
+ * 0.3 s meets the deadline of the whole head (header_timeout 1 s) or of
+ * the whole body (body_timeout 1 s plus 1 s per 1000 bytes). */
+TEST(deadlines_cut_trickles)
+{
+    static const char head[] = "GET /hello HTTP/1.1\r\nHost: x\r\nX-Pad: "
+                               "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    for (int tls = 0; tls < 2; tls++) {
+        cli_t *c = cli_open(tls);
+        resp_t r;
+        double took = trickle(c, head, sizeof(head), 300);
+        CHECK_EQ_INT(cli_response(c, &r, false), 0);
+        CHECK_EQ_INT(r.status, 408);
+        CHECK(r.body && strstr(r.body, "\"request_timeout\""));
+        printf("# head trickled (%s): 408 after %.2f s\n", tls ? "TLS" : "plain", took);
+        CHECK(took > 0.7 && took < 1.8);
+        resp_free(&r);
+        CHECK(cli_sees_close(c, 3.0));
+        cli_close(c);
+    }
+
+    /* A body of 1000 bytes, a byte every 0.3 s: cut at 1 s and a little. */
+    cli_t *c = cli_open(false);
+    resp_t r;
+    char body[1001];
+    memset(body, 'b', 1000);
+    body[1000] = '\0';
+    cli_sends(c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
+    double took = trickle(c, body, 1000, 300);
+    CHECK_EQ_INT(cli_response(c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 408);
+    char v[32];
+    CHECK(hdr(&r, "Connection", v, sizeof(v)) && !strcmp(v, "close"));
+    printf("# body trickled: 408 after %.2f s\n", took);
+    CHECK(took > 0.7 && took < 1.8);
+    resp_free(&r);
+    CHECK(cli_sees_close(c, 3.0));
+    cli_close(c);
+
+    /* A body that keeps up the minimum rate goes on past the grace: 6000
+     * bytes at ~3000 bytes/s take 2 s against a first deadline of 1 s. */
+    c = cli_open(false);
+    char *big = malloc(6000);
+    memset(big, 'q', 6000);
+    cli_sends(c, "POST /echo-big HTTP/1.1\r\nHost: x\r\nContent-Length: 6000\r\n\r\n");
+    double t0 = now_s();
+    for (int i = 0; i < 20; i++) {
+        CHECK_EQ_INT(cli_send(c, big + i * 300, 300), 0);
+        usleep(100 * 1000); /* pacing the sender, not waiting on the server */
+    }
+    CHECK_EQ_INT(cli_response(c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.body_len, 6000);
+    CHECK(now_s() - t0 > 1.5);
+    resp_free(&r);
+    free(big);
+    cli_close(c);
+
+    /* A linger (after an answer with close) that the peer keeps fed ends
+     * on time too: the 413 is decided from Content-Length, then bytes keep
+     * coming every 0.3 s. */
+    c = cli_open(false);
+    cli_sends(c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n");
+    CHECK_EQ_INT(cli_response(c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 413);
+    resp_free(&r);
+    /* The server shut its side at once (EOF here); its reading goes on
+     * until the linger ends, and then a byte sent meets a reset. */
+    t0 = now_s();
+    bool closed = false;
+    while (!closed && now_s() - t0 < 6) {
+        closed = send(c->fd, "x", 1, MSG_NOSIGNAL) < 0;
+        struct pollfd p = {.fd = c->fd, .events = 0};
+        poll(&p, 1, 300); /* the pace of the feed; POLLERR or POLLHUP end it early */
+        closed = closed || (p.revents & (POLLERR | POLLHUP));
+    }
+    CHECK(closed);
+    printf("# fed linger closed after %.2f s\n", now_s() - t0);
+    CHECK(now_s() - t0 > 1.5 && now_s() - t0 < 4);
+    cli_close(c);
+}
+
+/* Plain HTTP to the TLS listener is told to use https://, in plain text,
+ * whatever the request; bytes that are neither go to OpenSSL, which ends
+ * the connection; TLS itself is unchanged (every other TLS test). */
+TEST(plain_http_on_tls_port)
+{
+    static const char *reqs[] = {
+        "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+        "GARBAGE\r\n\r\n",
+    };
+    for (size_t i = 0; i < PV_ARRAY_LEN(reqs); i++) {
+        cli_t c = {.fd = tcp_connect(g_port_tls)};
+        resp_t r;
+        char v[64];
+        CHECK(c.fd >= 0);
+        if (i == 0) { /* the first byte alone first: the sniff waits for it */
+            cli_send(&c, reqs[i], 1);
+            usleep(50 * 1000); /* the client's pace: a byte, then the rest */
+            cli_sends(&c, reqs[i] + 1);
+        } else {
+            cli_sends(&c, reqs[i]);
+        }
+        CHECK_EQ_INT(cli_response(&c, &r, false), 0);
+        CHECK_EQ_INT(r.status, 400);
+        CHECK(r.body && strstr(r.body, "\"code\":\"https_required\"") && strstr(r.body, "https://"));
+        CHECK(hdr(&r, "Connection", v, sizeof(v)) && !strcmp(v, "close"));
+        CHECK(hdr(&r, "Strict-Transport-Security", v, sizeof(v)) == NULL);
+        resp_free(&r);
+        CHECK(cli_sees_close(&c, 3.0));
+        close(c.fd);
+    }
+    /* Neither TLS nor text: OpenSSL's business (an alert, then the end). */
+    cli_t c = {.fd = tcp_connect(g_port_tls)};
+    cli_sends(&c, "\x01\x02\x03\x04 not a record\r\n\r\n");
+    char buf[64] = "";
+    ssize_t n = recv(c.fd, buf, sizeof(buf) - 1, 0);
+    CHECK(n <= 0 || strncmp(buf, "HTTP/", 5) != 0);
+    CHECK(cli_sees_close(&c, 3.0));
+    close(c.fd);
 }
 
 TEST(tls_ctx_errors)
@@ -1747,19 +2141,24 @@ int main(void)
     RUN(listener_kinds_and_hsts);
     RUN(default_headers_checked);
     RUN(group_deals_round_robin);
+    RUN(caps_refuse_cheaply);
     RUN(keepalive_and_pipelining);
     RUN(split_head_and_pipeline_burst);
     RUN(http10);
     RUN(limits_and_garbage);
     RUN(paths);
+    RUN(header_lines_joined);
     RUN(request_ids);
     RUN(auth);
     RUN(memory_body);
+    RUN(memory_body_grows_as_it_arrives);
     RUN(file_body);
     RUN(file_answers);
     RUN(async_answer);
     RUN(sse);
     RUN(timeouts);
+    RUN(deadlines_cut_trickles);
+    RUN(plain_http_on_tls_port);
     RUN(tls_ctx_errors);
     RUN(tls_swap_by_message);
     RUN(failure_seams);
