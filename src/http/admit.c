@@ -258,8 +258,8 @@ static void admit_note(pv_http_server_t *s, const char *why)
 
 /* The answer to a plain-HTTP connection past a cap: fixed, so that the
  * refusal costs no allocation and no head to build. */
-#define PV_ADMIT_BUSY_BODY                                                                   \
-    "{\"error\":{\"code\":\"too_many_connections\","                                   \
+#define PV_ADMIT_BUSY_BODY                                                                         \
+    "{\"error\":{\"code\":\"too_many_connections\","                                               \
     "\"message\":\"too many connections; try again in a moment\"}}"
 _Static_assert(sizeof(PV_ADMIT_BUSY_BODY) - 1 == 97, "the 503's Content-Length below");
 
@@ -277,9 +277,8 @@ void pv_admit_refuse(pv_http_server_t *s, evutil_socket_t fd, bool tls, const ch
          * What the client sent is read first (once), so that the close is
          * less likely to go out as a reset ahead of the answer. */
         char sink[2048];
-        ssize_t n = recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
-        n = send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-        (void)n;
+        (void)recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
+        (void)send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
         shutdown(fd, SHUT_WR);
     }
     evutil_closesocket(fd);
@@ -367,7 +366,7 @@ void pv_admit_release(pv_http_server_t *here, pv_conn_ticket_t *t)
         pv_actor_send(a->actor, &t->msg);
         return;
     }
-    if (a == here) /* (a server being freed: its group's counts go with it) */
+    if (a && a == here) /* (a server being freed: its group's counts go with it) */
         admit_dec(here->addrs, t->key);
     t->acceptor = NULL;
     pv_msg_free(&t->msg);

@@ -327,7 +327,7 @@ static void pv_req_make_id(pv_conn_t *c, const char *incoming)
 
 /* Plain text came to a TLS listener: whatever it was, it gets the one
  * answer that helps, in plain text (as nginx gives it), then the close. */
-#define PV_HTTPS_REQUIRED_MSG                                                      \
+#define PV_HTTPS_REQUIRED_MSG                                                                      \
     "this port speaks HTTPS: plain HTTP was sent to it; use https:// instead of http://"
 
 /* An answer to a request we could not parse or keep: then close. */
@@ -821,12 +821,8 @@ static bool pv_conn_read_head(pv_conn_t *c)
                                              : s->cfg.idle_timeout_s);
     }
     int64_t now = pv_mono_us();
-    if (!c->head_t0_us) {
+    if (!c->head_t0_us)
         c->head_t0_us = now;
-    } else if (now - c->head_t0_us >= (int64_t)s->cfg.header_timeout_s * 1000000) {
-        pv_conn_head_late(c); /* a head dribbled in too slowly */
-        return true;
-    }
     /* Parse in place from the first chain; make the head contiguous only
      * when it spans chains (pipelined input can be 256 KiB). */
     size_t want = len < mhb ? len : mhb;
@@ -844,8 +840,13 @@ static bool pv_conn_read_head(pv_conn_t *c)
         r = buf ? pv_http_parse_request(buf, n, &rl, c->hdrs, &nh, mhb)
                 : PV_HTTP_PARSE_BAD;
     }
-    if (r == PV_HTTP_PARSE_PARTIAL && len < mhb)
+    if (r == PV_HTTP_PARSE_PARTIAL && len < mhb) {
+        if (now - c->head_t0_us >= (int64_t)s->cfg.header_timeout_s * 1000000) {
+            pv_conn_head_late(c); /* dribbled in too slowly (the timer's race) */
+            return true;
+        }
         return pv_conn_head_wait(c, s->cfg.read_timeout_s);
+    }
     c->head_t0_us = 0;
     c->fresh = false;
     if (r == PV_HTTP_PARSE_PARTIAL || r == PV_HTTP_PARSE_TOO_LARGE) {

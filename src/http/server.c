@@ -205,7 +205,8 @@ static void srv_accept_spare(pv_http_server_t *s, pv_listener_t *l)
         }
         pv_admit_refuse(s, fd, l->tls, "out of file descriptors");
     }
-    s->spare_fd = srv_spare_open();
+    if (s->spare_fd < 0) /* (srv_take may have had it back already) */
+        s->spare_fd = srv_spare_open();
 }
 
 /* Accept failed (EMFILE, ENOBUFS...): pause this listener for a moment
