@@ -85,7 +85,7 @@ def _408(c, what):
     return r
 
 
-def test_trickled_body_cut_at_deadline(pvd):
+def test_trickled_body_cut_at_deadline():
     """The attack: a login body declared at 200 bytes, sent a byte every
     0.5 s (it ran 71 s against the review's pvd, a byte every 5 s). Cut at
     body_timeout (2 s) plus 1 s per 1024 bytes received."""
@@ -103,7 +103,7 @@ def test_trickled_body_cut_at_deadline(pvd):
         p.private("GET", "/healthz").expect(200, "healthz after the trickle")
 
 
-def test_trickled_head_cut_at_deadline(pvd):
+def test_trickled_head_cut_at_deadline():
     """A head sent a byte every 0.5 s (slowloris): 408 at header_timeout
     (2 s) counted from the connection's start, on TLS and on plain HTTP."""
     with Pvd(DEADLINES, name="trickle-head").start() as p:
@@ -116,7 +116,7 @@ def test_trickled_head_cut_at_deadline(pvd):
             check(1.5 <= took <= 3.5, "%s is cut at the deadline" % what, "2-3.5 s", "%.2f s" % took)
 
 
-def test_slow_honest_upload_passes(pvd):
+def test_slow_honest_upload_passes():
     """The deadline grows with what arrives: a photo sent at ~32 KB/s,
     well past body_timeout (2 s) in all, is stored."""
     with Pvd(DEADLINES, name="slow-upload").start() as p:
@@ -138,7 +138,7 @@ def test_slow_honest_upload_passes(pvd):
         check(took > 2.5, "the upload outlived body_timeout", "> 2.5 s", "%.2f s" % took)
 
 
-def test_xff_lines_joined_for_login_limit(pvd):
+def test_xff_lines_joined_for_login_limit():
     """Behind a trusted proxy, the client's address is the right-most
     untrusted entry of all X-Forwarded-For lines taken together. The
     attack: a forged line of the client's own, new each try, ahead of the
@@ -217,7 +217,7 @@ def _wait_closed(socks, want, secs=10):
         time.sleep(0.02)
 
 
-def test_connection_flood_capped(pvd):
+def test_connection_flood_capped():
     """The attack: 220 idle connections to the TLS port. With the caps low
     (50 in all, 10 per address), one address keeps 10 and the rest are
     closed at once; others are still served, and /healthz on the private
@@ -278,7 +278,7 @@ def _cpu_s(p):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def test_out_of_descriptors(pvd):
+def test_out_of_descriptors():
     """When the descriptors run out anyway (the cap set above what the
     limit allows), accepting pauses instead of spinning on EMFILE, waiting
     public connections are closed instead of left hanging, and the spare
@@ -330,7 +330,7 @@ def _rss_kb(p):
     return 0
 
 
-def test_slow_login_bodies_cost_little(pvd):
+def test_slow_login_bodies_cost_little():
     """The attack: 200 login bodies announced at 64 KiB (max_json_bytes)
     and sent slowly. pvd's memory follows what came (100 bytes each), not
     what was announced (12.5 MiB in all); measured as pvd's VmRSS once each
