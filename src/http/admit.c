@@ -177,7 +177,8 @@ static admit_slot_t *admit_find(const pv_admit_table_t *t, const uint8_t key[16]
 
 static uint32_t admit_count(const pv_admit_table_t *t, const uint8_t key[16])
 {
-    return t ? admit_find(t, key)->n : 0;
+    /* cap 0: made, but its first slots could not be (a failed grow) */
+    return t && t->cap ? admit_find(t, key)->n : 0;
 }
 
 /* Doubles the table (or makes it). 0 or -ENOMEM. */

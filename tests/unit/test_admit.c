@@ -117,10 +117,34 @@ TEST(table_against_model)
     pv_admit_free(&s);
 }
 
+/* Each allocation fails cleanly: the exempt list, the table, its slots. */
+TEST(allocations_fail_cleanly)
+{
+    pv_http_server_t s = {0};
+    const char *bad = NULL;
+    s.cfg.ip_cap_exempt = "127.0.0.1";
+    pv_fail_reset("http.alloc:1");
+    CHECK_EQ_INT(admit_parse_exempt(&s, &bad), -ENOMEM);
+    CHECK(s.exempt == NULL);
+    uint8_t key[16];
+    key_of("10.0.0.9", key);
+    pv_fail_reset("http.alloc:1"); /* the table itself */
+    CHECK_EQ_INT(admit_inc(&s, key), -ENOMEM);
+    CHECK(s.addrs == NULL);
+    pv_fail_reset("http.alloc:2"); /* its first slots */
+    CHECK_EQ_INT(admit_inc(&s, key), -ENOMEM);
+    CHECK(s.addrs == NULL || admit_count(s.addrs, key) == 0);
+    pv_fail_reset("");
+    CHECK_EQ_INT(admit_inc(&s, key), 0);
+    CHECK_EQ_INT(admit_count(s.addrs, key), 1);
+    pv_admit_free(&s);
+}
+
 int main(void)
 {
     RUN(keys);
     RUN(exempt_list);
     RUN(table_against_model);
+    RUN(allocations_fail_cleanly);
     return t_done("admit");
 }

@@ -189,7 +189,12 @@ static void h_params(pv_http_req_t *req)
 static void h_headers(pv_http_req_t *req)
 {
     const char *first = pv_http_header(req, "x-multi");
+    bool fail = pv_http_header(req, "x-fail-join") != NULL; /* the join's allocation */
+    if (fail)
+        pv_fail_reset("http.alloc:1");
     const char *all = pv_http_header_all(req, "X-MULTI");
+    if (fail)
+        pv_fail_reset("");
     pv_http_respond_json(req, 200, json_pack("{s:s?,s:s?}", "first", first, "all", all));
 }
 
@@ -1162,6 +1167,8 @@ TEST(header_lines_joined)
         {"X-Multi: a\r\n", "a", "a"},
         {"X-Multi: a, b\r\nX-Other: z\r\nx-multi:   c  \r\n", "a, b", "a, b, c"},
         {"X-Multi: \r\nX-Multi: 1.2.3.4\r\nX-MULTI: 5.6.7.8\r\n", "", ", 1.2.3.4, 5.6.7.8"},
+        /* the joined copy cannot be made: no value rather than a wrong one */
+        {"X-Fail-Join: 1\r\nX-Multi: a\r\nX-Multi: b\r\n", "a", NULL},
     };
     for (size_t i = 0; i < PV_ARRAY_LEN(cases); i++) {
         char req[512];
