@@ -40,7 +40,7 @@ static const pv_config_key_t g_keys[] = {
     {"signup_ip_per_minute", T_DBL, F(signup_ip_per_minute), "0.2", "per-address sign-up refill rate"},
     {"hash_queue", T_INT, F(hash_queue), "32", "password hashes waiting, per priority, before 503 (logins go first)"},
     {"max_photo_pixels", T_U64, F(max_photo_pixels), "100000000", "largest photo, in pixels (declared or decoded): 413 past it"},
-    {"decode_memory", T_U64, F(decode_memory), "536870912", "memory all photo decodes may take together; half for the largest one"},
+    {"decode_memory", T_U64, F(decode_memory), "167772160", "memory all photo decodes may take together; half for the largest one"},
     {"max_video_seconds", T_INT, F(max_video_seconds), "600", "longest video one request may ask for, seconds"},
     {"max_video_frames", T_INT, F(max_video_frames), "36000", "most frames one video may have (seconds x fps)"},
     {"user_running_jobs", T_INT, F(user_running_jobs), "1", "renders one user may have running at once"},
