@@ -349,7 +349,12 @@ static void upload_work(pv_msg_t *m)
             part_cleanup(p);
             continue;
         }
-        rc = ingest_part(u, p, false);
+        /* A decode holds about twice the file besides its pixels: a file
+         * that big goes to decode_big unread, not read here to learn it. */
+        if (2 * p->bytes > decode_limits(u->app, false).max_decode_bytes)
+            rc = -E2BIG;
+        else
+            rc = ingest_part(u, p, false);
         if (rc == -E2BIG) { /* next step, on decode_big */
             p->big = true;
             u->n_big++;
