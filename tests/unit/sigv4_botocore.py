@@ -350,7 +350,7 @@ def main():
         if args.verbose:
             for d in diffs[1:]:
                 print("    " + d)
-    print(f"# sigv4 botocore: {passed} passed, {failed} failed")
+    print(f"# unit sigv4-botocore: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
 
