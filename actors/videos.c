@@ -21,15 +21,21 @@
  * already at user_running_jobs renders waits while others' jobs start.
  *
  * Renders run on the `render` pool (app->render: FFmpeg work is CPU-bound
- * and must not run on a loop). The actor keeps one slot per pool thread
- * (running[]), so it never submits more than the pool runs at once, a
- * queued job waits here where the fair pick can see it, and the actor
- * always knows which jobs run (fairness, cancel, stop). A task is pool
- * work: a pool thread renders, makes the MP4 and the poster durable as
- * blobs, and the pool answers the task, whose continuation (rendered)
- * runs on the actor's loop. While it runs, the actor touches only its
- * atomic cancel flag: a cancel or a delete sets it and the render stops
- * at its next frame. Progress comes as small messages from the render
+ * and must not run on a loop), a photo at a time. Up to render_open_jobs
+ * renders are open (running[]: started, their encoders open); they share
+ * the pool's threads in slices of one photo's worth of frames, so a long
+ * render never holds a thread from another user's job for longer than
+ * that. The actor never submits more slices than the pool has threads, so
+ * a job waits here, where the fair pick can see it, and the actor always
+ * knows which jobs run (fairness, cancel, stop). A slice is pool work: a
+ * pool thread renders the next frames (the first slice opens the render,
+ * the last one finishes it and makes the MP4 and the poster durable as
+ * blobs), and the pool answers the task, whose continuation (rendered)
+ * runs on the actor's loop and gives the thread to the open render whose
+ * user had a slice least recently. While a slice runs, the actor touches
+ * only the task's atomic cancel flag: a cancel or a delete sets it and
+ * the render stops at its next frame; a render between slices is ended at
+ * once. Progress comes as small messages from the render
  * thread (VIDEOS_PROGRESS, at most one per 1 %); the actor sends it on to
  * every HTTP loop (each keeps its own copy for the videos' JSON:
  * broadcast_live), streams it to subscribers, and writes it to the store
@@ -84,11 +90,13 @@ typedef struct user_stat {
     uint8_t user[16];
     int running;                  /* renders of this user running now */
     long served;                  /* renders of this user started by this process */
+    uint64_t last_slice;          /* when the user's renders last had a thread (slice count) */
 } user_stat_t;
 
-/* One render: made by the actor, run by a render pool thread
- * (render_work), answered back (rendered). Until the answer the thread
- * owns everything but `cancel`; the actor reads the outputs after it. */
+/* One render: made by the actor, run a slice at a time by render pool
+ * threads (render_work), each slice answered back (rendered). While a
+ * slice runs the thread owns everything but `cancel`; between slices the
+ * actor does (the render's state too). */
 typedef struct render_task {
     pv_msg_t msg;                 /* pool work; its answer runs rendered() */
     videos_state_t *st;           /* the actor's state, for rendered() */
@@ -98,6 +106,10 @@ typedef struct render_task {
     int n;
     char **paths;                 /* the photos' blob files */
     pv_render_opts_t opts;
+    pv_render_t *render;          /* open between slices; NULL before the first */
+    bool done;                    /* out: the render is over; rc says how */
+    bool on_pool;                 /* the actor's: a slice of it is on the pool */
+    uint64_t last_slice;          /* the actor's: when it last had a thread */
     atomic_bool cancel;           /* set by the actor (cancel, drop) or pv_videos_stop */
     int permille_sent;            /* the thread's: the last progress it sent */
     int permille;                 /* the actor's: the last progress it heard */
@@ -120,8 +132,10 @@ struct videos_state {
     int n_queued;
     user_stat_t *users;
     int n_users, cap_users;
-    render_task_t **running;      /* [max_running]: tasks on the pool; NULL: a free slot */
-    int max_running;              /* the render pool's threads */
+    render_task_t **running;      /* [max_running]: open renders; NULL: a free slot */
+    int max_running;              /* render_open_jobs */
+    int threads, on_pool;         /* the render pool's threads; slices on it now */
+    uint64_t slices;              /* slices given out (the fair order's clock) */
     sub_entry_t *subs;
     bool stopping;                /* pvd is stopping: streams end */
     int user_running_max;         /* renders at once per user (0: no limit) */
@@ -529,25 +543,39 @@ static int render_progress(void *arg, int64_t done, int64_t total)
     return 0;
 }
 
-/* Pool work, on a render thread: render, then make the MP4 and the poster
- * durable as blobs before the answer (the record says ready only after). */
+/* Pool work, on a render thread: the next photo's worth of frames (the
+ * first slice opens the render). After the last frame: make the MP4 and
+ * the poster durable as blobs before the answer (the record says ready
+ * only after). */
 static void render_work(pv_msg_t *msg)
 {
     render_task_t *t = (render_task_t *)msg;
-    t->rc = pv_render((const char *const *)t->paths, t->n, &t->opts, t->out, t->poster,
-                      render_progress, t, t->err, sizeof(t->err));
-    if (t->rc == 0)
-        t->rc = pv_sha256_file(t->out, t->sha, &t->bytes);
-    if (t->rc == 0)
-        t->rc = pv_sha256_file(t->poster, t->poster_sha, NULL);
+    int rc = 0;
+    if (!t->render)
+        rc = pv_render_begin(&t->render, (const char *const *)t->paths, t->n, &t->opts, t->out,
+                             t->poster, render_progress, t, t->err, sizeof(t->err));
+    if (rc == 0)
+        rc = pv_render_step(t->render, pv_render_photo_frames(t->render));
+    if (rc == 1) { /* more to do: the actor says who has the thread next */
+        msg->status = 0;
+        return;
+    }
+    pv_render_free(t->render);
+    t->render = NULL;
+    if (rc == 0)
+        rc = pv_sha256_file(t->out, t->sha, &t->bytes);
+    if (rc == 0)
+        rc = pv_sha256_file(t->poster, t->poster_sha, NULL);
     /* Durable before the record says ready: blob files first. */
-    if (t->rc == 0)
-        t->rc = pv_blob_commit_file(t->store, t->out, t->sha);
-    if (t->rc == 0)
-        t->rc = pv_blob_commit_file(t->store, t->poster, t->poster_sha);
+    if (rc == 0)
+        rc = pv_blob_commit_file(t->store, t->out, t->sha);
+    if (rc == 0)
+        rc = pv_blob_commit_file(t->store, t->poster, t->poster_sha);
     unlink(t->out);
     unlink(t->poster);
-    msg->status = t->rc;
+    t->rc = rc;
+    t->done = true;
+    msg->status = rc;
 }
 
 static void rendered(pv_msg_t *msg);
@@ -555,6 +583,7 @@ static void rendered(pv_msg_t *msg);
 static void task_free(pv_msg_t *m)
 {
     render_task_t *t = (render_task_t *)m;
+    pv_render_free(t->render); /* an unfinished render's temp files go */
     for (int i = 0; t->paths && i < t->n; i++)
         free(t->paths[i]);
     free(t->paths);
@@ -630,10 +659,14 @@ static void publish_gauges(videos_state_t *st)
 
 static void schedule_jobs(videos_state_t *st, pv_actor_t *self);
 
-/* Start queued jobs in free slots; publish the gauges. */
+static void dispatch(videos_state_t *st, pv_actor_t *self);
+
+/* Start queued jobs in free slots, give the threads out; publish the
+ * gauges. */
 static void schedule(videos_state_t *st, pv_actor_t *self)
 {
     schedule_jobs(st, self);
+    dispatch(st, self);
     publish_gauges(st);
 }
 
@@ -689,15 +722,7 @@ static void start_job(videos_state_t *st, pv_actor_t *self, int slot, const uint
         resync_later(st);
         return;
     }
-    int rc = pv_pool_submit(st->app->render, render_work, &t->msg);
-    if (rc < 0) { /* out of memory: the user can retry it */
-        pv_msg_free(&t->msg);
-        pv_msg_free(&u->sreq.msg);
-        snprintf(err, sizeof(err), "cannot start the render: %s", strerror(-rc));
-        fail_video(st, self, id, user, err);
-        return;
-    }
-    /* Its answer cannot run before this returns: we are on the actor's loop. */
+    /* Open: dispatch() gives it its first slice. */
     st->running[slot] = t;
     user_stat_t *us = user_stat(st, user);
     if (us) {
@@ -736,7 +761,9 @@ static void schedule_jobs(videos_state_t *st, pv_actor_t *self)
     }
 }
 
-static void render_done(videos_state_t *st, pv_actor_t *self, render_task_t *t)
+/* The render is over (t->rc says how): its slot is free, and its end
+ * goes to the store. The caller schedules. */
+static void end_task(videos_state_t *st, pv_actor_t *self, render_task_t *t)
 {
     for (int i = 0; i < st->max_running; i++)
         if (st->running[i] == t)
@@ -778,14 +805,80 @@ static void render_done(videos_state_t *st, pv_actor_t *self, render_task_t *t)
         pv_store_submit(st->app->store, &u->sreq);
     }
     pv_msg_free(&t->msg);
-    schedule(st, self);
 }
 
-/* The continuation of a render task: the pool answered it. */
+/* End an open render that is between slices, at once (cancelled, or its
+ * next slice could not be submitted): its temp files go. */
+static void end_idle(videos_state_t *st, pv_actor_t *self, render_task_t *t, int rc)
+{
+    pv_render_free(t->render);
+    t->render = NULL;
+    unlink(t->out);
+    unlink(t->poster);
+    t->rc = rc;
+    t->done = true;
+    end_task(st, self, t);
+}
+
+/* The open render due a thread: the one whose user had a slice least
+ * recently, then the one that had one least recently itself (round robin
+ * across users, then across one user's renders). */
+static render_task_t *pick_slice(videos_state_t *st)
+{
+    render_task_t *best = NULL;
+    uint64_t best_u = 0;
+    for (int i = 0; i < st->max_running; i++) {
+        render_task_t *t = st->running[i];
+        if (!t || t->on_pool)
+            continue;
+        user_stat_t *u = user_stat(st, t->user);
+        uint64_t lu = u ? u->last_slice : 0;
+        if (!best || lu < best_u || (lu == best_u && t->last_slice < best->last_slice)) {
+            best = t;
+            best_u = lu;
+        }
+    }
+    return best;
+}
+
+/* Give the free render threads to the open renders due them. */
+static void dispatch(videos_state_t *st, pv_actor_t *self)
+{
+    render_task_t *t;
+    while (st->on_pool < st->threads && (t = pick_slice(st)) != NULL) {
+        if (atomic_load(&t->cancel)) {
+            end_idle(st, self, t, -ECANCELED);
+            continue;
+        }
+        t->last_slice = ++st->slices;
+        user_stat_t *u = user_stat(st, t->user);
+        if (u)
+            u->last_slice = t->last_slice;
+        int rc = pv_pool_submit(st->app->render, render_work, &t->msg);
+        if (rc < 0) { /* out of memory (or stopping): the user can retry it */
+            snprintf(t->err, sizeof(t->err), "cannot go on with the render: %s", strerror(-rc));
+            end_idle(st, self, t, rc);
+            continue;
+        }
+        /* Its answer cannot run before this returns: we are on the actor's loop. */
+        t->on_pool = true;
+        st->on_pool++;
+    }
+}
+
+/* The continuation of a slice: the pool answered it. */
 static void rendered(pv_msg_t *msg)
 {
     render_task_t *t = (render_task_t *)msg;
-    render_done(t->st, t->videos, t);
+    videos_state_t *st = t->st;
+    pv_actor_t *self = t->videos;
+    t->on_pool = false;
+    st->on_pool--;
+    if (t->done)
+        end_task(st, self, t); /* frees t */
+    else if (atomic_load(&t->cancel))
+        end_idle(st, self, t, -ECANCELED);
+    schedule(st, self);
 }
 
 static void on_progress(videos_state_t *st, pv_actor_t *self, progress_msg_t *m)
@@ -826,6 +919,10 @@ static void job_cmd(videos_state_t *st, pv_actor_t *self, pv_job_cmd_t *c)
             atomic_store(&t->cancel, true);
         dequeue_id(st, c->video_id);
         end_subs(st, c->video_id, NULL); /* "gone", then the streams end */
+        if (t && !t->on_pool) { /* between slices: it ends now */
+            end_idle(st, self, t, -ECANCELED);
+            schedule(st, self);
+        }
         publish_gauges(st);
         pv_actor_reply(&c->msg, 0);
         return;
@@ -864,7 +961,11 @@ static void job_cmd(videos_state_t *st, pv_actor_t *self, pv_job_cmd_t *c)
         } else {
             render_task_t *t = running_task(st, c->video_id);
             if (t) {
-                atomic_store(&t->cancel, true); /* render_done writes it */
+                atomic_store(&t->cancel, true); /* end_task writes it */
+                if (!t->on_pool) { /* between slices: it ends now */
+                    end_idle(st, self, t, -ECANCELED);
+                    schedule(st, self);
+                }
             } else if (queued(st, c->video_id) || v.status == PV_VIDEO_QUEUED) {
                 u = vupdate_new(st, self, c->video_id, c->user_id);
                 if (u) { /* no update, no cancel: it stays queued */
@@ -1130,7 +1231,8 @@ int pv_videos_start(pv_app_t *app)
     st->app = app;
     st->user_running_max = app->cfg.user_running_jobs;
     st->resync_ms = RESYNC_FIRST_MS;
-    st->max_running = pv_pool_threads(app->render);
+    st->threads = pv_pool_threads(app->render);
+    st->max_running = app->cfg.render_open_jobs > 0 ? app->cfg.render_open_jobs : 1;
     st->running = calloc((size_t)st->max_running + 1, sizeof(*st->running));
     app->videos = st->running ? pv_actor_new(app->core, &videos_def, st) : NULL;
     if (!app->videos) { /* nothing else holds st yet */
@@ -1157,11 +1259,12 @@ int pv_videos_start(pv_app_t *app)
 }
 
 /* The core loop has stopped, so the actor's state is ours to touch here.
- * Each running render sees its cancel flag at its next frame and its
+ * Each slice on the pool sees its cancel flag at its next frame and its
  * thread becomes free, so the render pool can then be stopped (joined).
  * The answers wait in the stopped actor's mailbox, never handled: those
  * jobs stay `running` in the store, and recover() queues them again at the
- * next start. pv_videos_free frees them with the mailbox. */
+ * next start. pv_videos_free frees them with the mailbox, and the open
+ * renders between slices from running[]. */
 void pv_videos_stop(pv_app_t *app)
 {
     if (!app->videos)
@@ -1177,7 +1280,10 @@ void pv_videos_free(pv_app_t *app)
     if (!app->videos)
         return;
     videos_state_t *st = pv_actor_state(app->videos);
-    pv_actor_free(app->videos); /* frees pending messages (tasks, updates) */
+    for (int i = 0; i < st->max_running; i++) /* open, between slices: in no mailbox */
+        if (st->running[i] && !st->running[i]->on_pool)
+            pv_msg_free(&st->running[i]->msg);
+    pv_actor_free(app->videos); /* frees pending messages (slices, updates) */
     app->videos = NULL;
     if (st->resync_ev)
         event_free(st->resync_ev);

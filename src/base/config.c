@@ -53,6 +53,7 @@ static const pv_config_key_t g_keys[] = {
     {"loops", T_INT, F(loops), "2", "HTTP event loops (threads)"},
     {"workers", T_INT, F(workers), "0", "worker threads for blocking work (0: cores)"},
     {"render_workers", T_INT, F(render_workers), "0", "render threads (0: cores)"},
+    {"render_open_jobs", T_INT, F(render_open_jobs), "4", "renders started at once; they share the render threads a photo at a time"},
     {"log_level", T_STR, F(log_level), "info", "debug, info, warn or error"},
     {"idle_timeout", T_INT, F(idle_timeout), "60", "keep-alive idle timeout, seconds"},
     {"read_timeout", T_INT, F(read_timeout), "30", "seconds without a byte while a request arrives before 408 and close"},
@@ -355,9 +356,9 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
         return -EINVAL;
     }
     if (c->max_video_seconds < 1 || c->max_video_frames < 1 || c->user_running_jobs < 1 ||
-        c->user_queued_jobs < 1) {
+        c->user_queued_jobs < 1 || c->render_open_jobs < 1) {
         snprintf(err, errlen, "max_video_seconds, max_video_frames, user_running_jobs, "
-                 "user_queued_jobs: at least 1");
+                 "user_queued_jobs, render_open_jobs: at least 1");
         return -EINVAL;
     }
     if (c->max_json_bytes < 1024 || c->max_json_bytes > PV_JSON_MAX_BYTES) {

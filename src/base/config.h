@@ -52,6 +52,7 @@ typedef struct pv_config {
     int loops;                      /* HTTP event loops */
     int workers;                    /* worker threads for blocking work */
     int render_workers;             /* render threads */
+    int render_open_jobs;           /* renders started at once (time-shared) */
     char log_level[16];             /* debug, info, warn, error */
     int idle_timeout;               /* keep-alive idle, seconds */
     int read_timeout;               /* slow client sending, seconds */

@@ -34,6 +34,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -53,7 +54,7 @@ typedef struct slot {
     pv_rfx_kb_t kb;          /* Ken Burns path (ken_burns only) */
 } slot_t;
 
-typedef struct job {
+typedef struct pv_render {
     const pv_render_opts_t *o;
     const char *const *photos;
     int n, w, h, fps;
@@ -67,8 +68,10 @@ typedef struct job {
     pv_render_progress_fn progress;
     void *arg;
     int64_t next_report, last_report_us;
+    int64_t next;            /* the next frame to compose */
     char *err;
     size_t errlen;
+    char dummy_err[8];       /* err when the caller gave none */
 } job_t;
 
 static int errf(job_t *j, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -324,15 +327,51 @@ static void teardown(job_t *j)
     pv_rout_free(j->rout);
 }
 
-static int run(job_t *j, const char *out_mp4, const char *poster_jpg)
+int64_t pv_render_photo_frames(const pv_render_t *r)
 {
-    int rc = precheck(j);
+    int64_t n = llround(r->step * r->fps);
+    return n > 0 ? n : 1;
+}
+
+int pv_render_begin(pv_render_t **out, const char *const *photos, int n,
+                    const pv_render_opts_t *o, const char *out_mp4, const char *poster_jpg,
+                    pv_render_progress_fn progress, void *arg, char *err, size_t errlen)
+{
+    *out = NULL;
+    job_t *j = calloc(1, sizeof(*j));
+    if (!j) {
+        if (err && errlen)
+            snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    j->progress = progress;
+    j->arg = arg;
+    j->err = err ? err : j->dummy_err;
+    j->errlen = err ? errlen : sizeof(j->dummy_err);
+    if (j->errlen)
+        j->err[0] = '\0';
+    int rc = setup(j, photos, n, o);
     if (rc == 0)
-        rc = pv_rout_open(&j->rout, out_mp4, poster_jpg, j->o, j->w, j->h, j->err,
-                          j->errlen);
+        rc = precheck(j);
+    if (rc == 0)
+        rc = pv_rout_open(&j->rout, out_mp4, poster_jpg, j->o, j->w, j->h, j->err, j->errlen);
     if (rc == 0)
         rc = report(j, 0);
-    for (int64_t i = 0; rc == 0 && i < j->total; i++) {
+    if (rc < 0) {
+        pv_render_free(j);
+        return rc;
+    }
+    *out = j;
+    return 0;
+}
+
+int pv_render_step(pv_render_t *j, int64_t max_frames)
+{
+    int64_t end = max_frames > 0 && j->total - j->next > max_frames ? j->next + max_frames
+                                                                    : j->total;
+    int rc = 0;
+    for (; rc == 0 && j->next < end; j->next++) {
+        int64_t i = j->next;
         AVFrame *f = NULL;
         rc = compose(j, i, &f);
         if (rc == 0 && i == j->poster_at)
@@ -344,23 +383,29 @@ static int run(job_t *j, const char *out_mp4, const char *poster_jpg)
         if (rc == 0)
             rc = report(j, i + 1);
     }
-    if (rc == 0)
-        rc = pv_rout_finish(j->rout, j->err, j->errlen);
-    return rc;
+    if (rc < 0)
+        return rc;
+    if (j->next < j->total)
+        return 1;
+    return pv_rout_finish(j->rout, j->err, j->errlen);
+}
+
+void pv_render_free(pv_render_t *j)
+{
+    if (!j)
+        return;
+    teardown(j);
+    free(j);
 }
 
 int pv_render(const char *const *photos, int n, const pv_render_opts_t *o, const char *out_mp4,
               const char *poster_jpg, pv_render_progress_fn progress, void *arg, char *err,
               size_t errlen)
 {
-    char dummy[8];
-    job_t j = {.progress = progress, .arg = arg, .err = err ? err : dummy,
-               .errlen = err ? errlen : sizeof(dummy)};
-    if (j.errlen)
-        j.err[0] = '\0';
-    int rc = setup(&j, photos, n, o);
+    pv_render_t *r;
+    int rc = pv_render_begin(&r, photos, n, o, out_mp4, poster_jpg, progress, arg, err, errlen);
     if (rc == 0)
-        rc = run(&j, out_mp4, poster_jpg);
-    teardown(&j);
+        rc = pv_render_step(r, 0);
+    pv_render_free(r);
     return rc;
 }

@@ -52,4 +52,25 @@ int pv_render(const char *const *photos, int n, const pv_render_opts_t *o,
               pv_render_progress_fn progress, void *arg, char *err,
               size_t errlen);
 
+/* The same render in steps, so that a render thread can be shared: pvd
+ * runs one photo's worth of frames of a job, then lets another job have
+ * the thread (actors/videos.c). photos, o and err must outlive r.
+ *
+ * pv_render_begin checks the photos and options and opens the encoder and
+ * the temp files: 0 and *out, or a pv_render result (nothing is left).
+ * pv_render_step renders up to max_frames more frames (0: all that are
+ * left); after the last one it finishes the files (renamed to their final
+ * names). 1: more to do; 0: done; else a pv_render result, err says why.
+ * pv_render_free ends r at any point, removing the temp files of an
+ * unfinished render. */
+typedef struct pv_render pv_render_t;
+int pv_render_begin(pv_render_t **out, const char *const *photos, int n,
+                    const pv_render_opts_t *o, const char *out_mp4, const char *poster_jpg,
+                    pv_render_progress_fn progress, void *arg, char *err, size_t errlen);
+int pv_render_step(pv_render_t *r, int64_t max_frames);
+/* Frames of one photo's clip without its overlap (a step's natural size),
+ * at least 1. */
+int64_t pv_render_photo_frames(const pv_render_t *r);
+void pv_render_free(pv_render_t *r);
+
 #endif

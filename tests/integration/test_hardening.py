@@ -7,6 +7,7 @@ logins go before sign-ups; the `signup` key closes sign-up or asks for an
 invite code from `pvctl user invite`.
 """
 
+import os
 import threading
 import time
 
@@ -249,7 +250,6 @@ def test_ipv6_clients_limited_by_their_64(pvd):
 def test_refused_admin_peers_do_not_flood_the_log(pvd):
     """A local user hammering the admin socket is refused each time, but
     logged once a minute, not once a try."""
-    import os
     import stat as st
     from test_pvctl import pvctl, sock_of
     if os.geteuid() != 0:
@@ -267,7 +267,6 @@ def test_refused_admin_peers_do_not_flood_the_log(pvd):
 
 def test_backup_writes_only_in_backup_dir(pvd):
     """pvd writes a backup with its own rights: only inside backup_dir."""
-    import os
     import tempfile
     from test_pvctl import ctl_json as ctl
     bdir = tempfile.mkdtemp(prefix="pvbk-")
@@ -346,6 +345,45 @@ def test_one_users_renders_wait_while_anothers_start(pvd):
             u.req("POST", "/api/v1/videos/%s/cancel" % v).expect(202, "cancel")
         for u, v in ((a, a1), (a, a2), (b, b1)):
             _wait_status(u, v, ("cancelled",))
+
+
+def test_a_long_render_shares_the_thread_a_photo_at_a_time(pvd):
+    """One render thread: a long video of one user does not hold it while
+    another user's short video waits; they take turns a photo at a time,
+    so the short one is ready while the long one still renders."""
+    cfg = {"render_workers": 1, "render_open_jobs": 4}
+    with Pvd(cfg, name="render-slices").start() as p:
+        a, b, c = p.new_user("slicea"), p.new_user("sliceb"), p.new_user("slicec")
+        pa = [a.upload_ok(unique_jpeg(640, 480))["id"] for _ in range(4)]
+        pb = b.upload_ok(unique_jpeg(640, 480))["id"]
+        pc = [c.upload_ok(unique_jpeg(640, 480))["id"] for _ in range(2)]
+        long = {"seconds_per_photo": 4, "resolution": "480p", "fps": 30}
+        a1 = _video(a, pa * 5, **long).expect(202, "a's long video").json()["video"]["id"]  # 20 photos
+        _wait_status(a, a1, ("running",))
+        c1 = _video(c, pc * 10, **long).expect(202, "c's long video").json()["video"]["id"]
+        time.sleep(0.5)
+        b1 = _video(b, [pb], seconds_per_photo=1, resolution="480p").expect(202, "b's short video")
+        b1 = b1.json()["video"]["id"]
+        eq(_wait_status(b, b1, ("ready", "failed"), timeout=90), "ready", "b's short video")
+        va = a.req("GET", "/api/v1/videos/" + a1).expect(200, "a's video").json()["video"]
+        vc = c.req("GET", "/api/v1/videos/" + c1).expect(200, "c's video").json()["video"]
+        eq(va["status"], "running", "a's long video still renders when b's short one is ready")
+        eq(vc["status"], "running", "c's long video too: both share the one thread")
+        check(0 < va.get("progress", 0) < 1, "a's video has made progress", "0 < p < 1", va)
+        check(0 < vc.get("progress", 0) < 1, "c's video too (it was not left waiting)",
+              "0 < p < 1", vc)
+        # Cancel both: one is on the thread, the other between its slices.
+        for u, v in ((a, a1), (c, c1)):
+            u.req("POST", "/api/v1/videos/%s/cancel" % v).expect(202, "cancel")
+        for u, v in ((a, a1), (c, c1)):
+            _wait_status(u, v, ("cancelled",))
+        tmp = os.path.join(p.data_dir, "tmp")
+        left = [f for f in os.listdir(tmp) if f.startswith("render-")] if os.path.isdir(tmp) else []
+        eq(left, [], "no render temp file is left behind by the cancelled renders")
+        # The thread is free again: a short video renders at once.
+        b2 = _video(b, [pb], seconds_per_photo=1, resolution="480p").expect(202, "b again")
+        eq(_wait_status(b, b2.json()["video"]["id"], ("ready", "failed"), timeout=60), "ready",
+           "a video after the cancels")
 
 
 def test_storage_quota(pvd):

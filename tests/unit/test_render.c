@@ -559,6 +559,63 @@ TEST(render_ken_burns_title_deterministic)
     CHECK_PIXEL(a, 2.2, 240, 683, 0, 0, 255, 40);
 }
 
+/* pvd shares a render thread between jobs: two renders, interleaved a
+ * photo's worth of frames at a time, give the same frames as each in one
+ * go; one freed half way leaves neither its output nor its temp files. */
+TEST(render_steps_interleaved)
+{
+    pv_render_opts_t o;
+    char one[128], a[128], b[128], c[128], err_a[256] = "", err_b[256] = "", err_c[256] = "";
+    opts_small(&o);
+    o.video.ken_burns = true;
+    o.seed = 77;
+    const char *photos[] = {g_red, g_green, g_blue};
+    path_in(one, sizeof(one), "step_one.mp4");
+    path_in(a, sizeof(a), "step_a.mp4");
+    path_in(b, sizeof(b), "step_b.mp4");
+    path_in(c, sizeof(c), "step_c.mp4");
+    CHECK_EQ_INT(pv_render(photos, 3, &o, one, NULL, NULL, NULL, err_a, sizeof(err_a)), 0);
+    pv_render_t *ra = NULL, *rb = NULL, *rc_ = NULL;
+    CHECK_EQ_INT(pv_render_begin(&ra, photos, 3, &o, a, NULL, NULL, NULL, err_a, sizeof(err_a)), 0);
+    CHECK_EQ_INT(pv_render_begin(&rb, photos, 3, &o, b, NULL, NULL, NULL, err_b, sizeof(err_b)), 0);
+    CHECK_EQ_INT(pv_render_begin(&rc_, photos, 3, &o, c, NULL, NULL, NULL, err_c, sizeof(err_c)), 0);
+    if (!ra || !rb || !rc_) {
+        pv_render_free(ra);
+        pv_render_free(rb);
+        pv_render_free(rc_);
+        return;
+    }
+    int64_t per = pv_render_photo_frames(ra);
+    /* 1 s a photo, 0.25 s transitions at 24 fps: 18 frames a step */
+    CHECK_EQ_INT((int)per, (int)llround((o.video.seconds_per_photo - o.video.transition_seconds) *
+                                        o.video.fps));
+    int sa = 1, sb = 1, steps = 0;
+    while ((sa == 1 || sb == 1) && steps < 100) {
+        if (sa == 1)
+            sa = pv_render_step(ra, per);
+        if (sb == 1)
+            sb = pv_render_step(rb, 7); /* any size of step */
+        if (steps == 0)
+            CHECK_EQ_INT(pv_render_step(rc_, per), 1);
+        steps++;
+    }
+    CHECK_EQ_INT(sa, 0);
+    CHECK_EQ_INT(sb, 0);
+    CHECK(steps > 3); /* it did run in steps */
+    pv_render_free(ra);
+    pv_render_free(rb);
+    pv_render_free(rc_); /* abandoned half way */
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd),
+             "m=\"$(ffmpeg -v error -i %s -f md5 -)\" && test \"$m\" = \"$(ffmpeg -v error -i %s -f md5 -)\""
+             " && test \"$m\" = \"$(ffmpeg -v error -i %s -f md5 -)\"",
+             one, a, b);
+    CHECK_EQ_INT(system(cmd), 0);
+    CHECK(access(c, F_OK) != 0);
+    snprintf(cmd, sizeof(cmd), "test -z \"$(ls -a %s | grep step_c)\"", g_dir);
+    CHECK_EQ_INT(system(cmd), 0);
+}
+
 typedef struct prog {
     int64_t last, total, calls;
     int64_t cancel_at;       /* return nonzero once done reaches it; 0: never */
@@ -828,6 +885,7 @@ int main(void)
     RUN(render_wipeleft_direction);
     RUN(render_every_transition);
     RUN(render_ken_burns_title_deterministic);
+    RUN(render_steps_interleaved);
     RUN(render_progress_and_cancel);
     RUN(render_bad_photos);
     RUN(render_failures);
