@@ -26,6 +26,7 @@
  * the answer is dropped.
  */
 #include "actors/admin.h"
+#include "actors/replicate.h"
 #include "actors/tls.h"
 #include "actors/videos.h"
 #include "app/call.h"
@@ -896,29 +897,88 @@ static void h_job_cmd(admin_req_t *r)
     pv_call_ask(&r->call, r->app->videos, &cmd->msg, job_replied);
 }
 
-/* ---------------- sync (no replication targets exist yet) ---------------- */
+/* ---------------- sync: the replication targets ---------------- */
 
-static void h_sync_status(admin_req_t *r)
+static json_t *epoch_ms_json(int64_t ms)
 {
-    pv_store_stat_t st;
-    int rc = pv_store_stat(r->app->store, &st); /* a read txn: microseconds */
-    if (rc < 0)
-        req_error_rc(r, rc, "sync status");
+    if (ms <= 0)
+        return json_null();
+    char t[32];
+    pv_time_format(ms, t);
+    return json_string(t);
+}
+
+static json_t *repl_status_json(const pv_repl_status_t *s)
+{
+    json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:I}", "target",
+                          s->target, "where", s->where, "state", s->state, "cursor",
+                          (json_int_t)s->cursor, "head", (json_int_t)s->head, "lag_entries",
+                          (json_int_t)(s->head > s->cursor ? s->head - s->cursor : 0),
+                          "lag_seconds", s->lag_seconds, "bytes_pending",
+                          (json_int_t)s->bytes_pending, "blobs_sent", (json_int_t)s->blobs,
+                          "blob_bytes_sent", (json_int_t)s->blob_bytes, "blobs_present",
+                          (json_int_t)s->blobs_present, "segments", (json_int_t)s->segments,
+                          "failures", (json_int_t)s->failures);
+    if (o) {
+        json_object_set_new(o, "last_error", s->last_error[0] ? json_string(s->last_error)
+                                                              : json_null());
+        json_object_set_new(o, "last_error_at", epoch_ms_json(s->last_error_ms));
+        json_object_set_new(o, "next_retry_at", epoch_ms_json(s->next_retry_ms));
+    }
+    return o;
+}
+
+/* The replicator answered (call.answer): its status after the op. */
+static void sync_replied(pv_call_t *call)
+{
+    admin_req_t *r = (admin_req_t *)call;
+    pv_repl_ctl_t *m = (pv_repl_ctl_t *)call->answer;
+    json_t *t = call->result == 0 ? repl_status_json(&m->st) : NULL;
+    if (call->result < 0)
+        req_error_rc(r, call->result, r->cmd->words);
+    else if (!t)
+        req_error_rc(r, -ENOMEM, r->cmd->words);
     else
-        r->result = json_pack("{s:[],s:I,s:I,s:s}", "targets", "head", (json_int_t)st.last_seq,
-                              "kept", (json_int_t)st.entries[PV_DB_CHANGES], "message",
-                              "no replication targets are configured");
+        r->result = json_pack("{s:[o]}", "targets", t);
+    pv_msg_free(call->answer);
+    call->answer = NULL;
     req_done(r);
 }
 
-static void h_sync_steer(admin_req_t *r)
+static void h_sync(admin_req_t *r)
 {
     const char *t = arg_str(r, "target");
-    if (t)
-        req_error(r, "not_configured", "no replication target \"%.64s\" is configured", t);
-    else
-        req_error(r, "not_configured", "no replication target is configured");
-    req_done(r);
+    if (!r->app->repl || (t && strcmp(t, "s3") != 0)) {
+        if (r->cmd->id == PV_CMD_SYNC_STATUS && !t) {
+            pv_store_stat_t st;
+            int rc = pv_store_stat(r->app->store, &st); /* a read txn: microseconds */
+            if (rc < 0)
+                req_error_rc(r, rc, "sync status");
+            else
+                r->result = json_pack("{s:[],s:I,s:I,s:s}", "targets", "head",
+                                      (json_int_t)st.last_seq, "kept",
+                                      (json_int_t)st.entries[PV_DB_CHANGES], "message",
+                                      "no replication targets are configured");
+        } else if (t) {
+            req_error(r, "not_configured", "no replication target \"%.64s\" is configured%s", t,
+                      r->app->repl ? " (there is: s3)" : "");
+        } else {
+            req_error(r, "not_configured", "no replication target is configured");
+        }
+        req_done(r);
+        return;
+    }
+    pv_repl_ctl_t *m = pv_msg_new(sizeof(*m), PV_REPL_CTL);
+    if (!m) {
+        req_error_rc(r, -ENOMEM, r->cmd->words);
+        req_done(r);
+        return;
+    }
+    m->op = r->cmd->id == PV_CMD_SYNC_PAUSE    ? PV_REPL_PAUSE
+            : r->cmd->id == PV_CMD_SYNC_RESUME ? PV_REPL_RESUME
+            : r->cmd->id == PV_CMD_SYNC_NOW    ? PV_REPL_NOW
+                                               : PV_REPL_STATUS;
+    pv_call_ask(&r->call, r->app->repl, &m->msg, sync_replied);
 }
 
 /* ---------------- backup ---------------- */
@@ -1169,10 +1229,10 @@ static const admin_handler_fn g_handlers[PV_CMD_COUNT] = {
     [PV_CMD_USER_INVITE] = h_user_invite,
     [PV_CMD_JOB_CANCEL] = h_job_cmd,
     [PV_CMD_JOB_RETRY] = h_job_cmd,
-    [PV_CMD_SYNC_STATUS] = h_sync_status,
-    [PV_CMD_SYNC_PAUSE] = h_sync_steer,
-    [PV_CMD_SYNC_RESUME] = h_sync_steer,
-    [PV_CMD_SYNC_NOW] = h_sync_steer,
+    [PV_CMD_SYNC_STATUS] = h_sync,
+    [PV_CMD_SYNC_PAUSE] = h_sync,
+    [PV_CMD_SYNC_RESUME] = h_sync,
+    [PV_CMD_SYNC_NOW] = h_sync,
     [PV_CMD_BACKUP] = h_backup,
     [PV_CMD_CONFIG_SHOW] = h_config_show,
     [PV_CMD_TLS_RELOAD] = h_tls_reload,

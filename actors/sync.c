@@ -2,8 +2,9 @@
  * sync.c — the change log's consumer side: how far it may be trimmed.
  *
  * Every mutation appends a change entry in the same transaction
- * (src/store.c). Replicators (S3, RDS, DynamoDB) will each keep a durable
- * cursor; the log is trimmed only below every enabled target's cursor. With
+ * (src/store.c). Replicators (S3 now: actors/replicate.c) each keep a
+ * durable cursor; the log is trimmed only below every enabled target's
+ * cursor. With
  * no target configured — the appliance's embedded default — nobody will
  * ever read the entries, so everything up to the head is trimmed: without
  * this a store that is full stays full even after deletes, because each
@@ -14,6 +15,7 @@
  * transaction.
  */
 #include "actors/sync.h"
+#include "actors/replicate.h"
 #include "base/pv.h"
 
 #include <event2/event.h>
@@ -49,11 +51,22 @@ static int count_one(void *arg, const pv_change_t *c)
     return 0;
 }
 
-/* The lowest cursor of the enabled targets; none yet: the head. */
+/* The lowest cursor of the enabled targets (the S3 replicator's, kept in
+ * META); with none enabled, the head. */
 static uint64_t trim_limit(pv_app_t *app, uint64_t head)
 {
-    (void)app;
-    return head;
+    if (!app->cfg.s3_bucket[0])
+        return head;
+    pv_txn_t txn;
+    pv_val_t v;
+    uint64_t cursor = 0;
+    if (pv_txn_begin(app->store, &txn, false) == 0) {
+        if (pv_txn_get(&txn, PV_DB_META, PV_REPL_S3_CURSOR, strlen(PV_REPL_S3_CURSOR), &v) == 0 &&
+            v.len == 8)
+            cursor = pv_be64_get(v.data);
+        pv_txn_abort(&txn);
+    }
+    return cursor < head ? cursor : head;
 }
 
 static int trim_apply(pv_txn_t *txn, void *arg)

@@ -59,7 +59,7 @@ struct pv_app {
                                     login flood cannot take every core */
     pv_pool_t *io;               /* fsync of uploaded bodies */
     pv_pool_t *render;           /* renders (render_workers threads); only the
-                                   videos actor submits, one job a thread */
+                                   videos actor submits, a slice a thread */
     int n_loops;
     pv_http_loop_t *loops;
     pv_http_server_t **servers;  /* loops[i].server, as a group */
@@ -74,6 +74,8 @@ struct pv_app {
     pv_actor_t *videos;          /* video records, job queue, renders */
     struct pv_admin *admin;      /* the pvctl socket (actors/admin.c) */
     pv_actor_t *sync;            /* change-log trimming (actors/sync.c) */
+    pv_actor_t *repl;            /* the S3 replicator, on its own loop
+                                    (actors/replicate.c); NULL without s3_bucket */
     pv_actor_t *tls;             /* the certificate's owner (actors/tls.c); each
                                     HTTP server holds its own reference */
     char listeners[256];         /* "https://..., http://..." for status */

@@ -43,6 +43,13 @@ static const struct {
     [PV_M_JOBS_FAILED] = {"pv_video_jobs_failed_total", "counter", "Video jobs that failed."},
     [PV_M_JOBS_CANCELLED] = {"pv_video_jobs_cancelled_total", "counter", "Video jobs cancelled."},
     [PV_M_RENDER_FRAMES] = {"pv_render_frames_total", "counter", "Frames rendered (rate() gives frames per second)."},
+    [PV_M_SYNC_CURSOR] = {"pv_sync_s3_cursor", "gauge", "Last change-log entry durably in S3 (0 without s3_bucket)."},
+    [PV_M_SYNC_LAG_ENTRIES] = {"pv_sync_s3_lag_entries", "gauge", "Change-log entries not yet in S3."},
+    [PV_M_SYNC_LAG_SECONDS] = {"pv_sync_s3_lag_seconds", "gauge", "Age of the oldest change not yet in S3, seconds (0: caught up)."},
+    [PV_M_SYNC_BLOBS] = {"pv_sync_s3_blobs_total", "counter", "Blobs sent to S3."},
+    [PV_M_SYNC_BYTES] = {"pv_sync_s3_blob_bytes_total", "counter", "Bytes of blobs sent to S3."},
+    [PV_M_SYNC_SEGMENTS] = {"pv_sync_s3_segments_total", "counter", "Change-log segments durably in S3."},
+    [PV_M_SYNC_FAILURES] = {"pv_sync_s3_failures_total", "counter", "Replication passes that failed (each retried with backoff)."},
 };
 
 struct pv_metrics {

@@ -515,8 +515,11 @@ static const pv_admin_cmd_t g_cmds[] = {
      "Queues the render of a failed or cancelled video again.",
      {STR_POS("id", "ID", true, "the video's id"), {0}}},
     {PV_CMD_SYNC_STATUS, "sync.status", "sync status", 0, "show replication targets",
-     "Each replication target's cursor against the change log's head, its state and "
-     "its last error. With no target configured it says so (exit 0).",
+     "Each replication target (s3 when s3_bucket is set): its cursor (the last "
+     "change durably there) against the change log's head, the lag in entries and "
+     "seconds, bytes pending, what it sent, its state (idle, sending, waiting after "
+     "a failure, paused), its last error with its time and the next retry. With no "
+     "target configured it says so (exit 0).",
      {{0}}},
     {PV_CMD_SYNC_PAUSE, "sync.pause", "sync pause", 0, "pause replication",
      "Pauses replication to one or every target. Exits 4 when no target is configured.",

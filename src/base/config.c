@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { T_STR, T_INT, T_U64, T_DBL };
+enum { T_STR, T_INT, T_U64, T_DBL, T_BOOL };
 
 #define F(field) offsetof(pv_config_t, field), sizeof(((pv_config_t *)0)->field)
 
@@ -65,6 +65,14 @@ static const pv_config_key_t g_keys[] = {
     {"max_connections_per_ip", T_INT, F(max_connections_per_ip), "128", "connections on the public listener from one address (an IPv6 one by its /64, the peer's, not X-Forwarded-For's; trusted_proxies are exempt)"},
     {"max_private_connections", T_INT, F(max_private_connections), "32", "connections on the private listener, counted apart so that a public flood never takes the health checks' place; past it a 503"},
     {"trusted_proxies", T_STR, F(trusted_proxies), "", "comma-separated proxy addresses (IPv4, IPv6) for X-Forwarded-For: the client is the right-most entry of all its lines that is not one of them"},
+    {"s3_bucket", T_STR, F(s3_bucket), "", "S3 bucket pvd replicates to (empty: no cloud sync)"},
+    {"s3_prefix", T_STR, F(s3_prefix), "", "key prefix in the bucket, e.g. pv/box1 (one appliance a prefix)"},
+    {"s3_region", T_STR, F(s3_region), "", "the bucket's region (empty: from the AWS config file, else us-east-1)"},
+    {"s3_endpoint", T_STR, F(s3_endpoint), "", "http(s)://host[:port] of an S3-compatible service (empty: AWS's regional endpoint)"},
+    {"s3_path_style", T_BOOL, F(s3_path_style), "false", "ENDPOINT/BUCKET/KEY URLs instead of BUCKET.ENDPOINT/KEY"},
+    {"aws_profile", T_STR, F(aws_profile), "", "profile of the AWS shared credentials and config files (empty: AWS_PROFILE, else default)"},
+    {"sync_interval", T_INT, F(sync_interval), "10", "seconds between replication passes once caught up"},
+    {"sync_batch", T_INT, F(sync_batch), "1000", "change-log entries in one replicated segment at most"},
     {"changelog_trim_seconds", T_INT, F(changelog_trim_seconds), "5", "how often the change log is trimmed below every replication cursor"},
     {"web_root", T_STR, F(web_root), "", "the built web UI (default: ../web beside the pvd binary)"},
 };
@@ -129,6 +137,17 @@ static int parse_value(const pv_config_key_t *k, void *field, const char *v,
         snprintf(err, errlen, "%s: expected a size in bytes (K/M/G allowed), got \"%s\"", k->name, v);
         return -EINVAL;
     }
+    case T_BOOL:
+        if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on") || !strcmp(v, "1")) {
+            *(bool *)field = true;
+            return 0;
+        }
+        if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off") || !strcmp(v, "0")) {
+            *(bool *)field = false;
+            return 0;
+        }
+        snprintf(err, errlen, "%s: expected true or false, got \"%s\"", k->name, v);
+        return -EINVAL;
     case T_DBL: {
         double x = strtod(v, &end);
         if (errno || end == v || *end || !isfinite(x) || x < 0) {
@@ -378,6 +397,14 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
         snprintf(err, errlen, "the timeouts and body_min_rate: at least 1");
         return -EINVAL;
     }
+    if (c->sync_interval < 1 || c->sync_batch < 1 || c->sync_batch > 100000) {
+        snprintf(err, errlen, "sync_interval: at least 1; sync_batch: 1 to 100000");
+        return -EINVAL;
+    }
+    if (c->s3_endpoint[0] && strncmp(c->s3_endpoint, "http://", 7) && strncmp(c->s3_endpoint, "https://", 8)) {
+        snprintf(err, errlen, "s3_endpoint: expected http://HOST[:PORT] or https://HOST[:PORT]");
+        return -EINVAL;
+    }
     if (c->changelog_trim_seconds < 1) {
         snprintf(err, errlen, "changelog_trim_seconds: at least 1");
         return -EINVAL;
@@ -412,6 +439,7 @@ char *pv_config_dump(const pv_config_t *c)
         case T_INT: n = snprintf(out + pos, cap - pos, "%s = %d\n", k->name, *(const int *)f); break;
         case T_U64: n = snprintf(out + pos, cap - pos, "%s = %llu\n", k->name, (unsigned long long)*(const uint64_t *)f); break;
         case T_DBL: n = snprintf(out + pos, cap - pos, "%s = %g\n", k->name, *(const double *)f); break;
+        case T_BOOL: n = snprintf(out + pos, cap - pos, "%s = %s\n", k->name, *(const bool *)f ? "true" : "false"); break;
         }
         if (n > 0)
             pos += (size_t)n;

@@ -65,6 +65,14 @@ typedef struct pv_config {
     int max_connections_per_ip;     /* public listener, from one address (/64) */
     int max_private_connections;    /* private listener, in all */
     int changelog_trim_seconds;     /* how often the change log is trimmed */
+    char s3_bucket[64];             /* replicate to this bucket ("": no cloud) */
+    char s3_prefix[256];            /* key prefix in it */
+    char s3_region[32];             /* "": the AWS config's, else us-east-1 */
+    char s3_endpoint[256];          /* "": AWS; else an S3-compatible URL */
+    bool s3_path_style;             /* ENDPOINT/BUCKET/KEY */
+    char aws_profile[64];           /* shared files' profile */
+    int sync_interval;              /* seconds between passes when caught up */
+    int sync_batch;                 /* entries per segment */
     char web_root[PATH_MAX];        /* the built web UI, or "" for the default */
 } pv_config_t;
 

@@ -13,7 +13,7 @@
  * not: unknown keys are skipped (a newer pvd may add fields), but a known
  * key with the wrong msgpack type, an over-long string, a duplicate key or a
  * missing required key is -EINVAL. Input is first walked by a tiny header
- * scanner (rec_mp_check) that proves every declared array/map/str length
+ * scanner (pv_msgpack_check) that proves every declared array/map/str length
  * fits in the bytes that remain: msgpack-c allocates an array's slots as
  * soon as it reads the header, so five hostile bytes could otherwise ask it
  * for gigabytes.
@@ -603,7 +603,7 @@ static int mp_head(const uint8_t *p, size_t left, size_t *hlen, int *what,
 /* 0 when buf is exactly one well-formed msgpack object, nested at most
  * MP_MAX_DEPTH deep, whose every declared length fits in the bytes that
  * follow it. No allocation. */
-static int rec_mp_check(const uint8_t *buf, size_t len)
+int pv_msgpack_check(const uint8_t *buf, size_t len)
 {
     uint64_t left[MP_MAX_DEPTH]; /* items still to read, per open level */
     uint64_t pending = 1;        /* all of them; each needs >= 1 byte */
@@ -684,7 +684,7 @@ static int rec_decode(const rec_kind_t *k, const void *buf, size_t len,
                       void *rec)
 {
     memset(rec, 0, k->size);
-    if (!buf || rec_mp_check(buf, len))
+    if (!buf || pv_msgpack_check(buf, len))
         return -EINVAL;
     if (pv_fail("records_decode"))
         return -ENOMEM;
@@ -774,4 +774,29 @@ const char *pv_video_status_name(int status)
     if (status < 0 || (size_t)status >= PV_ARRAY_LEN(video_status_names))
         return "unknown";
     return video_status_names[status];
+}
+
+int pv_record_blobs(const char *kind, const void *rec, size_t len, uint8_t out[2][32])
+{
+    if (!strcmp(kind, "photo")) {
+        pv_photo_t p;
+        if (pv_photo_decode(rec, len, &p) < 0)
+            return -EINVAL;
+        memcpy(out[0], p.sha256, 32);
+        memcpy(out[1], p.thumb_sha256, 32);
+        return 2;
+    }
+    if (!strcmp(kind, "video")) {
+        pv_video_t v;
+        if (pv_video_decode(rec, len, &v) < 0)
+            return -EINVAL;
+        int n = 0;
+        if (v.status == PV_VIDEO_READY) {
+            memcpy(out[n++], v.sha256, 32);
+            memcpy(out[n++], v.poster_sha256, 32);
+        }
+        pv_video_clear(&v);
+        return n;
+    }
+    return 0;
 }

@@ -111,4 +111,16 @@ void pv_video_clear(pv_video_t *v);
 
 const char *pv_video_status_name(int status);
 
+/* 0 when every array, map, str and bin header in buf[0..len) declares no
+ * more than the bytes that remain can hold (and nesting stays shallow);
+ * -EINVAL otherwise. Run before msgpack-c's unpacker, which allocates an
+ * array's slots from its header alone. */
+int pv_msgpack_check(const uint8_t *buf, size_t len);
+
+/* The blobs a logged record names (a change entry's kind and record):
+ * a photo's original and thumbnail, a ready video's MP4 and poster. The
+ * count (0..2) with the SHA-256s in out; -EINVAL for a record that does
+ * not decode; 0 for other kinds. */
+int pv_record_blobs(const char *kind, const void *rec, size_t len, uint8_t out[2][32]);
+
 #endif

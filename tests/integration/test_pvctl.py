@@ -180,6 +180,11 @@ def mp_unpack(b, i=0):
         n = t & 0x1f if not w else int.from_bytes(b[i:i + w], "big")
         i += w
         return b[i:i + n].decode(), i + n
+    if t in (0xc4, 0xc5, 0xc6):  # bin 8/16/32
+        w = {0xc4: 1, 0xc5: 2, 0xc6: 4}[t]
+        n = int.from_bytes(b[i:i + w], "big")
+        i += w
+        return bytes(b[i:i + n]), i + n
     fixed = {0xc0: None, 0xc2: False, 0xc3: True}
     if t in fixed:
         return fixed[t], i

@@ -1,0 +1,685 @@
+/*
+ * replicate.c — the S3 replicator: the change log and the blobs it names,
+ * copied to S3 in log order, in the background, on its own loop ("sync")
+ * so that a slow or absent S3 never touches a request.
+ *
+ * A pass reads up to sync_batch entries after the cursor (the last entry
+ * durably in S3, kept in META under PV_REPL_S3_CURSOR) and then:
+ *   1. every blob those entries name (a photo's original and thumbnail, a
+ *      ready video's MP4 and poster) goes to PREFIX/blobs/xx/<sha256>:
+ *      HEAD first, PUT only when absent (a name is its content, so a blob
+ *      already there is the same bytes). Eight at once. A blob deleted
+ *      here since (its file gone) is skipped: a later entry deletes it.
+ *   2. then the entries, as one segment (src/store/segment.h) at
+ *      PREFIX/log/FIRST-LAST.msgpack: a blob reaches S3 before any
+ *      segment that names it.
+ *   3. then the cursor moves to LAST, through the store writer.
+ * Caught up, the next pass is sync_interval later; behind, at once.
+ *
+ * Delivery is at least once: a pass cut short (S3 down, pvd killed) is
+ * sent again from the cursor, and every write is idempotent (blob keys are
+ * content hashes; a segment sent again has the same first entry and may
+ * end further on; a restore applies entries above what it has). A failed
+ * pass waits with capped exponential backoff and jitter (1 s doubling to
+ * 5 minutes, then a random half to whole of that) and starts again from
+ * the cursor; the appliance serves on meanwhile, and the change log is
+ * kept below the cursor (actors/sync.c trims only up to it).
+ *
+ * Memory is bounded by sync_batch whatever the backlog: one segment and
+ * its blob names at a time; blob files are streamed from disk by the S3
+ * client. Nothing here logs a secret: errors name S3's code and message.
+ */
+#include "actors/replicate.h"
+#include "app/metrics.h"
+#include "base/crypto.h"
+#include "base/records.h"
+#include "base/text.h"
+#include "cloud/s3.h"
+#include "store/segment.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define BLOBS_AT_ONCE 8
+#define BACKOFF_FIRST_MS 1000
+#define BACKOFF_MAX_MS 300000
+
+enum {
+    REPL_INIT = PV_REPL_PUBLIC_COUNT, /* first message on the loop: make the client */
+    REPL_STOP,                        /* cancel everything, stop the loop */
+    REPL_MSG_COUNT
+};
+
+typedef struct repl repl_t;
+
+typedef struct blob_job {
+    repl_t *r;
+    char key[PV_SEGMENT_KEY_MAX + 320];
+    char path[PATH_MAX];
+    char hex[65];
+    uint64_t size;          /* the local file's, for bytes_pending */
+} blob_job_t;
+
+typedef struct cursor_req {
+    pv_store_req_t sreq;    /* answered to the actor: cursor_stored() */
+    repl_t *r;
+    uint64_t cursor;
+} cursor_req_t;
+
+struct repl {
+    pv_app_t *app;
+    pv_actor_t *self;
+    pv_loop_t *loop;
+    struct event *timer;
+    pv_curlev_t *http;
+    pv_s3_t *s3;
+    pv_aws_creds_t creds;
+    char region[32];
+    char prefix[300];       /* "" or ending in '/' */
+    bool paused, busy, stopping;
+    uint64_t cursor;
+    /* the pass in flight */
+    pv_segment_t *seg;
+    uint8_t (*shas)[32];
+    size_t n_shas, next_sha;
+    int in_flight;
+    bool failed;            /* a step failed: end the pass once nothing is in flight */
+    int failures_in_row;
+    pv_repl_status_t st;    /* counters, errors, state */
+};
+
+static void pass(repl_t *r);
+
+static void set_state(repl_t *r, const char *state)
+{
+    snprintf(r->st.state, sizeof(r->st.state), "%s", state);
+}
+
+static void later(repl_t *r, int64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(r->timer, &tv);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    pass(arg);
+}
+
+/* ---------------- the cursor, the head, the lag ---------------- */
+
+static int load_cursor(repl_t *r)
+{
+    pv_txn_t txn;
+    pv_val_t v;
+    int rc = pv_txn_begin(r->app->store, &txn, false);
+    if (rc < 0)
+        return rc;
+    rc = pv_txn_get(&txn, PV_DB_META, PV_REPL_S3_CURSOR, strlen(PV_REPL_S3_CURSOR), &v);
+    if (rc == 0 && v.len == 8)
+        r->cursor = pv_be64_get(v.data);
+    pv_txn_abort(&txn);
+    return rc == -ENOENT ? 0 : rc;
+}
+
+static int first_time(void *arg, const pv_change_t *c)
+{
+    *(int64_t *)arg = c->time_ms;
+    return 0;
+}
+
+/* The head and the age of the oldest entry not yet in S3, for status and
+ * the metrics. */
+static void refresh_lag(repl_t *r)
+{
+    pv_store_stat_t ss;
+    if (pv_store_stat(r->app->store, &ss) == 0)
+        r->st.head = ss.last_seq;
+    r->st.cursor = r->cursor;
+    r->st.lag_seconds = 0;
+    if (r->st.head > r->cursor) {
+        pv_txn_t txn;
+        int64_t t = 0;
+        if (pv_txn_begin(r->app->store, &txn, false) == 0) {
+            pv_changes_read(&txn, r->cursor, 1, first_time, &t);
+            pv_txn_abort(&txn);
+        }
+        if (t > 0 && pv_now_ms() > t)
+            r->st.lag_seconds = (double)(pv_now_ms() - t) / 1000.0;
+    }
+    pv_metrics_t *m = r->app->metrics;
+    pv_metrics_set(m, PV_M_SYNC_CURSOR, (long long)r->cursor);
+    pv_metrics_set(m, PV_M_SYNC_LAG_ENTRIES,
+                   (long long)(r->st.head > r->cursor ? r->st.head - r->cursor : 0));
+    pv_metrics_set(m, PV_M_SYNC_LAG_SECONDS, (long long)r->st.lag_seconds);
+}
+
+/* ---------------- the end of a pass ---------------- */
+
+static void pass_free(repl_t *r)
+{
+    pv_segment_free(r->seg);
+    r->seg = NULL;
+    free(r->shas);
+    r->shas = NULL;
+    r->n_shas = r->next_sha = 0;
+    r->st.bytes_pending = 0;
+    r->failed = false;
+    r->busy = false;
+}
+
+/* Record why the pass failed; it ends once nothing is in flight. */
+static void fail(repl_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail(repl_t *r, const char *fmt, ...)
+{
+    if (r->failed || r->stopping)
+        return;
+    r->failed = true;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->st.last_error, sizeof(r->st.last_error), fmt, ap);
+    va_end(ap);
+    r->st.last_error_ms = pv_now_ms();
+}
+
+static void fail_s3(repl_t *r, const char *what, const pv_s3_result_t *res)
+{
+    if (res->status)
+        fail(r, "%s: HTTP %ld %s%s%s", what, res->status, res->code,
+             res->code[0] && res->message[0] ? ": " : "", res->message);
+    else
+        fail(r, "%s: %s%s%s", what, strerror(-res->rc), res->message[0] ? ": " : "",
+             res->message);
+}
+
+/* A failed pass: wait (capped exponential backoff with jitter), then
+ * start again from the cursor. */
+static void pass_failed(repl_t *r)
+{
+    pass_free(r);
+    r->st.failures++;
+    r->failures_in_row++;
+    pv_metrics_add(r->app->metrics, PV_M_SYNC_FAILURES, 1);
+    int shift = r->failures_in_row - 1 > 16 ? 16 : r->failures_in_row - 1;
+    int64_t delay = (int64_t)BACKOFF_FIRST_MS << shift;
+    if (delay > BACKOFF_MAX_MS)
+        delay = BACKOFF_MAX_MS;
+    uint32_t rnd;
+    pv_random(&rnd, sizeof(rnd));
+    delay = delay / 2 + (int64_t)(rnd % (uint32_t)(delay / 2 + 1));
+    r->st.next_retry_ms = pv_now_ms() + delay;
+    if (r->failures_in_row == 1 || r->failures_in_row % 10 == 0)
+        pv_warn("sync", "S3 replication failed (%d in a row): %s; trying again in %.1f s",
+                r->failures_in_row, r->st.last_error, (double)delay / 1000.0);
+    set_state(r, r->paused ? "paused" : "waiting");
+    refresh_lag(r);
+    later(r, delay);
+}
+
+/* ---------------- 3. the cursor ---------------- */
+
+static int cursor_apply(pv_txn_t *txn, void *arg)
+{
+    cursor_req_t *c = arg;
+    uint8_t v[8];
+    pv_be64_put(v, c->cursor);
+    return pv_txn_put(txn, PV_DB_META, PV_REPL_S3_CURSOR, strlen(PV_REPL_S3_CURSOR), v, 8, 0);
+}
+
+static void cursor_stored(pv_msg_t *msg)
+{
+    cursor_req_t *c = (cursor_req_t *)msg;
+    repl_t *r = c->r;
+    int rc = msg->status;
+    uint64_t cursor = c->cursor;
+    pv_msg_free(msg);
+    if (r->stopping)
+        return;
+    if (rc < 0) {
+        fail(r, "cannot store the replication cursor: %s", strerror(-rc));
+        pass_failed(r);
+        return;
+    }
+    r->cursor = cursor;
+    r->st.segments++;
+    pv_metrics_add(r->app->metrics, PV_M_SYNC_SEGMENTS, 1);
+    if (r->failures_in_row)
+        pv_info("sync", "S3 replication works again (cursor %" PRIu64 ")", cursor);
+    r->failures_in_row = 0;
+    r->st.next_retry_ms = 0;
+    pass_free(r);
+    refresh_lag(r);
+    if (r->paused) {
+        set_state(r, "paused");
+        return;
+    }
+    bool behind = r->st.head > r->cursor;
+    set_state(r, behind ? "sending" : "idle");
+    later(r, behind ? 0 : (int64_t)r->app->cfg.sync_interval * 1000);
+}
+
+static void store_cursor(repl_t *r)
+{
+    cursor_req_t *c = pv_msg_new(sizeof(*c), 0);
+    if (!c) {
+        fail(r, "out of memory");
+        pass_failed(r);
+        return;
+    }
+    c->r = r;
+    c->cursor = pv_segment_last(r->seg);
+    c->sreq.apply = cursor_apply;
+    c->sreq.arg = c;
+    pv_msg_expect(&c->sreq.msg, r->self, cursor_stored);
+    pv_store_submit(r->app->store, &c->sreq);
+}
+
+/* ---------------- 2. the segment ---------------- */
+
+static void segment_done(const pv_s3_result_t *res, void *arg)
+{
+    repl_t *r = arg;
+    r->in_flight--;
+    if (r->stopping)
+        return;
+    if (res->rc < 0) {
+        fail_s3(r, "PUT segment", res);
+        pass_failed(r);
+        return;
+    }
+    store_cursor(r);
+}
+
+static void put_segment(repl_t *r)
+{
+    size_t len = 0;
+    const void *bytes = pv_segment_bytes(r->seg, &len);
+    char key[sizeof(r->prefix) + PV_SEGMENT_KEY_MAX], name[PV_SEGMENT_KEY_MAX];
+    pv_segment_key(r->seg, name);
+    snprintf(key, sizeof(key), "%s%s", r->prefix, name);
+    pv_s3_body_t body = {.kind = PV_S3_MEM, .data = bytes, .len = len};
+    pv_s3_put_opts_t opts = {.checksum = PV_S3_CHECKSUM_MD5,
+                             .content_type = "application/vnd.msgpack"};
+    int rc = bytes ? pv_s3_put(r->s3, key, &body, &opts, segment_done, r) : -ENOMEM;
+    if (rc < 0) {
+        fail(r, "PUT segment: %s", strerror(-rc));
+        pass_failed(r);
+        return;
+    }
+    r->in_flight++;
+}
+
+/* ---------------- 1. the blobs ---------------- */
+
+static void blobs_next(repl_t *r);
+
+static void blob_end(blob_job_t *j)
+{
+    repl_t *r = j->r;
+    r->in_flight--;
+    r->st.bytes_pending -= j->size <= r->st.bytes_pending ? j->size : r->st.bytes_pending;
+    free(j);
+    if (!r->stopping)
+        blobs_next(r);
+}
+
+static void blob_put_done(const pv_s3_result_t *res, void *arg)
+{
+    blob_job_t *j = arg;
+    repl_t *r = j->r;
+    if (res->rc == 0) {
+        r->st.blobs++;
+        r->st.blob_bytes += (uint64_t)res->size;
+        pv_metrics_add(r->app->metrics, PV_M_SYNC_BLOBS, 1);
+        pv_metrics_add(r->app->metrics, PV_M_SYNC_BYTES, res->size);
+    } else {
+        fail_s3(r, "PUT blob", res);
+    }
+    blob_end(j);
+}
+
+static void blob_head_done(const pv_s3_result_t *res, void *arg)
+{
+    blob_job_t *j = arg;
+    repl_t *r = j->r;
+    if (res->rc == 0) { /* already there: a name is its content */
+        r->st.blobs_present++;
+    } else if (res->rc != -ENOENT) {
+        fail_s3(r, "HEAD blob", res);
+    } else if (!r->failed && !r->stopping) {
+        pv_s3_body_t body = {.kind = PV_S3_PATH, .path = j->path, .length = -1,
+                             .sha256 = j->hex};
+        pv_s3_put_opts_t opts = {.checksum = PV_S3_CHECKSUM_NONE};
+        int rc = pv_s3_put(r->s3, j->key, &body, &opts, blob_put_done, j);
+        if (rc == 0)
+            return; /* still in flight */
+        if (rc != -ENOENT) /* ENOENT: deleted since the HEAD */
+            fail(r, "PUT blob: %s", strerror(-rc));
+    }
+    blob_end(j);
+}
+
+static void blob_start(repl_t *r, const uint8_t sha[32])
+{
+    blob_job_t *j = calloc(1, sizeof(*j));
+    if (!j) {
+        fail(r, "out of memory");
+        return;
+    }
+    j->r = r;
+    pv_hex(sha, 32, j->hex);
+    snprintf(j->key, sizeof(j->key), "%sblobs/%.2s/%s", r->prefix, j->hex, j->hex);
+    pv_blob_path(r->app->store, sha, j->path, sizeof(j->path));
+    struct stat sb;
+    if (stat(j->path, &sb) < 0) { /* deleted here since: a later entry deletes it */
+        if (errno != ENOENT)
+            fail(r, "blob %s: %s", j->hex, strerror(errno));
+        free(j);
+        return;
+    }
+    j->size = (uint64_t)sb.st_size;
+    r->st.bytes_pending += j->size;
+    int rc = pv_s3_head(r->s3, j->key, blob_head_done, j);
+    if (rc < 0) {
+        r->st.bytes_pending -= j->size;
+        free(j);
+        fail(r, "HEAD blob: %s", strerror(-rc));
+        return;
+    }
+    r->in_flight++;
+}
+
+static void blobs_next(repl_t *r)
+{
+    while (!r->failed && r->in_flight < BLOBS_AT_ONCE && r->next_sha < r->n_shas)
+        blob_start(r, r->shas[r->next_sha++]);
+    if (r->in_flight > 0)
+        return;
+    if (r->failed)
+        pass_failed(r);
+    else
+        put_segment(r);
+}
+
+/* ---------------- a pass ---------------- */
+
+typedef struct collect {
+    repl_t *r;
+    size_t cap;
+    int rc;
+} collect_t;
+
+static int collect_one(void *arg, const pv_change_t *c)
+{
+    collect_t *cc = arg;
+    repl_t *r = cc->r;
+    if ((cc->rc = pv_segment_add(r->seg, c)) < 0)
+        return cc->rc;
+    uint8_t shas[2][32];
+    int n = c->del ? 0 : pv_record_blobs(c->kind, c->record.data, c->record.len, shas);
+    for (int i = 0; i < n; i++) {
+        if (r->n_shas == cc->cap) {
+            size_t cap = cc->cap ? cc->cap * 2 : 64;
+            void *p = realloc(r->shas, cap * 32);
+            if (!p)
+                return cc->rc = -ENOMEM;
+            r->shas = p;
+            cc->cap = cap;
+        }
+        memcpy(r->shas[r->n_shas++], shas[i], 32);
+    }
+    return 0;
+}
+
+static int sha_cmp(const void *a, const void *b)
+{
+    return memcmp(a, b, 32);
+}
+
+/* Sorted and unique: a blob named twice in a batch goes once. */
+static void unique_shas(repl_t *r)
+{
+    if (r->n_shas < 2)
+        return;
+    qsort(r->shas, r->n_shas, 32, sha_cmp);
+    size_t w = 1;
+    for (size_t i = 1; i < r->n_shas; i++)
+        if (memcmp(r->shas[i], r->shas[w - 1], 32) != 0)
+            memmove(r->shas[w++], r->shas[i], 32);
+    r->n_shas = w;
+}
+
+/* Credentials (again when they are about to expire) and the client. */
+static int client(repl_t *r)
+{
+    if (r->s3 && !pv_awscreds_needs_refresh(&r->creds, pv_now_ms() / 1000))
+        return 0;
+    pv_aws_creds_t c;
+    int rc = pv_awscreds_load(r->app->cfg.aws_profile[0] ? r->app->cfg.aws_profile : NULL, &c);
+    if (rc < 0) {
+        fail(r, "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+                "a profile in the shared credentials file (aws_profile)");
+        return rc;
+    }
+    if (r->s3) {
+        rc = pv_s3_set_creds(r->s3, &c);
+    } else {
+        pv_s3_config_t sc = {.endpoint = r->app->cfg.s3_endpoint[0] ? r->app->cfg.s3_endpoint : NULL,
+                             .region = r->region,
+                             .bucket = r->app->cfg.s3_bucket,
+                             .path_style = r->app->cfg.s3_path_style};
+        rc = pv_s3_new(r->http, &sc, &c, &r->s3);
+    }
+    r->creds = c;
+    pv_awscreds_wipe(&c);
+    if (rc < 0)
+        fail(r, "cannot make the S3 client (endpoint, bucket, region or credentials): %s",
+             strerror(-rc));
+    return rc;
+}
+
+static void pass(repl_t *r)
+{
+    if (r->busy || r->paused || r->stopping)
+        return;
+    r->busy = true;
+    r->st.next_retry_ms = 0;
+    if (client(r) < 0) {
+        pass_failed(r);
+        return;
+    }
+    collect_t cc = {.r = r};
+    pv_txn_t txn;
+    r->seg = pv_segment_new();
+    int rc = r->seg ? pv_txn_begin(r->app->store, &txn, false) : -ENOMEM;
+    if (rc == 0) {
+        rc = pv_changes_read(&txn, r->cursor, (size_t)r->app->cfg.sync_batch, collect_one, &cc);
+        pv_txn_abort(&txn);
+    }
+    if (rc == 0)
+        rc = cc.rc;
+    if (rc < 0) {
+        fail(r, "cannot read the change log: %s", strerror(-rc));
+        pass_failed(r);
+        return;
+    }
+    if (pv_segment_count(r->seg) == 0) { /* caught up */
+        pass_free(r);
+        refresh_lag(r);
+        set_state(r, "idle");
+        later(r, (int64_t)r->app->cfg.sync_interval * 1000);
+        return;
+    }
+    unique_shas(r);
+    set_state(r, "sending");
+    refresh_lag(r);
+    blobs_next(r);
+}
+
+/* ---------------- messages ---------------- */
+
+static void on_init(pv_actor_t *self, pv_msg_t *msg)
+{
+    repl_t *r = pv_actor_state(self);
+    pv_msg_free(msg);
+    r->timer = evtimer_new(pv_loop_base(r->loop), on_timer, r);
+    int rc = r->timer ? pv_curlev_new(pv_loop_base(r->loop), NULL, &r->http) : -ENOMEM;
+    if (rc == 0)
+        rc = load_cursor(r);
+    if (rc < 0) {
+        pv_error("sync", "S3 replication cannot start: %s", strerror(-rc));
+        set_state(r, "refused");
+        snprintf(r->st.last_error, sizeof(r->st.last_error), "cannot start: %s", strerror(-rc));
+        return;
+    }
+    pv_info("sync", "replicating to %s from change %" PRIu64, r->st.where, r->cursor + 1);
+    pass(r);
+}
+
+static void on_stop(pv_actor_t *self, pv_msg_t *msg)
+{
+    repl_t *r = pv_actor_state(self);
+    pv_msg_free(msg);
+    r->stopping = true;
+    if (r->timer)
+        evtimer_del(r->timer);
+    pv_s3_free(r->s3); /* each request's done runs (cancelled) and does nothing */
+    r->s3 = NULL;
+    pv_curlev_free(r->http);
+    r->http = NULL;
+    pv_loop_stop(r->loop);
+}
+
+static void on_ctl(pv_actor_t *self, pv_msg_t *msg)
+{
+    repl_t *r = pv_actor_state(self);
+    pv_repl_ctl_t *c = (pv_repl_ctl_t *)msg;
+    switch (c->op) {
+    case PV_REPL_PAUSE:
+        if (!r->paused)
+            pv_info("sync", "S3 replication paused (pvctl)");
+        r->paused = true;
+        if (!r->busy) {
+            evtimer_del(r->timer);
+            set_state(r, "paused");
+        }
+        break;
+    case PV_REPL_RESUME:
+    case PV_REPL_NOW:
+        if (r->paused)
+            pv_info("sync", "S3 replication resumed (pvctl)");
+        r->paused = false;
+        if (!r->busy && !r->stopping && r->http) {
+            evtimer_del(r->timer);
+            if (c->op == PV_REPL_NOW)
+                r->failures_in_row = 0; /* an operator's "now" skips the wait */
+            later(r, 0);
+            set_state(r, "sending");
+        }
+        break;
+    default:
+        break;
+    }
+    refresh_lag(r);
+    c->st = r->st;
+    if (r->paused && !r->busy) /* a pass under way ends first */
+        snprintf(c->st.state, sizeof(c->st.state), "paused");
+    pv_actor_reply(msg, 0);
+}
+
+static const pv_actor_fn repl_on[REPL_MSG_COUNT] = {
+    [PV_REPL_CTL] = on_ctl,
+    [REPL_INIT] = on_init,
+    [REPL_STOP] = on_stop,
+};
+static const pv_actor_def_t repl_def = {"sync", repl_on, REPL_MSG_COUNT};
+
+/* ---------------- start, stop ---------------- */
+
+int pv_repl_start(pv_app_t *app, char *err, size_t errlen)
+{
+    const pv_config_t *cfg = &app->cfg;
+    if (!cfg->s3_bucket[0])
+        return 0;
+    repl_t *r = calloc(1, sizeof(*r));
+    if (!r) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    r->app = app;
+    snprintf(r->st.target, sizeof(r->st.target), "s3");
+    size_t pl = strlen(cfg->s3_prefix);
+    while (pl && cfg->s3_prefix[pl - 1] == '/')
+        pl--;
+    const char *p = cfg->s3_prefix;
+    while (pl && *p == '/')
+        p++, pl--;
+    snprintf(r->prefix, sizeof(r->prefix), "%.*s%s", (int)pl, p, pl ? "/" : "");
+    snprintf(r->st.where, sizeof(r->st.where), "s3://%s/%s", cfg->s3_bucket, r->prefix);
+    if (cfg->s3_region[0])
+        snprintf(r->region, sizeof(r->region), "%s", cfg->s3_region);
+    else if (pv_awscreds_load_region(cfg->aws_profile[0] ? cfg->aws_profile : NULL, r->region,
+                                     sizeof(r->region)) < 0 || !r->region[0])
+        snprintf(r->region, sizeof(r->region), "us-east-1");
+    set_state(r, "idle");
+    r->loop = pv_loop_new("sync");
+    r->self = r->loop ? pv_actor_new(r->loop, &repl_def, r) : NULL;
+    pv_msg_t *init = r->self ? pv_msg_new(sizeof(*init), REPL_INIT) : NULL;
+    if (!init) {
+        if (r->self)
+            pv_actor_free(r->self);
+        pv_loop_free(r->loop);
+        free(r);
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    app->repl = r->self;
+    pv_actor_send(r->self, init);
+    int rc = pv_loop_start(r->loop);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot start the sync loop: %s", strerror(-rc));
+        return rc; /* pv_repl_free frees the rest */
+    }
+    return 0;
+}
+
+void pv_repl_stop(pv_app_t *app)
+{
+    if (!app->repl)
+        return;
+    repl_t *r = pv_actor_state(app->repl);
+    pv_msg_t *stop = pv_msg_new(sizeof(*stop), REPL_STOP);
+    if (stop) {
+        pv_actor_send(app->repl, stop);
+    } else { /* no memory for the message: stop the loop as it is */
+        r->stopping = true;
+        pv_loop_stop(r->loop);
+    }
+    pv_loop_join(r->loop);
+}
+
+void pv_repl_free(pv_app_t *app)
+{
+    if (!app->repl)
+        return;
+    repl_t *r = pv_actor_state(app->repl);
+    pv_actor_free(app->repl); /* pending messages: a cursor write's answer */
+    app->repl = NULL;
+    if (r->timer)
+        event_free(r->timer);
+    pv_s3_free(r->s3);
+    pv_curlev_free(r->http);
+    pass_free(r);
+    pv_awscreds_wipe(&r->creds);
+    pv_loop_free(r->loop);
+    free(r);
+}
