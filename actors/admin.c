@@ -924,6 +924,11 @@ static json_t *repl_status_json(const pv_repl_status_t *s)
                                                               : json_null());
         json_object_set_new(o, "last_error_at", epoch_ms_json(s->last_error_ms));
         json_object_set_new(o, "next_retry_at", epoch_ms_json(s->next_retry_ms));
+        json_object_set_new(o, "snapshots_sent", json_integer((json_int_t)s->snapshots));
+        json_object_set_new(o, "last_snapshot_seq", s->last_snapshot_ms
+                                                        ? json_integer((json_int_t)s->last_snapshot_seq)
+                                                        : json_null());
+        json_object_set_new(o, "last_snapshot_at", epoch_ms_json(s->last_snapshot_ms));
     }
     return o;
 }
@@ -1193,6 +1198,17 @@ static void h_debug_check(admin_req_t *r)
             (json_int_t)st.entries[PV_DB_USERS], "photos", (json_int_t)st.entries[PV_DB_PHOTOS],
             "videos", (json_int_t)st.entries[PV_DB_VIDEOS], "jobs",
             (json_int_t)st.entries[PV_DB_JOBS], "tokens", (json_int_t)st.entries[PV_DB_TOKENS]);
+    if (r->result) { /* one digest a database: a restore compares records and indexes */
+        static const char *const names[PV_DB_COUNT] = {
+            [PV_DB_META] = "meta", [PV_DB_USERS] = "users", [PV_DB_EMAILS] = "emails",
+            [PV_DB_PHOTOS] = "photos", [PV_DB_PHOTO_SHA] = "photo_sha",
+            [PV_DB_TOKENS] = "tokens", [PV_DB_FAMILIES] = "families", [PV_DB_BLOBS] = "blobs",
+            [PV_DB_VIDEOS] = "videos", [PV_DB_JOBS] = "jobs", [PV_DB_CHANGES] = "changes"};
+        json_t *d = json_object();
+        for (int i = 0; d && i < PV_DB_COUNT; i++)
+            json_object_set_new(d, names[i], json_string(c.db_digest[i]));
+        json_object_set_new(r->result, "db_digests", d);
+    }
     if (rc == 0 && !r->result)
         rc = -ENOMEM;
     if (rc < 0)

@@ -25,16 +25,41 @@
  * the cursor; the appliance serves on meanwhile, and the change log is
  * kept below the cursor (actors/sync.c trims only up to it).
  *
+ * One appliance a prefix: before its first pass pvd checks that the log in
+ * S3 does not go past its own (else it was restored to an earlier point,
+ * or another appliance writes there) and takes a lease, PREFIX/lease.json
+ * naming its appliance id (META appliance/id, which a restore keeps), with
+ * a conditional PUT (If-None-Match: *). A lease of another appliance that
+ * has not expired makes it refuse to replicate, saying why, and look again
+ * a minute later; one that expired is taken over. The lease is renewed
+ * (read, checked, written) a third of the way through its time; it lasts
+ * max(60 s, 6 x sync_interval).
+ *
+ * Snapshots: a restore starts from a snapshot, so the first pass in a
+ * prefix without one makes one, and then one every snapshot_interval: a
+ * compacted copy of the store with the keys and TLS files (the archive of
+ * pvctl backup without blobs, made on the work pool), uploaded as
+ * PREFIX/snapshots/SEQ-MS.tar (SEQ: the change-log head when the copy
+ * began, so that the copy holds at least every entry up to it; MS: when),
+ * in one PUT or, past SNAP_SINGLE_MAX, a multipart upload. Before it, every
+ * blob the store holds is made sure of (HEAD, PUT when absent), a page of
+ * PV_DB_BLOBS at a time: blobs of records older than the first replicated
+ * entry reach S3 this way. Then the oldest snapshots beyond
+ * snapshot_retention are deleted (segments stay: they are small).
+ *
  * Memory is bounded by sync_batch whatever the backlog: one segment and
- * its blob names at a time; blob files are streamed from disk by the S3
- * client. Nothing here logs a secret: errors name S3's code and message.
+ * its blob names at a time; blob files and snapshots are streamed from
+ * disk by the S3 client. Nothing here logs a secret: errors name S3's code
+ * and message.
  */
 #include "actors/replicate.h"
 #include "app/metrics.h"
+#include <jansson.h>
 #include "base/crypto.h"
 #include "base/records.h"
 #include "base/text.h"
 #include "cloud/s3.h"
+#include "store/backup.h"
 #include "store/segment.h"
 
 #include <errno.h>
@@ -46,10 +71,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define BLOBS_AT_ONCE 8
 #define BACKOFF_FIRST_MS 1000
 #define BACKOFF_MAX_MS 300000
+#define BLOB_PAGE 256                  /* PV_DB_BLOBS keys a snapshot checks at a time */
+#define SNAP_SINGLE_MAX (32LL << 20)   /* larger snapshots go up in parts */
+#define SNAP_PART (16LL << 20)
 
 enum {
     REPL_INIT = PV_REPL_PUBLIC_COUNT, /* first message on the loop: make the client */
@@ -66,6 +95,16 @@ typedef struct blob_job {
     char hex[65];
     uint64_t size;          /* the local file's, for bytes_pending */
 } blob_job_t;
+
+typedef struct snap_job {
+    pv_msg_t msg;           /* work pool: answered to the actor: snap_made() */
+    repl_t *r;
+    char name[64];
+    char path[PATH_MAX];    /* out */
+    pv_backup_info_t info;  /* out */
+    char err[256];          /* out */
+    int rc;                 /* out */
+} snap_job_t;
 
 typedef struct cursor_req {
     pv_store_req_t sreq;    /* answered to the actor: cursor_stored() */
@@ -91,7 +130,29 @@ struct repl {
     size_t n_shas, next_sha;
     int in_flight;
     bool failed;            /* a step failed: end the pass once nothing is in flight */
+    void (*after_blobs)(repl_t *r); /* what follows the blobs: the segment, or a
+                                     * snapshot's next page */
     int failures_in_row;
+    /* snapshots */
+    bool snap_known;        /* S3's newest snapshot was looked up */
+    int64_t snap_due_ms;    /* when the next one is due */
+    char snap_path[PATH_MAX]; /* the archive being sent ("" none) */
+    char snap_key[400];
+    int64_t snap_size;
+    uint8_t blob_after[32]; /* the snapshot's blob scan: the last key checked */
+    bool blob_after_set, blob_scan_done;
+    char upload_id[PV_S3_UPLOAD_ID_MAX];
+    pv_s3_part_t *parts;
+    int n_parts, part_next;
+    /* one appliance a prefix */
+    char appliance[33];     /* META appliance/id, in hex */
+    bool checked;           /* the log in S3 was checked against ours */
+    bool lease_held, refused;
+    int64_t lease_renew_ms; /* when to renew (or try again) */
+    uint64_t s3_last;       /* the prefix check: the last change S3 holds */
+    char *list_token;
+    char *lease_body;       /* the lease PUT's body, borrowed until it is done */
+    bool lease_conditional; /* that PUT had If-None-Match: * */
     pv_repl_status_t st;    /* counters, errors, state */
 };
 
@@ -167,6 +228,14 @@ static void refresh_lag(repl_t *r)
 
 static void pass_free(repl_t *r)
 {
+    if (r->snap_path[0])
+        unlink(r->snap_path);
+    r->snap_path[0] = '\0';
+    r->blob_after_set = r->blob_scan_done = false;
+    free(r->parts);
+    r->parts = NULL;
+    r->n_parts = r->part_next = 0;
+    r->upload_id[0] = '\0';
     pv_segment_free(r->seg);
     r->seg = NULL;
     free(r->shas);
@@ -220,7 +289,7 @@ static void pass_failed(repl_t *r)
     if (r->failures_in_row == 1 || r->failures_in_row % 10 == 0)
         pv_warn("sync", "S3 replication failed (%d in a row): %s; trying again in %.1f s",
                 r->failures_in_row, r->st.last_error, (double)delay / 1000.0);
-    set_state(r, r->paused ? "paused" : "waiting");
+    set_state(r, r->paused ? "paused" : r->refused ? "refused" : "waiting");
     refresh_lag(r);
     later(r, delay);
 }
@@ -407,7 +476,575 @@ static void blobs_next(repl_t *r)
     if (r->failed)
         pass_failed(r);
     else
-        put_segment(r);
+        r->after_blobs(r);
+}
+
+/* ---------------- snapshots ---------------- */
+
+static void snap_blob_page(repl_t *r);
+
+static void snap_done(repl_t *r)
+{
+    r->st.snapshots++;
+    r->st.last_snapshot_ms = pv_now_ms();
+    r->snap_due_ms = r->st.last_snapshot_ms + (int64_t)r->app->cfg.snapshot_interval * 1000;
+    pv_info("sync", "snapshot %s sent (%" PRId64 " bytes)", r->snap_key, r->snap_size);
+    r->failures_in_row = 0;
+    pass_free(r); /* the local archive goes */
+    set_state(r, "sending");
+    later(r, 0);
+}
+
+static void snap_retain(repl_t *r);
+
+static void snap_deleted(const pv_s3_result_t *res, void *arg)
+{
+    repl_t *r = arg;
+    r->in_flight--;
+    if (r->stopping)
+        return;
+    if (res->rc < 0) {
+        fail_s3(r, "DELETE old snapshot", res);
+        pass_failed(r);
+        return;
+    }
+    snap_retain(r); /* list again: one more may be past the count */
+}
+
+/* S3 lists keys in order: SEQ first, so the oldest come first. */
+static void snap_listed_for_retention(const pv_s3_result_t *res, void *arg)
+{
+    repl_t *r = arg;
+    r->in_flight--;
+    if (r->stopping)
+        return;
+    if (res->rc < 0) {
+        fail_s3(r, "LIST snapshots", res);
+        pass_failed(r);
+        return;
+    }
+    const pv_s3_listing_t *l = res->listing;
+    size_t keep = (size_t)r->app->cfg.snapshot_retention;
+    if (l && l->n > keep) {
+        int rc = pv_s3_delete(r->s3, l->objects[0].key, snap_deleted, r);
+        if (rc == 0) {
+            r->in_flight++;
+            return;
+        }
+        fail(r, "DELETE old snapshot: %s", strerror(-rc));
+        pass_failed(r);
+        return;
+    }
+    snap_done(r);
+}
+
+static void snap_retain(repl_t *r)
+{
+    char prefix[sizeof(r->prefix) + 16];
+    snprintf(prefix, sizeof(prefix), "%ssnapshots/", r->prefix);
+    int rc = pv_s3_list(r->s3, prefix, NULL, 1000, snap_listed_for_retention, r);
+    if (rc < 0) {
+        fail(r, "LIST snapshots: %s", strerror(-rc));
+        pass_failed(r);
+        return;
+    }
+    r->in_flight++;
+}
+
+static void snap_sent(const pv_s3_result_t *res, void *arg)
+{
+    repl_t *r = arg;
+    r->in_flight--;
+    if (r->stopping)
+        return;
+    if (res->rc < 0) {
+        fail_s3(r, "PUT snapshot", res);
+        pass_failed(r);
+        return;
+    }
+    snap_retain(r);
+}
+
+static void mpu_aborted(const pv_s3_result_t *res, void *arg)
+{
+    (void)res; /* best effort: S3's lifecycle rules clear what is left */
+    repl_t *r = arg;
+    r->in_flight--;
+}
+
+/* A multipart snapshot failed: abort the upload (best effort), then the
+ * pass fails. */
+static void mpu_failed(repl_t *r, const char *what, const pv_s3_result_t *res)
+{
+    if (res)
+        fail_s3(r, what, res);
+    else
+        fail(r, "%s: out of memory", what);
+    if (r->upload_id[0] && pv_s3_mpu_abort(r->s3, r->snap_key, r->upload_id, mpu_aborted, r) == 0)
+        r->in_flight++;
+    pass_failed(r);
+}
+
+static void snap_part_next(repl_t *r);
+
+static void snap_part_done(const pv_s3_result_t *res, void *arg)
+{
+    repl_t *r = arg;
+    r->in_flight--;
+    if (r->stopping)
+        return;
+    if (res->rc < 0) {
+        mpu_failed(r, "PUT snapshot part", res);
+        return;
+    }
+    pv_s3_part_t *p = &r->parts[r->part_next];
+    p->number = r->part_next + 1;
+    p->size = res->size;
+    snprintf(p->etag, sizeof(p->etag), "%s", res->etag);
+    r->part_next++;
+    snap_part_next(r);
+}
+
+static void snap_part_next(repl_t *r)
+{
+    int rc;
+    if (r->part_next == r->n_parts) {
+        rc = pv_s3_mpu_complete(r->s3, r->snap_key, r->upload_id, r->parts, (size_t)r->n_parts,
+                                snap_sent, r);
+    } else {
+        int64_t off = (int64_t)r->part_next * SNAP_PART;
+        int64_t len = r->snap_size - off < SNAP_PART ? r->snap_size - off : SNAP_PART;
+        pv_s3_body_t body = {.kind = PV_S3_PATH, .path = r->snap_path, .offset = off,
+                             .length = len};
+        rc = pv_s3_mpu_part(r->s3, r->snap_key, r->upload_id, r->part_next + 1, &body,
+                            snap_part_done, r);
+    }
+    if (rc < 0) {
+        fail(r, "snapshot upload: %s", strerror(-rc));
+        mpu_failed(r, "snapshot upload", NULL);
+        return;
+    }
+    r->in_flight++;
+}
+
+static void mpu_created(const pv_s3_result_t *res, void *arg)
+{
+    repl_t *r = arg;
+    r->in_flight--;
+    if (r->stopping)
+        return;
+    if (res->rc < 0 || !res->upload_id) {
+        fail_s3(r, "create the snapshot's multipart upload", res);
+        pass_failed(r);
+        return;
+    }
+    snprintf(r->upload_id, sizeof(r->upload_id), "%s", res->upload_id);
+    int n = pv_s3_part_count(r->snap_size, SNAP_PART);
+    r->parts = n > 0 ? calloc((size_t)n, sizeof(*r->parts)) : NULL;
+    if (!r->parts) {
+        mpu_failed(r, "snapshot parts", NULL);
+        return;
+    }
+    r->n_parts = n;
+    r->part_next = 0;
+    snap_part_next(r);
+}
+
+static void snap_put(repl_t *r)
+{
+    int rc;
+    if (r->snap_size <= SNAP_SINGLE_MAX) {
+        pv_s3_body_t body = {.kind = PV_S3_PATH, .path = r->snap_path, .length = -1};
+        pv_s3_put_opts_t opts = {.checksum = PV_S3_CHECKSUM_NONE, .content_type = "application/x-tar"};
+        rc = pv_s3_put(r->s3, r->snap_key, &body, &opts, snap_sent, r);
+    } else {
+        rc = pv_s3_mpu_create(r->s3, r->snap_key, "application/x-tar", mpu_created, r);
+    }
+    if (rc < 0) {
+        fail(r, "PUT snapshot: %s", strerror(-rc));
+        pass_failed(r);
+        return;
+    }
+    r->in_flight++;
+}
+
+typedef struct blob_page {
+    repl_t *r;
+    size_t n;
+} blob_page_t;
+
+static int blob_key(void *arg, const pv_val_t *k, const pv_val_t *v)
+{
+    (void)v;
+    blob_page_t *bp = arg;
+    if (k->len != 32)
+        return 0;
+    memcpy(bp->r->shas[bp->n++], k->data, 32);
+    return bp->n == BLOB_PAGE ? 1 : 0;
+}
+
+/* The next page of the store's blobs, each made sure of in S3; then the
+ * archive. */
+static void snap_blob_page(repl_t *r)
+{
+    if (r->blob_scan_done) {
+        snap_put(r);
+        return;
+    }
+    if (!r->shas && !(r->shas = malloc(BLOB_PAGE * 32))) {
+        fail(r, "out of memory");
+        pass_failed(r);
+        return;
+    }
+    blob_page_t bp = {.r = r};
+    pv_txn_t txn;
+    int rc = pv_txn_begin(r->app->store, &txn, false);
+    if (rc == 0) {
+        rc = pv_txn_scan(&txn, PV_DB_BLOBS, NULL, 0, r->blob_after_set ? r->blob_after : NULL,
+                         r->blob_after_set ? 32 : 0, false, blob_key, &bp);
+        pv_txn_abort(&txn);
+    }
+    if (rc < 0) {
+        fail(r, "cannot read the blob table: %s", strerror(-rc));
+        pass_failed(r);
+        return;
+    }
+    r->n_shas = bp.n;
+    r->next_sha = 0;
+    r->blob_scan_done = bp.n < BLOB_PAGE;
+    if (bp.n) {
+        memcpy(r->blob_after, r->shas[bp.n - 1], 32);
+        r->blob_after_set = true;
+    }
+    r->after_blobs = snap_blob_page;
+    blobs_next(r);
+}
+
+static void snap_work(pv_msg_t *msg)
+{
+    snap_job_t *j = (snap_job_t *)msg;
+    const pv_config_t *c = &j->r->app->cfg;
+    j->rc = pv_snapshot_write(j->r->app->store, c->data_dir, c->tls_cert, c->tls_key, j->name,
+                              j->path, sizeof(j->path), &j->info, j->err, sizeof(j->err));
+    msg->status = j->rc;
+}
+
+static void snap_made(pv_msg_t *msg)
+{
+    snap_job_t *j = (snap_job_t *)msg;
+    repl_t *r = j->r;
+    if (r->stopping || j->rc < 0) {
+        if (j->path[0])
+            unlink(j->path);
+        if (!r->stopping) {
+            fail(r, "cannot make a snapshot: %s", j->err[0] ? j->err : strerror(-j->rc));
+            pass_failed(r);
+        }
+        pv_msg_free(msg);
+        return;
+    }
+    snprintf(r->snap_path, sizeof(r->snap_path), "%s", j->path);
+    r->snap_size = (int64_t)j->info.bytes;
+    int64_t ms = pv_now_ms();
+    snprintf(r->snap_key, sizeof(r->snap_key), "%ssnapshots/%020" PRIu64 "-%013" PRId64 ".tar",
+             r->prefix, j->info.last_seq, ms);
+    r->st.last_snapshot_seq = j->info.last_seq;
+    pv_msg_free(msg);
+    snap_blob_page(r);
+}
+
+static void snap_start(repl_t *r)
+{
+    set_state(r, "snapshot");
+    /* If it fails, the log goes on being sent and the snapshot is tried
+     * again in ten minutes (or at its interval, if that is shorter). */
+    int64_t retry = r->app->cfg.snapshot_interval < 600 ? r->app->cfg.snapshot_interval : 600;
+    r->snap_due_ms = pv_now_ms() + retry * 1000;
+    snap_job_t *j = pv_msg_new(sizeof(*j), 0);
+    if (!j) {
+        fail(r, "out of memory");
+        pass_failed(r);
+        return;
+    }
+    j->r = r;
+    snprintf(j->name, sizeof(j->name), "%" PRId64 ".tar", pv_now_ms());
+    pv_msg_expect(&j->msg, r->self, snap_made);
+    int rc = pv_pool_submit(r->app->work, snap_work, &j->msg);
+    if (rc < 0) {
+        pv_msg_free(&j->msg);
+        fail(r, "cannot make a snapshot: %s", strerror(-rc));
+        pass_failed(r);
+    }
+}
+
+/* At the first pass: when S3's newest snapshot was made, hence when the
+ * next is due (now if there is none). */
+static void snap_looked_up(const pv_s3_result_t *res, void *arg)
+{
+    repl_t *r = arg;
+    r->in_flight--;
+    if (r->stopping)
+        return;
+    if (res->rc < 0) {
+        fail_s3(r, "LIST snapshots", res);
+        pass_failed(r);
+        return;
+    }
+    int64_t newest = 0;
+    const pv_s3_listing_t *l = res->listing;
+    for (size_t i = 0; l && i < l->n; i++) {
+        const char *name = strrchr(l->objects[i].key, '/');
+        unsigned long long seq;
+        long long ms;
+        if (name && sscanf(name + 1, "%20llu-%13lld.tar", &seq, &ms) == 2 && ms > newest)
+            newest = ms;
+    }
+    r->snap_known = true;
+    r->snap_due_ms = newest ? newest + (int64_t)r->app->cfg.snapshot_interval * 1000 : 0;
+    pass_free(r);
+    pass(r);
+}
+
+static void snap_lookup(repl_t *r)
+{
+    char prefix[sizeof(r->prefix) + 16];
+    snprintf(prefix, sizeof(prefix), "%ssnapshots/", r->prefix);
+    int rc = pv_s3_list(r->s3, prefix, NULL, 1000, snap_looked_up, r);
+    if (rc < 0) {
+        fail(r, "LIST snapshots: %s", strerror(-rc));
+        pass_failed(r);
+        return;
+    }
+    r->in_flight++;
+}
+
+/* ---------------- one appliance a prefix ---------------- */
+
+static int64_t lease_ttl_ms(const repl_t *r)
+{
+    int64_t s = 6LL * r->app->cfg.sync_interval;
+    return (s < 60 ? 60 : s) * 1000;
+}
+
+static void step_done(repl_t *r)
+{
+    pass_free(r);
+    pass(r);
+}
+
+static void refuse(repl_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void refuse(repl_t *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char why[256];
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    if (!r->refused)
+        pv_error("sync", "S3 replication refused: %s", why);
+    r->refused = true;
+    r->lease_held = false;
+    r->checked = false;
+    snprintf(r->st.last_error, sizeof(r->st.last_error), "%s", why);
+    r->st.last_error_ms = pv_now_ms();
+    r->st.failures++;
+    pv_metrics_add(r->app->metrics, PV_M_SYNC_FAILURES, 1);
+    pass_free(r);
+    set_state(r, "refused");
+    r->st.next_retry_ms = pv_now_ms() + 60000; /* look again in a minute */
+    refresh_lag(r);
+    later(r, 60000);
+}
+
+static void lease_put_done(const pv_s3_result_t *res, void *arg);
+
+static int lease_put(repl_t *r, bool if_none_match)
+{
+    char key[sizeof(r->prefix) + 16], host[128] = "";
+    snprintf(key, sizeof(key), "%slease.json", r->prefix);
+    gethostname(host, sizeof(host) - 1);
+    int64_t exp = pv_now_ms() + lease_ttl_ms(r);
+    char t[32];
+    pv_time_format(exp, t);
+    json_t *j = json_pack("{s:s,s:s,s:s,s:I}", "appliance", r->appliance, "host", host,
+                          "expires", t, "expires_ms", (json_int_t)exp);
+    char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!body)
+        return -ENOMEM;
+    /* the body is borrowed until done: keep it in the pass's segment slot */
+    free(r->lease_body);
+    r->lease_body = body;
+    pv_s3_body_t b = {.kind = PV_S3_MEM, .data = body, .len = strlen(body)};
+    pv_s3_put_opts_t o = {.if_none_match = if_none_match, .content_type = "application/json"};
+    int rc = pv_s3_put(r->s3, key, &b, &o, lease_put_done, r);
+    if (rc == 0) {
+        r->in_flight++;
+        r->lease_conditional = if_none_match;
+    }
+    return rc;
+}
+
+static void lease_got(const pv_s3_result_t *res, void *arg)
+{
+    repl_t *r = arg;
+    r->in_flight--;
+    if (r->stopping)
+        return;
+    if (res->rc == -ENOENT) { /* gone meanwhile: take it again */
+        int rc = lease_put(r, true);
+        if (rc < 0) {
+            fail(r, "PUT lease: %s", strerror(-rc));
+            pass_failed(r);
+        }
+        return;
+    }
+    if (res->rc < 0) {
+        fail_s3(r, "GET lease", res);
+        pass_failed(r);
+        return;
+    }
+    json_error_t je;
+    json_t *j = json_loadb((const char *)res->body, res->body_len, 0, &je);
+    const char *owner = json_string_value(json_object_get(j, "appliance"));
+    const char *host = json_string_value(json_object_get(j, "host"));
+    const char *until = json_string_value(json_object_get(j, "expires"));
+    json_int_t exp = json_integer_value(json_object_get(j, "expires_ms"));
+    bool ours = owner && !strcmp(owner, r->appliance);
+    if (!ours && owner && exp > pv_now_ms()) {
+        char why[256];
+        snprintf(why, sizeof(why),
+                 "lease.json is held by appliance %.32s (host %.48s) until %.24s: another pvd "
+                 "replicates to this prefix; give this one another s3_prefix",
+                 owner, host ? host : "?", until ? until : "?");
+        json_decref(j);
+        refuse(r, "%s", why);
+        return;
+    }
+    if (!ours)
+        pv_warn("sync", "taking over %slease.json from appliance %.32s (%s)", r->prefix,
+                owner ? owner : "(unreadable)", owner ? "expired" : "not a lease");
+    json_decref(j);
+    int rc = lease_put(r, false);
+    if (rc < 0) {
+        fail(r, "PUT lease: %s", strerror(-rc));
+        pass_failed(r);
+    }
+}
+
+static int lease_get(repl_t *r)
+{
+    char key[sizeof(r->prefix) + 16];
+    snprintf(key, sizeof(key), "%slease.json", r->prefix);
+    pv_s3_sink_t sink = {.kind = PV_S3_TO_MEM, .max = 4096};
+    int rc = pv_s3_get(r->s3, key, &sink, lease_got, r);
+    if (rc == 0)
+        r->in_flight++;
+    return rc;
+}
+
+static void lease_put_done(const pv_s3_result_t *res, void *arg)
+{
+    repl_t *r = arg;
+    r->in_flight--;
+    if (r->stopping)
+        return;
+    if (res->rc == -EEXIST && r->lease_conditional) { /* taken: whose? */
+        int rc = lease_get(r);
+        if (rc < 0) {
+            fail(r, "GET lease: %s", strerror(-rc));
+            pass_failed(r);
+        }
+        return;
+    }
+    if (res->rc < 0) {
+        fail_s3(r, "PUT lease", res);
+        pass_failed(r);
+        return;
+    }
+    if (!r->lease_held)
+        pv_info("sync", "holding %slease.json (appliance %s)", r->prefix, r->appliance);
+    if (r->refused)
+        r->st.last_error[0] = '\0';
+    r->lease_held = true;
+    r->refused = false;
+    r->lease_renew_ms = pv_now_ms() + lease_ttl_ms(r) / 3;
+    step_done(r);
+}
+
+/* Take the lease (conditional PUT), or renew it (read: still ours? then
+ * write). */
+static void lease_step(repl_t *r)
+{
+    int rc = r->lease_held ? lease_get(r) : lease_put(r, true);
+    if (rc < 0) {
+        fail(r, "lease: %s", strerror(-rc));
+        pass_failed(r);
+    }
+}
+
+static void log_listed(const pv_s3_result_t *res, void *arg)
+{
+    repl_t *r = arg;
+    r->in_flight--;
+    if (r->stopping)
+        return;
+    if (res->rc < 0) {
+        fail_s3(r, "LIST log", res);
+        pass_failed(r);
+        return;
+    }
+    const pv_s3_listing_t *l = res->listing;
+    for (size_t i = 0; l && i < l->n; i++) {
+        const char *name = strrchr(l->objects[i].key, '/');
+        unsigned long long f, last;
+        if (name && sscanf(name + 1, "%20llu-%20llu.msgpack", &f, &last) == 2 && last > r->s3_last)
+            r->s3_last = last;
+    }
+    free(r->list_token);
+    r->list_token = l && l->truncated && l->next_token ? strdup(l->next_token) : NULL;
+    if (l && l->truncated && l->next_token) {
+        if (!r->list_token) {
+            fail(r, "out of memory");
+            pass_failed(r);
+            return;
+        }
+        char prefix[sizeof(r->prefix) + 8];
+        snprintf(prefix, sizeof(prefix), "%slog/", r->prefix);
+        int rc = pv_s3_list(r->s3, prefix, r->list_token, 1000, log_listed, r);
+        if (rc < 0) {
+            fail(r, "LIST log: %s", strerror(-rc));
+            pass_failed(r);
+        } else {
+            r->in_flight++;
+        }
+        return;
+    }
+    refresh_lag(r);
+    if (r->s3_last > r->st.head) {
+        refuse(r, "s3://%s/%slog/ holds changes up to %" PRIu64 " but this store's log ends at %"
+               PRIu64 ": it was restored to an earlier point, or another appliance writes there; "
+               "give this one another s3_prefix", r->app->cfg.s3_bucket, r->prefix, r->s3_last,
+               r->st.head);
+        return;
+    }
+    r->checked = true;
+    step_done(r);
+}
+
+/* Before the first pass: the log in S3 must not go past ours. */
+static void check_prefix(repl_t *r)
+{
+    char prefix[sizeof(r->prefix) + 8];
+    snprintf(prefix, sizeof(prefix), "%slog/", r->prefix);
+    r->s3_last = 0;
+    int rc = pv_s3_list(r->s3, prefix, NULL, 1000, log_listed, r);
+    if (rc < 0) {
+        fail(r, "LIST log: %s", strerror(-rc));
+        pass_failed(r);
+        return;
+    }
+    r->in_flight++;
 }
 
 /* ---------------- a pass ---------------- */
@@ -497,6 +1134,22 @@ static void pass(repl_t *r)
         pass_failed(r);
         return;
     }
+    if (!r->checked) {
+        check_prefix(r);
+        return;
+    }
+    if (!r->lease_held || pv_now_ms() >= r->lease_renew_ms) {
+        lease_step(r);
+        return;
+    }
+    if (!r->snap_known) {
+        snap_lookup(r);
+        return;
+    }
+    if (pv_now_ms() >= r->snap_due_ms) {
+        snap_start(r);
+        return;
+    }
     collect_t cc = {.r = r};
     pv_txn_t txn;
     r->seg = pv_segment_new();
@@ -522,6 +1175,7 @@ static void pass(repl_t *r)
     unique_shas(r);
     set_state(r, "sending");
     refresh_lag(r);
+    r->after_blobs = put_segment;
     blobs_next(r);
 }
 
@@ -605,6 +1259,39 @@ static const pv_actor_def_t repl_def = {"sync", repl_on, REPL_MSG_COUNT};
 
 /* ---------------- start, stop ---------------- */
 
+#define APPLIANCE_ID "appliance/id"
+
+static int make_id(pv_txn_t *txn, void *arg)
+{
+    (void)arg;
+    pv_val_t v;
+    if (pv_txn_get(txn, PV_DB_META, APPLIANCE_ID, strlen(APPLIANCE_ID), &v) == 0)
+        return 0; /* there already */
+    uint8_t id[16];
+    pv_random(id, sizeof(id));
+    return pv_txn_put(txn, PV_DB_META, APPLIANCE_ID, strlen(APPLIANCE_ID), id, sizeof(id), false);
+}
+
+/* This appliance's id (META appliance/id, made once): the lease's owner.
+ * A restore keeps it, so a rebuilt appliance takes its own lease back. */
+static int appliance_id(pv_app_t *app, char hex[33])
+{
+    int rc = pv_store_write_sync(app->store, make_id, NULL);
+    pv_txn_t txn;
+    pv_val_t v;
+    if (rc == 0)
+        rc = pv_txn_begin(app->store, &txn, false);
+    if (rc < 0)
+        return rc;
+    rc = pv_txn_get(&txn, PV_DB_META, APPLIANCE_ID, strlen(APPLIANCE_ID), &v);
+    if (rc == 0 && v.len == 16)
+        pv_hex(v.data, 16, hex);
+    else if (rc == 0)
+        rc = -EIO;
+    pv_txn_abort(&txn);
+    return rc;
+}
+
 int pv_repl_start(pv_app_t *app, char *err, size_t errlen)
 {
     const pv_config_t *cfg = &app->cfg;
@@ -631,6 +1318,12 @@ int pv_repl_start(pv_app_t *app, char *err, size_t errlen)
                                      sizeof(r->region)) < 0 || !r->region[0])
         snprintf(r->region, sizeof(r->region), "us-east-1");
     set_state(r, "idle");
+    int rc = appliance_id(app, r->appliance);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot read or make the appliance id: %s", strerror(-rc));
+        free(r);
+        return rc;
+    }
     r->loop = pv_loop_new("sync");
     r->self = r->loop ? pv_actor_new(r->loop, &repl_def, r) : NULL;
     pv_msg_t *init = r->self ? pv_msg_new(sizeof(*init), REPL_INIT) : NULL;
@@ -644,7 +1337,7 @@ int pv_repl_start(pv_app_t *app, char *err, size_t errlen)
     }
     app->repl = r->self;
     pv_actor_send(r->self, init);
-    int rc = pv_loop_start(r->loop);
+    rc = pv_loop_start(r->loop);
     if (rc < 0) {
         snprintf(err, errlen, "cannot start the sync loop: %s", strerror(-rc));
         return rc; /* pv_repl_free frees the rest */
@@ -679,6 +1372,8 @@ void pv_repl_free(pv_app_t *app)
     pv_s3_free(r->s3);
     pv_curlev_free(r->http);
     pass_free(r);
+    free(r->lease_body);
+    free(r->list_token);
     pv_awscreds_wipe(&r->creds);
     pv_loop_free(r->loop);
     free(r);

@@ -20,13 +20,17 @@ enum pv_repl_op { PV_REPL_STATUS, PV_REPL_PAUSE, PV_REPL_RESUME, PV_REPL_NOW };
 typedef struct pv_repl_status {
     char target[16];          /* "s3" */
     char where[400];          /* s3://bucket/prefix */
-    char state[16];           /* "idle", "sending", "waiting" (after a failure), "paused", "refused" */
+    char state[16];           /* "idle", "sending", "snapshot", "waiting" (after a failure),
+                               * "paused", "refused" */
     uint64_t cursor;          /* last change-log entry durably in S3 */
     uint64_t head;            /* the change log's last entry */
     double lag_seconds;       /* age of the oldest entry not yet in S3; 0 when caught up */
     uint64_t bytes_pending;   /* the blobs of the batch in flight not yet sent */
     uint64_t blobs, blob_bytes, blobs_present, segments; /* since start */
     uint64_t failures;        /* failed passes since start */
+    uint64_t snapshots;       /* snapshots sent since start */
+    uint64_t last_snapshot_seq; /* the last one's sequence (0: none since start) */
+    int64_t last_snapshot_ms; /* when it was sent (0: none since start) */
     char last_error[256];     /* "" when none */
     int64_t last_error_ms;    /* when (epoch ms); 0: never */
     int64_t next_retry_ms;    /* when the next pass runs after a failure (epoch ms); 0: none */

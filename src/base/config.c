@@ -73,6 +73,8 @@ static const pv_config_key_t g_keys[] = {
     {"aws_profile", T_STR, F(aws_profile), "", "profile of the AWS shared credentials and config files (empty: AWS_PROFILE, else default)"},
     {"sync_interval", T_INT, F(sync_interval), "10", "seconds between replication passes once caught up"},
     {"sync_batch", T_INT, F(sync_batch), "1000", "change-log entries in one replicated segment at most"},
+    {"snapshot_interval", T_INT, F(snapshot_interval), "86400", "seconds between store snapshots in S3 (the first one when S3 has none)"},
+    {"snapshot_retention", T_INT, F(snapshot_retention), "7", "snapshots kept in S3; older ones are deleted"},
     {"changelog_trim_seconds", T_INT, F(changelog_trim_seconds), "5", "how often the change log is trimmed below every replication cursor"},
     {"web_root", T_STR, F(web_root), "", "the built web UI (default: ../web beside the pvd binary)"},
 };
@@ -397,8 +399,10 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
         snprintf(err, errlen, "the timeouts and body_min_rate: at least 1");
         return -EINVAL;
     }
-    if (c->sync_interval < 1 || c->sync_batch < 1 || c->sync_batch > 100000) {
-        snprintf(err, errlen, "sync_interval: at least 1; sync_batch: 1 to 100000");
+    if (c->sync_interval < 1 || c->sync_batch < 1 || c->sync_batch > 100000 ||
+        c->snapshot_interval < 10 || c->snapshot_retention < 1) {
+        snprintf(err, errlen, "sync_interval: at least 1; sync_batch: 1 to 100000; "
+                 "snapshot_interval: at least 10; snapshot_retention: at least 1");
         return -EINVAL;
     }
     if (c->s3_endpoint[0] && strncmp(c->s3_endpoint, "http://", 7) && strncmp(c->s3_endpoint, "https://", 8)) {

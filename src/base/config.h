@@ -73,6 +73,8 @@ typedef struct pv_config {
     char aws_profile[64];           /* shared files' profile */
     int sync_interval;              /* seconds between passes when caught up */
     int sync_batch;                 /* entries per segment */
+    int snapshot_interval;          /* seconds between S3 snapshots */
+    int snapshot_retention;         /* snapshots kept */
     char web_root[PATH_MAX];        /* the built web UI, or "" for the default */
 } pv_config_t;
 

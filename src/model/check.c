@@ -36,6 +36,7 @@ typedef struct ck {
     pv_store_t *store;
     pv_check_t *out;
     EVP_MD_CTX *md;
+    EVP_MD_CTX *db_md;      /* the database being hashed, alone */
     int db;                 /* the database being hashed */
     ref_t *refs;            /* references the records make */
     size_t n_refs, cap_refs;
@@ -78,11 +79,15 @@ static int hash_one(void *arg, const pv_val_t *key, const pv_val_t *val)
     pv_be64_put(head, key->len);
     head[8] = (uint8_t)k->db;
     head[9] = head[10] = head[11] = 0;
-    EVP_DigestUpdate(k->md, head, sizeof(head));
-    EVP_DigestUpdate(k->md, key->data, key->len);
-    pv_be64_put(head, val->len);
-    EVP_DigestUpdate(k->md, head, 8);
-    EVP_DigestUpdate(k->md, val->data, val->len);
+    EVP_MD_CTX *mds[2] = {k->md, k->db_md};
+    for (int i = 0; i < 2; i++) {
+        pv_be64_put(head, key->len);
+        EVP_DigestUpdate(mds[i], head, sizeof(head));
+        EVP_DigestUpdate(mds[i], key->data, key->len);
+        pv_be64_put(head, val->len);
+        EVP_DigestUpdate(mds[i], head, 8);
+        EVP_DigestUpdate(mds[i], val->data, val->len);
+    }
     k->out->records++;
     return 0;
 }
@@ -92,10 +97,21 @@ static int digest(ck_t *k)
     k->md = EVP_MD_CTX_new();
     if (!k->md || !EVP_DigestInit_ex(k->md, EVP_sha256(), NULL))
         return -ENOMEM;
+    k->db_md = EVP_MD_CTX_new();
+    if (!k->db_md)
+        return -ENOMEM;
     int rc = 0;
-    for (k->db = 0; k->db < PV_DB_COUNT && rc == 0; k->db++)
-        rc = pv_txn_scan(k->txn, k->db, NULL, 0, NULL, 0, false, hash_one, k);
     uint8_t sum[32];
+    for (k->db = 0; k->db < PV_DB_COUNT && rc == 0; k->db++) {
+        if (!EVP_DigestInit_ex(k->db_md, EVP_sha256(), NULL))
+            rc = -ENOMEM;
+        if (rc == 0)
+            rc = pv_txn_scan(k->txn, k->db, NULL, 0, NULL, 0, false, hash_one, k);
+        if (rc == 0 && !EVP_DigestFinal_ex(k->db_md, sum, NULL))
+            rc = -ENOMEM;
+        if (rc == 0)
+            pv_hex(sum, 32, k->out->db_digest[k->db]);
+    }
     if (rc == 0 && !EVP_DigestFinal_ex(k->md, sum, NULL))
         rc = -ENOMEM;
     if (rc == 0)
@@ -503,6 +519,7 @@ int pv_check_store(pv_store_t *store, pv_check_t *out)
     if (rc == 0 && out->text.failed)
         rc = -ENOMEM;
     EVP_MD_CTX_free(k.md);
+    EVP_MD_CTX_free(k.db_md);
     free(k.refs);
     free(k.last);
     return rc;

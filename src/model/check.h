@@ -35,6 +35,8 @@ typedef struct pv_check {
     int problems;          /* invariants found broken */
     pv_sb_t text;          /* one line per problem (the first few) */
     char digest[65];       /* hex SHA-256 over every database's entries */
+    char db_digest[PV_DB_COUNT][65]; /* the same, one database at a time (a restore
+                                      * compares the records' and indexes' ones) */
     uint64_t records;      /* entries over every database */
     uint64_t blobs;        /* referenced blobs (PV_DB_BLOBS entries) */
     uint64_t changes;      /* change log entries */

@@ -35,6 +35,8 @@
 #define BLOCK 512
 #define COPY_BUF (256 * 1024)
 #define STAGE_PREFIX "backup-"
+#define SNAPSHOT_PREFIX "snapshot-" /* in DATA/tmp: swept at start like the rest */
+#define SNAPSHOT_STAGE "snapstage-"
 
 /* POSIX ustar header */
 typedef struct tar_hdr {
@@ -270,6 +272,8 @@ typedef struct backup_job {
     pv_store_t *store;
     const char *data_dir, *tls_cert, *tls_key, *path;
     bool blobs;
+    const char *stage;            /* staged files' prefix in tmp_dir: a backup's and a
+                                   * snapshot's never meet */
     char tmp_dir[PATH_MAX];
     char blobs_dir[PATH_MAX];
     names_t names;
@@ -280,7 +284,7 @@ typedef struct backup_job {
 
 static void stage_path(const backup_job_t *j, const char *what, char *out, size_t outlen)
 {
-    pathf(out, outlen, "%s/" STAGE_PREFIX "%s", j->tmp_dir, what);
+    pathf(out, outlen, "%s/%s%s", j->tmp_dir, j->stage, what);
 }
 
 static void blob_path(const backup_job_t *j, const char *hex, char *out, size_t outlen)
@@ -288,14 +292,14 @@ static void blob_path(const backup_job_t *j, const char *hex, char *out, size_t 
     pathf(out, outlen, "%s/%.2s/%s", j->blobs_dir, hex, hex);
 }
 
-static void stage_clean(const char *tmp_dir)
+static void stage_clean(const char *tmp_dir, const char *stage)
 {
     DIR *d = opendir(tmp_dir);
     if (!d)
         return;
     struct dirent *e;
     while ((e = readdir(d)) != NULL)
-        if (strncmp(e->d_name, STAGE_PREFIX, strlen(STAGE_PREFIX)) == 0)
+        if (strncmp(e->d_name, stage, strlen(stage)) == 0)
             unlinkat(dirfd(d), e->d_name, 0);
     closedir(d);
 }
@@ -485,16 +489,16 @@ static int backup_run(backup_job_t *j)
     return pv_fsync_dir(dir);
 }
 
-int pv_backup_write(pv_store_t *store, const char *data_dir, const char *tls_cert,
-                    const char *tls_key, const char *path, bool blobs, pv_backup_info_t *info,
-                    char *err, size_t errlen)
+static int backup_write(pv_store_t *store, const char *data_dir, const char *tls_cert,
+                        const char *tls_key, const char *path, bool blobs, bool own_tmp,
+                        pv_backup_info_t *info, char *err, size_t errlen)
 {
     int64_t t0 = pv_mono_us();
     memset(info, 0, sizeof(*info));
     err[0] = '\0';
     if (!path || path[0] != '/')
         return errf(-EINVAL, err, errlen, "the backup path must be absolute");
-    int rc = check_target(path, data_dir, err, errlen);
+    int rc = own_tmp ? 0 : check_target(path, data_dir, err, errlen);
     if (rc < 0)
         return rc;
     backup_job_t j = {.store = store, .data_dir = data_dir, .tls_cert = tls_cert,
@@ -503,13 +507,33 @@ int pv_backup_write(pv_store_t *store, const char *data_dir, const char *tls_cer
     snprintf(j.tmp_dir, sizeof(j.tmp_dir), "%s", pv_store_tmp_dir(store));
     if (snprintf(j.blobs_dir, sizeof(j.blobs_dir), "%s/blobs", data_dir) >= PATH_MAX - 72)
         return errf(-ENAMETOOLONG, err, errlen, "data_dir is too long");
-    stage_clean(j.tmp_dir); /* a crashed earlier backup's links */
+    j.stage = own_tmp ? SNAPSHOT_STAGE : STAGE_PREFIX;
+    stage_clean(j.tmp_dir, j.stage); /* a crashed earlier backup's links */
     rc = backup_run(&j);
-    stage_clean(j.tmp_dir);
+    stage_clean(j.tmp_dir, j.stage);
     free(j.names.v);
     info->files = 2 + info->blobs; /* manifest, store, blobs (+ keys and TLS) */
     info->seconds = (double)(pv_mono_us() - t0) / 1e6;
     return rc;
+}
+
+int pv_backup_write(pv_store_t *store, const char *data_dir, const char *tls_cert,
+                    const char *tls_key, const char *path, bool blobs, pv_backup_info_t *info,
+                    char *err, size_t errlen)
+{
+    return backup_write(store, data_dir, tls_cert, tls_key, path, blobs, false, info, err,
+                        errlen);
+}
+
+int pv_snapshot_write(pv_store_t *store, const char *data_dir, const char *tls_cert,
+                      const char *tls_key, const char *name, char *path, size_t pathlen,
+                      pv_backup_info_t *info, char *err, size_t errlen)
+{
+    if (snprintf(path, pathlen, "%s/%s%s", pv_store_tmp_dir(store), SNAPSHOT_PREFIX, name) >=
+        (int)pathlen)
+        return errf(-ENAMETOOLONG, err, errlen, "path too long");
+    return backup_write(store, data_dir, tls_cert, tls_key, path, false, true, info, err,
+                        errlen);
 }
 
 /* ---------------- restore: the strict reader ---------------- */

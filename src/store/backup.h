@@ -43,6 +43,13 @@ int pv_backup_write(pv_store_t *store, const char *data_dir, const char *tls_cer
                     const char *tls_key, const char *path, bool blobs,
                     pv_backup_info_t *info, char *err, size_t errlen);
 
+/* The same archive without blobs, for the S3 snapshots: written to
+ * DATA/tmp/snapshot-NAME (path: where), which the caller uploads and
+ * removes (a crash leaves it to the store's sweep of DATA/tmp). */
+int pv_snapshot_write(pv_store_t *store, const char *data_dir, const char *tls_cert,
+                      const char *tls_key, const char *name, char *path, size_t pathlen,
+                      pv_backup_info_t *info, char *err, size_t errlen);
+
 /* Extract a backup into data_dir, which must not hold a store yet. Only
  * the names listed above are accepted; blob files are checked against
  * their SHA-256 names. pvd must not be running on data_dir. */

@@ -484,6 +484,20 @@ int pv_txn_del(pv_txn_t *txn, int db, const void *key, size_t klen)
     return change_append(txn, db, &k, NULL);
 }
 
+int pv_txn_clear(pv_txn_t *txn, int db)
+{
+    int rc = txn_check(txn, db, true);
+    if (rc)
+        return rc;
+    if (store_dbs[db].kind || db == PV_DB_META || db == PV_DB_CHANGES)
+        return -EINVAL; /* the log and what it logs are never emptied wholesale */
+    rc = mdb_drop(txn->mdb, txn->store->dbi[db], 0);
+    if (rc)
+        return txn_fail(txn, rc);
+    txn_deleted(txn);
+    return 0;
+}
+
 static bool has_prefix(const MDB_val *k, const void *prefix, size_t plen)
 {
     return plen == 0 ||

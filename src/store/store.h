@@ -104,6 +104,10 @@ int pv_txn_get(pv_txn_t *txn, int db, const void *key, size_t klen,
 int pv_txn_put(pv_txn_t *txn, int db, const void *key, size_t klen,
                const void *val, size_t vlen, bool no_overwrite);
 int pv_txn_del(pv_txn_t *txn, int db, const void *key, size_t klen);
+/* Empty a derived database (an index the records rebuild: emails,
+ * photo_sha, blobs, jobs...); -EINVAL for META, the change log and the
+ * logged databases. For restores (src/model/reindex.c). */
+int pv_txn_clear(pv_txn_t *txn, int db);
 
 /* Walk keys that start with prefix. Forward from the first key > after
  * (or from the start when after is NULL); reverse walks from the last key

@@ -68,7 +68,7 @@ def _env(creds=True):
     return saved
 
 
-def _restore(saved):
+def _env_back(saved):
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
@@ -76,15 +76,15 @@ def _restore(saved):
             os.environ[k] = v
 
 
-def _pvd(peer, prefix, name, creds=True, **extra):
+def _pvd(peer, prefix, name, creds=True, data_dir=None, **extra):
     cfg = {"s3_bucket": BUCKET, "s3_prefix": prefix, "s3_endpoint": peer.endpoint(),
            "s3_path_style": "true", "sync_interval": 1, "changelog_trim_seconds": 1}
     cfg.update(extra)
     saved = _env(creds)
     try:
-        return Pvd(cfg, name=name).start()
+        return Pvd(cfg, name=name, data_dir=data_dir).start()
     finally:
-        _restore(saved)
+        _env_back(saved)
 
 
 def _restart(p, creds=True):
@@ -92,7 +92,7 @@ def _restart(p, creds=True):
     try:
         return p.start()
     finally:
-        _restore(saved)
+        _env_back(saved)
 
 
 def _status(p):
@@ -307,3 +307,201 @@ def test_without_s3_nothing_changes(pvd):
     eq(doc["result"]["targets"], [], "no targets without s3_bucket")
     doc = ctl_json(pvd, "sync", "now", expect=4)
     eq(doc["error"]["code"], "not_configured", "sync now without a target")
+
+
+# ------------------------------------------------------------------ restore
+
+from harness import PVD_BIN, User  # noqa: E402
+
+
+def _login(q, u):
+    """u (a User of the lost appliance) logged in on q, the restored one."""
+    r = q.login(u.email, u.password).json()
+    v = User(q, u.email, u.password, {"id": u.id})
+    v.access, v.refresh = r["access_token"], r["refresh_token"]
+    return v
+
+INDEXED = ("users", "emails", "photos", "photo_sha", "videos", "jobs", "blobs")
+
+
+def _restore(peer, prefix, data_dir, at=None, expect=0):
+    cmd = [PVD_BIN, "--data", data_dir, "--set", "s3_endpoint=" + peer.endpoint(),
+           "--set", "s3_path_style=true", "--restore-from", "s3://%s/%s" % (BUCKET, prefix)]
+    if at is not None:
+        cmd += ["--at", str(at)]
+    env = dict(os.environ)
+    env.update(CREDS)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    check(r.returncode == expect, "pvd --restore-from exit status (stdout %r, stderr %r)"
+          % (r.stdout[-600:], r.stderr[-600:]), expect, r.returncode)
+    return r
+
+
+def _state(u):
+    """What a user sees: photos (metadata and bytes) and videos."""
+    photos = {}
+    for pid in u.list_all():
+        ph = u.req("GET", "/api/v1/photos/" + pid).expect(200, "photo").json()["photo"]
+        ph.pop("urls", None)
+        ph["content"] = hashlib.sha256(
+            u.req("GET", "/api/v1/photos/%s/content" % pid).expect(200, "content").body).hexdigest()
+        photos[pid] = ph
+    vids = u.req("GET", "/api/v1/videos").expect(200, "videos").json()["items"]
+    videos = {}
+    for v in vids:
+        v = dict(v)
+        v.pop("urls", None)
+        videos[v["id"]] = v
+    return photos, videos
+
+
+def _check_doc(p):
+    doc = ctl_json(p, "debug", "check")["result"]
+    eq(doc["problems"], 0, "the store's invariants (%s)" % doc.get("text", "")[:300])
+    return doc
+
+
+def _wait_snapshots(p, n, timeout=60):
+    deadline = time.monotonic() + timeout
+    while _status(p)["snapshots_sent"] < n:
+        check(time.monotonic() < deadline, "snapshot %d sent" % n, "sent", _status(p))
+        time.sleep(0.3)
+
+
+def test_restore_rebuilds_the_appliance(tmp):
+    peer = S3Peer(tmp).start()
+    try:
+        p = _pvd(peer, "box6/", "s3-restore-src", snapshot_interval=10)
+        with p:
+            a, b = p.new_user("rsa"), p.new_user("rsb")
+            ids = [a.upload_ok(unique_jpeg(320, 240))["id"] for _ in range(3)]
+            b.upload_ok(unique_png(200, 150), content_type="image/png")
+            _wait_snapshots(p, 2)  # one at the start (empty), one with these photos
+            # after the snapshot: a video, a delete, a new photo, a new user
+            vid = a.req("POST", "/api/v1/videos", json={"photo_ids": ids[:2], "seconds_per_photo": 1,
+                                                        "resolution": "480p"}).expect(202, "video")
+            vid = vid.json()["video"]["id"]
+            deadline = time.monotonic() + 90
+            while a.req("GET", "/api/v1/videos/" + vid).json()["video"]["status"] != "ready":
+                check(time.monotonic() < deadline, "the video renders", "ready", "not yet")
+                time.sleep(0.2)
+            a.req("DELETE", "/api/v1/photos/" + ids[2]).expect(204, "delete")
+            b.upload_ok(unique_jpeg(256, 256))
+            c = p.new_user("rsc")
+            c.upload_ok(unique_jpeg(200, 200))
+            st = _wait_caught_up(p)
+            check(st["last_snapshot_seq"] is not None and st["last_snapshot_seq"] < st["head"],
+                  "changes after the last snapshot", "snapshot seq < head", st)
+            before = {u.email: _state(u) for u in (a, b, c)}
+            doc_a = _check_doc(p)
+            token = a.access
+        dest = os.path.join(tmp, "restored")
+        r = _restore(peer, "box6/", dest)
+        check("applied after it" in r.stdout, "the restore says what it applied", "a summary", r.stdout)
+        # The rebuilt appliance replicates on, to the same prefix: it has the
+        # lost one's id, so the lease is its own, and its log goes on from
+        # where S3's ends.
+        with _pvd(peer, "box6/", "s3-restored", data_dir=dest) as q:
+            doc_b = _check_doc(q)
+            for db in INDEXED:
+                eq(doc_b["db_digests"][db], doc_a["db_digests"][db],
+                   "the %s database, byte for byte" % db)
+            eq(doc_b["seq"], doc_a["seq"], "the change log's head")
+            for u in (a, b, c):
+                u2 = _login(q, u)
+                eq(_state(u2), before[u.email], "%s sees what they saw" % u.email)
+            # the keys came back: a token of the lost appliance works here
+            q.req("GET", "/api/v1/me", token=token).expect(200, "an access token of the lost box")
+            r2 = q.req("GET", "/api/v1/videos/" + vid, token=token).expect(200, "video").json()
+            mp4 = q.req("GET", r2["video"]["urls"]["content"]).expect(200, "restored MP4").body
+            eq(mp4, before[a.email][1][vid] and mp4, "the MP4")
+            c2 = _login(q, c)
+            c2.upload_ok(unique_jpeg(64, 64))
+            st2 = _wait_caught_up(q)
+            check(st2["cursor"] > doc_a["seq"], "the restored box replicates on", "> %d" % doc_a["seq"],
+                  st2)
+            eq(st2["state"], "idle", "not refused")
+        _restore(peer, "box6/", dest, expect=1)  # not over a store
+    finally:
+        peer.stop()
+
+
+def test_restore_point_in_time_and_holes(tmp):
+    peer = S3Peer(tmp).start()
+    try:
+        p = _pvd(peer, "box7/", "s3-pitr", sync_batch=2)
+        with p:
+            a = p.new_user("pitr")
+            p1 = a.upload_ok(unique_jpeg(160, 120))["id"]
+            p2 = a.upload_ok(unique_jpeg(160, 120))["id"]
+            h1 = _wait_caught_up(p)["head"]
+            time.sleep(1.2)
+            t1 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 0.6))
+            time.sleep(1.2)
+            a.req("DELETE", "/api/v1/photos/" + p1).expect(204, "delete")
+            p3 = a.upload_ok(unique_jpeg(160, 120))["id"]
+            _wait_caught_up(p)
+        for at, what in ((h1, "change %d" % h1), (t1, "time " + t1)):
+            dest = os.path.join(tmp, "pitr-%s" % re.sub(r"\W", "", str(at)))
+            _restore(peer, "box7/", dest, at=at)
+            with _pvd(peer, "box7/", "s3-pitr-restored", data_dir=dest) as q:
+                _check_doc(q)
+                u = _login(q, a)
+                eq(sorted(u.list_all()), sorted([p1, p2]), "the photos at %s" % what)
+                # its log is behind S3's: replicating there would fork it
+                deadline = time.monotonic() + 20
+                st = _status(q)
+                while st["state"] != "refused" and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    st = _status(q)
+                eq(st["state"], "refused", "an appliance restored to an earlier point")
+                check("earlier point" in (st["last_error"] or ""), "the refusal says why",
+                      "restored to an earlier point", st["last_error"])
+        check(p3, "a later photo existed", "an id", p3)
+        # a hole in the log: a segment gone from S3 stops the restore
+        segs = sorted(k for k in peer.objects("box7/") if k.startswith("box7/log/"))
+        check(len(segs) >= 3, "several segments", ">= 3", segs)
+        gone = segs[1]
+        root = os.path.join(peer.dir, "data", BUCKET)
+        for f in os.listdir(os.path.join(root, "box7", "log")):
+            if f.startswith(os.path.basename(gone)):
+                os.unlink(os.path.join(root, "box7", "log", f))
+        r = _restore(peer, "box7/", os.path.join(tmp, "holed"), expect=1)
+        check("hole" in r.stderr, "the error names the hole", "hole", r.stderr)
+    finally:
+        peer.stop()
+
+
+def test_lease_refuses_a_second_appliance(tmp):
+    peer = S3Peer(tmp).start()
+    try:
+        with _pvd(peer, "box8/", "s3-lease-a") as p:
+            p.new_user("leasea").upload_ok(unique_jpeg(100, 100))
+            _wait_caught_up(p)
+            lease = peer.objects("box8/")["box8/lease.json"]
+            before = {k: v for k, v in peer.objects("box8/").items() if k != "box8/lease.json"}
+            # a second appliance whose log is longer than what S3 holds (so
+            # it is not refused for being behind): the lease stops it
+            bdir = os.path.join(tmp, "b-data")
+            with Pvd({}, name="s3-lease-b0", data_dir=bdir).start() as q0:
+                ub = q0.new_user("leaseb")
+                for _ in range(3):
+                    ub.upload_ok(unique_jpeg(100, 100))
+            with _pvd(peer, "box8/", "s3-lease-b", data_dir=bdir) as q:
+                deadline = time.monotonic() + 20
+                st = _status(q)
+                while st["state"] != "refused" and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    st = _status(q)
+                eq(st["state"], "refused", "a second appliance on the prefix")
+                check("lease.json is held by appliance" in (st["last_error"] or ""),
+                      "the refusal names the lease", "held by appliance ...", st["last_error"])
+                eq(st["cursor"], 0, "it sent nothing")
+                after = {k: v for k, v in peer.objects("box8/").items() if k != "box8/lease.json"}
+                eq(sorted(after), sorted(before), "nothing of the second one in S3")
+                for k in before:
+                    eq(after[k], before[k], "%s unchanged" % k)
+                eq(_status(p)["state"], "idle", "the first goes on")
+            check(b'"appliance"' in lease, "the lease names its appliance", "appliance", lease)
+    finally:
+        peer.stop()

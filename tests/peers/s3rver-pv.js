@@ -9,8 +9,11 @@
  * MethodNotAllowed). The replicator resumes an upload cut short from
  * ListParts, so this adds the two, in the shape AWS documents, over
  * s3rver's own upload folder (DIR/BUCKET/.../uploads/ID/N and N.md5).
- * Everything else, conditional writes included, is s3rver's own
- * behaviour: tests that check what s3rver does are checking s3rver.
+ * s3rver 3 also ignores If-None-Match: * on PUT (AWS has honoured it
+ * since 2024: 412 PreconditionFailed when the key exists); pvd's
+ * replication lease takes its object with it, so this adds that too.
+ * Everything else is s3rver's own behaviour: tests that check what
+ * s3rver does are checking s3rver.
  *
  * --watch-pid PID: exit when that process is gone, so a test that dies
  * cannot leave a server behind.
@@ -112,6 +115,19 @@ async function multipartExtras(ctx, next) {
   return abortUpload(ctx, m[1], ctx.query.uploadId);
 }
 server.middleware.splice(server.middleware.length - 1, 0, multipartExtras);
+
+/* PUT with If-None-Match: * of a key that exists: 412, as AWS answers. */
+async function ifNoneMatch(ctx, next) {
+  const m = /^\/([^/]+)\/(.+)$/.exec(ctx.path);
+  if (ctx.method !== 'PUT' || !m || ctx.get('if-none-match') !== '*' ||
+      ctx.query.uploadId !== undefined) return next();
+  if (await server.store.existsObject(m[1], decodeURIComponent(m[2]))) {
+    throw new S3Error('PreconditionFailed',
+      'At least one of the pre-conditions you specified did not hold', { Condition: 'If-None-Match' });
+  }
+  return next();
+}
+server.middleware.splice(server.middleware.length - 1, 0, ifNoneMatch);
 
 function writePortFile(port) {
   const tmp = `${args['port-file']}.tmp`;
