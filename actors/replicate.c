@@ -16,6 +16,12 @@
  *   3. then the cursor moves to LAST, through the store writer.
  * Caught up, the next pass is sync_interval later; behind, at once.
  *
+ * A blob past s3_multipart_threshold goes up in parts of s3_part_size, one
+ * part at a time, each with its Content-MD5; the upload's id is kept in
+ * META (sync/s3/mpu/<sha256>) from its creation to its completion, so a
+ * pass cut short, or a pvd killed, resumes it: ListParts, then only the
+ * parts S3 lacks.
+ *
  * Delivery is at least once: a pass cut short (S3 down, pvd killed) is
  * sent again from the cursor, and every write is idempotent (blob keys are
  * content hashes; a segment sent again has the same first entry and may
@@ -41,7 +47,7 @@
  * pvctl backup without blobs, made on the work pool), uploaded as
  * PREFIX/snapshots/SEQ-MS.tar (SEQ: the change-log head when the copy
  * began, so that the copy holds at least every entry up to it; MS: when),
- * in one PUT or, past SNAP_SINGLE_MAX, a multipart upload. Before it, every
+ * in one PUT or, past s3_multipart_threshold, a multipart upload. Before it, every
  * blob the store holds is made sure of (HEAD, PUT when absent), a page of
  * PV_DB_BLOBS at a time: blobs of records older than the first replicated
  * entry reach S3 this way. Then the oldest snapshots beyond
@@ -77,8 +83,7 @@
 #define BACKOFF_FIRST_MS 1000
 #define BACKOFF_MAX_MS 300000
 #define BLOB_PAGE 256                  /* PV_DB_BLOBS keys a snapshot checks at a time */
-#define SNAP_SINGLE_MAX (32LL << 20)   /* larger snapshots go up in parts */
-#define SNAP_PART (16LL << 20)
+
 
 enum {
     REPL_INIT = PV_REPL_PUBLIC_COUNT, /* first message on the loop: make the client */
@@ -94,7 +99,22 @@ typedef struct blob_job {
     char path[PATH_MAX];
     char hex[65];
     uint64_t size;          /* the local file's, for bytes_pending */
+    /* a multipart upload (past s3_multipart_threshold) */
+    char upload_id[PV_S3_UPLOAD_ID_MAX];
+    pv_s3_part_t *parts;    /* [n_parts]: number 0 until that part is in S3 */
+    int n_parts, next;
+    int64_t part_size;
 } blob_job_t;
+
+/* META: a multipart upload under way, by blob, so that a pvd killed in
+ * the middle resumes it (ListParts) rather than start again. */
+#define MPU_META "sync/s3/mpu/"
+
+typedef struct mpu_meta {
+    pv_store_req_t sreq;    /* answered to the actor: mpu_meta_done() */
+    char key[sizeof(MPU_META) + 64];
+    char upload_id[PV_S3_UPLOAD_ID_MAX]; /* "" deletes */
+} mpu_meta_t;
 
 typedef struct snap_job {
     pv_msg_t msg;           /* work pool: answered to the actor: snap_made() */
@@ -396,6 +416,7 @@ static void blob_end(blob_job_t *j)
     repl_t *r = j->r;
     r->in_flight--;
     r->st.bytes_pending -= j->size <= r->st.bytes_pending ? j->size : r->st.bytes_pending;
+    free(j->parts);
     free(j);
     if (!r->stopping)
         blobs_next(r);
@@ -416,6 +437,206 @@ static void blob_put_done(const pv_s3_result_t *res, void *arg)
     blob_end(j);
 }
 
+/* ---- a blob in parts ---- */
+
+static void mpu_meta_done(pv_msg_t *msg)
+{
+    /* Best effort: without the record a crash restarts the upload; with a
+     * stale one, ListParts says it is gone and a new one starts. */
+    pv_msg_free(msg);
+}
+
+static int mpu_meta_apply(pv_txn_t *txn, void *arg)
+{
+    mpu_meta_t *m = arg;
+    size_t kl = strlen(m->key);
+    if (!m->upload_id[0]) {
+        int rc = pv_txn_del(txn, PV_DB_META, m->key, kl);
+        return rc == -ENOENT ? 0 : rc;
+    }
+    return pv_txn_put(txn, PV_DB_META, m->key, kl, m->upload_id, strlen(m->upload_id), false);
+}
+
+/* Record (or with id NULL, forget) the blob's upload id. */
+static void mpu_meta_save(repl_t *r, const blob_job_t *j, const char *id)
+{
+    mpu_meta_t *m = pv_msg_new(sizeof(*m), 0);
+    if (!m)
+        return;
+    snprintf(m->key, sizeof(m->key), MPU_META "%s", j->hex);
+    snprintf(m->upload_id, sizeof(m->upload_id), "%s", id ? id : "");
+    m->sreq.apply = mpu_meta_apply;
+    m->sreq.arg = m;
+    pv_msg_expect(&m->sreq.msg, r->self, mpu_meta_done);
+    pv_store_submit(r->app->store, &m->sreq);
+}
+
+static void blob_part_next(blob_job_t *j);
+
+static void blob_mpu_completed(const pv_s3_result_t *res, void *arg)
+{
+    blob_job_t *j = arg;
+    repl_t *r = j->r;
+    if (res->rc == 0) {
+        r->st.blobs++;
+        r->st.blob_bytes += j->size;
+        pv_metrics_add(r->app->metrics, PV_M_SYNC_BLOBS, 1);
+        pv_metrics_add(r->app->metrics, PV_M_SYNC_BYTES, (long long)j->size);
+        if (!r->stopping)
+            mpu_meta_save(r, j, NULL);
+    } else {
+        fail_s3(r, "complete a blob's multipart upload", res);
+    }
+    blob_end(j);
+}
+
+static void blob_part_done(const pv_s3_result_t *res, void *arg)
+{
+    blob_job_t *j = arg;
+    repl_t *r = j->r;
+    if (res->rc < 0) { /* the upload stays: the next pass resumes it */
+        fail_s3(r, "PUT blob part", res);
+        blob_end(j);
+        return;
+    }
+    pv_s3_part_t *p = &j->parts[j->next];
+    p->number = j->next + 1;
+    p->size = res->size;
+    snprintf(p->etag, sizeof(p->etag), "%s", res->etag);
+    j->next++;
+    blob_part_next(j);
+}
+
+static void blob_part_next(blob_job_t *j)
+{
+    repl_t *r = j->r;
+    while (j->next < j->n_parts && j->parts[j->next].number) /* in S3 already */
+        j->next++;
+    if (r->failed || r->stopping) {
+        blob_end(j);
+        return;
+    }
+    int rc;
+    if (j->next == j->n_parts) {
+        rc = pv_s3_mpu_complete(r->s3, j->key, j->upload_id, j->parts, (size_t)j->n_parts,
+                                blob_mpu_completed, j);
+    } else if (pv_fail("repl_part")) {
+        rc = -EIO;
+    } else {
+        int64_t off = (int64_t)j->next * j->part_size;
+        int64_t len = (int64_t)j->size - off < j->part_size ? (int64_t)j->size - off : j->part_size;
+        pv_s3_body_t body = {.kind = PV_S3_PATH, .path = j->path, .offset = off, .length = len};
+        rc = pv_s3_mpu_part(r->s3, j->key, j->upload_id, j->next + 1, &body, blob_part_done, j);
+    }
+    if (rc < 0) {
+        fail(r, "blob %.12s... in parts: %s", j->hex, strerror(-rc));
+        blob_end(j);
+    }
+}
+
+static int blob_parts_alloc(blob_job_t *j)
+{
+    j->part_size = (int64_t)j->r->app->cfg.s3_part_size;
+    j->n_parts = pv_s3_part_count((int64_t)j->size, j->part_size);
+    j->parts = j->n_parts > 0 ? calloc((size_t)j->n_parts, sizeof(*j->parts)) : NULL;
+    return j->parts ? 0 : j->n_parts > 0 ? -ENOMEM : -EINVAL;
+}
+
+static void blob_mpu_created(const pv_s3_result_t *res, void *arg)
+{
+    blob_job_t *j = arg;
+    repl_t *r = j->r;
+    if (res->rc < 0 || !res->upload_id) {
+        fail_s3(r, "start a blob's multipart upload", res);
+        blob_end(j);
+        return;
+    }
+    snprintf(j->upload_id, sizeof(j->upload_id), "%s", res->upload_id);
+    if (!r->stopping)
+        mpu_meta_save(r, j, j->upload_id);
+    int rc = blob_parts_alloc(j);
+    if (rc < 0) {
+        fail(r, "blob %.12s... in parts: %s", j->hex, strerror(-rc));
+        blob_end(j);
+        return;
+    }
+    blob_part_next(j);
+}
+
+static void blob_mpu_create(blob_job_t *j)
+{
+    int rc = pv_s3_mpu_create(j->r->s3, j->key, NULL, blob_mpu_created, j);
+    if (rc < 0) {
+        fail(j->r, "start a blob's multipart upload: %s", strerror(-rc));
+        blob_end(j);
+    }
+}
+
+/* ListParts of the upload a pass before left: keep the parts of the
+ * right size, send the others. */
+static void blob_parts_listed(const pv_s3_result_t *res, void *arg)
+{
+    blob_job_t *j = arg;
+    repl_t *r = j->r;
+    if (res->rc == -ENOENT) { /* completed or aborted meanwhile: start again */
+        j->upload_id[0] = '\0';
+        blob_mpu_create(j);
+        return;
+    }
+    if (res->rc < 0) {
+        fail_s3(r, "list a blob's uploaded parts", res);
+        blob_end(j);
+        return;
+    }
+    int rc = blob_parts_alloc(j);
+    if (rc < 0) {
+        fail(r, "blob %.12s... in parts: %s", j->hex, strerror(-rc));
+        blob_end(j);
+        return;
+    }
+    for (size_t i = 0; res->parts && i < res->parts->n; i++) {
+        const pv_s3_part_t *p = &res->parts->v[i];
+        if (p->number < 1 || p->number > j->n_parts)
+            continue;
+        int64_t off = (int64_t)(p->number - 1) * j->part_size;
+        int64_t want = (int64_t)j->size - off < j->part_size ? (int64_t)j->size - off : j->part_size;
+        if (p->size != want)
+            continue; /* cut short: sent again */
+        j->parts[p->number - 1] = *p;
+        r->st.parts_resumed++;
+    }
+    j->next = 0;
+    blob_part_next(j);
+}
+
+/* A blob past the threshold: resume its upload if META knows one, else
+ * start one. */
+static void blob_mpu(blob_job_t *j)
+{
+    repl_t *r = j->r;
+    char mkey[sizeof(MPU_META) + 64];
+    snprintf(mkey, sizeof(mkey), MPU_META "%s", j->hex);
+    pv_txn_t txn;
+    pv_val_t v;
+    if (pv_txn_begin(r->app->store, &txn, false) == 0) {
+        if (pv_txn_get(&txn, PV_DB_META, mkey, strlen(mkey), &v) == 0 && v.len > 0 &&
+            v.len < sizeof(j->upload_id)) {
+            memcpy(j->upload_id, v.data, v.len);
+            j->upload_id[v.len] = '\0';
+        }
+        pv_txn_abort(&txn);
+    }
+    int rc = 0;
+    if (j->upload_id[0])
+        rc = pv_s3_mpu_list_parts(r->s3, j->key, j->upload_id, 0, blob_parts_listed, j);
+    else
+        blob_mpu_create(j);
+    if (rc < 0) {
+        fail(r, "list a blob's uploaded parts: %s", strerror(-rc));
+        blob_end(j);
+    }
+}
+
 static void blob_head_done(const pv_s3_result_t *res, void *arg)
 {
     blob_job_t *j = arg;
@@ -424,6 +645,9 @@ static void blob_head_done(const pv_s3_result_t *res, void *arg)
         r->st.blobs_present++;
     } else if (res->rc != -ENOENT) {
         fail_s3(r, "HEAD blob", res);
+    } else if (!r->failed && !r->stopping && j->size > r->app->cfg.s3_multipart_threshold) {
+        blob_mpu(j);
+        return; /* it ends the job */
     } else if (!r->failed && !r->stopping) {
         pv_s3_body_t body = {.kind = PV_S3_PATH, .path = j->path, .length = -1,
                              .sha256 = j->hex};
@@ -612,8 +836,9 @@ static void snap_part_next(repl_t *r)
         rc = pv_s3_mpu_complete(r->s3, r->snap_key, r->upload_id, r->parts, (size_t)r->n_parts,
                                 snap_sent, r);
     } else {
-        int64_t off = (int64_t)r->part_next * SNAP_PART;
-        int64_t len = r->snap_size - off < SNAP_PART ? r->snap_size - off : SNAP_PART;
+        int64_t part = (int64_t)r->app->cfg.s3_part_size;
+        int64_t off = (int64_t)r->part_next * part;
+        int64_t len = r->snap_size - off < part ? r->snap_size - off : part;
         pv_s3_body_t body = {.kind = PV_S3_PATH, .path = r->snap_path, .offset = off,
                              .length = len};
         rc = pv_s3_mpu_part(r->s3, r->snap_key, r->upload_id, r->part_next + 1, &body,
@@ -639,7 +864,7 @@ static void mpu_created(const pv_s3_result_t *res, void *arg)
         return;
     }
     snprintf(r->upload_id, sizeof(r->upload_id), "%s", res->upload_id);
-    int n = pv_s3_part_count(r->snap_size, SNAP_PART);
+    int n = pv_s3_part_count(r->snap_size, (int64_t)r->app->cfg.s3_part_size);
     r->parts = n > 0 ? calloc((size_t)n, sizeof(*r->parts)) : NULL;
     if (!r->parts) {
         mpu_failed(r, "snapshot parts", NULL);
@@ -653,7 +878,7 @@ static void mpu_created(const pv_s3_result_t *res, void *arg)
 static void snap_put(repl_t *r)
 {
     int rc;
-    if (r->snap_size <= SNAP_SINGLE_MAX) {
+    if ((uint64_t)r->snap_size <= r->app->cfg.s3_multipart_threshold) {
         pv_s3_body_t body = {.kind = PV_S3_PATH, .path = r->snap_path, .length = -1};
         pv_s3_put_opts_t opts = {.checksum = PV_S3_CHECKSUM_NONE, .content_type = "application/x-tar"};
         rc = pv_s3_put(r->s3, r->snap_key, &body, &opts, snap_sent, r);

@@ -73,6 +73,8 @@ static const pv_config_key_t g_keys[] = {
     {"aws_profile", T_STR, F(aws_profile), "", "profile of the AWS shared credentials and config files (empty: AWS_PROFILE, else default)"},
     {"sync_interval", T_INT, F(sync_interval), "10", "seconds between replication passes once caught up"},
     {"sync_batch", T_INT, F(sync_batch), "1000", "change-log entries in one replicated segment at most"},
+    {"s3_multipart_threshold", T_U64, F(s3_multipart_threshold), "64M", "files larger than this go to S3 in parts (a broken upload resumes)"},
+    {"s3_part_size", T_U64, F(s3_part_size), "16M", "size of those parts (5M to 5G)"},
     {"snapshot_interval", T_INT, F(snapshot_interval), "86400", "seconds between store snapshots in S3 (the first one when S3 has none)"},
     {"snapshot_retention", T_INT, F(snapshot_retention), "7", "snapshots kept in S3; older ones are deleted"},
     {"changelog_trim_seconds", T_INT, F(changelog_trim_seconds), "5", "how often the change log is trimmed below every replication cursor"},
@@ -403,6 +405,11 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
         c->snapshot_interval < 10 || c->snapshot_retention < 1) {
         snprintf(err, errlen, "sync_interval: at least 1; sync_batch: 1 to 100000; "
                  "snapshot_interval: at least 10; snapshot_retention: at least 1");
+        return -EINVAL;
+    }
+    if (c->s3_part_size < (5ULL << 20) || c->s3_part_size > (5ULL << 30) ||
+        c->s3_multipart_threshold < (5ULL << 20)) {
+        snprintf(err, errlen, "s3_part_size: 5M to 5G; s3_multipart_threshold: at least 5M (S3's smallest part)");
         return -EINVAL;
     }
     if (c->s3_endpoint[0] && strncmp(c->s3_endpoint, "http://", 7) && strncmp(c->s3_endpoint, "https://", 8)) {

@@ -73,6 +73,8 @@ typedef struct pv_config {
     char aws_profile[64];           /* shared files' profile */
     int sync_interval;              /* seconds between passes when caught up */
     int sync_batch;                 /* entries per segment */
+    uint64_t s3_multipart_threshold; /* larger files go up in parts */
+    uint64_t s3_part_size;          /* the parts' size */
     int snapshot_interval;          /* seconds between S3 snapshots */
     int snapshot_retention;         /* snapshots kept */
     char web_root[PATH_MAX];        /* the built web UI, or "" for the default */

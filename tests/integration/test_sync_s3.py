@@ -76,11 +76,13 @@ def _env_back(saved):
             os.environ[k] = v
 
 
-def _pvd(peer, prefix, name, creds=True, data_dir=None, **extra):
+def _pvd(peer, prefix, name, creds=True, data_dir=None, env=None, **extra):
     cfg = {"s3_bucket": BUCKET, "s3_prefix": prefix, "s3_endpoint": peer.endpoint(),
            "s3_path_style": "true", "sync_interval": 1, "changelog_trim_seconds": 1}
     cfg.update(extra)
     saved = _env(creds)
+    saved.update({k: os.environ.get(k) for k in (env or {})})
+    os.environ.update(env or {})
     try:
         return Pvd(cfg, name=name, data_dir=data_dir).start()
     finally:
@@ -503,5 +505,40 @@ def test_lease_refuses_a_second_appliance(tmp):
                     eq(after[k], before[k], "%s unchanged" % k)
                 eq(_status(p)["state"], "idle", "the first goes on")
             check(b'"appliance"' in lease, "the lease names its appliance", "appliance", lease)
+    finally:
+        peer.stop()
+
+
+def _noise_png(w, h):
+    """A PNG of random pixels: as many bytes as pixels x 3, whatever zlib does."""
+    import struct
+    import zlib
+    raw = b"".join(b"\x00" + os.urandom(w * 3) for _ in range(h))
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(raw, 0)) + chunk(b"IEND", b""))
+
+
+def test_big_blob_in_parts_resumes(tmp):
+    """A photo past the multipart threshold goes up in parts; a part that
+    fails (the test build's failure seam, repl_part) leaves the upload in
+    S3, and the next pass resumes it: ListParts, then the parts missing."""
+    peer = S3Peer(tmp).start()
+    try:
+        cfg = {"s3_multipart_threshold": "5M", "s3_part_size": "5M"}
+        with _pvd(peer, "box9/", "s3-parts", env={"PV_FAILPOINTS": "repl_part:2"}, **cfg) as p:
+            a = p.new_user("parts")
+            data = _noise_png(1600, 1200)  # 5.8 MB: a part of 5 MB and one of 0.8
+            check(len(data) > 5 << 20, "a photo past the threshold", "> 5 MiB", len(data))
+            ph = a.upload_ok(data, content_type="image/png")
+            st = _wait_caught_up(p)
+            check(st["failures"] >= 1, "the part that failed failed the pass", ">= 1", st)
+            check(st["parts_resumed"] >= 1, "the next pass resumed the upload", ">= 1 part kept", st)
+            blobs = peer.objects("box9/blobs/")
+            key = "box9/blobs/%s/%s" % (ph["sha256"][:2], ph["sha256"])
+            check(key in blobs, "the photo is in S3", key, sorted(blobs))
+            eq(hashlib.sha256(blobs[key]).hexdigest(), ph["sha256"], "its bytes, whole")
+            eq(blobs[key], data, "byte for byte")
     finally:
         peer.stop()
