@@ -404,7 +404,14 @@ static void status_work(pv_msg_t *m)
         "blobs", (json_int_t)st.entries[PV_DB_BLOBS], "active_jobs",
         (json_int_t)st.entries[PV_DB_JOBS], "jobs", jobs_json(&vc), "changes", "head",
         (json_int_t)st.last_seq, "kept", (json_int_t)st.entries[PV_DB_CHANGES], "sync",
-        "targets", 0, "state", "no replication targets are configured");
+        "targets", app->repl ? 1 : 0, "state",
+        app->repl ? "replicating to S3 (pvctl sync status)" : "no replication targets are configured");
+    json_t *ch = r->result ? json_object_get(r->result, "changes") : NULL;
+    if (ch) { /* the disk alarm: a target far behind keeps the log growing */
+        json_object_set_new(ch, "bytes", json_integer((json_int_t)st.bytes[PV_DB_CHANGES]));
+        json_object_set_new(ch, "alarm", json_boolean(st.bytes[PV_DB_CHANGES] >
+                                                      app->cfg.changelog_alarm_bytes));
+    }
     r->rc = r->result ? 0 : -ENOMEM;
 }
 

@@ -16,6 +16,7 @@
  */
 #include "actors/sync.h"
 #include "actors/replicate.h"
+#include "app/metrics.h"
 #include "base/pv.h"
 
 #include <event2/event.h>
@@ -27,6 +28,8 @@
 typedef struct sync_state {
     pv_app_t *app;
     struct event *timer;
+    bool alarm;              /* the log is past changelog_alarm_bytes */
+    int64_t alarm_logged_ms; /* when that was last said */
     bool busy;               /* a trim write is in flight */
     uint64_t trimmed;        /* entries removed so far (for logs) */
 } sync_state_t;
@@ -85,6 +88,32 @@ static int trim_apply(pv_txn_t *txn, void *arg)
 
 static void trimmed(pv_msg_t *msg);
 
+#define ALARM_REPEAT_MS (10 * 60 * 1000)
+
+/* The disk alarm: a replication target far behind keeps the log from
+ * being trimmed, and the log grows with every write. Said in the log when
+ * it starts, every ten minutes while it lasts, and when it ends; always in
+ * the metrics and pvctl status. */
+static void alarm_check(sync_state_t *st, const pv_store_stat_t *ss)
+{
+    uint64_t bytes = ss->bytes[PV_DB_CHANGES], limit = st->app->cfg.changelog_alarm_bytes;
+    bool on = bytes > limit;
+    pv_metrics_set(st->app->metrics, PV_M_CHANGELOG_BYTES, (long long)bytes);
+    pv_metrics_set(st->app->metrics, PV_M_CHANGELOG_ALARM, on);
+    int64_t now = pv_now_ms();
+    if (on && (!st->alarm || now - st->alarm_logged_ms >= ALARM_REPEAT_MS)) {
+        pv_warn("sync", "the change log kept for replication takes %llu MB (%llu entries), past "
+                "changelog_alarm_bytes (%llu MB): a replication target is far behind "
+                "(pvctl sync status)", (unsigned long long)(bytes >> 20),
+                (unsigned long long)ss->entries[PV_DB_CHANGES], (unsigned long long)(limit >> 20));
+        st->alarm_logged_ms = now;
+    } else if (!on && st->alarm) {
+        pv_info("sync", "the change log is back under changelog_alarm_bytes (%llu MB)",
+                (unsigned long long)(bytes >> 20));
+    }
+    st->alarm = on;
+}
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     pv_actor_t *self = arg;
@@ -92,6 +121,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     pv_store_stat_t ss;
     if (st->busy || pv_store_stat(st->app->store, &ss) < 0)
         return;
+    alarm_check(st, &ss);
     uint64_t upto = trim_limit(st->app, ss.last_seq);
     if (ss.entries[PV_DB_CHANGES] == 0 || upto == 0)
         return;

@@ -49,6 +49,8 @@ static const struct {
     [PV_M_SYNC_BLOBS] = {"pv_sync_s3_blobs_total", "counter", "Blobs sent to S3."},
     [PV_M_SYNC_BYTES] = {"pv_sync_s3_blob_bytes_total", "counter", "Bytes of blobs sent to S3."},
     [PV_M_SYNC_SEGMENTS] = {"pv_sync_s3_segments_total", "counter", "Change-log segments durably in S3."},
+    [PV_M_CHANGELOG_BYTES] = {"pv_changelog_bytes", "gauge", "Bytes the change log takes in the store (kept until every replication target has it)."},
+    [PV_M_CHANGELOG_ALARM] = {"pv_changelog_alarm", "gauge", "1 while the change log is past changelog_alarm_bytes (a replication target is far behind)."},
     [PV_M_SYNC_FAILURES] = {"pv_sync_s3_failures_total", "counter", "Replication passes that failed (each retried with backoff)."},
 };
 

@@ -77,6 +77,7 @@ static const pv_config_key_t g_keys[] = {
     {"s3_part_size", T_U64, F(s3_part_size), "16M", "size of those parts (5M to 5G)"},
     {"snapshot_interval", T_INT, F(snapshot_interval), "86400", "seconds between store snapshots in S3 (the first one when S3 has none)"},
     {"snapshot_retention", T_INT, F(snapshot_retention), "7", "snapshots kept in S3; older ones are deleted"},
+    {"changelog_alarm_bytes", T_U64, F(changelog_alarm_bytes), "1G", "warn (log, metric, pvctl status) when the change log kept for replication passes this size"},
     {"changelog_trim_seconds", T_INT, F(changelog_trim_seconds), "5", "how often the change log is trimmed below every replication cursor"},
     {"web_root", T_STR, F(web_root), "", "the built web UI (default: ../web beside the pvd binary)"},
 };

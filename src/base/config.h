@@ -65,6 +65,7 @@ typedef struct pv_config {
     int max_connections_per_ip;     /* public listener, from one address (/64) */
     int max_private_connections;    /* private listener, in all */
     int changelog_trim_seconds;     /* how often the change log is trimmed */
+    uint64_t changelog_alarm_bytes; /* warn past this much untrimmed log */
     char s3_bucket[64];             /* replicate to this bucket ("": no cloud) */
     char s3_prefix[256];            /* key prefix in it */
     char s3_region[32];             /* "": the AWS config's, else us-east-1 */

@@ -1344,6 +1344,8 @@ int pv_store_stat(pv_store_t *store, pv_store_stat_t *out)
             break;
         }
         out->entries[i] = ds.ms_entries;
+        out->bytes[i] = (ds.ms_branch_pages + ds.ms_leaf_pages + ds.ms_overflow_pages) *
+                        (uint64_t)ds.ms_psize;
     }
     meta_get_u64(&txn, store_seq_key, &out->last_seq);
     rc = txn.err;

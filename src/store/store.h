@@ -72,6 +72,7 @@ const char *pv_store_tmp_dir(pv_store_t *store); /* DATA/tmp */
 typedef struct pv_store_stat {
     uint64_t map_size, map_used; /* bytes */
     uint64_t entries[PV_DB_COUNT];
+    uint64_t bytes[PV_DB_COUNT]; /* the pages each database takes */
     uint64_t last_seq;           /* change log head */
 } pv_store_stat_t;
 int pv_store_stat(pv_store_t *store, pv_store_stat_t *out);

@@ -212,7 +212,7 @@ def test_converges_from_scratch(tmp):
 def test_s3_down_then_back(tmp):
     peer = S3Peer(tmp).start()
     try:
-        p = _pvd(peer, "box2/", "s3-outage")
+        p = _pvd(peer, "box2/", "s3-outage", changelog_alarm_bytes=1)
         with p:
             a = p.new_user("s3out")
             a.upload_ok(unique_jpeg(160, 120))
@@ -233,10 +233,22 @@ def test_s3_down_then_back(tmp):
             eq(st["cursor"], before["cursor"], "the cursor stays while S3 is down")
             check(st["head"] > st["cursor"], "a lag", "head > cursor", st)
             check(st["lag_seconds"] > 0, "lag in seconds", "> 0", st["lag_seconds"])
+            # the disk alarm: the log kept for S3 passes changelog_alarm_bytes
+            deadline = time.monotonic() + 10
+            while not ctl_json(p, "status")["result"]["changes"]["alarm"]:
+                check(time.monotonic() < deadline, "pvctl status: the change-log alarm", "on", "off")
+                time.sleep(0.2)
+            m = p.private("GET", "/metrics").body.decode()
+            check(re.search(r"^pv_changelog_alarm 1$", m, re.M), "metrics: the alarm", "1", m[-400:])
+            check("past changelog_alarm_bytes" in p.log_text(), "the log says so", "a warning", "none")
             peer.start()  # the same port
             ctl(p, "sync", "now")
             _check_replica(p, peer, "box2/", [a])
             eq(_status(p)["state"], "idle", "idle again")
+            deadline = time.monotonic() + 10  # trimmed once S3 has it: the alarm ends
+            while ctl_json(p, "status")["result"]["changes"]["alarm"]:
+                check(time.monotonic() < deadline, "the alarm ends once S3 has the log", "off", "on")
+                time.sleep(0.2)
     finally:
         peer.stop()
 
