@@ -3,6 +3,7 @@
 
   python3 tests/peers/imds.py [--port N] [--watch-pid PID] [--expires-in S]
                               [--role NAME | --no-role] [--bad-document] [--huge]
+                              [--key-id ID --secret SECRET]
 
 Listens on 127.0.0.1:N (0, the default: a free port), prints the port on
 one line of stdout, then serves until SIGTERM/SIGINT, or until the process
@@ -24,7 +25,9 @@ required):
       AccessKeyId that changes on every fetch (ASIAIMDSPEER00000001, ...02)
       so that a refresh is seen, SecretAccessKey and Token derived from it,
       Expiration --expires-in seconds ahead (default 21600); with
-      --bad-document, a document without SecretAccessKey
+      --bad-document, a document without SecretAccessKey. --key-id and
+      --secret fix the keys instead (s3rver takes only S3RVER/S3RVER);
+      the Token still changes on every fetch
   GET /latest/meta-data/placement/region
       us-test-1
   GET /_stats (no token needed)
@@ -133,8 +136,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 "Code": "Success",
                 "LastUpdated": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "Type": "AWS-HMAC",
-                "AccessKeyId": key,
-                "SecretAccessKey": "imds-peer-secret-" + key,
+                "AccessKeyId": a.key_id or key,
+                "SecretAccessKey": a.secret or "imds-peer-secret-" + key,
                 "Token": "imds-peer-session-token-" + key,
                 "Expiration": (now + datetime.timedelta(seconds=a.expires_in))
                 .strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -179,6 +182,8 @@ def main():
     p.add_argument("--no-role", action="store_true")
     p.add_argument("--bad-document", action="store_true")
     p.add_argument("--huge", action="store_true")
+    p.add_argument("--key-id")
+    p.add_argument("--secret")
     args = p.parse_args()
 
     server = Server(("127.0.0.1", args.port), Handler)
