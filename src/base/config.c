@@ -71,6 +71,7 @@ static const pv_config_key_t g_keys[] = {
     {"s3_endpoint", T_STR, F(s3_endpoint), "", "http(s)://host[:port] of an S3-compatible service (empty: AWS's regional endpoint)"},
     {"s3_path_style", T_BOOL, F(s3_path_style), "false", "ENDPOINT/BUCKET/KEY URLs instead of BUCKET.ENDPOINT/KEY"},
     {"aws_profile", T_STR, F(aws_profile), "", "profile of the AWS shared credentials and config files (empty: AWS_PROFILE, else default)"},
+    {"aws_imds_endpoint", T_STR, F(aws_imds_endpoint), "http://169.254.169.254", "EC2 instance metadata (IMDSv2), where S3 credentials come from when neither the environment nor the shared files have any (empty or off: never)"},
     {"sync_interval", T_INT, F(sync_interval), "10", "seconds between replication passes once caught up"},
     {"sync_batch", T_INT, F(sync_batch), "1000", "change-log entries in one replicated segment at most"},
     {"s3_multipart_threshold", T_U64, F(s3_multipart_threshold), "64M", "files larger than this go to S3 in parts (a broken upload resumes)"},
@@ -415,6 +416,11 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
     }
     if (c->s3_endpoint[0] && strncmp(c->s3_endpoint, "http://", 7) && strncmp(c->s3_endpoint, "https://", 8)) {
         snprintf(err, errlen, "s3_endpoint: expected http://HOST[:PORT] or https://HOST[:PORT]");
+        return -EINVAL;
+    }
+    if (c->aws_imds_endpoint[0] && strcmp(c->aws_imds_endpoint, "off") &&
+        strncmp(c->aws_imds_endpoint, "http://", 7) && strncmp(c->aws_imds_endpoint, "https://", 8)) {
+        snprintf(err, errlen, "aws_imds_endpoint: expected http://HOST[:PORT], empty or off");
         return -EINVAL;
     }
     if (c->changelog_trim_seconds < 1) {

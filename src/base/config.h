@@ -72,6 +72,7 @@ typedef struct pv_config {
     char s3_endpoint[256];          /* "": AWS; else an S3-compatible URL */
     bool s3_path_style;             /* ENDPOINT/BUCKET/KEY */
     char aws_profile[64];           /* shared files' profile */
+    char aws_imds_endpoint[256];    /* EC2 instance metadata; "" or "off": none */
     int sync_interval;              /* seconds between passes when caught up */
     int sync_batch;                 /* entries per segment */
     uint64_t s3_multipart_threshold; /* larger files go up in parts */
