@@ -64,6 +64,7 @@
 #include "base/crypto.h"
 #include "base/records.h"
 #include "base/text.h"
+#include "cloud/imds.h"
 #include "cloud/s3.h"
 #include "store/backup.h"
 #include "store/segment.h"
@@ -173,6 +174,7 @@ struct repl {
     char *list_token;
     char *lease_body;       /* the lease PUT's body, borrowed until it is done */
     bool lease_conditional; /* that PUT had If-None-Match: * */
+    int64_t creds_retry_ms; /* a refresh that failed or came back short: not before */
     pv_repl_status_t st;    /* counters, errors, state */
 };
 
@@ -1321,32 +1323,81 @@ static void unique_shas(repl_t *r)
 }
 
 /* Credentials (again when they are about to expire) and the client. */
-static int client(repl_t *r)
+static int install_creds(repl_t *r, const pv_aws_creds_t *c)
 {
-    if (r->s3 && !pv_awscreds_needs_refresh(&r->creds, pv_now_ms() / 1000))
-        return 0;
-    pv_aws_creds_t c;
-    int rc = pv_awscreds_load(r->app->cfg.aws_profile[0] ? r->app->cfg.aws_profile : NULL, &c);
-    if (rc < 0) {
-        fail(r, "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
-                "a profile in the shared credentials file (aws_profile)");
-        return rc;
-    }
+    int rc;
     if (r->s3) {
-        rc = pv_s3_set_creds(r->s3, &c);
+        rc = pv_s3_set_creds(r->s3, c);
     } else {
         pv_s3_config_t sc = {.endpoint = r->app->cfg.s3_endpoint[0] ? r->app->cfg.s3_endpoint : NULL,
                              .region = r->region,
                              .bucket = r->app->cfg.s3_bucket,
                              .path_style = r->app->cfg.s3_path_style};
-        rc = pv_s3_new(r->http, &sc, &c, &r->s3);
+        rc = pv_s3_new(r->http, &sc, c, &r->s3);
     }
-    r->creds = c;
-    pv_awscreds_wipe(&c);
-    if (rc < 0)
+    if (rc == 0)
+        r->creds = *c;
+    else
         fail(r, "cannot make the S3 client (endpoint, bucket, region or credentials): %s",
              strerror(-rc));
     return rc;
+}
+
+static void pass_go(repl_t *r);
+
+/* The instance's role answered (or not): the pass goes on or fails. */
+static void on_imds(const pv_imds_result_t *res, void *arg)
+{
+    repl_t *r = arg;
+    if (r->stopping)
+        return;
+    int64_t now_s = pv_now_ms() / 1000;
+    if (res->rc < 0) {
+        if (r->s3 && r->creds.expires_s > now_s) { /* the old keys still work */
+            pv_warn("sync", "could not refresh the instance role's credentials (%s); the "
+                    "current ones last until they expire", res->message);
+            r->creds_retry_ms = pv_now_ms() + 60000;
+            pass_go(r);
+            return;
+        }
+        fail(r, "no AWS credentials (environment, aws_profile's shared files, or an instance "
+                "role): %s", res->message);
+        pass_failed(r);
+        return;
+    }
+    if (install_creds(r, res->creds) < 0) {
+        pass_failed(r);
+        return;
+    }
+    if (pv_awscreds_needs_refresh(&r->creds, now_s)) /* already inside the margin */
+        r->creds_retry_ms = pv_now_ms() + 60000;
+    pass_go(r);
+}
+
+/* Credentials, the usual chain: the environment, the shared files'
+ * profile, then the instance's role (IMDSv2), fetched again before they
+ * expire. 0: ready; 1: asking IMDS (on_imds goes on); < 0: failed. */
+static int client(repl_t *r)
+{
+    int64_t now = pv_now_ms();
+    if (r->s3 && (!pv_awscreds_needs_refresh(&r->creds, now / 1000) || now < r->creds_retry_ms))
+        return 0;
+    pv_aws_creds_t c;
+    int rc = pv_awscreds_load(r->app->cfg.aws_profile[0] ? r->app->cfg.aws_profile : NULL, &c);
+    if (rc == 0) {
+        rc = install_creds(r, &c);
+        pv_awscreds_wipe(&c);
+        return rc;
+    }
+    if (rc == -ENOENT && !pv_imds_off(r->app->cfg.aws_imds_endpoint)) {
+        rc = pv_imds_fetch(r->http, r->app->cfg.aws_imds_endpoint, on_imds, r);
+        if (rc == 0)
+            return 1;
+    }
+    fail(r, "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile in "
+            "the shared credentials file (aws_profile), or run on an instance with a role%s",
+         rc == -ENOENT ? "" : " (the credentials files could not be read)");
+    return rc < 0 ? rc : -ENOENT;
 }
 
 static void pass(repl_t *r)
@@ -1355,10 +1406,17 @@ static void pass(repl_t *r)
         return;
     r->busy = true;
     r->st.next_retry_ms = 0;
-    if (client(r) < 0) {
+    int rc = client(r);
+    if (rc < 0)
         pass_failed(r);
-        return;
-    }
+    else if (rc == 0)
+        pass_go(r);
+}
+
+/* A pass with credentials: the checks that come first, a snapshot when one
+ * is due, else the next batch of the log. */
+static void pass_go(repl_t *r)
+{
     if (!r->checked) {
         check_prefix(r);
         return;

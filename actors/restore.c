@@ -26,6 +26,7 @@
 #include "base/pv.h"
 #include "base/records.h"
 #include "base/text.h"
+#include "cloud/imds.h"
 #include "cloud/s3.h"
 #include "model/reindex.h"
 #include "store/backup.h"
@@ -71,6 +72,7 @@ typedef struct rs {
     pv_store_t *store;
     uint64_t head;
     bool stop;              /* the point was reached */
+    pv_aws_creds_t *imds_creds; /* where imds_got puts them */
     /* blobs */
     int in_flight;
     uint64_t pulled, present, missing, bad;
@@ -502,6 +504,18 @@ static int pull_blobs(rs_t *r)
     return r->err[0] ? -EIO : 0;
 }
 
+/* The instance role's credentials (IMDSv2), for a restore on EC2. */
+static void imds_got(const pv_imds_result_t *res, void *arg)
+{
+    rs_t *r = arg;
+    r->done = true;
+    r->res.rc = res->rc;
+    if (res->rc == 0)
+        *r->imds_creds = *res->creds;
+    else
+        snprintf(r->err, sizeof(r->err), "%s", res->message);
+}
+
 /* ---------------- the whole ---------------- */
 
 static int parse_url(rs_t *r, const char *url, char *bucket, size_t blen)
@@ -558,11 +572,24 @@ static int run(rs_t *r, const pv_config_t *cfg, const char *url, const char *at)
     if (access(probe, F_OK) == 0)
         return fail(r, -EEXIST, "%s already holds a store; restore into an empty data directory",
                     r->data_dir);
+    if (!(r->base = event_base_new()) || pv_curlev_new(r->base, NULL, &r->http) < 0)
+        return fail(r, -ENOMEM, "out of memory");
     pv_aws_creds_t creds;
     const char *profile = cfg->aws_profile[0] ? cfg->aws_profile : NULL;
-    if (pv_awscreds_load(profile, &creds) < 0)
+    rc = pv_awscreds_load(profile, &creds);
+    if (rc == -ENOENT && !pv_imds_off(cfg->aws_imds_endpoint)) { /* an instance role? */
+        r->done = false;
+        r->imds_creds = &creds;
+        rc = pv_imds_fetch(r->http, cfg->aws_imds_endpoint, imds_got, r);
+        if (rc == 0) {
+            s3_wait(r);
+            rc = r->res.rc;
+        }
+    }
+    if (rc < 0)
         return fail(r, -ENOKEY, "no AWS credentials: set AWS_ACCESS_KEY_ID and "
-                                "AWS_SECRET_ACCESS_KEY, or a profile (aws_profile)");
+                                "AWS_SECRET_ACCESS_KEY, a profile (aws_profile), or run on an "
+                                "instance with a role%s%s", r->err[0] ? ": " : "", r->err);
     char region[32] = "us-east-1";
     if (cfg->s3_region[0])
         snprintf(region, sizeof(region), "%s", cfg->s3_region);
@@ -572,12 +599,7 @@ static int run(rs_t *r, const pv_config_t *cfg, const char *url, const char *at)
         snprintf(region, sizeof(region), "us-east-1");
     pv_s3_config_t sc = {.endpoint = cfg->s3_endpoint[0] ? cfg->s3_endpoint : NULL,
                          .region = region, .bucket = bucket, .path_style = cfg->s3_path_style};
-    if (!(r->base = event_base_new()))
-        rc = -ENOMEM;
-    if (rc == 0)
-        rc = pv_curlev_new(r->base, NULL, &r->http);
-    if (rc == 0)
-        rc = pv_s3_new(r->http, &sc, &creds, &r->s3);
+    rc = pv_s3_new(r->http, &sc, &creds, &r->s3);
     pv_awscreds_wipe(&creds);
     if (rc < 0)
         return fail(r, rc, "cannot make the S3 client (endpoint, bucket or region): %s",

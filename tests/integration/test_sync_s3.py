@@ -78,7 +78,8 @@ def _env_back(saved):
 
 def _pvd(peer, prefix, name, creds=True, data_dir=None, env=None, **extra):
     cfg = {"s3_bucket": BUCKET, "s3_prefix": prefix, "s3_endpoint": peer.endpoint(),
-           "s3_path_style": "true", "sync_interval": 1, "changelog_trim_seconds": 1}
+           "s3_path_style": "true", "sync_interval": 1, "changelog_trim_seconds": 1,
+           "aws_imds_endpoint": "off"}  # tests never ask a real instance's metadata
     cfg.update(extra)
     saved = _env(creds)
     saved.update({k: os.environ.get(k) for k in (env or {})})
@@ -340,7 +341,8 @@ INDEXED = ("users", "emails", "photos", "photo_sha", "videos", "jobs", "blobs")
 
 def _restore(peer, prefix, data_dir, at=None, expect=0):
     cmd = [PVD_BIN, "--data", data_dir, "--set", "s3_endpoint=" + peer.endpoint(),
-           "--set", "s3_path_style=true", "--restore-from", "s3://%s/%s" % (BUCKET, prefix)]
+           "--set", "s3_path_style=true", "--set", "aws_imds_endpoint=off",
+           "--restore-from", "s3://%s/%s" % (BUCKET, prefix)]
     if at is not None:
         cmd += ["--at", str(at)]
     env = dict(os.environ)
@@ -552,5 +554,59 @@ def test_big_blob_in_parts_resumes(tmp):
             check(key in blobs, "the photo is in S3", key, sorted(blobs))
             eq(hashlib.sha256(blobs[key]).hexdigest(), ph["sha256"], "its bytes, whole")
             eq(blobs[key], data, "byte for byte")
+    finally:
+        peer.stop()
+
+
+def test_credentials_from_instance_metadata(tmp):
+    """No keys in the environment or files: pvd asks the instance's role
+    (IMDSv2, a loopback peer here) and fetches again before they expire."""
+    peer = S3Peer(tmp).start()
+    imds = subprocess.Popen(["/usr/bin/python3", os.path.join(HERE, "..", "peers", "imds.py"),
+                             "--watch-pid", str(os.getpid()), "--expires-in", "303",
+                             "--key-id", "S3RVER", "--secret", "S3RVER"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(imds.stdout.readline().strip())
+        endpoint = "http://127.0.0.1:%d" % port
+        with _pvd(peer, "box10/", "s3-imds", creds=False, aws_imds_endpoint=endpoint) as p:
+            a = p.new_user("imds")
+            a.upload_ok(unique_jpeg(100, 100))
+            st = _wait_caught_up(p)
+            eq(st["last_error"], None, "replicating with the role's keys")
+            # 303 s keys are inside the 300 s refresh margin after 3 s: fetched again
+            import json as jsonlib
+            import urllib.request
+            deadline = time.monotonic() + 30
+            while True:
+                stats = jsonlib.loads(urllib.request.urlopen(endpoint + "/_stats", timeout=5).read())
+                if stats.get("documents", 0) >= 2:
+                    break
+                check(time.monotonic() < deadline, "the keys fetched again before they expire",
+                      ">= 2 fetches", stats)
+                a.upload_ok(unique_jpeg(100, 100))
+                time.sleep(1)
+            _wait_caught_up(p)
+            check("S3RVER" not in p.log_text(), "no key in the log", "absent", "present")
+    finally:
+        imds.kill()
+        imds.wait()
+        peer.stop()
+
+
+def test_credentials_from_a_shared_file_profile(tmp):
+    peer = S3Peer(tmp).start()
+    try:
+        cred = os.path.join(tmp, "credentials")
+        with open(cred, "w") as f:
+            f.write("[default]\naws_access_key_id = WRONG\naws_secret_access_key = WRONG\n\n"
+                    "[pvtest]\naws_access_key_id = S3RVER\naws_secret_access_key = S3RVER\n")
+        with _pvd(peer, "box11/", "s3-profile", creds=False, aws_profile="pvtest",
+                  env={"AWS_SHARED_CREDENTIALS_FILE": cred}) as p:
+            p.new_user("profile").upload_ok(unique_jpeg(100, 100))
+            st = _wait_caught_up(p)
+            eq(st["last_error"], None, "replicating with the profile's keys")
+            check(any(k.startswith("box11/blobs/") for k in peer.objects("box11/")),
+                  "blobs in S3", "some", "none")
     finally:
         peer.stop()
