@@ -1016,9 +1016,15 @@ static void pv_conn_event_cb(struct bufferevent *bev, short what, void *arg)
     c->refs++;
     bool eof_only = (what & BEV_EVENT_EOF) &&
                     !(what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT));
-    if (eof_only &&
+    if (eof_only && !c->tls &&
         (c->state == C_HANDLER || c->state == C_SEND || c->state == C_FSYNC)) {
-        /* Half-close: the client may still read our answer. */
+        /* Half-close: the client may still read our answer. Plain TCP
+         * only: libevent's OpenSSL bufferevent stops writing as well as
+         * reading at any close it sees (clean, dirty or a reset taken for
+         * a dirty shutdown), so on TLS the answer would never drain and
+         * the connection, its socket and a file answer's descriptor would
+         * stay until pvd stops (no write is pending, so no write timeout
+         * fires either). On TLS the client is gone: drop it below. */
         c->peer_eof = true;
     } else if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
                (c->state == C_BODY ||

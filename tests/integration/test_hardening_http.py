@@ -25,9 +25,10 @@ import resource
 import select
 import socket
 import ssl
+import struct
 import time
 
-from harness import Pvd, check, eq, jpeg, parse_response
+from harness import Pvd, check, eq, ffmpeg_image, jpeg, parse_response
 from test_openapi import _check, _deref, _doc, _valid
 
 # Small deadlines so that the attacks end in seconds; read_timeout stays
@@ -378,6 +379,49 @@ def test_slow_login_bodies_cost_little():
               "< 10 MiB", "%.1f MiB" % (grew / 1024))
         for s in socks:
             s.close()
+
+
+# ---------------------------------------------------------------- TLS clients gone mid-answer
+
+def test_tls_client_gone_mid_answer():
+    """A TLS client that closes (FIN or RST) while its answer is on the
+    way - a download it stops reading, a request it does not wait for -
+    leaves nothing behind in pvd. libevent's OpenSSL bufferevent stops
+    writing as well as reading at any close, so an answer waiting to drain
+    used to keep the connection, its socket and the file's descriptor until
+    pvd stopped (bench/soak found it: two descriptors per aborted download,
+    and a shutdown held for the whole grace period)."""
+    with Pvd({}, name="gone-mid-answer").start() as p:
+        u = p.new_user("gone")
+        # noise makes it big (~6 MB): more than the socket buffers take in
+        big = ffmpeg_image("jpg", 3000, 2000, "testsrc2", extra=("-vf", "noise=alls=60:allf=u", "-q:v", "1"))
+        photo = u.upload_ok(big)
+        ctx = p.tls_context()
+        base = _fds(p)
+        for i in range(12):
+            raw = socket.create_connection(("127.0.0.1", p.https_port), timeout=10)
+            s = ctx.wrap_socket(raw, server_hostname="localhost")
+            if i % 2:
+                s.sendall(("GET /api/v1/photos/%s/content HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n"
+                           % (photo["id"], u.access)).encode())
+                got = 0
+                while got < 32768:
+                    d = s.recv(16384)
+                    check(d, "the start of the download", "bytes", "a close after %d" % got)
+                    got += len(d)
+            else:
+                s.sendall(("GET /api/v1/photos?limit=100 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n"
+                           % u.access).encode())
+            if i % 4 >= 2:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+        deadline = time.monotonic() + 10
+        while _fds(p) > base and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = _fds(p) - base
+        print("# 12 TLS clients gone mid-answer: pvd's descriptors %d before, %d after" % (base, base + left))
+        check(left <= 0, "pvd's descriptors held for TLS clients that left mid-answer", "none", left)
+        u.req("GET", "/api/v1/me").expect(200, "/me afterwards")
 
 
 # ---------------------------------------------------------------- plain HTTP to the TLS port
