@@ -1307,6 +1307,11 @@ const char *pv_store_tmp_dir(pv_store_t *store)
     return store->tmp_dir;
 }
 
+const char *pv_store_blobs_dir(pv_store_t *store)
+{
+    return store->blobs_dir;
+}
+
 /* ---------------- stat, backup ---------------- */
 
 int pv_store_stat(pv_store_t *store, pv_store_stat_t *out)

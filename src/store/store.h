@@ -68,6 +68,7 @@ int pv_store_open(pv_store_t **out, const char *data_dir,
                   const pv_store_opts_t *opts);
 void pv_store_close(pv_store_t *store); /* drains the writer, then closes */
 const char *pv_store_tmp_dir(pv_store_t *store); /* DATA/tmp */
+const char *pv_store_blobs_dir(pv_store_t *store); /* DATA/blobs */
 
 typedef struct pv_store_stat {
     uint64_t map_size, map_used; /* bytes */
