@@ -179,6 +179,11 @@ static int vupdate_apply(pv_txn_t *txn, void *arg)
 {
     vupdate_t *u = arg;
     pv_video_t *v = &u->after;
+    /* The writer runs a batch again after the map grew: what a first run
+     * loaded (its photo ids are malloc'd) goes before the record is read
+     * again. */
+    pv_video_clear(v);
+    u->applied = false;
     int rc = pv_video_load(txn, u->user, u->id, v);
     if (rc < 0)
         return rc == -ENOENT ? 0 : rc; /* deleted meanwhile: nothing to do */
