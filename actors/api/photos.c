@@ -13,6 +13,11 @@
  * A multipart upload is all or nothing: one undecodable part refuses all.
  * Blobs made durable for a request whose commit then fails have no
  * reference; the store collects them at the next start.
+ *
+ * Between 1 and 2 the user may delete photos, and those may hold the same
+ * blobs (a thumbnail is shared by every photo with the same pixels). So
+ * the blobs a part made durable are pinned until the commit (store.h: a
+ * delete then leaves their files).
  */
 #include "actors/api/api.h"
 #include "app/kit.h"
@@ -47,6 +52,7 @@ typedef struct upload_part {
     pv_image_info_t info;
     bool duplicate;             /* the user already has these bytes */
     bool big;                   /* decoded on the decode_big pool */
+    pv_blob_pin_t pin, thumb_pin; /* its blobs, until its record is committed */
     pv_photo_t photo;           /* the record (new or existing) */
     json_t *json;               /* its answer, made inside the commit */
 } upload_part_t;
@@ -201,10 +207,10 @@ static int ingest_part(upload_call_t *u, upload_part_t *p, bool big)
         return rc;
     if ((rc = pv_sha256_file(p->thumb_tmp, p->thumb_sha256, NULL)) < 0)
         return rc;
-    if ((rc = pv_blob_commit_file(u->app->store, p->thumb_tmp, p->thumb_sha256)) < 0)
+    if ((rc = pv_blob_commit_file(u->app->store, p->thumb_tmp, p->thumb_sha256, &p->thumb_pin)) < 0)
         return rc;
     *p->thumb_tmp = '\0';
-    if ((rc = pv_blob_commit_file(u->app->store, p->tmp, p->sha256)) < 0)
+    if ((rc = pv_blob_commit_file(u->app->store, p->tmp, p->sha256, &p->pin)) < 0)
         return rc;
     *p->tmp = '\0';
     return 0;
@@ -458,15 +464,22 @@ static int upload_apply(pv_txn_t *txn, void *arg)
 
 /* ---------------- loop side ---------------- */
 
-static void upload_free(pv_call_t *c)
+/* The call's message free_fn: every way it ends (answered, failed to
+ * hand on, dropped at a stop) lets go of its temp files and pins. */
+static void upload_msg_free(pv_msg_t *m)
 {
-    upload_call_t *u = (upload_call_t *)c;
-    for (int i = 0; i < u->n; i++) {
-        part_cleanup(&u->parts[i]);
-        json_decref(u->parts[i].json);
+    upload_call_t *u = (upload_call_t *)m;
+    for (int i = 0; i < u->max_parts; i++) {
+        upload_part_t *p = &u->parts[i];
+        part_cleanup(p);
+        json_decref(p->json);
+        pv_blob_unpin(u->app->store, &p->pin);
+        pv_blob_unpin(u->app->store, &p->thumb_pin);
     }
-    pv_call_free(c);
+    free(m);
 }
+
+static void upload_free(pv_call_t *c) { pv_call_free(c); }
 
 static void upload_committed(pv_call_t *c)
 {
@@ -558,6 +571,7 @@ void pv_h_photo_upload(pv_http_req_t *req)
         return;
     }
     u->max_parts = max_parts;
+    u->base.sreq.msg.free_fn = upload_msg_free;
     u->app = pv_api_app(req);
     u->multipart = multipart;
     pv_api_user_id(req, u->user_id);

@@ -58,7 +58,7 @@ static int make_blob(pv_store_t *s, const char *data, uint8_t sha[32])
     snprintf(tmp, sizeof(tmp), "%s/blob-%d", pv_store_tmp_dir(s), ++g_seq);
     pv_sha256(data, strlen(data), sha);
     int rc = write_file(tmp, data, strlen(data));
-    return rc < 0 ? rc : pv_blob_commit_file(s, tmp, sha);
+    return rc < 0 ? rc : pv_blob_commit_file(s, tmp, sha, NULL);
 }
 
 static int apply_user(pv_txn_t *txn, void *arg) { return pv_user_insert(txn, arg); }
@@ -352,7 +352,7 @@ TEST(stray_and_temp_files_are_counted)
     snprintf(tmp, sizeof(tmp), "%s/left", pv_store_tmp_dir(w.s));
     pv_sha256("left behind", 11, sha);
     CHECK_EQ_INT(write_file(tmp, "left behind", 11), 0);
-    CHECK_EQ_INT(pv_blob_commit_file(w.s, tmp, sha), 0);
+    CHECK_EQ_INT(pv_blob_commit_file(w.s, tmp, sha, NULL), 0);
     /* Names pvd never makes: not a blob's, and a counted blob's name in
      * a shard that is not its own. */
     pv_hex(w.photo[0].sha256, 32, hex);

@@ -202,7 +202,7 @@ static int make_blob(pv_store_t *s, const char *data, uint8_t sha[32])
     snprintf(tmp, sizeof(tmp), "%s/blob-%d", pv_store_tmp_dir(s), ++g_seq);
     pv_sha256(data, strlen(data), sha);
     int rc = write_file(tmp, data, strlen(data));
-    return rc < 0 ? rc : pv_blob_commit_file(s, tmp, sha);
+    return rc < 0 ? rc : pv_blob_commit_file(s, tmp, sha, NULL);
 }
 
 static void new_user(pv_user_t *u)
@@ -399,9 +399,9 @@ static int ingest_prepare(void *ctx)
 static int ingest_run(void *ctx)
 {
     store_walk_t *w = ctx;
-    int rc = pv_blob_commit_file(w->s, w->tmp[1], w->photo.p.thumb_sha256);
+    int rc = pv_blob_commit_file(w->s, w->tmp[1], w->photo.p.thumb_sha256, NULL);
     if (rc == 0)
-        rc = pv_blob_commit_file(w->s, w->tmp[0], w->photo.p.sha256);
+        rc = pv_blob_commit_file(w->s, w->tmp[0], w->photo.p.sha256, NULL);
     return rc < 0 ? rc : pv_store_write_sync(w->s, apply_photo, &w->photo);
 }
 

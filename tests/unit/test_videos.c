@@ -356,7 +356,7 @@ static bool rig_open(rig_t *r)
     p->created_ms = pv_now_ms();
     memcpy(r->photo_ids[0], p->id, 16);
     if (system(cmd) != 0 || pv_sha256_file(jpg, p->sha256, &p->bytes) < 0 ||
-        pv_blob_commit_file(r->app.store, jpg, p->sha256) < 0) {
+        pv_blob_commit_file(r->app.store, jpg, p->sha256, NULL) < 0) {
         CHECK(!"cannot make the test photo (ffmpeg)");
         return false;
     }
