@@ -537,3 +537,29 @@ def test_upload_while_a_photo_with_the_same_thumbnail_is_deleted(pvd):
            "round %d: the new photo's thumbnail" % i)
         u.req("DELETE", "/api/v1/photos/" + new["id"]).expect(204, "cleanup")
 
+
+def test_duplicate_upload_while_its_photo_is_deleted(pvd):
+    """An exact duplicate's bytes used to be dropped as soon as a worker saw
+    the user had them; when that photo was deleted before the commit, the
+    commit was tried again and again with nothing to commit: the request
+    never answered and the store writer spun. Found while building the kill
+    -9 campaign; the bytes now wait for the commit and go through the
+    ingest they skipped."""
+    u = _fresh(pvd, "duprace")
+    for i in range(30):
+        data = unique_jpeg(320, 240)
+        a = u.upload_ok(data, "image/jpeg")
+        up, rm = _race(lambda: u.upload(data, "image/jpeg", timeout=15),
+                       lambda: u.req("DELETE", "/api/v1/photos/" + a["id"]), 0.002 * (i % 10))
+        eq(getattr(rm, "status", rm), 204, "round %d: the delete" % i)
+        check(getattr(up, "status", None) in (200, 201),
+              "round %d: a duplicate upload racing the delete of its photo answers" % i,
+              "200 or 201", up)
+        ids = u.list_all()
+        if up.status == 201:  # after the delete: a new photo
+            eq(ids, [up.json()["photo"]["id"]], "round %d: the new photo is there" % i)
+            body = u.req("GET", "/api/v1/photos/%s/content" % ids[0]).expect(200, "content").body
+            check(body == data, "round %d: its content" % i, "the bytes sent", "other bytes")
+            u.req("DELETE", "/api/v1/photos/" + ids[0]).expect(204, "cleanup")
+        else:  # before it: the duplicate, deleted since
+            eq(ids, [], "round %d: nothing left" % i)
