@@ -778,17 +778,6 @@ static int fsync_fd(int fd)
     return 0;
 }
 
-static void pin_locked(pv_store_t *s, pv_blob_pin_t *pin, const uint8_t sha256[32])
-{
-    memcpy(pin->sha256, sha256, 32);
-    pin->prev = NULL;
-    pin->next = s->pins;
-    if (s->pins)
-        s->pins->prev = pin;
-    s->pins = pin;
-    pin->held = true;
-}
-
 static void unpin_locked(pv_store_t *s, pv_blob_pin_t *pin)
 {
     if (pin->prev)
@@ -799,6 +788,19 @@ static void unpin_locked(pv_store_t *s, pv_blob_pin_t *pin)
         pin->next->prev = pin->prev;
     pin->next = pin->prev = NULL;
     pin->held = false;
+}
+
+static void pin_locked(pv_store_t *s, pv_blob_pin_t *pin, const uint8_t sha256[32])
+{
+    if (pin->held) /* a pin used again: it holds the new blob only */
+        unpin_locked(s, pin);
+    memcpy(pin->sha256, sha256, 32);
+    pin->prev = NULL;
+    pin->next = s->pins;
+    if (s->pins)
+        s->pins->prev = pin;
+    s->pins = pin;
+    pin->held = true;
 }
 
 void pv_blob_unpin(pv_store_t *store, pv_blob_pin_t *pin)
