@@ -1194,15 +1194,17 @@ static void h_debug_check(admin_req_t *r)
 {
     pv_check_t c;
     pv_store_stat_t st;
-    int rc = pv_check_store(r->app->store, &c);
+    bool content = json_is_true(json_object_get(r->args, "content"));
+    int rc = pv_check_store_flags(r->app->store, content ? PV_CHECK_CONTENT : 0, &c);
     if (rc == 0)
         rc = pv_store_stat(r->app->store, &st);
     if (rc == 0)
         r->result = json_pack(
-            "{s:i,s:s,s:s,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I}}", "problems", c.problems,
-            "text", c.text.p ? c.text.p : "", "digest", c.digest, "records",
+            "{s:i,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I}}", "problems",
+            c.problems, "text", c.text.p ? c.text.p : "", "digest", c.digest, "records",
             (json_int_t)c.records, "blobs", (json_int_t)c.blobs, "changes",
-            (json_int_t)c.changes, "seq", (json_int_t)c.seq, "counts", "users",
+            (json_int_t)c.changes, "seq", (json_int_t)c.seq, "stray_files",
+            (json_int_t)c.stray_files, "tmp_files", (json_int_t)c.tmp_files, "counts", "users",
             (json_int_t)st.entries[PV_DB_USERS], "photos", (json_int_t)st.entries[PV_DB_PHOTOS],
             "videos", (json_int_t)st.entries[PV_DB_VIDEOS], "jobs",
             (json_int_t)st.entries[PV_DB_JOBS], "tokens", (json_int_t)st.entries[PV_DB_TOKENS]);

@@ -418,7 +418,7 @@ static void pulled(const pv_s3_result_t *res, void *arg)
         fprintf(stderr, "pvd: restore: blob %s in S3 has other bytes (sha256 %s)\n", p->hex,
                 res->sha256);
     } else {
-        int rc = pv_blob_commit_file(r->store, p->tmp, p->sha);
+        int rc = pv_blob_commit_file(r->store, p->tmp, p->sha, NULL);
         if (rc < 0 && !r->err[0])
             fail(r, rc, "cannot store blob %s: %s", p->hex, strerror(-rc));
         else if (rc == 0)

@@ -118,6 +118,7 @@ typedef struct render_task {
     char err[256];                /* out: why it failed, for the record */
     char out[PATH_MAX], poster[PATH_MAX]; /* temp files, gone once it is answered */
     uint8_t sha[32], poster_sha[32]; /* out: the committed blobs */
+    pv_blob_pin_t pin, poster_pin; /* out: held on them until the record names them */
     uint64_t bytes;               /* out: the MP4's size */
 } render_task_t;
 
@@ -170,6 +171,7 @@ typedef struct vupdate {
     char error[PV_ERRMSG_MAX + 1];
     bool ready;
     uint8_t sha[32], poster_sha[32];
+    pv_blob_pin_t pin, poster_pin; /* the render's, until this has committed */
     uint64_t bytes;
     int jobs;                     /* +1 add the job entry, -1 remove it */
     bool notify;                  /* stream the new state to subscribers */
@@ -184,6 +186,8 @@ typedef struct vupdate {
 static void vupdate_free(pv_msg_t *m)
 {
     vupdate_t *u = (vupdate_t *)m;
+    pv_blob_unpin(u->app ? u->app->store : NULL, &u->pin);
+    pv_blob_unpin(u->app ? u->app->store : NULL, &u->poster_pin);
     pv_video_clear(&u->after);
     pv_msg_free(u->cmd ? &u->cmd->msg : NULL); /* pvd stopped before the commit */
     free(u);
@@ -193,6 +197,11 @@ static int vupdate_apply(pv_txn_t *txn, void *arg)
 {
     vupdate_t *u = arg;
     pv_video_t *v = &u->after;
+    /* The writer runs a batch again after the map grew: what a first run
+     * loaded (its photo ids are malloc'd) goes before the record is read
+     * again. */
+    pv_video_clear(v);
+    u->applied = false;
     int rc = pv_video_load(txn, u->user, u->id, v);
     if (rc < 0)
         return rc == -ENOENT ? 0 : rc; /* deleted meanwhile: nothing to do */
@@ -568,9 +577,9 @@ static void render_work(pv_msg_t *msg)
         rc = pv_sha256_file(t->poster, t->poster_sha, NULL);
     /* Durable before the record says ready: blob files first. */
     if (rc == 0)
-        rc = pv_blob_commit_file(t->store, t->out, t->sha);
+        rc = pv_blob_commit_file(t->store, t->out, t->sha, &t->pin);
     if (rc == 0)
-        rc = pv_blob_commit_file(t->store, t->poster, t->poster_sha);
+        rc = pv_blob_commit_file(t->store, t->poster, t->poster_sha, &t->poster_pin);
     unlink(t->out);
     unlink(t->poster);
     t->rc = rc;
@@ -584,6 +593,8 @@ static void task_free(pv_msg_t *m)
 {
     render_task_t *t = (render_task_t *)m;
     pv_render_free(t->render); /* an unfinished render's temp files go */
+    pv_blob_unpin(t->store, &t->pin); /* held if its end went unrecorded */
+    pv_blob_unpin(t->store, &t->poster_pin);
     for (int i = 0; t->paths && i < t->n; i++)
         free(t->paths[i]);
     free(t->paths);
@@ -791,6 +802,9 @@ static void end_task(videos_state_t *st, pv_actor_t *self, render_task_t *t)
             u->ready = true;
             memcpy(u->sha, t->sha, 32);
             memcpy(u->poster_sha, t->poster_sha, 32);
+            /* the blobs stay pinned until the record names them */
+            pv_blob_pin_move(st->app->store, &u->pin, &t->pin);
+            pv_blob_pin_move(st->app->store, &u->poster_pin, &t->poster_pin);
             u->bytes = t->bytes;
         } else if (t->rc == -ECANCELED) {
             u->status = PV_VIDEO_CANCELLED;

@@ -13,6 +13,14 @@
  * A multipart upload is all or nothing: one undecodable part refuses all.
  * Blobs made durable for a request whose commit then fails have no
  * reference; the store collects them at the next start.
+ *
+ * Between 1 and 2 the user may delete photos, and those may hold the same
+ * blobs (a thumbnail is shared by every photo with the same pixels) or be
+ * the very photo a part duplicates. So the blobs a part made durable are
+ * pinned until the commit (store.h: a delete then leaves their files), and
+ * a part the worker found to be a duplicate keeps its bytes until the
+ * commit: if that photo is gone by then, the part goes back to a worker
+ * for the ingest it skipped, and the commit is tried again.
  */
 #include "actors/api/api.h"
 #include "app/kit.h"
@@ -46,7 +54,9 @@ typedef struct upload_part {
     uint8_t thumb_sha256[32];
     pv_image_info_t info;
     bool duplicate;             /* the user already has these bytes */
+    bool ingested;              /* decoded, thumbnailed, both blobs durable and pinned */
     bool big;                   /* decoded on the decode_big pool */
+    pv_blob_pin_t pin, thumb_pin; /* its blobs, until its record is committed */
     pv_photo_t photo;           /* the record (new or existing) */
     json_t *json;               /* its answer, made inside the commit */
 } upload_part_t;
@@ -201,12 +211,13 @@ static int ingest_part(upload_call_t *u, upload_part_t *p, bool big)
         return rc;
     if ((rc = pv_sha256_file(p->thumb_tmp, p->thumb_sha256, NULL)) < 0)
         return rc;
-    if ((rc = pv_blob_commit_file(u->app->store, p->thumb_tmp, p->thumb_sha256)) < 0)
+    if ((rc = pv_blob_commit_file(u->app->store, p->thumb_tmp, p->thumb_sha256, &p->thumb_pin)) < 0)
         return rc;
     *p->thumb_tmp = '\0';
-    if ((rc = pv_blob_commit_file(u->app->store, p->tmp, p->sha256)) < 0)
+    if ((rc = pv_blob_commit_file(u->app->store, p->tmp, p->sha256, &p->pin)) < 0)
         return rc;
     *p->tmp = '\0';
+    p->ingested = true;
     return 0;
 }
 
@@ -321,6 +332,38 @@ static int split_multipart(upload_call_t *u, const char *body)
     return rc;
 }
 
+/* Every part not ingested yet: a duplicate of one of the user's photos
+ * (kept as it is: the commit decides), or decoded and made durable here,
+ * or marked for decode_big. On failure every temp file goes. */
+static int ingest_parts(upload_call_t *u)
+{
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < u->n; i++) {
+        upload_part_t *p = &u->parts[i];
+        if (p->ingested || p->big)
+            continue;
+        if (already_have(u->app, u->user_id, p->sha256)) {
+            p->duplicate = true; /* its bytes stay until the commit */
+            continue;
+        }
+        p->duplicate = false;
+        /* A decode holds about twice the file besides its pixels: a file
+         * that big goes to decode_big unread, not read here to learn it. */
+        if (2 * p->bytes > decode_limits(u->app, false).max_decode_bytes)
+            rc = -E2BIG;
+        else
+            rc = ingest_part(u, p, false);
+        if (rc == -E2BIG) { /* next step, on decode_big */
+            p->big = true;
+            u->n_big++;
+            rc = 0;
+        }
+    }
+    for (int i = 0; rc < 0 && i < u->n; i++)
+        part_cleanup(&u->parts[i]);
+    return rc;
+}
+
 static void upload_work(pv_msg_t *m)
 {
     upload_call_t *u = (upload_call_t *)m;
@@ -342,29 +385,19 @@ static void upload_work(pv_msg_t *m)
         snprintf(p->filename, sizeof(p->filename), "%s", u->raw_filename);
         rc = pv_sha256_file(p->tmp, p->sha256, &p->bytes);
     }
-    for (int i = 0; rc == 0 && i < u->n; i++) {
-        upload_part_t *p = &u->parts[i];
-        if (already_have(u->app, u->user_id, p->sha256)) {
-            p->duplicate = true;
-            part_cleanup(p);
-            continue;
-        }
-        /* A decode holds about twice the file besides its pixels: a file
-         * that big goes to decode_big unread, not read here to learn it. */
-        if (2 * p->bytes > decode_limits(u->app, false).max_decode_bytes)
-            rc = -E2BIG;
-        else
-            rc = ingest_part(u, p, false);
-        if (rc == -E2BIG) { /* next step, on decode_big */
-            p->big = true;
-            u->n_big++;
-            rc = 0;
-        }
-    }
-    for (int i = 0; i < u->n; i++)
-        if (rc < 0 || !u->parts[i].big)
-            part_cleanup(&u->parts[i]);
+    if (rc == 0)
+        rc = ingest_parts(u);
+    for (int i = 0; rc < 0 && i < u->n; i++)
+        part_cleanup(&u->parts[i]);
     u->base.result = rc;
+}
+
+/* Again, for parts whose photo was deleted after the worker found them
+ * duplicates (upload_committed). */
+static void upload_redo_work(pv_msg_t *m)
+{
+    upload_call_t *u = (upload_call_t *)m;
+    u->base.result = ingest_parts(u);
 }
 
 /* The big parts, one upload at a time (the pool has one thread). */
@@ -373,9 +406,9 @@ static void upload_big_work(pv_msg_t *m)
     upload_call_t *u = (upload_call_t *)m;
     int rc = 0;
     for (int i = 0; rc == 0 && i < u->n; i++)
-        if (u->parts[i].big)
-            rc = ingest_part(u, &u->parts[i], true);
-    for (int i = 0; i < u->n; i++)
+        if (u->parts[i].big && (rc = ingest_part(u, &u->parts[i], true)) == 0)
+            u->parts[i].big = false;
+    for (int i = 0; rc < 0 && i < u->n; i++)
         part_cleanup(&u->parts[i]);
     u->n_big = 0;
     u->base.result = rc;
@@ -434,8 +467,9 @@ static int upload_apply(pv_txn_t *txn, void *arg)
                 return rc;
             continue;
         }
-        if (part->duplicate)
-            return -EAGAIN; /* deleted since the worker looked: retry */
+        if (!part->ingested)
+            return -EAGAIN; /* a duplicate when the worker looked, deleted since */
+        part->duplicate = false;
         pv_photo_t *p = &part->photo;
         *p = (pv_photo_t){.v = 1, .bytes = part->bytes, .width = (uint32_t)part->info.width,
                           .height = (uint32_t)part->info.height,
@@ -458,22 +492,31 @@ static int upload_apply(pv_txn_t *txn, void *arg)
 
 /* ---------------- loop side ---------------- */
 
-static void upload_free(pv_call_t *c)
+/* The call's message free_fn: every way it ends (answered, failed to
+ * hand on, dropped at a stop) lets go of its temp files and pins. */
+static void upload_msg_free(pv_msg_t *m)
 {
-    upload_call_t *u = (upload_call_t *)c;
-    for (int i = 0; i < u->n; i++) {
-        part_cleanup(&u->parts[i]);
-        json_decref(u->parts[i].json);
+    upload_call_t *u = (upload_call_t *)m;
+    for (int i = 0; i < u->max_parts; i++) {
+        upload_part_t *p = &u->parts[i];
+        part_cleanup(p);
+        json_decref(p->json);
+        pv_blob_unpin(u->app->store, &p->pin);
+        pv_blob_unpin(u->app->store, &p->thumb_pin);
     }
-    pv_call_free(c);
+    free(m);
 }
+
+static void upload_free(pv_call_t *c) { pv_call_free(c); }
+
+static void upload_ingested(pv_call_t *c);
 
 static void upload_committed(pv_call_t *c)
 {
     upload_call_t *u = (upload_call_t *)c;
     int rc = c->sreq.msg.status;
-    if (rc == -EAGAIN) { /* a duplicate vanished meanwhile: do it again */
-        pv_call_store(c, upload_apply, upload_committed);
+    if (rc == -EAGAIN) { /* a duplicate's photo was deleted meanwhile: ingest it, commit again */
+        pv_call_work(c, u->app->work, upload_redo_work, upload_ingested);
         return;
     }
     if (rc == -EDQUOT) {
@@ -558,6 +601,7 @@ void pv_h_photo_upload(pv_http_req_t *req)
         return;
     }
     u->max_parts = max_parts;
+    u->base.sreq.msg.free_fn = upload_msg_free;
     u->app = pv_api_app(req);
     u->multipart = multipart;
     pv_api_user_id(req, u->user_id);

@@ -577,8 +577,12 @@ static const pv_admin_cmd_t g_cmds[] = {
      "check the store's invariants (test build)",
      "Checks the store record by record (src/model/check.h): records, indexes, blob "
      "reference counts and files, the change log. Answers the problems found, a digest of "
-     "every database (equal digests: the same store) and counts. Test build only.",
-     {{0}}},
+     "every database (equal digests: the same store) and counts, among them the blob files "
+     "no count names and the files in the temp directory. With --content, also reads "
+     "every counted blob file and checks its SHA-256 against its name. Test build only.",
+     {{"content", PV_ARG_BOOL, PV_ARG_FLAG, false, NULL, NULL, 0, 0,
+       "hash every counted blob file"},
+      {0}}},
 #endif
 };
 

@@ -10,12 +10,14 @@
 #include "base/records.h"
 #include "base/text.h"
 
+#include <dirent.h>
 #include <limits.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define CHECK_LINES 20 /* problems spelled out; the rest only counted */
@@ -35,6 +37,7 @@ typedef struct ck {
     pv_txn_t *txn;
     pv_store_t *store;
     pv_check_t *out;
+    unsigned flags;         /* PV_CHECK_* */
     EVP_MD_CTX *md;
     EVP_MD_CTX *db_md;      /* the database being hashed, alone */
     int db;                 /* the database being hashed */
@@ -119,6 +122,27 @@ static int digest(ck_t *k)
     return rc;
 }
 
+/* The size of blob sha's file, or -1 when it is not there (check_blob
+ * says so for a counted one). */
+static int64_t blob_size(ck_t *k, const uint8_t sha[32])
+{
+    char path[PATH_MAX];
+    struct stat st;
+    pv_blob_path(k->store, sha, path, sizeof(path));
+    return stat(path, &st) == 0 ? (int64_t)st.st_size : -1;
+}
+
+/* A record's `bytes` is its blob's size: usage (model/usage.c) adds up
+ * the records, so this is what keeps it true to the disk. */
+static void check_size(ck_t *k, const char *what, const char *kt, const uint8_t sha[32],
+                       uint64_t bytes)
+{
+    int64_t have = blob_size(k, sha);
+    if (have >= 0 && (uint64_t)have != bytes)
+        problem(k, "%s %s: says %llu bytes, its file has %lld", what, kt,
+                (unsigned long long)bytes, (long long)have);
+}
+
 /* ---------------- users and emails ---------------- */
 
 static int check_user(void *arg, const pv_val_t *key, const pv_val_t *val)
@@ -196,6 +220,7 @@ static int check_photo(void *arg, const pv_val_t *key, const pv_val_t *val)
     if (!get(k, PV_DB_PHOTO_SHA, skey, sizeof(skey), &id) || id.len != 16 ||
         memcmp(id.data, p.id, 16) != 0)
         problem(k, "photos %s: photo_sha does not name it", kt);
+    check_size(k, "photos", kt, p.sha256, p.bytes);
     add_ref(k, p.sha256);
     add_ref(k, p.thumb_sha256);
     return 0;
@@ -251,7 +276,15 @@ static int check_video(void *arg, const pv_val_t *key, const pv_val_t *val)
         problem(k, "videos %s: %s but no job entry", kt, pv_video_status_name(v.status));
     if (!is_active(v.status) && has_job)
         problem(k, "videos %s: %s but still a job entry", kt, pv_video_status_name(v.status));
+    for (uint32_t i = 0; is_active(v.status) && i < v.n_photos; i++) {
+        uint8_t pkey[32];
+        pv_key2(pkey, v.user_id, v.photo_ids[i], 16);
+        if (!get(k, PV_DB_PHOTOS, pkey, sizeof(pkey), NULL))
+            problem(k, "videos %s: %s but its photo %u of %u does not exist", kt,
+                    pv_video_status_name(v.status), i + 1, v.n_photos);
+    }
     if (v.status == PV_VIDEO_READY) {
+        check_size(k, "videos", kt, v.sha256, v.bytes);
         add_ref(k, v.sha256);
         add_ref(k, v.poster_sha256);
     }
@@ -351,8 +384,12 @@ static int check_blob(void *arg, const pv_val_t *key, const pv_val_t *val)
                 (unsigned long long)want);
     char path[PATH_MAX];
     pv_blob_path(k->store, key->data, path, sizeof(path));
+    uint8_t sum[32];
     if (access(path, F_OK) != 0)
         problem(k, "blobs %s: counted but its file is missing", hex);
+    else if ((k->flags & PV_CHECK_CONTENT) &&
+             (pv_sha256_file(path, sum, NULL) < 0 || memcmp(sum, key->data, 32) != 0))
+        problem(k, "blobs %s: its file's content is another", hex);
     k->out->blobs++;
     return 0;
 }
@@ -366,6 +403,63 @@ static int check_blobs(ck_t *k)
     if (rc == 0)
         refs_without_count(k, &w.i, NULL);
     return rc;
+}
+
+/* Files under DATA/blobs that no count names: anything but a file
+ * DATA/blobs/ab/ab<62 hex> whose count exists. Not problems (see check.h),
+ * counted. Read after the transaction began: a blob committed since is
+ * counted here but not stray. */
+static bool blob_name(const char *shard, const char *name, uint8_t sha[32])
+{
+    return strlen(name) == 64 && strspn(name, PV_HEX_DIGITS) == 64 &&
+           strncmp(shard, name, 2) == 0 && pv_unhex(name, sha, 32) == 0;
+}
+
+static uint64_t stray_in_shard(ck_t *k, const char *dir, const char *shard)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 1; /* not a directory: a stray file itself */
+    uint64_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        uint8_t sha[32];
+        if (!blob_name(shard, e->d_name, sha) || !get(k, PV_DB_BLOBS, sha, 32, NULL))
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static uint64_t count_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    uint64_t n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL)
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static void check_files(ck_t *k)
+{
+    const char *root = pv_store_blobs_dir(k->store);
+    DIR *d = opendir(root);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char dir[PATH_MAX];
+        if (snprintf(dir, sizeof(dir), "%s/%s", root, e->d_name) < (int)sizeof(dir))
+            k->out->stray_files += stray_in_shard(k, dir, e->d_name);
+    }
+    if (d)
+        closedir(d);
+    k->out->tmp_files = count_files(pv_store_tmp_dir(k->store));
 }
 
 /* ---------------- the change log ---------------- */
@@ -500,18 +594,25 @@ static int run(ck_t *k)
     if (rc == 0)
         rc = check_blobs(k);
     if (rc == 0)
+        check_files(k);
+    if (rc == 0)
         rc = check_changes(k);
     return rc;
 }
 
 int pv_check_store(pv_store_t *store, pv_check_t *out)
 {
+    return pv_check_store_flags(store, 0, out);
+}
+
+int pv_check_store_flags(pv_store_t *store, unsigned flags, pv_check_t *out)
+{
     memset(out, 0, sizeof(*out));
     pv_txn_t txn;
     int rc = pv_txn_begin(store, &txn, false);
     if (rc < 0)
         return rc;
-    ck_t k = {.txn = &txn, .store = store, .out = out};
+    ck_t k = {.txn = &txn, .store = store, .out = out, .flags = flags};
     rc = run(&k);
     pv_txn_abort(&txn);
     if (out->problems > CHECK_LINES)

@@ -29,6 +29,16 @@
  *   it commits). Crashes leave at worst unreferenced files, which the sweep
  *   at open removes -- it runs before the writer starts, so no upload can be
  *   between pv_blob_commit_file and its record's commit.
+ * - Pins close the window between pv_blob_commit_file and the commit of the
+ *   record that counts the blob. The file may already be there (another
+ *   record names the same bytes, e.g. every photo with the same pixels has
+ *   the same thumbnail): then the temp copy is dropped, and a delete of
+ *   that other record, committed meanwhile, would unlink the file the new
+ *   record is about to name (its pv_blob_ref then finds no file: the
+ *   upload failed with a 404). So the blob is pinned before it is looked
+ *   for, and the post-commit unlink skips pinned blobs; both run under
+ *   pin_mu, so either the unlink comes first and the blob is written anew,
+ *   or the pin does and the file stays.
  */
 #include "store/store.h"
 #include "base/pv.h"
@@ -96,6 +106,8 @@ struct pv_store {
     char env_dir[PATH_MAX];       /* DATA/store */
     char blobs_dir[PATH_MAX];     /* DATA/blobs */
     char tmp_dir[PATH_MAX];       /* DATA/tmp */
+    pthread_mutex_t pin_mu;       /* pins, and the unlinks that look at them */
+    pv_blob_pin_t *pins;          /* held pins (a short list: uploads, renders in flight) */
     /* the writer: everything below is touched by its loop thread only */
     pv_loop_t *loop;
     pv_actor_t *writer;
@@ -256,12 +268,27 @@ void pv_txn_abort(pv_txn_t *txn)
     txn_end(txn, true);
 }
 
+static bool pinned_locked(pv_store_t *s, const uint8_t sha256[32])
+{
+    for (const pv_blob_pin_t *p = s->pins; p; p = p->next)
+        if (memcmp(p->sha256, sha256, 32) == 0)
+            return true;
+    return false;
+}
+
+/* After a commit that dropped the blob's last reference; a pinned blob's
+ * file stays (a record on its way names it, see the file comment). */
 static void blob_unlink_file(pv_store_t *s, const uint8_t sha256[32])
 {
     char path[PATH_MAX];
     pv_blob_path(s, sha256, path, sizeof(path));
-    if (unlink(path) < 0 && errno != ENOENT)
+    pthread_mutex_lock(&s->pin_mu);
+    bool keep = pinned_locked(s, sha256);
+    if (!keep && unlink(path) < 0 && errno != ENOENT)
         pv_warn("store", "cannot remove blob %s: %s", path, strerror(errno));
+    pthread_mutex_unlock(&s->pin_mu);
+    if (keep)
+        pv_debug("store", "blob %s has no reference left but is pinned: kept", path);
 }
 
 /* A blob whose count fell to zero may have been referenced again later in
@@ -765,8 +792,70 @@ static int fsync_fd(int fd)
     return 0;
 }
 
+static void unpin_locked(pv_store_t *s, pv_blob_pin_t *pin)
+{
+    if (pin->prev)
+        pin->prev->next = pin->next;
+    else
+        s->pins = pin->next;
+    if (pin->next)
+        pin->next->prev = pin->prev;
+    pin->next = pin->prev = NULL;
+    pin->held = false;
+}
+
+static void pin_locked(pv_store_t *s, pv_blob_pin_t *pin, const uint8_t sha256[32])
+{
+    if (pin->held) /* a pin used again: it holds the new blob only */
+        unpin_locked(s, pin);
+    memcpy(pin->sha256, sha256, 32);
+    pin->prev = NULL;
+    pin->next = s->pins;
+    if (s->pins)
+        s->pins->prev = pin;
+    s->pins = pin;
+    pin->held = true;
+}
+
+void pv_blob_unpin(pv_store_t *store, pv_blob_pin_t *pin)
+{
+    if (!pin || !pin->held)
+        return;
+    pthread_mutex_lock(&store->pin_mu);
+    unpin_locked(store, pin);
+    pthread_mutex_unlock(&store->pin_mu);
+}
+
+void pv_blob_pin_move(pv_store_t *store, pv_blob_pin_t *to, pv_blob_pin_t *from)
+{
+    if (!from->held)
+        return;
+    pthread_mutex_lock(&store->pin_mu);
+    pin_locked(store, to, from->sha256);
+    unpin_locked(store, from);
+    pthread_mutex_unlock(&store->pin_mu);
+}
+
+/* Step 3 of pv_blob_commit_file, under pin_mu when pinning: the name. */
+static int blob_put_name(pv_store_t *store, const char *tmp_path, const char *path,
+                     const uint8_t sha256[32], pv_blob_pin_t *pin)
+{
+    if (pin) /* before the file is looked for: see the file comment */
+        pin_locked(store, pin, sha256);
+    /* content-addressed, so an existing file is the same */
+    if (access(path, F_OK) == 0) {
+        unlink(tmp_path);
+        return 0;
+    }
+    if (pv_fail("blob_rename"))
+        return -EIO;
+    if (rename(tmp_path, path) < 0)
+        return -errno;
+    return 1; /* renamed: its directory entry is to be made durable */
+}
+
 int pv_blob_commit_file(pv_store_t *store, const char *tmp_path,
-                        const uint8_t sha256[32])
+                        const uint8_t sha256[32], pv_blob_pin_t *pin)
 {
     char path[PATH_MAX], shard[PATH_MAX];
     pv_blob_path(store, sha256, path, sizeof(path));
@@ -788,17 +877,20 @@ int pv_blob_commit_file(pv_store_t *store, const char *tmp_path,
     } else if (errno != EEXIST) {
         return -errno;
     }
-    /* 3. the name: content-addressed, so an existing file is the same */
-    if (access(path, F_OK) == 0) {
-        unlink(tmp_path);
-        return 0;
-    }
-    if (pv_fail("blob_rename"))
-        return -EIO;
-    if (rename(tmp_path, path) < 0)
-        return -errno;
+    /* 3. the name, pinned first (the unlinks after commits look at pins
+     * under the same lock) */
+    pthread_mutex_lock(&store->pin_mu);
+    rc = blob_put_name(store, tmp_path, path, sha256, pin);
+    if (rc < 0 && pin)
+        unpin_locked(store, pin);
+    pthread_mutex_unlock(&store->pin_mu);
+    if (rc <= 0)
+        return rc;
     /* 4. the rename is durable: only now may a record name the blob */
-    return sync ? pv_fsync_dir(shard) : 0;
+    rc = sync ? pv_fsync_dir(shard) : 0;
+    if (rc < 0)
+        pv_blob_unpin(store, pin);
+    return rc;
 }
 
 static int blob_count(pv_txn_t *txn, const uint8_t sha256[32], uint64_t *n)
@@ -1270,8 +1362,20 @@ static void store_free(pv_store_t *s)
     }
     if (s->env)
         mdb_env_close(s->env);
+    /* Pins still held (requests freed after the stop) are let go, so that
+     * their later pv_blob_unpin, finding them not held, leaves the store
+     * alone. */
+    pthread_mutex_lock(&s->pin_mu);
+    for (pv_blob_pin_t *p = s->pins, *next; p; p = next) {
+        next = p->next;
+        p->next = p->prev = NULL;
+        p->held = false;
+    }
+    s->pins = NULL;
+    pthread_mutex_unlock(&s->pin_mu);
     pthread_cond_destroy(&s->map_cv);
     pthread_mutex_destroy(&s->map_mu);
+    pthread_mutex_destroy(&s->pin_mu);
     free(s);
 }
 
@@ -1283,6 +1387,7 @@ int pv_store_open(pv_store_t **out, const char *data_dir,
     if (!s)
         return -ENOMEM;
     pthread_mutex_init(&s->map_mu, NULL);
+    pthread_mutex_init(&s->pin_mu, NULL);
     pthread_cond_init(&s->map_cv, NULL);
     if (opts)
         s->opts = *opts;
@@ -1319,6 +1424,11 @@ void pv_store_close(pv_store_t *store)
 const char *pv_store_tmp_dir(pv_store_t *store)
 {
     return store->tmp_dir;
+}
+
+const char *pv_store_blobs_dir(pv_store_t *store)
+{
+    return store->blobs_dir;
 }
 
 /* ---------------- stat, backup ---------------- */

@@ -27,8 +27,11 @@
  * DATA/blobs/xx/<sha256 hex>, written temp -> fsync -> rename -> fsync dir
  * before the record that names them commits. PV_DB_BLOBS holds a reference
  * count per blob; when it drops to zero the file is unlinked after the
- * commit. pv_store_open() also collects blob files with no reference and
- * stale temp files (left by a crash).
+ * commit, unless a pin holds it: a blob made durable for a record still on
+ * its way (an upload, a render) may be a file that was already there, and
+ * a delete of the last record naming it must not take it from under the
+ * record about to name it again. pv_store_open() also collects blob files
+ * with no reference and stale temp files (left by a crash).
  */
 #ifndef PV_STORE_H
 #define PV_STORE_H
@@ -66,8 +69,11 @@ typedef struct pv_store_opts {
  * writer thread; collects orphans. */
 int pv_store_open(pv_store_t **out, const char *data_dir,
                   const pv_store_opts_t *opts);
-void pv_store_close(pv_store_t *store); /* drains the writer, then closes */
+/* Drains the writer, then closes; pins still held are released (their
+ * pv_blob_unpin after this does nothing). */
+void pv_store_close(pv_store_t *store);
 const char *pv_store_tmp_dir(pv_store_t *store); /* DATA/tmp */
+const char *pv_store_blobs_dir(pv_store_t *store); /* DATA/blobs */
 
 typedef struct pv_store_stat {
     uint64_t map_size, map_used; /* bytes */
@@ -128,11 +134,28 @@ int pv_blob_unref(pv_txn_t *txn, const uint8_t sha256[32]);
 /* DATA/blobs/ab/<hex>; out must hold PATH_MAX. */
 void pv_blob_path(pv_store_t *store, const uint8_t sha256[32], char *out,
                   size_t outlen);
+
+/* A pin: the caller's memory (nothing is allocated, nothing can fail),
+ * zeroed before first use. While held, a commit that drops the blob's
+ * last reference leaves its file on disk (unreferenced, it is collected
+ * at the next start if nothing names it by then). */
+typedef struct pv_blob_pin {
+    struct pv_blob_pin *next, *prev;
+    uint8_t sha256[32];
+    bool held;
+} pv_blob_pin_t;
+
 /* Make the temp file `tmp_path` durable as the blob named by sha256:
  * fsync, rename (or drop it if the blob already exists), fsync the dir.
- * Blocking: call on a worker thread. */
+ * With a pin, the blob is pinned before it is looked for and stays pinned
+ * on success, until pv_blob_unpin: call that once the record naming it
+ * has committed, or failed. Blocking: call on a worker thread. */
 int pv_blob_commit_file(pv_store_t *store, const char *tmp_path,
-                        const uint8_t sha256[32]);
+                        const uint8_t sha256[32], pv_blob_pin_t *pin);
+/* Release a pin (a pin not held: nothing). Any thread. */
+void pv_blob_unpin(pv_store_t *store, pv_blob_pin_t *pin);
+/* Hand a held pin over to another (`to` must not be held). Any thread. */
+void pv_blob_pin_move(pv_store_t *store, pv_blob_pin_t *to, pv_blob_pin_t *from);
 
 /* ---- change log ---- */
 typedef struct pv_change {

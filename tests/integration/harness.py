@@ -364,15 +364,7 @@ class Pvd:
     def start(self, ready_timeout=READY_TIMEOUT):
         check(os.access(PVD_BIN, os.X_OK), "pvd binary", "an executable at " + PVD_BIN, "none")
         for attempt in range(3):
-            self.write_config()
-            self.log_file = open(self.log_path, "ab")
-            self.log_file.write(b"---- start %d (attempt %d) ----\n" % (len(self.exit_codes) + 1, attempt))
-            self.log_file.flush()
-            env = dict(os.environ)
-            env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
-            self.proc = subprocess.Popen([PVD_BIN, "--config", self.config_path],
-                                         stdin=subprocess.DEVNULL, stdout=self.log_file,
-                                         stderr=self.log_file, env=env, cwd=self.tmp)
+            self.spawn(attempt)
             try:
                 self.wait_ready(ready_timeout)
                 break
@@ -383,6 +375,20 @@ class Pvd:
                     continue
                 raise
         self._ctx = None
+        return self
+
+    def spawn(self, attempt=0):
+        """Starts the process and returns at once (start() also waits for
+        /readyz): for a test that kills pvd while it starts."""
+        self.write_config()
+        self.log_file = open(self.log_path, "ab")
+        self.log_file.write(b"---- start %d (attempt %d) ----\n" % (len(self.exit_codes) + 1, attempt))
+        self.log_file.flush()
+        env = dict(os.environ)
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        self.proc = subprocess.Popen([PVD_BIN, "--config", self.config_path],
+                                     stdin=subprocess.DEVNULL, stdout=self.log_file,
+                                     stderr=self.log_file, env=env, cwd=self.tmp)
         return self
 
     def wait_ready(self, timeout):

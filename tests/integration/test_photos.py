@@ -5,6 +5,7 @@ users (API.md, "Photos")."""
 import re
 import secrets
 import threading
+import time
 
 from harness import (check, colour_at, decode_rgb, eq, fixture, heic, image_size, jpeg, oriented_jpeg,
                      parse_time, sha256_hex, unique_jpeg, unique_png, webp)
@@ -492,3 +493,73 @@ def test_filename_not_utf8_is_cleaned(pvd):
     r.expect(201, "upload with a non-UTF-8 filename")
     eq(r.json()["photo"]["filename"], "bad\ufffd\ufffdname.jpg", "cleaned filename")
     eq(len(u.list_all()), 1, "the list still answers")
+
+
+def _race(first, second, delay):
+    """Runs first and, delay seconds later, second, each in a thread;
+    returns (first's result, second's result): a Response or the error."""
+    out = [None, None]
+
+    def go(i, fn):
+        try:
+            out[i] = fn()
+        except Exception as e:  # noqa: BLE001 - reported by the caller
+            out[i] = e
+
+    ts = [threading.Thread(target=go, args=(0, first)), threading.Thread(target=go, args=(1, second))]
+    ts[0].start()
+    time.sleep(delay)
+    ts[1].start()
+    for t in ts:
+        t.join(60)
+    return out
+
+
+def test_upload_while_a_photo_with_the_same_thumbnail_is_deleted(pvd):
+    """Photos with the same pixels share their thumbnail blob. Deleting the
+    last one while another upload of those pixels is between its blobs and
+    its commit used to unlink the thumbnail from under it: the upload
+    answered 404 half the time. Found while building the kill -9 campaign;
+    the store now pins the blobs an upload made durable until it commits."""
+    u = _fresh(pvd, "thumbrace")
+    statuses = {}
+    for i in range(30):
+        a = u.upload_ok(unique_png(83, 59), "image/png")
+        b = unique_png(83, 59)  # other bytes, the same pixels: the same thumbnail
+        up, rm = _race(lambda: u.upload(b, "image/png"),
+                       lambda: u.req("DELETE", "/api/v1/photos/" + a["id"]), 0.002 * (i % 10))
+        eq(getattr(rm, "status", rm), 204, "round %d: the delete" % i)
+        eq(getattr(up, "status", up), 201, "round %d: an upload racing a delete of its thumbnail's "
+           "other photo" % i)
+        statuses[up.status] = statuses.get(up.status, 0) + 1
+        new = up.json()["photo"]
+        eq(u.req("GET", "/api/v1/photos/%s/thumbnail" % new["id"]).status, 200,
+           "round %d: the new photo's thumbnail" % i)
+        u.req("DELETE", "/api/v1/photos/" + new["id"]).expect(204, "cleanup")
+
+
+def test_duplicate_upload_while_its_photo_is_deleted(pvd):
+    """An exact duplicate's bytes used to be dropped as soon as a worker saw
+    the user had them; when that photo was deleted before the commit, the
+    commit was tried again and again with nothing to commit: the request
+    never answered and the store writer spun. Found while building the kill
+    -9 campaign; the bytes now wait for the commit and go through the
+    ingest they skipped."""
+    u = _fresh(pvd, "duprace")
+    for i in range(30):
+        data = unique_jpeg(320, 240)
+        a = u.upload_ok(data, "image/jpeg")
+        up, rm = _race(lambda: u.upload(data, "image/jpeg", timeout=15),
+                       lambda: u.req("DELETE", "/api/v1/photos/" + a["id"]), 0.002 * (i % 10))
+        eq(getattr(rm, "status", rm), 204, "round %d: the delete" % i)
+        check(getattr(up, "status", None) in (200, 201),
+              "round %d: a duplicate upload racing the delete of its photo answers" % i,
+              "200 or 201", up)
+        ids = u.list_all()
+        if up.status == 201:  # after the delete: a new photo
+            eq(ids, [up.json()["photo"]["id"]], "round %d: the new photo is there" % i)
+            body = u.req("GET", "/api/v1/photos/%s/content" % ids[0]).expect(200, "content").body
+            check(body == data, "round %d: its content" % i, "the bytes sent", "other bytes")
+            u.req("DELETE", "/api/v1/photos/" + ids[0]).expect(204, "cleanup")
+        else:  # before it: the duplicate, deleted since
+            eq(ids, [], "round %d: nothing left" % i)

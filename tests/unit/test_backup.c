@@ -76,7 +76,7 @@ static pv_store_t *make_source(pv_user_t *u, blob_arg_t *b)
     pv_sha256(content, sizeof(content) - 1, b->sha);
     snprintf(tmp, sizeof(tmp), "%s/blob.tmp", pv_store_tmp_dir(s));
     if (write_file(tmp, content, sizeof(content) - 1) < 0 ||
-        pv_blob_commit_file(s, tmp, b->sha) < 0 ||
+        pv_blob_commit_file(s, tmp, b->sha, NULL) < 0 ||
         pv_store_write_sync(s, ref_blob, b) < 0 || pv_store_write_sync(s, put_user, u) < 0) {
         pv_store_close(s);
         return NULL;

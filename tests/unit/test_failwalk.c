@@ -202,7 +202,7 @@ static int make_blob(pv_store_t *s, const char *data, uint8_t sha[32])
     snprintf(tmp, sizeof(tmp), "%s/blob-%d", pv_store_tmp_dir(s), ++g_seq);
     pv_sha256(data, strlen(data), sha);
     int rc = write_file(tmp, data, strlen(data));
-    return rc < 0 ? rc : pv_blob_commit_file(s, tmp, sha);
+    return rc < 0 ? rc : pv_blob_commit_file(s, tmp, sha, NULL);
 }
 
 static void new_user(pv_user_t *u)
@@ -259,6 +259,7 @@ static int add_photo(pv_store_t *s, const pv_user_t *u, photo_arg_t *pa)
     photo_fill(&pa->p, u);
     snprintf(a, sizeof(a), "original %d", ++g_seq);
     snprintf(b, sizeof(b), "thumbnail %d", g_seq);
+    pa->p.bytes = strlen(a); /* the checker holds it to the file's size */
     int rc = make_blob(s, a, pa->p.sha256);
     if (rc == 0)
         rc = make_blob(s, b, pa->p.thumb_sha256);
@@ -321,6 +322,7 @@ typedef struct store_walk {
     photo_arg_t photo;
     pv_video_t video;
     uint8_t sha[32], poster[32];
+    uint64_t bytes; /* the video's MP4 */
     char tmp[2][600];
 } store_walk_t;
 
@@ -385,6 +387,8 @@ static int ingest_prepare(void *ctx)
         snprintf(data, sizeof(data), "%s %d", i ? "thumbnail" : "original", ++g_seq);
         snprintf(w->tmp[i], sizeof(w->tmp[i]), "%s/ingest-%d", pv_store_tmp_dir(w->s), i);
         pv_sha256(data, strlen(data), i ? w->photo.p.thumb_sha256 : w->photo.p.sha256);
+        if (!i) /* the checker holds it to the file's size */
+            w->photo.p.bytes = strlen(data);
         if (write_file(w->tmp[i], data, strlen(data)) < 0)
             return -EIO;
     }
@@ -395,9 +399,9 @@ static int ingest_prepare(void *ctx)
 static int ingest_run(void *ctx)
 {
     store_walk_t *w = ctx;
-    int rc = pv_blob_commit_file(w->s, w->tmp[1], w->photo.p.thumb_sha256);
+    int rc = pv_blob_commit_file(w->s, w->tmp[1], w->photo.p.thumb_sha256, NULL);
     if (rc == 0)
-        rc = pv_blob_commit_file(w->s, w->tmp[0], w->photo.p.sha256);
+        rc = pv_blob_commit_file(w->s, w->tmp[0], w->photo.p.sha256, NULL);
     return rc < 0 ? rc : pv_store_write_sync(w->s, apply_photo, &w->photo);
 }
 
@@ -525,6 +529,7 @@ static int apply_video_ready(pv_txn_t *txn, void *arg)
     v.progress = 1;
     memcpy(v.sha256, w->sha, 32);
     memcpy(v.poster_sha256, w->poster, 32);
+    v.bytes = w->bytes;
     if ((rc = pv_blob_ref(txn, w->sha)) == 0 && (rc = pv_blob_ref(txn, w->poster)) == 0 &&
         (rc = pv_video_save(txn, &v)) == 0)
         rc = pv_txn_del(txn, PV_DB_JOBS, v.id, 16);
@@ -544,8 +549,12 @@ static int ready_prepare(void *ctx)
     snprintf(v->title, sizeof(v->title), "walk");
     v->n_photos = 2;
     static uint8_t ids[2][16];
-    pv_id_new(ids[0]);
-    pv_id_new(ids[1]);
+    for (int i = 0; i < 2; i++) { /* a running video's photos exist */
+        photo_arg_t pa;
+        if (add_photo(w->s, &g_user, &pa) < 0)
+            return -EIO;
+        memcpy(ids[i], pa.p.id, 16);
+    }
     v->photo_ids = ids;
     v->opts.seconds_per_photo = 1;
     snprintf(v->opts.transition, sizeof(v->opts.transition), "fade");
@@ -557,6 +566,7 @@ static int ready_prepare(void *ctx)
     char mp4[64], jpg[64];
     snprintf(mp4, sizeof(mp4), "video %d", ++g_seq);
     snprintf(jpg, sizeof(jpg), "poster %d", g_seq);
+    w->bytes = strlen(mp4);
     int rc = pv_store_write_sync(w->s, apply_video_new, v);
     if (rc == 0)
         rc = make_blob(w->s, mp4, w->sha);

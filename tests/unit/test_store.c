@@ -941,7 +941,7 @@ static int make_blob(pv_store_t *s, int n, const char *text)
     write_file(tmp, text);
     uint8_t sha[32];
     sha_of(sha, n);
-    int rc = pv_blob_commit_file(s, tmp, sha);
+    int rc = pv_blob_commit_file(s, tmp, sha, NULL);
     CHECK(!file_exists(tmp));
     return rc;
 }
@@ -1024,7 +1024,7 @@ TEST(blobs)
     write_file(upload5, "five");
     sha_of(sha, 5);
     pv_fail_reset("blob_rename:1");
-    CHECK_EQ_INT(pv_blob_commit_file(s, upload5, sha), -EIO);
+    CHECK_EQ_INT(pv_blob_commit_file(s, upload5, sha, NULL), -EIO);
     pv_fail_reset("");
     CHECK(!blob_exists(s, 5));
     CHECK(file_exists(upload5));
@@ -1064,6 +1064,86 @@ TEST(blobs)
 }
 
 /* ---------------- backup ---------------- */
+
+/* The window between a blob made durable for a record and that record's
+ * commit. The file may already be there (another record names the same
+ * bytes: photos with the same pixels share a thumbnail), so its temp copy
+ * is dropped; if the other record is deleted meanwhile, its commit drops
+ * the last reference and unlinks the file, and the new record's
+ * pv_blob_ref finds none: an upload of a good photo failed (a 404). A pin
+ * taken by pv_blob_commit_file keeps the file until it is released. */
+static int commit_copy(pv_store_t *s, int n, const char *text, pv_blob_pin_t *pin)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof(tmp), "%s/copy-%d", pv_store_tmp_dir(s), n);
+    write_file(tmp, text);
+    uint8_t sha[32];
+    sha_of(sha, n);
+    int rc = pv_blob_commit_file(s, tmp, sha, pin);
+    CHECK(!file_exists(tmp)); /* the file was there: the copy is dropped */
+    return rc;
+}
+
+TEST(blob_pins)
+{
+    char dir[64];
+    tmp_data_dir(dir);
+    pv_store_t *s = open_store(dir, 0, 0);
+    if (!s)
+        return;
+    blob_op_t ref1 = {6, 1, 0, false, 0}, unref1 = {6, 0, 1, false, 0};
+    /* Unpinned, the race as it was: the new record cannot name the blob. */
+    CHECK_EQ_INT(make_blob(s, 6, "six"), 0);
+    CHECK_EQ_INT(pv_store_write_sync(s, apply_blob, &ref1), 0);   /* record A */
+    CHECK_EQ_INT(commit_copy(s, 6, "six", NULL), 0);              /* B's upload */
+    CHECK_EQ_INT(pv_store_write_sync(s, apply_blob, &unref1), 0); /* A deleted */
+    CHECK(!blob_exists(s, 6));
+    CHECK_EQ_INT(pv_store_write_sync(s, apply_blob, &ref1), -ENOENT); /* B */
+    /* Pinned: the delete leaves the file, B's commit counts it. */
+    pv_blob_pin_t pin = {0};
+    CHECK_EQ_INT(make_blob(s, 6, "six"), 0);
+    CHECK_EQ_INT(pv_store_write_sync(s, apply_blob, &ref1), 0);
+    CHECK_EQ_INT(commit_copy(s, 6, "six", &pin), 0);
+    CHECK(pin.held);
+    CHECK_EQ_INT(pv_store_write_sync(s, apply_blob, &unref1), 0);
+    CHECK(blob_exists(s, 6));
+    CHECK_EQ_INT(pv_store_write_sync(s, apply_blob, &ref1), 0);
+    pv_blob_unpin(s, &pin);
+    CHECK(!pin.held);
+    pv_blob_unpin(s, &pin); /* again: nothing */
+    /* Released: the next drop to zero unlinks as before. */
+    CHECK_EQ_INT(pv_store_write_sync(s, apply_blob, &unref1), 0);
+    CHECK(!blob_exists(s, 6));
+    /* A pin handed over holds as the first did; two pins on one blob hold
+     * until both are gone. */
+    pv_blob_pin_t a = {0}, b = {0}, c = {0};
+    CHECK_EQ_INT(make_blob(s, 6, "six"), 0);
+    CHECK_EQ_INT(pv_store_write_sync(s, apply_blob, &ref1), 0);
+    CHECK_EQ_INT(commit_copy(s, 6, "six", &a), 0);
+    CHECK_EQ_INT(commit_copy(s, 6, "six", &b), 0);
+    pv_blob_pin_move(s, &c, &a);
+    CHECK(!a.held && c.held);
+    pv_blob_unpin(s, &c);
+    CHECK_EQ_INT(pv_store_write_sync(s, apply_blob, &unref1), 0);
+    CHECK(blob_exists(s, 6)); /* b still holds it */
+    pv_blob_unpin(s, &b);
+    /* A failed commit_file leaves no pin behind. */
+    char tmp[PATH_MAX];
+    uint8_t sha[32];
+    snprintf(tmp, sizeof(tmp), "%s/upload-7", pv_store_tmp_dir(s));
+    write_file(tmp, "seven");
+    sha_of(sha, 7);
+    pv_fail_reset("blob_rename:1");
+    CHECK_EQ_INT(pv_blob_commit_file(s, tmp, sha, &a), -EIO);
+    pv_fail_reset("");
+    CHECK(!a.held);
+    /* Pins still held at the close are let go with the store. */
+    CHECK_EQ_INT(commit_copy(s, 6, "six", &a), 0);
+    pv_store_close(s);
+    CHECK(!a.held);
+    pv_blob_unpin(NULL, &a); /* after the close: touches nothing */
+    rm_rf(dir);
+}
 
 TEST(backup)
 {
@@ -1166,6 +1246,7 @@ int main(void)
     RUN(map_full);
     RUN(map_growth);
     RUN(blobs);
+    RUN(blob_pins);
     RUN(backup);
     RUN(read_txn_moves_threads);
     RUN(open_errors);
