@@ -933,6 +933,7 @@ static json_t *repl_status_json(const pv_repl_status_t *s)
         json_object_set_new(o, "next_retry_at", epoch_ms_json(s->next_retry_ms));
         json_object_set_new(o, "snapshots_sent", json_integer((json_int_t)s->snapshots));
         json_object_set_new(o, "parts_resumed", json_integer((json_int_t)s->parts_resumed));
+        json_object_set_new(o, "blobs_repaired", json_integer((json_int_t)s->blobs_repaired));
         json_object_set_new(o, "last_snapshot_seq", s->last_snapshot_ms
                                                         ? json_integer((json_int_t)s->last_snapshot_seq)
                                                         : json_null());

@@ -639,26 +639,43 @@ static void blob_mpu(blob_job_t *j)
     }
 }
 
+/* Send the blob: in one PUT, or in parts past the threshold. Ends the job. */
+static void blob_send(blob_job_t *j)
+{
+    repl_t *r = j->r;
+    if (j->size > r->app->cfg.s3_multipart_threshold) {
+        blob_mpu(j);
+        return;
+    }
+    pv_s3_body_t body = {.kind = PV_S3_PATH, .path = j->path, .length = -1, .sha256 = j->hex};
+    pv_s3_put_opts_t opts = {.checksum = PV_S3_CHECKSUM_NONE};
+    int rc = pv_s3_put(r->s3, j->key, &body, &opts, blob_put_done, j);
+    if (rc == 0)
+        return; /* still in flight */
+    if (rc != -ENOENT) /* ENOENT: deleted since the HEAD */
+        fail(r, "PUT blob: %s", strerror(-rc));
+    blob_end(j);
+}
+
 static void blob_head_done(const pv_s3_result_t *res, void *arg)
 {
     blob_job_t *j = arg;
     repl_t *r = j->r;
-    if (res->rc == 0) { /* already there: a name is its content */
+    if (res->rc == 0 && res->size == (int64_t)j->size) { /* there: a name is its content */
         r->st.blobs_present++;
-    } else if (res->rc != -ENOENT) {
+    } else if (res->rc == 0 && !r->failed && !r->stopping) {
+        /* There, but not whole: a store that kept what a cut-short PUT
+         * sent (AWS never does; some S3-compatible stores do). Again. */
+        pv_warn("sync", "blob %.16s... in S3 has %lld bytes, not %llu: sending it again", j->hex,
+                (long long)res->size, (unsigned long long)j->size);
+        r->st.blobs_repaired++;
+        blob_send(j);
+        return;
+    } else if (res->rc != -ENOENT && res->rc != 0) {
         fail_s3(r, "HEAD blob", res);
-    } else if (!r->failed && !r->stopping && j->size > r->app->cfg.s3_multipart_threshold) {
-        blob_mpu(j);
-        return; /* it ends the job */
-    } else if (!r->failed && !r->stopping) {
-        pv_s3_body_t body = {.kind = PV_S3_PATH, .path = j->path, .length = -1,
-                             .sha256 = j->hex};
-        pv_s3_put_opts_t opts = {.checksum = PV_S3_CHECKSUM_NONE};
-        int rc = pv_s3_put(r->s3, j->key, &body, &opts, blob_put_done, j);
-        if (rc == 0)
-            return; /* still in flight */
-        if (rc != -ENOENT) /* ENOENT: deleted since the HEAD */
-            fail(r, "PUT blob: %s", strerror(-rc));
+    } else if (res->rc == -ENOENT && !r->failed && !r->stopping) {
+        blob_send(j);
+        return;
     }
     blob_end(j);
 }

@@ -28,6 +28,7 @@ typedef struct pv_repl_status {
     uint64_t bytes_pending;   /* the blobs of the batch in flight not yet sent */
     uint64_t blobs, blob_bytes, blobs_present, segments; /* since start */
     uint64_t failures;        /* failed passes since start */
+    uint64_t blobs_repaired;  /* found in S3 with another size (a cut-short PUT kept), sent again */
     uint64_t parts_resumed;   /* parts of broken multipart uploads found in S3, not sent again */
     uint64_t snapshots;       /* snapshots sent since start */
     uint64_t last_snapshot_seq; /* the last one's sequence (0: none since start) */
