@@ -316,6 +316,33 @@ static void pass_failed(repl_t *r)
     later(r, delay);
 }
 
+/* A step of a pass is one S3 request at a time (the blobs aside). Its
+ * start: counted in flight, or the pass fails with what. */
+static void step_started(repl_t *r, int rc, const char *what)
+{
+    if (rc < 0) {
+        fail(r, "%s: %s", what, strerror(-rc));
+        pass_failed(r);
+        return;
+    }
+    r->in_flight++;
+}
+
+/* Its answer: true to go on; false when pvd stops or the step failed
+ * (then the pass has failed with what and S3's words). */
+static bool step_answered(repl_t *r, const pv_s3_result_t *res, const char *what)
+{
+    r->in_flight--;
+    if (r->stopping)
+        return false;
+    if (res->rc < 0) {
+        fail_s3(r, what, res);
+        pass_failed(r);
+        return false;
+    }
+    return true;
+}
+
 /* ---------------- 3. the cursor ---------------- */
 
 static int cursor_apply(pv_txn_t *txn, void *arg)
@@ -379,14 +406,8 @@ static void store_cursor(repl_t *r)
 static void segment_done(const pv_s3_result_t *res, void *arg)
 {
     repl_t *r = arg;
-    r->in_flight--;
-    if (r->stopping)
+    if (!step_answered(r, res, "PUT segment"))
         return;
-    if (res->rc < 0) {
-        fail_s3(r, "PUT segment", res);
-        pass_failed(r);
-        return;
-    }
     store_cursor(r);
 }
 
@@ -401,12 +422,7 @@ static void put_segment(repl_t *r)
     pv_s3_put_opts_t opts = {.checksum = PV_S3_CHECKSUM_MD5,
                              .content_type = "application/vnd.msgpack"};
     int rc = bytes ? pv_s3_put(r->s3, key, &body, &opts, segment_done, r) : -ENOMEM;
-    if (rc < 0) {
-        fail(r, "PUT segment: %s", strerror(-rc));
-        pass_failed(r);
-        return;
-    }
-    r->in_flight++;
+    step_started(r, rc, "PUT segment");
 }
 
 /* ---------------- 1. the blobs ---------------- */
@@ -743,14 +759,8 @@ static void snap_retain(repl_t *r);
 static void snap_deleted(const pv_s3_result_t *res, void *arg)
 {
     repl_t *r = arg;
-    r->in_flight--;
-    if (r->stopping)
+    if (!step_answered(r, res, "DELETE old snapshot"))
         return;
-    if (res->rc < 0) {
-        fail_s3(r, "DELETE old snapshot", res);
-        pass_failed(r);
-        return;
-    }
     snap_retain(r); /* list again: one more may be past the count */
 }
 
@@ -758,14 +768,8 @@ static void snap_deleted(const pv_s3_result_t *res, void *arg)
 static void snap_listed_for_retention(const pv_s3_result_t *res, void *arg)
 {
     repl_t *r = arg;
-    r->in_flight--;
-    if (r->stopping)
+    if (!step_answered(r, res, "LIST snapshots"))
         return;
-    if (res->rc < 0) {
-        fail_s3(r, "LIST snapshots", res);
-        pass_failed(r);
-        return;
-    }
     const pv_s3_listing_t *l = res->listing;
     size_t keep = (size_t)r->app->cfg.snapshot_retention;
     if (l && l->n > keep) {
@@ -786,25 +790,14 @@ static void snap_retain(repl_t *r)
     char prefix[sizeof(r->prefix) + 16];
     snprintf(prefix, sizeof(prefix), "%ssnapshots/", r->prefix);
     int rc = pv_s3_list(r->s3, prefix, NULL, 1000, snap_listed_for_retention, r);
-    if (rc < 0) {
-        fail(r, "LIST snapshots: %s", strerror(-rc));
-        pass_failed(r);
-        return;
-    }
-    r->in_flight++;
+    step_started(r, rc, "LIST snapshots");
 }
 
 static void snap_sent(const pv_s3_result_t *res, void *arg)
 {
     repl_t *r = arg;
-    r->in_flight--;
-    if (r->stopping)
+    if (!step_answered(r, res, "PUT snapshot"))
         return;
-    if (res->rc < 0) {
-        fail_s3(r, "PUT snapshot", res);
-        pass_failed(r);
-        return;
-    }
     snap_retain(r);
 }
 
@@ -904,12 +897,7 @@ static void snap_put(repl_t *r)
     } else {
         rc = pv_s3_mpu_create(r->s3, r->snap_key, "application/x-tar", mpu_created, r);
     }
-    if (rc < 0) {
-        fail(r, "PUT snapshot: %s", strerror(-rc));
-        pass_failed(r);
-        return;
-    }
-    r->in_flight++;
+    step_started(r, rc, "PUT snapshot");
 }
 
 typedef struct blob_page {
@@ -1026,14 +1014,8 @@ static void snap_start(repl_t *r)
 static void snap_looked_up(const pv_s3_result_t *res, void *arg)
 {
     repl_t *r = arg;
-    r->in_flight--;
-    if (r->stopping)
+    if (!step_answered(r, res, "LIST snapshots"))
         return;
-    if (res->rc < 0) {
-        fail_s3(r, "LIST snapshots", res);
-        pass_failed(r);
-        return;
-    }
     int64_t newest = 0;
     const pv_s3_listing_t *l = res->listing;
     for (size_t i = 0; l && i < l->n; i++) {
@@ -1054,12 +1036,7 @@ static void snap_lookup(repl_t *r)
     char prefix[sizeof(r->prefix) + 16];
     snprintf(prefix, sizeof(prefix), "%ssnapshots/", r->prefix);
     int rc = pv_s3_list(r->s3, prefix, NULL, 1000, snap_looked_up, r);
-    if (rc < 0) {
-        fail(r, "LIST snapshots: %s", strerror(-rc));
-        pass_failed(r);
-        return;
-    }
-    r->in_flight++;
+    step_started(r, rc, "LIST snapshots");
 }
 
 /* ---------------- one appliance a prefix ---------------- */
@@ -1230,14 +1207,8 @@ static void lease_step(repl_t *r)
 static void log_listed(const pv_s3_result_t *res, void *arg)
 {
     repl_t *r = arg;
-    r->in_flight--;
-    if (r->stopping)
+    if (!step_answered(r, res, "LIST log"))
         return;
-    if (res->rc < 0) {
-        fail_s3(r, "LIST log", res);
-        pass_failed(r);
-        return;
-    }
     const pv_s3_listing_t *l = res->listing;
     for (size_t i = 0; l && i < l->n; i++) {
         const char *name = strrchr(l->objects[i].key, '/');
@@ -1283,12 +1254,7 @@ static void check_prefix(repl_t *r)
     snprintf(prefix, sizeof(prefix), "%slog/", r->prefix);
     r->s3_last = 0;
     int rc = pv_s3_list(r->s3, prefix, NULL, 1000, log_listed, r);
-    if (rc < 0) {
-        fail(r, "LIST log: %s", strerror(-rc));
-        pass_failed(r);
-        return;
-    }
-    r->in_flight++;
+    step_started(r, rc, "LIST log");
 }
 
 /* ---------------- a pass ---------------- */
