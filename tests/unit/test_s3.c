@@ -6,8 +6,8 @@
  *     stopped at the end; it exits by itself if this process dies):
  *     round trips of random bytes compared byte for byte, odd keys,
  *     listing pages, multipart uploads (whole, and cut short then resumed
- *     from ListParts), permanent errors, conditional PUT as s3rver does
- *     it, the peer stopped and restarted mid-run, bounded concurrency,
+ *     from ListParts), permanent errors, conditional PUT (412 as AWS answers,
+ *     which tests/peers/s3rver-pv.js adds), the peer stopped and restarted mid-run, bounded concurrency,
  *     keep-alive reuse;
  *   - a fake S3 on libevent's evhttp in this process, for what s3rver
  *     cannot show: it checks each request's signature against what
@@ -1173,13 +1173,17 @@ TEST(conditional_put_on_s3rver)
     pv_s3_put_opts_t cond = {.if_none_match = true};
     CHECK_EQ_INT(DO(g, pv_s3_delete(g_s3, "lease/owner", on_done, &g)), 0);
     CHECK_EQ_INT(DO(g, pv_s3_put(g_s3, "lease/owner", &a, &cond, on_done, &g)), 0);
-    /* AWS would answer 412 here; s3rver ignores the header and overwrites */
-    CHECK_EQ_INT(DO(g, pv_s3_put(g_s3, "lease/owner", &b, &cond, on_done, &g)), 0);
-    CHECK_EQ_INT(g.r.status, 200);
-    expect_object(g_s3, "lease/owner", "holder-b", 8);
-    /* which is what the probe finds out, so a lease is not trusted here */
-    CHECK_EQ_INT(DO(g, pv_s3_probe_conditional(g_s3, "lease/probe", on_done, &g)), -ENOTSUP);
+    /* 412, as AWS answers (tests/peers/s3rver-pv.js adds this to s3rver,
+     * which ignored the header): the key stays the first holder's */
+    CHECK_EQ_INT(DO(g, pv_s3_put(g_s3, "lease/owner", &b, &cond, on_done, &g)), -EEXIST);
+    CHECK_EQ_INT(g.r.status, 412);
     CHECK(!g.r.retryable);
+    expect_object(g_s3, "lease/owner", "holder-a", 8);
+    /* a plain PUT still overwrites */
+    CHECK_EQ_INT(DO(g, pv_s3_put(g_s3, "lease/owner", &b, NULL, on_done, &g)), 0);
+    expect_object(g_s3, "lease/owner", "holder-b", 8);
+    /* which is what the probe finds out, and it leaves nothing behind */
+    CHECK_EQ_INT(DO(g, pv_s3_probe_conditional(g_s3, "lease/probe", on_done, &g)), 0);
     CHECK_EQ_INT(DO(g, pv_s3_head(g_s3, "lease/probe", on_done, &g)), -ENOENT);
     got_free(&g);
 }
