@@ -10,6 +10,9 @@
 #
 # Exit status: 0 unless a bench broke (could not run, or nothing worked);
 # missed targets are reported in the summaries, not as failures.
+#
+# Not run here: the 30-minute soak (memory and descriptors flat under
+# mixed traffic). Run it on its own: bash bench/soak/run.sh
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.." || exit 1
