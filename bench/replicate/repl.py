@@ -14,7 +14,8 @@
       every 100 ms into RSS_OUT ("seconds kB" lines). Prints one JSON
       object: seconds (from just before `sync now` to the first poll that
       saw cursor == head), converged, the status before and after, RSS
-      base/peak kB, polls.
+      base/peak kB, polls. Each poll also goes to RSS_OUT.progress as
+      "seconds cursor head blobs_sent state" (the passes over time).
 
   repl.py steady URL TOKEN LIST RATE SECONDS OBJDIR TAIL_S
       Uploads files from LIST at RATE a second (on a fixed schedule, 8
@@ -148,7 +149,7 @@ def converge(pid, pvctl, sock, timeout_s, rss_out):
     polls = 0
     st = before
     converged = False
-    with open(rss_out, "w") as rf:
+    with open(rss_out, "w") as rf, open(rss_out + ".progress", "w") as pf:
         t0 = time.monotonic()
         subprocess.run([pvctl, "--socket", sock, "--timeout", "5", "sync", "now"],
                        capture_output=True, timeout=10)
@@ -167,6 +168,8 @@ def converge(pid, pvctl, sock, timeout_s, rss_out):
                     st = sync_status(pvctl, sock)
                 except (ValueError, KeyError, OSError, subprocess.SubprocessError):
                     st = st
+                pf.write("%.3f %s %s %s %s\n" % (now - t0, st["cursor"], st["head"], st["blobs_sent"],
+                                                 st["state"]))
                 if st["head"] > 0 and st["cursor"] >= st["head"]:
                     converged = True
                     break
