@@ -4,7 +4,10 @@
 # loopback ports and stops them; see bench/README.md for what each one
 # measures. The core benches take about 2 minutes.
 #
-#   BENCH_ONLY="api upload login"  run only these (default: all)
+#   BENCH_ONLY="api upload login"  run only these (default: api upload
+#                                  login render)
+#   BENCH_ONLY=replicate           bench/replicate (S3 catch-up and lag,
+#                                  ~6 minutes): not in the default set
 #   BENCH_SKIP_RENDER=1            skip bench/render (the slow one)
 #   BENCH_KEEP=1                   keep the temp dirs (logs, wrk output)
 #
@@ -31,9 +34,12 @@ echo "   load average before: $(load) (other work on the machine skews the figur
 
 # One binary for the whole run: built once here, then copied, so that a
 # rebuild in the tree meanwhile cannot change it between two benches.
-case " $only " in *" api "* | *" upload "* | *" login "*)
+case " $only " in *" api "* | *" upload "* | *" login "* | *" replicate "*)
     if [ "$no_build" != 1 ]; then
         make -s build/bin/pvd >/dev/null || { echo "bench: make build/bin/pvd failed" >&2; exit 1; }
+        case " $only " in *" replicate "*)
+            make -s build/bin/pvctl >/dev/null || { echo "bench: make build/bin/pvctl failed" >&2; exit 1; } ;;
+        esac
     fi
     cp "${PVD:-build/bin/pvd}" "$logdir/pvd" || exit 1
     PVD=$logdir/pvd BENCH_NO_BUILD=1
@@ -42,7 +48,7 @@ case " $only " in *" api "* | *" upload "* | *" login "*)
 esac
 
 failed=""
-for b in api upload login; do
+for b in api upload login replicate; do
     case " $only " in *" $b "*) ;; *) continue ;; esac
     echo
     { bash "bench/$b/run.sh"; echo $? >"$logdir/$b.rc"; } 2>&1 | tee "$logdir/$b.log"
