@@ -42,13 +42,19 @@ typedef struct trim_req {
 } trim_req_t;
 
 typedef struct trim_count {
-    uint64_t last;           /* seq of the last entry seen */
+    uint64_t upto;           /* in: nothing above this goes */
+    uint64_t last;           /* seq of the last entry that may go */
     size_t n;
 } trim_count_t;
 
+/* Counts only entries at or below upto: an entry a target still needs
+ * must neither go nor be counted as gone (counting it made a log held
+ * back by S3 look like a backlog, and the trimmer spun on it). */
 static int count_one(void *arg, const pv_change_t *c)
 {
     trim_count_t *tc = arg;
+    if (c->seq > tc->upto)
+        return 1;
     tc->last = c->seq;
     tc->n++;
     return 0;
@@ -75,13 +81,13 @@ static uint64_t trim_limit(pv_app_t *app, uint64_t head)
 static int trim_apply(pv_txn_t *txn, void *arg)
 {
     trim_req_t *t = arg;
-    trim_count_t tc = {0};
-    /* At most TRIM_BATCH entries: find the seq of the last one to go. */
+    trim_count_t tc = {.upto = t->upto};
+    t->removed = 0; /* the writer may run this again after growing the map */
+    /* At most TRIM_BATCH entries, none above upto: the last one to go. */
     int rc = pv_changes_read(txn, 0, TRIM_BATCH, count_one, &tc);
     if (rc < 0 || tc.n == 0)
-        return rc;
-    uint64_t upto = tc.last < t->upto ? tc.last : t->upto;
-    rc = pv_changes_trim(txn, upto);
+        return rc < 0 ? rc : 0;
+    rc = pv_changes_trim(txn, tc.last);
     t->removed = rc == 0 ? tc.n : 0;
     return rc;
 }
