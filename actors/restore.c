@@ -198,29 +198,31 @@ static void got(const pv_s3_result_t *res, void *arg)
     }
 }
 
-static int get_to_path(rs_t *r, const char *key, const char *path)
+/* One GET into sink, run until it is answered. */
+static int get_into(rs_t *r, const char *key, const pv_s3_sink_t *sink)
 {
-    pv_s3_sink_t sink = {.kind = PV_S3_TO_PATH, .path = path};
     r->done = false;
-    int rc = pv_s3_get(r->s3, key, &sink, got, r);
+    int rc = pv_s3_get(r->s3, key, sink, got, r);
     if (rc < 0)
         return fail(r, rc, "GET %s: %s", key, strerror(-rc));
     s3_wait(r);
     return r->res.rc < 0 ? s3_fail(r, "GET") : 0;
 }
 
+static int get_to_path(rs_t *r, const char *key, const char *path)
+{
+    pv_s3_sink_t sink = {.kind = PV_S3_TO_PATH, .path = path};
+    return get_into(r, key, &sink);
+}
+
+/* Into r->body (a copy, freed by the next GET or at the end). */
 static int get_to_mem(rs_t *r, const char *key)
 {
     pv_s3_sink_t sink = {.kind = PV_S3_TO_MEM, .max = 256u << 20};
     free(r->body);
     r->body = NULL;
     r->body_len = 0;
-    r->done = false;
-    int rc = pv_s3_get(r->s3, key, &sink, got, r);
-    if (rc < 0)
-        return fail(r, rc, "GET %s: %s", key, strerror(-rc));
-    s3_wait(r);
-    return r->res.rc < 0 ? s3_fail(r, "GET") : 0;
+    return get_into(r, key, &sink);
 }
 
 /* ---------------- 1. the snapshot ---------------- */
