@@ -27,6 +27,7 @@
  */
 #include "actors/admin.h"
 #include "actors/replicate.h"
+#include "actors/sync.h"
 #include "actors/tls.h"
 #include "actors/videos.h"
 #include "app/call.h"
@@ -122,6 +123,7 @@ struct admin_req {
     pv_backup_info_t backup;
     char invite[PV_INVITE_TEXT];     /* user invite: the code, wiped once sent */
     int invite_days;
+    int sync_next;                   /* sync: the target asked next */
 };
 
 /* ---------------- requests: life, errors, answers ---------------- */
@@ -404,8 +406,8 @@ static void status_work(pv_msg_t *m)
         "blobs", (json_int_t)st.entries[PV_DB_BLOBS], "active_jobs",
         (json_int_t)st.entries[PV_DB_JOBS], "jobs", jobs_json(&vc), "changes", "head",
         (json_int_t)st.last_seq, "kept", (json_int_t)st.entries[PV_DB_CHANGES], "sync",
-        "targets", app->repl ? 1 : 0, "state",
-        app->repl ? "replicating to S3 (pvctl sync status)" : "no replication targets are configured");
+        "targets", app->n_targets, "state",
+        app->n_targets ? "replicating (pvctl sync status)" : "no replication targets are configured");
     json_t *ch = r->result ? json_object_get(r->result, "changes") : NULL;
     if (ch) { /* the disk alarm: a target far behind keeps the log growing */
         json_object_set_new(ch, "bytes", json_integer((json_int_t)st.bytes[PV_DB_CHANGES]));
@@ -917,52 +919,91 @@ static json_t *epoch_ms_json(int64_t ms)
 
 static json_t *repl_status_json(const pv_repl_status_t *s)
 {
-    json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:I}", "target",
-                          s->target, "where", s->where, "state", s->state, "cursor",
-                          (json_int_t)s->cursor, "head", (json_int_t)s->head, "lag_entries",
+    json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:f,s:I,s:I}", "target", s->target, "where",
+                          s->where, "state", s->state, "cursor", (json_int_t)s->cursor, "head",
+                          (json_int_t)s->head, "lag_entries",
                           (json_int_t)(s->head > s->cursor ? s->head - s->cursor : 0),
                           "lag_seconds", s->lag_seconds, "bytes_pending",
-                          (json_int_t)s->bytes_pending, "blobs_sent", (json_int_t)s->blobs,
-                          "blob_bytes_sent", (json_int_t)s->blob_bytes, "blobs_present",
-                          (json_int_t)s->blobs_present, "segments", (json_int_t)s->segments,
-                          "failures", (json_int_t)s->failures);
-    if (o) {
-        json_object_set_new(o, "last_error", s->last_error[0] ? json_string(s->last_error)
-                                                              : json_null());
-        json_object_set_new(o, "last_error_at", epoch_ms_json(s->last_error_ms));
-        json_object_set_new(o, "next_retry_at", epoch_ms_json(s->next_retry_ms));
-        json_object_set_new(o, "snapshots_sent", json_integer((json_int_t)s->snapshots));
-        json_object_set_new(o, "parts_resumed", json_integer((json_int_t)s->parts_resumed));
-        json_object_set_new(o, "blobs_repaired", json_integer((json_int_t)s->blobs_repaired));
-        json_object_set_new(o, "last_snapshot_seq", s->last_snapshot_ms
-                                                        ? json_integer((json_int_t)s->last_snapshot_seq)
-                                                        : json_null());
-        json_object_set_new(o, "last_snapshot_at", epoch_ms_json(s->last_snapshot_ms));
+                          (json_int_t)s->bytes_pending, "failures", (json_int_t)s->failures);
+    if (!o)
+        return NULL;
+    json_object_set_new(o, "last_error", s->last_error[0] ? json_string(s->last_error)
+                                                          : json_null());
+    json_object_set_new(o, "last_error_at", epoch_ms_json(s->last_error_ms));
+    json_object_set_new(o, "next_retry_at", epoch_ms_json(s->next_retry_ms));
+    if (strcmp(s->target, "s3") != 0) { /* a database: rows or items */
+        json_object_set_new(o, "records_written", json_integer((json_int_t)s->records));
+        return o;
     }
+    json_object_set_new(o, "blobs_sent", json_integer((json_int_t)s->blobs));
+    json_object_set_new(o, "blob_bytes_sent", json_integer((json_int_t)s->blob_bytes));
+    json_object_set_new(o, "blobs_present", json_integer((json_int_t)s->blobs_present));
+    json_object_set_new(o, "segments", json_integer((json_int_t)s->segments));
+    json_object_set_new(o, "snapshots_sent", json_integer((json_int_t)s->snapshots));
+    json_object_set_new(o, "parts_resumed", json_integer((json_int_t)s->parts_resumed));
+    json_object_set_new(o, "blobs_repaired", json_integer((json_int_t)s->blobs_repaired));
+    json_object_set_new(o, "last_snapshot_seq", s->last_snapshot_ms
+                                                    ? json_integer((json_int_t)s->last_snapshot_seq)
+                                                    : json_null());
+    json_object_set_new(o, "last_snapshot_at", epoch_ms_json(s->last_snapshot_ms));
     return o;
 }
 
-/* The replicator answered (call.answer): its status after the op. */
+static void sync_ask(admin_req_t *r);
+
+/* A target answered (call.answer): its status after the op. The next one
+ * is asked in turn; an outage of one never holds the others' answers,
+ * because each answers from its own state at once. */
 static void sync_replied(pv_call_t *call)
 {
     admin_req_t *r = (admin_req_t *)call;
     pv_repl_ctl_t *m = (pv_repl_ctl_t *)call->answer;
     json_t *t = call->result == 0 ? repl_status_json(&m->st) : NULL;
-    if (call->result < 0)
-        req_error_rc(r, call->result, r->cmd->words);
-    else if (!t)
-        req_error_rc(r, -ENOMEM, r->cmd->words);
-    else
-        r->result = json_pack("{s:[o]}", "targets", t);
     pv_msg_free(call->answer);
     call->answer = NULL;
-    req_done(r);
+    if (call->result < 0 || !t || json_array_append_new(json_object_get(r->result, "targets"), t)) {
+        req_error_rc(r, call->result < 0 ? call->result : -ENOMEM, r->cmd->words);
+        json_decref(r->result);
+        r->result = NULL;
+        req_done(r);
+        return;
+    }
+    r->sync_next++;
+    sync_ask(r);
+}
+
+/* Asks target sync_next (or, with a name, that one alone) to do the op. */
+static void sync_ask(admin_req_t *r)
+{
+    const char *name = arg_str(r, "target");
+    while (r->sync_next < r->app->n_targets && name &&
+           strcmp(r->app->targets[r->sync_next].name, name) != 0)
+        r->sync_next++;
+    if (r->sync_next >= r->app->n_targets || (name && json_array_size(json_object_get(r->result,
+                                                                                     "targets")))) {
+        req_done(r);
+        return;
+    }
+    pv_repl_ctl_t *m = pv_msg_new(sizeof(*m), PV_REPL_CTL);
+    if (!m) {
+        req_error_rc(r, -ENOMEM, r->cmd->words);
+        json_decref(r->result);
+        r->result = NULL;
+        req_done(r);
+        return;
+    }
+    m->op = r->cmd->id == PV_CMD_SYNC_PAUSE    ? PV_REPL_PAUSE
+            : r->cmd->id == PV_CMD_SYNC_RESUME ? PV_REPL_RESUME
+            : r->cmd->id == PV_CMD_SYNC_NOW    ? PV_REPL_NOW
+                                               : PV_REPL_STATUS;
+    pv_call_ask(&r->call, r->app->targets[r->sync_next].actor, &m->msg, sync_replied);
 }
 
 static void h_sync(admin_req_t *r)
 {
     const char *t = arg_str(r, "target");
-    if (!r->app->repl || (t && strcmp(t, "s3") != 0)) {
+    const pv_app_t *app = r->app;
+    if (app->n_targets == 0 || (t && !pv_sync_target(app, t))) {
         if (r->cmd->id == PV_CMD_SYNC_STATUS && !t) {
             pv_store_stat_t st;
             int rc = pv_store_stat(r->app->store, &st); /* a read txn: microseconds */
@@ -974,25 +1015,26 @@ static void h_sync(admin_req_t *r)
                                       (json_int_t)st.entries[PV_DB_CHANGES], "message",
                                       "no replication targets are configured");
         } else if (t) {
-            req_error(r, "not_configured", "no replication target \"%.64s\" is configured%s", t,
-                      r->app->repl ? " (there is: s3)" : "");
+            char names[64] = "";
+            for (int i = 0; i < app->n_targets; i++)
+                snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+                         i ? ", " : " (there is: ", app->targets[i].name);
+            req_error(r, "not_configured", "no replication target \"%.64s\" is configured%s%s",
+                      t, names, names[0] ? ")" : "");
         } else {
             req_error(r, "not_configured", "no replication target is configured");
         }
         req_done(r);
         return;
     }
-    pv_repl_ctl_t *m = pv_msg_new(sizeof(*m), PV_REPL_CTL);
-    if (!m) {
+    r->result = json_pack("{s:[]}", "targets");
+    if (!r->result) {
         req_error_rc(r, -ENOMEM, r->cmd->words);
         req_done(r);
         return;
     }
-    m->op = r->cmd->id == PV_CMD_SYNC_PAUSE    ? PV_REPL_PAUSE
-            : r->cmd->id == PV_CMD_SYNC_RESUME ? PV_REPL_RESUME
-            : r->cmd->id == PV_CMD_SYNC_NOW    ? PV_REPL_NOW
-                                               : PV_REPL_STATUS;
-    pv_call_ask(&r->call, r->app->repl, &m->msg, sync_replied);
+    r->sync_next = 0;
+    sync_ask(r);
 }
 
 /* ---------------- backup ---------------- */

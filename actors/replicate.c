@@ -59,6 +59,7 @@
  * and message.
  */
 #include "actors/replicate.h"
+#include "actors/sync.h"
 #include "app/metrics.h"
 #include <jansson.h>
 #include "base/crypto.h"
@@ -1602,6 +1603,12 @@ int pv_repl_start(pv_app_t *app, char *err, size_t errlen)
         return -ENOMEM;
     }
     app->repl = r->self;
+    rc = pv_sync_add_target(app, "s3", PV_REPL_S3_CURSOR, r->self);
+    if (rc < 0) {
+        snprintf(err, errlen, "too many replication targets");
+        pv_msg_free(init);
+        return rc; /* pv_repl_free frees the rest */
+    }
     pv_actor_send(r->self, init);
     rc = pv_loop_start(r->loop);
     if (rc < 0) {

@@ -18,8 +18,8 @@ enum pv_repl_msg {
 enum pv_repl_op { PV_REPL_STATUS, PV_REPL_PAUSE, PV_REPL_RESUME, PV_REPL_NOW };
 
 typedef struct pv_repl_status {
-    char target[16];          /* "s3" */
-    char where[400];          /* s3://bucket/prefix */
+    char target[16];          /* "s3", "pg", "ddb" */
+    char where[400];          /* s3://bucket/prefix, the database and table */
     char state[16];           /* "idle", "sending", "snapshot", "waiting" (after a failure),
                                * "paused", "refused" */
     uint64_t cursor;          /* last change-log entry durably in S3 */
@@ -31,6 +31,7 @@ typedef struct pv_repl_status {
     uint64_t blobs_repaired;  /* found in S3 with another size (a cut-short PUT kept), sent again */
     uint64_t parts_resumed;   /* parts of broken multipart uploads found in S3, not sent again */
     uint64_t snapshots;       /* snapshots sent since start */
+    uint64_t records;         /* databases: rows or items written since start */
     uint64_t last_snapshot_seq; /* the last one's sequence (0: none since start) */
     int64_t last_snapshot_ms; /* when it was sent (0: none since start) */
     char last_error[256];     /* "" when none */

@@ -15,11 +15,11 @@
  * transaction.
  */
 #include "actors/sync.h"
-#include "actors/replicate.h"
 #include "app/metrics.h"
 #include "base/pv.h"
 
 #include <event2/event.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,22 +60,48 @@ static int count_one(void *arg, const pv_change_t *c)
     return 0;
 }
 
-/* The lowest cursor of the enabled targets (the S3 replicator's, kept in
- * META); with none enabled, the head. */
+/* The lowest cursor of the enabled targets (each kept in META under its
+ * cursor_key; a target with none yet holds everything); with none enabled,
+ * the head. */
 static uint64_t trim_limit(pv_app_t *app, uint64_t head)
 {
-    if (!app->cfg.s3_bucket[0])
-        return head;
+    uint64_t limit = head;
+    if (app->n_targets == 0)
+        return limit;
     pv_txn_t txn;
-    pv_val_t v;
-    uint64_t cursor = 0;
-    if (pv_txn_begin(app->store, &txn, false) == 0) {
-        if (pv_txn_get(&txn, PV_DB_META, PV_REPL_S3_CURSOR, strlen(PV_REPL_S3_CURSOR), &v) == 0 &&
-            v.len == 8)
+    if (pv_txn_begin(app->store, &txn, false) < 0)
+        return 0;
+    for (int i = 0; i < app->n_targets; i++) {
+        const char *key = app->targets[i].cursor_key;
+        pv_val_t v;
+        uint64_t cursor = 0;
+        if (pv_txn_get(&txn, PV_DB_META, key, strlen(key), &v) == 0 && v.len == 8)
             cursor = pv_be64_get(v.data);
-        pv_txn_abort(&txn);
+        if (cursor < limit)
+            limit = cursor;
     }
-    return cursor < head ? cursor : head;
+    pv_txn_abort(&txn);
+    return limit;
+}
+
+int pv_sync_add_target(pv_app_t *app, const char *name, const char *cursor_key,
+                       pv_actor_t *actor)
+{
+    if (app->n_targets >= PV_TARGETS_MAX)
+        return -ENOSPC;
+    struct pv_target *t = &app->targets[app->n_targets++];
+    snprintf(t->name, sizeof(t->name), "%s", name);
+    snprintf(t->cursor_key, sizeof(t->cursor_key), "%s", cursor_key);
+    t->actor = actor;
+    return 0;
+}
+
+const struct pv_target *pv_sync_target(const pv_app_t *app, const char *name)
+{
+    for (int i = 0; i < app->n_targets; i++)
+        if (strcmp(app->targets[i].name, name) == 0)
+            return &app->targets[i];
+    return NULL;
 }
 
 static int trim_apply(pv_txn_t *txn, void *arg)

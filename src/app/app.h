@@ -48,6 +48,8 @@ typedef struct pv_http_loop {
                                    copy, kept by its actor (actors/http.c) */
 } pv_http_loop_t;
 
+#define PV_TARGETS_MAX 4
+
 struct pv_app {
     pv_config_t cfg;
     pv_keys_t keys;
@@ -76,6 +78,17 @@ struct pv_app {
     pv_actor_t *sync;            /* change-log trimming (actors/sync.c) */
     pv_actor_t *repl;            /* the S3 replicator, on its own loop
                                     (actors/replicate.c); NULL without s3_bucket */
+    /* Every enabled replication target (S3, PostgreSQL, DynamoDB), set up
+     * before the core loop starts and fixed after: each answers
+     * PV_REPL_CTL (actors/replicate.h) and keeps its durable cursor under
+     * cursor_key in META; the change log is trimmed only below the lowest
+     * (actors/sync.c). */
+    struct pv_target {
+        char name[8];            /* "s3", "pg", "ddb": pvctl sync ... TARGET */
+        char cursor_key[32];     /* META key of its cursor (u64 big-endian) */
+        pv_actor_t *actor;
+    } targets[PV_TARGETS_MAX];
+    int n_targets;
     pv_actor_t *tls;             /* the certificate's owner (actors/tls.c); each
                                     HTTP server holds its own reference */
     char listeners[256];         /* "https://..., http://..." for status */
