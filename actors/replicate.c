@@ -65,7 +65,7 @@
 #include "base/crypto.h"
 #include "base/records.h"
 #include "base/text.h"
-#include "cloud/imds.h"
+#include "cloud/credchain.h"
 #include "cloud/s3.h"
 #include "store/backup.h"
 #include "store/segment.h"
@@ -141,7 +141,7 @@ struct repl {
     struct event *timer;
     pv_curlev_t *http;
     pv_s3_t *s3;
-    pv_aws_creds_t creds;
+    pv_credchain_t *cc;     /* credentials, fresh before they expire */
     char region[32];
     char prefix[300];       /* "" or ending in '/' */
     bool paused, busy, stopping;
@@ -175,7 +175,6 @@ struct repl {
     char *list_token;
     char *lease_body;       /* the lease PUT's body, borrowed until it is done */
     bool lease_conditional; /* that PUT had If-None-Match: * */
-    int64_t creds_retry_ms; /* a refresh that failed or came back short: not before */
     pv_repl_status_t st;    /* counters, errors, state */
 };
 
@@ -301,13 +300,7 @@ static void pass_failed(repl_t *r)
     r->st.failures++;
     r->failures_in_row++;
     pv_metrics_add(r->app->metrics, PV_M_SYNC_FAILURES, 1);
-    int shift = r->failures_in_row - 1 > 16 ? 16 : r->failures_in_row - 1;
-    int64_t delay = (int64_t)BACKOFF_FIRST_MS << shift;
-    if (delay > BACKOFF_MAX_MS)
-        delay = BACKOFF_MAX_MS;
-    uint32_t rnd;
-    pv_random(&rnd, sizeof(rnd));
-    delay = delay / 2 + (int64_t)(rnd % (uint32_t)(delay / 2 + 1));
+    int64_t delay = pv_backoff_ms(r->failures_in_row, BACKOFF_FIRST_MS, BACKOFF_MAX_MS);
     r->st.next_retry_ms = pv_now_ms() + delay;
     if (r->failures_in_row == 1 || r->failures_in_row % 10 == 0)
         pv_warn("sync", "S3 replication failed (%d in a row): %s; trying again in %.1f s",
@@ -1306,7 +1299,8 @@ static void unique_shas(repl_t *r)
     r->n_shas = w;
 }
 
-/* Credentials (again when they are about to expire) and the client. */
+/* The client, made with the first credentials and given fresh ones as
+ * they come (the chain asks again before they expire). */
 static int install_creds(repl_t *r, const pv_aws_creds_t *c)
 {
     int rc;
@@ -1319,9 +1313,7 @@ static int install_creds(repl_t *r, const pv_aws_creds_t *c)
                              .path_style = r->app->cfg.s3_path_style};
         rc = pv_s3_new(r->http, &sc, c, &r->s3);
     }
-    if (rc == 0)
-        r->creds = *c;
-    else
+    if (rc < 0)
         fail(r, "cannot make the S3 client (endpoint, bucket, region or credentials): %s",
              strerror(-rc));
     return rc;
@@ -1329,59 +1321,20 @@ static int install_creds(repl_t *r, const pv_aws_creds_t *c)
 
 static void pass_go(repl_t *r);
 
-/* The instance's role answered (or not): the pass goes on or fails. */
-static void on_imds(const pv_imds_result_t *res, void *arg)
+/* Credentials, the usual chain (src/cloud/credchain.h): the environment,
+ * the shared files' profile, then the instance's role (IMDSv2), fetched
+ * again before they expire. The pass goes on or fails. */
+static void on_creds(int rc, const pv_aws_creds_t *c, const char *why, void *arg)
 {
     repl_t *r = arg;
     if (r->stopping)
         return;
-    int64_t now_s = pv_now_ms() / 1000;
-    if (res->rc < 0) {
-        if (r->s3 && r->creds.expires_s > now_s) { /* the old keys still work */
-            pv_warn("sync", "could not refresh the instance role's credentials (%s); the "
-                    "current ones last until they expire", res->message);
-            r->creds_retry_ms = pv_now_ms() + 60000;
-            pass_go(r);
-            return;
-        }
-        fail(r, "no AWS credentials (environment, aws_profile's shared files, or an instance "
-                "role): %s", res->message);
+    if (rc < 0)
+        fail(r, "%s", why);
+    if (rc < 0 || install_creds(r, c) < 0)
         pass_failed(r);
-        return;
-    }
-    if (install_creds(r, res->creds) < 0) {
-        pass_failed(r);
-        return;
-    }
-    if (pv_awscreds_needs_refresh(&r->creds, now_s)) /* already inside the margin */
-        r->creds_retry_ms = pv_now_ms() + 60000;
-    pass_go(r);
-}
-
-/* Credentials, the usual chain: the environment, the shared files'
- * profile, then the instance's role (IMDSv2), fetched again before they
- * expire. 0: ready; 1: asking IMDS (on_imds goes on); < 0: failed. */
-static int client(repl_t *r)
-{
-    int64_t now = pv_now_ms();
-    if (r->s3 && (!pv_awscreds_needs_refresh(&r->creds, now / 1000) || now < r->creds_retry_ms))
-        return 0;
-    pv_aws_creds_t c;
-    int rc = pv_awscreds_load(r->app->cfg.aws_profile[0] ? r->app->cfg.aws_profile : NULL, &c);
-    if (rc == 0) {
-        rc = install_creds(r, &c);
-        pv_awscreds_wipe(&c);
-        return rc;
-    }
-    if (rc == -ENOENT && !pv_imds_off(r->app->cfg.aws_imds_endpoint)) {
-        rc = pv_imds_fetch(r->http, r->app->cfg.aws_imds_endpoint, on_imds, r);
-        if (rc == 0)
-            return 1;
-    }
-    fail(r, "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile in "
-            "the shared credentials file (aws_profile), or run on an instance with a role%s",
-         rc == -ENOENT ? "" : " (the credentials files could not be read)");
-    return rc < 0 ? rc : -ENOENT;
+    else
+        pass_go(r);
 }
 
 static void pass(repl_t *r)
@@ -1390,11 +1343,7 @@ static void pass(repl_t *r)
         return;
     r->busy = true;
     r->st.next_retry_ms = 0;
-    int rc = client(r);
-    if (rc < 0)
-        pass_failed(r);
-    else if (rc == 0)
-        pass_go(r);
+    pv_credchain_get(r->cc, on_creds, r); /* on_creds may run inside */
 }
 
 /* A pass with credentials: the checks that come first, a snapshot when one
@@ -1454,6 +1403,9 @@ static void on_init(pv_actor_t *self, pv_msg_t *msg)
     pv_msg_free(msg);
     r->timer = evtimer_new(pv_loop_base(r->loop), on_timer, r);
     int rc = r->timer ? pv_curlev_new(pv_loop_base(r->loop), NULL, &r->http) : -ENOMEM;
+    if (rc == 0)
+        rc = pv_credchain_new(r->http, r->app->cfg.aws_profile, r->app->cfg.aws_imds_endpoint,
+                              &r->cc);
     if (rc == 0)
         rc = load_cursor(r);
     if (rc < 0) {
@@ -1647,7 +1599,7 @@ void pv_repl_free(pv_app_t *app)
     pass_free(r);
     free(r->lease_body);
     free(r->list_token);
-    pv_awscreds_wipe(&r->creds);
+    pv_credchain_free(r->cc);
     pv_loop_free(r->loop);
     free(r);
 }

@@ -13,14 +13,18 @@
  *      store (so the local change log continues with the same sequence
  *      numbers); a hole between segments stops the restore with an error;
  *   3. the derived databases rebuilt from the records (src/model/reindex.c);
- *   4. every blob the records name, fetched and checked against its name
- *      (eight at once); one missing from S3 is reported;
+ *   4. with --pull-blobs, every blob the records name, fetched and checked
+ *      against its name (eight at once); one missing from S3 is reported.
+ *      Without, the S3 location is left in META (PV_PULL_META) and pvd,
+ *      once started, fetches them in the background (actors/pull.c), each
+ *      at once when a request or a render needs it;
  *   5. the replication cursor set to the restored head, so that a pvd
  *      started on it sends only what is new.
  *
  * The S3 client is asynchronous (curlev on an event base); a restore is a
  * sequence, so each request runs the base until its answer came.
  */
+#include "actors/pull.h"
 #include "actors/restore.h"
 #include "actors/replicate.h"
 #include "base/pv.h"
@@ -561,7 +565,15 @@ static int parse_at(rs_t *r, const char *at)
     return fail(r, -EINVAL, "--at: expected a change number or an RFC 3339 time, got \"%s\"", at);
 }
 
-static int run(rs_t *r, const pv_config_t *cfg, const char *url, const char *at)
+/* The S3 location the blobs come from, for the puller. */
+static int mark_apply(pv_txn_t *txn, void *arg)
+{
+    const char *where = arg;
+    return pv_txn_put(txn, PV_DB_META, PV_PULL_META, strlen(PV_PULL_META), where, strlen(where),
+                      false);
+}
+
+static int run(rs_t *r, const pv_config_t *cfg, const char *url, const char *at, bool pull)
 {
     char bucket[64];
     int rc = parse_url(r, url, bucket, sizeof(bucket));
@@ -640,6 +652,15 @@ static int run(rs_t *r, const pv_config_t *cfg, const char *url, const char *at)
         return fail(r, rc, "cannot rebuild the indexes: %s", strerror(-rc));
     printf("records: %" PRIu64 " users, %" PRIu64 " photos, %" PRIu64 " videos (%" PRIu64
            " jobs), %" PRIu64 " blobs\n", ri.users, ri.photos, ri.videos, ri.jobs, ri.blobs);
+    if (!pull) {
+        char where[sizeof(r->prefix) + 80];
+        snprintf(where, sizeof(where), "s3://%s/%s", bucket, r->prefix);
+        if ((rc = pv_store_write_sync(r->store, mark_apply, where)) < 0)
+            return fail(r, rc, "cannot note where the blobs come from: %s", strerror(-rc));
+        printf("blobs: %" PRIu64 " to fetch from %s once pvd starts (each at once when a "
+               "request or a render needs it; --pull-blobs fetches them now)\n", ri.blobs, where);
+        return 0;
+    }
     if ((rc = pull_blobs(r)) < 0)
         return rc;
     printf("blobs: %" PRIu64 " fetched, %" PRIu64 " already here, %" PRIu64 " missing, %" PRIu64
@@ -650,11 +671,11 @@ static int run(rs_t *r, const pv_config_t *cfg, const char *url, const char *at)
     return 0;
 }
 
-int pv_restore_s3_cli(const pv_config_t *cfg, const char *url, const char *at)
+int pv_restore_s3_cli(const pv_config_t *cfg, const char *url, const char *at, bool pull_blobs)
 {
     rs_t r = {.data_dir = cfg->data_dir};
     int64_t t0 = pv_mono_us();
-    int rc = run(&r, cfg, url, at);
+    int rc = run(&r, cfg, url, at, pull_blobs);
     pv_s3_free(r.s3);
     pv_curlev_free(r.http);
     if (r.base)

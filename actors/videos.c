@@ -105,6 +105,7 @@ typedef struct render_task {
     uint8_t id[16], user[16];
     int n;
     char **paths;                 /* the photos' blob files */
+    uint8_t (*shas)[32];          /* their names */
     pv_render_opts_t opts;
     pv_render_t *render;          /* open between slices; NULL before the first */
     bool done;                    /* out: the render is over; rc says how */
@@ -130,6 +131,8 @@ typedef struct sub_entry {
 struct videos_state {
     pv_app_t *app;
     vjob_t *head, *tail;          /* queued jobs, oldest first */
+    vjob_t *held;                 /* jobs waiting for their photos to be fetched
+                                     after a restore (actors/pull.c) */
     int n_queued;
     user_stat_t *users;
     int n_users, cap_users;
@@ -443,6 +446,9 @@ static bool queued(videos_state_t *st, const uint8_t id[16])
     for (vjob_t *j = st->head; j; j = j->next)
         if (memcmp(j->id, id, 16) == 0)
             return true;
+    for (vjob_t *j = st->held; j; j = j->next) /* it comes back by itself */
+        if (memcmp(j->id, id, 16) == 0)
+            return true;
     return false;
 }
 
@@ -598,6 +604,7 @@ static void task_free(pv_msg_t *m)
     for (int i = 0; t->paths && i < t->n; i++)
         free(t->paths[i]);
     free(t->paths);
+    free(t->shas);
     free(t);
 }
 
@@ -616,7 +623,8 @@ static render_task_t *task_new(videos_state_t *st, pv_actor_t *self, pv_txn_t *t
     memcpy(t->id, v->id, 16);
     memcpy(t->user, v->user_id, 16);
     t->paths = calloc(v->n_photos ? v->n_photos : 1, sizeof(char *));
-    if (!t->paths)
+    t->shas = calloc(v->n_photos ? v->n_photos : 1, 32);
+    if (!t->paths || !t->shas)
         goto fail;
     for (uint32_t i = 0; i < v->n_photos; i++) {
         uint8_t key[32];
@@ -632,6 +640,7 @@ static render_task_t *task_new(videos_state_t *st, pv_actor_t *self, pv_txn_t *t
         if (!t->paths[i])
             goto fail;
         t->n = (int)i + 1;
+        memcpy(t->shas[i], p.sha256, 32);
         pv_blob_path(st->app->store, p.sha256, t->paths[i], PATH_MAX);
     }
     if (pv_video_render_opts(v, &t->opts, err, errlen) < 0)
@@ -704,6 +713,71 @@ static render_task_t *prepare(videos_state_t *st, pv_actor_t *self, const uint8_
     return t;
 }
 
+/* ---------------- after a restore: photos not fetched yet ---------------- */
+
+typedef struct hold_req {
+    pv_pull_req_t req;            /* first: the puller's message */
+    videos_state_t *st;
+    pv_actor_t *self;
+    uint8_t id[16], user[16];
+} hold_req_t;
+
+/* The puller has the photos (or S3 lacks one: the render then fails
+ * saying which photo it could not read): the job is queued again. */
+static void photos_pulled(pv_msg_t *msg)
+{
+    hold_req_t *h = (hold_req_t *)msg;
+    videos_state_t *st = h->st;
+    for (vjob_t **jp = &st->held; *jp; jp = &(*jp)->next)
+        if (memcmp((*jp)->id, h->id, 16) == 0) {
+            vjob_t *j = *jp;
+            *jp = j->next;
+            free(j);
+            break;
+        }
+    if (msg->status != -ECANCELED && !st->stopping) { /* cancelled: pvd stops; the store keeps it */
+        enqueue(st, h->id, h->user);
+        schedule(st, h->self);
+    }
+    pv_msg_free(msg);
+}
+
+/* A restored job whose photos are not all here yet is held (no render
+ * slot taken) while the puller fetches them, up to PV_PULL_MAX at a time.
+ * True when it was held (t is the caller's to free). */
+static bool hold_for_photos(videos_state_t *st, pv_actor_t *self, render_task_t *t)
+{
+    if (!st->app->puller)
+        return false;
+    hold_req_t *h = NULL;
+    for (int i = 0; i < t->n; i++) {
+        if (access(t->paths[i], F_OK) == 0)
+            continue;
+        if (!h && !(h = pv_msg_new(sizeof(*h), PV_PULL_NOW)))
+            return false; /* no memory: the render tries, and fails saying why */
+        if (h->req.n < PV_PULL_MAX)
+            memcpy(h->req.sha[h->req.n++], t->shas[i], 32);
+    }
+    vjob_t *j = h ? calloc(1, sizeof(*j)) : NULL;
+    if (!j) {
+        if (h)
+            pv_msg_free(&h->req.msg);
+        return false;
+    }
+    memcpy(j->id, t->id, 16);
+    memcpy(j->user, t->user, 16);
+    j->next = st->held;
+    st->held = j;
+    h->req.patient = true;
+    h->st = st;
+    h->self = self;
+    memcpy(h->id, t->id, 16);
+    memcpy(h->user, t->user, 16);
+    pv_msg_expect(&h->req.msg, self, photos_pulled);
+    pv_actor_send(st->app->puller, &h->req.msg);
+    return true;
+}
+
 /* Submit job (id, user) to the render pool in running slot `slot`. */
 static void start_job(videos_state_t *st, pv_actor_t *self, int slot, const uint8_t id[16],
                       const uint8_t user[16])
@@ -722,6 +796,10 @@ static void start_job(videos_state_t *st, pv_actor_t *self, int slot, const uint
         return;
     if (!t && *err) { /* the video itself cannot render */
         fail_video(st, self, id, user, err);
+        return;
+    }
+    if (t && hold_for_photos(st, self, t)) {
+        pv_msg_free(&t->msg);
         return;
     }
     /* Its start in the store, asked before the render: a render the store
@@ -1301,6 +1379,11 @@ void pv_videos_free(pv_app_t *app)
     app->videos = NULL;
     if (st->resync_ev)
         event_free(st->resync_ev);
+    while (st->held) {
+        vjob_t *j = st->held;
+        st->held = j->next;
+        free(j);
+    }
     while (st->head) {
         vjob_t *j = st->head;
         st->head = j->next;

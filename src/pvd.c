@@ -21,6 +21,7 @@
 #include "actors/auth.h"
 #include "actors/http.h"
 #include "actors/replicate.h"
+#include "actors/pull.h"
 #include "actors/restore.h"
 #include "actors/sync.h"
 #include "actors/tls.h"
@@ -46,7 +47,8 @@
 static const char g_usage[] =
     "usage: pvd [--config FILE] [--data DIR] [--https ADDR:PORT] [--http ADDR:PORT]\n"
     "           [--admin-socket PATH] [--set KEY=VALUE]... [--check-config]\n"
-    "           [--restore FILE] [--restore-from s3://BUCKET/PREFIX [--at SEQ|TIME]]\n"
+    "           [--restore FILE]\n"
+    "           [--restore-from s3://BUCKET/PREFIX [--at SEQ|TIME] [--pull-blobs]]\n"
     "           [--routes]\n"
     "           [--help] [--version]\n"
     "\n"
@@ -56,7 +58,9 @@ static const char g_usage[] =
     "--restore FILE unpacks a `pvctl backup` file into an empty data dir and exits.\n"
     "--restore-from s3://BUCKET/PREFIX rebuilds an empty data dir from pvd's S3\n"
     "replica (the newest snapshot, then the change log; --at a change number or an\n"
-    "RFC 3339 time restores that point) with every blob, and exits.\n"
+    "RFC 3339 time restores that point), and exits. The blobs (photos, videos) are\n"
+    "fetched in the background once pvd starts on it, each at once when a request or\n"
+    "a render needs it; --pull-blobs fetches every one before it exits.\n"
     "--routes prints the HTTP route table as JSON and exits.\n"
     "Config file keys (also PV_<KEY> in the environment):\n";
 
@@ -66,6 +70,7 @@ typedef struct pvd_args {
     bool check_only;          /* --check-config */
     const char *restore;      /* --restore FILE */
     const char *restore_from; /* --restore-from s3://BUCKET/PREFIX */
+    bool pull_blobs;          /* --pull-blobs: every blob before it exits */
     const char *at;           /* --at SEQ|TIME */
 } pvd_args_t;
 
@@ -122,6 +127,7 @@ static int load_config(int argc, char **argv, pv_config_t *cfg, pvd_args_t *a)
         {"check-config", no_argument, 0, 'k'}, {"help", no_argument, 0, 'h'},
         {"restore", required_argument, 0, 'R'}, {"routes", no_argument, 0, 'r'},
         {"restore-from", required_argument, 0, 'F'}, {"at", required_argument, 0, 'A'},
+        {"pull-blobs", no_argument, 0, 'P'},
         {"version", no_argument, 0, 'V'},      {0, 0, 0, 0}};
     char err[300];
     a->config = PV_DEFAULT_CONFIG;
@@ -134,6 +140,7 @@ static int load_config(int argc, char **argv, pv_config_t *cfg, pvd_args_t *a)
         case 'R': a->restore = optarg; break;
         case 'F': a->restore_from = optarg; break;
         case 'A': a->at = optarg; break;
+        case 'P': a->pull_blobs = true; break;
         case 'h':
             fputs(g_usage, stdout);
             usage_keys(stdout);
@@ -416,6 +423,10 @@ static int start(pv_app_t *app)
         pv_error("pvd", "cannot start S3 replication: %s", rerr);
         return rc;
     }
+    if ((rc = pv_pull_start(app, rerr, sizeof(rerr))) < 0) {
+        pv_error("pvd", "cannot start fetching the restore's blobs: %s", rerr);
+        return rc;
+    }
     /* The servers exist before the TLS actor (it hands them the context)
      * and before the core loop runs (a pvctl reload reaches all of them;
      * the videos actor sends live progress to every loop). */
@@ -449,6 +460,7 @@ static void stop_all(pv_app_t *app)
     /* Nothing writes now: the replicator's requests are cancelled (what
      * was in flight is sent again at the next start). */
     pv_repl_stop(app);
+    pv_pull_stop(app);
     /* With the core loop stopped: renders end at once and stay resumable,
      * and then the render pool can be joined with the others. */
     pv_videos_stop(app);
@@ -476,6 +488,7 @@ static void stop_all(pv_app_t *app)
     pv_videos_free(app);
     pv_sync_free(app);
     pv_repl_free(app);
+    pv_pull_free(app);
     pv_tls_free(app);
     pv_auth_free(app);
     pv_admin_stop(app); /* after the pool and the store: nothing replies to it now */
@@ -500,7 +513,7 @@ int main(int argc, char **argv)
     if (args.restore) /* into an empty data dir, with pvd stopped */
         return pv_restore_cli(args.restore, app.cfg.data_dir);
     if (args.restore_from)
-        return pv_restore_s3_cli(&app.cfg, args.restore_from, args.at);
+        return pv_restore_s3_cli(&app.cfg, args.restore_from, args.at, args.pull_blobs);
     if (args.at) {
         fprintf(stderr, "pvd: --at goes with --restore-from\n");
         return 2;

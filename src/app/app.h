@@ -50,6 +50,20 @@ typedef struct pv_http_loop {
 
 #define PV_TARGETS_MAX 4
 
+/* The blob puller's one public message (app->puller, actors/pull.c): the
+ * blobs named, fetched now, ahead of the background pull. Answered with 0
+ * once every one is here, -ENOENT when S3 lacks one (or holds other
+ * bytes), -EAGAIN when S3 cannot be reached now (patient: kept and tried
+ * again with backoff until it can). Any thread may ask. */
+enum { PV_PULL_NOW };
+#define PV_PULL_MAX 8
+typedef struct pv_pull_req {
+    pv_msg_t msg;                /* type PV_PULL_NOW */
+    int n;                       /* 1..PV_PULL_MAX */
+    bool patient;                /* renders wait; a request answers 503 */
+    uint8_t sha[PV_PULL_MAX][32];
+} pv_pull_req_t;
+
 struct pv_app {
     pv_config_t cfg;
     pv_keys_t keys;
@@ -89,6 +103,9 @@ struct pv_app {
         pv_actor_t *actor;
     } targets[PV_TARGETS_MAX];
     int n_targets;
+    pv_actor_t *puller;          /* after a restore from S3: fetches the blobs
+                                    not here yet (actors/pull.c); NULL once
+                                    every blob was here at start */
     pv_actor_t *tls;             /* the certificate's owner (actors/tls.c); each
                                     HTTP server holds its own reference */
     char listeners[256];         /* "https://..., http://..." for status */

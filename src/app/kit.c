@@ -64,6 +64,8 @@ static const struct api_error {
     {-ESHUTDOWN, 503, "shutting_down", "the server is stopping", false},
     {-ENOMEM, 503, "overloaded", "try again in a moment", true},
     {-EAGAIN, 503, "overloaded", "try again in a moment", true},
+    {-EINPROGRESS, 503, "restoring", "this file is still being restored from the cloud; try "
+                                     "again in a moment", true},
 };
 
 int pv_api_fail(pv_http_req_t *req, int rc)
@@ -363,21 +365,66 @@ void pv_api_list(pv_http_req_t *req, int db, pv_list_item_fn fn)
 
 /* ---------------- blobs ---------------- */
 
-/* A blob file as the answer: ETag is its hash (content never changes under
- * a name), Range and HEAD through the HTTP layer. */
-void pv_api_serve_blob(pv_http_req_t *req, const uint8_t sha[32], const char *ctype)
+typedef struct blob_call {
+    pv_call_t call;
+    uint8_t sha[32];
+    char ctype[128];
+} blob_call_t;
+
+static int serve_blob_file(pv_http_req_t *req, const uint8_t sha[32], const char *ctype)
 {
     pv_app_t *app = pv_api_app(req);
     char path[PATH_MAX], hex[65], etag[70];
     pv_blob_path(app->store, sha, path, sizeof(path));
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        pv_api_fail(req, errno == ENOENT ? -ENOENT : -errno);
-        return;
-    }
+    if (fd < 0)
+        return errno == ENOENT ? -ENOENT : -errno;
     pv_hex(sha, 32, hex);
     snprintf(etag, sizeof(etag), "\"%s\"", hex);
     pv_http_respond_file(req, fd, ctype, etag, "private, max-age=86400, immutable");
+    return 0;
+}
+
+/* The puller answered: the blob is here now, or why not. */
+static void blob_pulled(pv_call_t *call)
+{
+    blob_call_t *b = (blob_call_t *)call;
+    pv_msg_free(call->answer);
+    call->answer = NULL;
+    int rc = call->result;
+    if (rc == 0)
+        rc = serve_blob_file(call->req, b->sha, b->ctype);
+    if (rc < 0) /* S3 out of reach now: 503 with Retry-After; lacking it: 404 */
+        pv_api_fail(call->req, rc == -EAGAIN || rc == -ECANCELED ? -EINPROGRESS : rc);
+    pv_call_free(call);
+}
+
+/* A blob file as the answer: ETag is its hash (content never changes under
+ * a name), Range and HEAD through the HTTP layer. After a restore from S3
+ * a blob may not be here yet: the puller (actors/pull.c) fetches it first,
+ * and the request waits for it. */
+void pv_api_serve_blob(pv_http_req_t *req, const uint8_t sha[32], const char *ctype)
+{
+    pv_app_t *app = pv_api_app(req);
+    int rc = serve_blob_file(req, sha, ctype);
+    if (rc == -ENOENT && app->puller) {
+        blob_call_t *b = pv_call_new(req, sizeof(*b));
+        pv_pull_req_t *m = b ? pv_msg_new(sizeof(*m), PV_PULL_NOW) : NULL;
+        if (!m) {
+            if (b)
+                pv_call_free(&b->call);
+            pv_api_fail(req, -ENOMEM);
+            return;
+        }
+        memcpy(b->sha, sha, 32);
+        snprintf(b->ctype, sizeof(b->ctype), "%s", ctype);
+        m->n = 1;
+        memcpy(m->sha[0], sha, 32);
+        pv_call_ask(&b->call, app->puller, &m->msg, blob_pulled);
+        return;
+    }
+    if (rc < 0)
+        pv_api_fail(req, rc);
 }
 
 /* ---------------- client address ---------------- */

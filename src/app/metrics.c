@@ -52,6 +52,9 @@ static const struct {
     [PV_M_CHANGELOG_BYTES] = {"pv_changelog_bytes", "gauge", "Bytes the change log takes in the store (kept until every replication target has it)."},
     [PV_M_CHANGELOG_ALARM] = {"pv_changelog_alarm", "gauge", "1 while the change log is past changelog_alarm_bytes (a replication target is far behind)."},
     [PV_M_SYNC_FAILURES] = {"pv_sync_s3_failures_total", "counter", "Replication passes that failed (each retried with backoff)."},
+    [PV_M_PULL_ACTIVE] = {"pv_restore_pull_active", "gauge", "1 while the blobs of a restore from S3 are still being fetched in the background."},
+    [PV_M_PULL_FETCHED] = {"pv_restore_blobs_fetched_total", "counter", "Blobs of a restore fetched from S3 after start (in the background or on first use)."},
+    [PV_M_PULL_MISSING] = {"pv_restore_blobs_missing_total", "counter", "Blobs of a restore that S3 does not have (or has with other bytes)."},
 };
 
 struct pv_metrics {

@@ -939,3 +939,14 @@ int pv_presign_verify(const pv_keys_t *keys, const char *path,
         return -ETIMEDOUT;
     return 0;
 }
+
+int64_t pv_backoff_ms(int n, int64_t first_ms, int64_t max_ms)
+{
+    int shift = n - 1 > 16 ? 16 : n < 1 ? 0 : n - 1;
+    int64_t delay = first_ms << shift;
+    if (delay > max_ms)
+        delay = max_ms;
+    uint32_t rnd;
+    pv_random(&rnd, sizeof(rnd));
+    return delay / 2 + (int64_t)(rnd % (uint32_t)(delay / 2 + 1));
+}

@@ -33,6 +33,11 @@ size_t pv_b64url_encode(const uint8_t *in, size_t len, char *out);
 int pv_b64url_decode(const char *in, uint8_t *out, size_t outmax,
                      size_t *outlen);
 void pv_random(void *buf, size_t len);
+/* Capped exponential backoff with jitter, for the n-th failure in a row
+ * (n >= 1): first_ms doubling up to max_ms, then a random half to whole
+ * of that, so that many clients that failed together do not come back
+ * together. */
+int64_t pv_backoff_ms(int n, int64_t first_ms, int64_t max_ms);
 /* constant-time compare: 0 when equal */
 int pv_memeq_ct(const void *a, const void *b, size_t len);
 

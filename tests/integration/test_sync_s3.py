@@ -339,12 +339,14 @@ def _login(q, u):
 INDEXED = ("users", "emails", "photos", "photo_sha", "videos", "jobs", "blobs")
 
 
-def _restore(peer, prefix, data_dir, at=None, expect=0):
+def _restore(peer, prefix, data_dir, at=None, expect=0, pull=False):
     cmd = [PVD_BIN, "--data", data_dir, "--set", "s3_endpoint=" + peer.endpoint(),
            "--set", "s3_path_style=true", "--set", "aws_imds_endpoint=off",
            "--restore-from", "s3://%s/%s" % (BUCKET, prefix)]
     if at is not None:
         cmd += ["--at", str(at)]
+    if pull:
+        cmd += ["--pull-blobs"]
     env = dict(os.environ)
     env.update(CREDS)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
@@ -369,6 +371,21 @@ def _state(u):
         v.pop("urls", None)
         videos[v["id"]] = v
     return photos, videos
+
+
+def _metric(p, name):
+    text = p.private("GET", "/metrics").expect(200, "/metrics").body.decode()
+    m = re.search(r"^%s(?:\{[^}]*\})? (\S+)$" % re.escape(name), text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def _wait_pulled(p, timeout=60):
+    """The restore's blobs, fetched in the background, are all here."""
+    deadline = time.monotonic() + timeout
+    while _metric(p, "pv_restore_pull_active") != 0:
+        check(time.monotonic() < deadline, "the background pull ends", "pv_restore_pull_active 0",
+              _metric(p, "pv_restore_pull_active"))
+        time.sleep(0.2)
 
 
 def _check_doc(p):
@@ -412,12 +429,13 @@ def test_restore_rebuilds_the_appliance(tmp):
             doc_a = _check_doc(p)
             token = a.access
         dest = os.path.join(tmp, "restored")
-        r = _restore(peer, "box6/", dest)
+        r = _restore(peer, "box6/", dest, pull=True)
         check("applied after it" in r.stdout, "the restore says what it applied", "a summary", r.stdout)
         # The rebuilt appliance replicates on, to the same prefix: it has the
         # lost one's id, so the lease is its own, and its log goes on from
         # where S3's ends.
         with _pvd(peer, "box6/", "s3-restored", data_dir=dest) as q:
+            eq(_metric(q, "pv_restore_pull_active"), 0, "--pull-blobs: nothing left to fetch")
             doc_b = _check_doc(q)
             for db in INDEXED:
                 eq(doc_b["db_digests"][db], doc_a["db_digests"][db],
@@ -461,6 +479,7 @@ def test_restore_point_in_time_and_holes(tmp):
             dest = os.path.join(tmp, "pitr-%s" % re.sub(r"\W", "", str(at)))
             _restore(peer, "box7/", dest, at=at)
             with _pvd(peer, "box7/", "s3-pitr-restored", data_dir=dest) as q:
+                _wait_pulled(q)
                 _check_doc(q)
                 u = _login(q, a)
                 eq(sorted(u.list_all()), sorted([p1, p2]), "the photos at %s" % what)
@@ -484,6 +503,77 @@ def test_restore_point_in_time_and_holes(tmp):
                 os.unlink(os.path.join(root, "box7", "log", f))
         r = _restore(peer, "box7/", os.path.join(tmp, "holed"), expect=1)
         check("hole" in r.stderr, "the error names the hole", "hole", r.stderr)
+    finally:
+        peer.stop()
+
+
+def test_restore_serves_first_and_fetches_blobs_after(tmp):
+    """Without --pull-blobs the restore brings the records only; pvd on it
+    fetches the blobs in the background, a download waits for its blob
+    (503 "restoring" while S3 is out of reach), and a restored render holds
+    its job until its photos are here."""
+    peer = S3Peer(tmp).start()
+    try:
+        p = _pvd(peer, "box8/", "s3-lazy-src")
+        with p:
+            a = p.new_user("lazy")
+            ids = [a.upload_ok(unique_jpeg(320, 240))["id"] for _ in range(4)]
+            v = a.req("POST", "/api/v1/videos", json={
+                "photo_ids": ids[2:], "seconds_per_photo": 1, "resolution": "480p"}).expect(202, "v")
+            short_id = v.json()["video"]["id"]
+            at = _status(p)["head"]  # the video is queued or just started there
+            _wait_caught_up(p)
+            photos, _ = _state(a)
+        dest = os.path.join(tmp, "lazy")
+        r = _restore(peer, "box8/", dest, at=at)
+        check("once pvd starts" in r.stdout, "the restore says the blobs come later", "a note",
+              r.stdout)
+        blobs = os.path.join(dest, "blobs")
+        check(not os.path.isdir(blobs) or not any(f for _, _, f in os.walk(blobs)),
+              "no blob fetched by the restore itself", "none", blobs)
+        peer.stop()
+        q = _pvd(peer, "box8/", "s3-lazy", data_dir=dest, user_running_jobs=2)
+        with q:
+            u = _login(q, a)
+            eq(_metric(q, "pv_restore_pull_active"), 1, "fetching in the background")
+            r = u.req("GET", "/api/v1/photos/%s/content" % ids[0])
+            r.expect(503, "a photo not fetched while S3 is down")
+            eq(r.json()["error"]["code"], "restoring", "the answer says why")
+            check(r.header("Retry-After"), "Retry-After", "set", None)
+            time.sleep(1.5)
+            v = u.req("GET", "/api/v1/videos/" + short_id).expect(200, "v2").json()["video"]
+            check(v["status"] in ("queued", "running"), "the render waits for its photos",
+                  "queued", v["status"])
+            peer.start()
+            t0 = time.monotonic()
+            body = u.req("GET", "/api/v1/photos/%s/content" % ids[0]).expect(200, "fetched").body
+            eq(hashlib.sha256(body).hexdigest(), photos[ids[0]]["content"], "its bytes")
+            check(time.monotonic() - t0 < 10, "fetched on first use, not after the backoff",
+                  "< 10 s", time.monotonic() - t0)
+            deadline = time.monotonic() + 120
+            while True:
+                v = u.req("GET", "/api/v1/videos/" + short_id).expect(200, "v2").json()["video"]
+                if v["status"] == "ready":
+                    break
+                check(v["status"] in ("queued", "running") and time.monotonic() < deadline,
+                      "the held render goes on once its photos are here", "ready", v)
+                time.sleep(0.3)
+            mp4 = q.req("GET", v["urls"]["content"]).expect(200, "the MP4").body
+            check(mp4[4:8] == b"ftyp", "an MP4", "ftyp", mp4[:8])
+            _wait_pulled(q)
+            check(_metric(q, "pv_restore_blobs_fetched_total") >= len(ids),
+                  "the originals fetched after start", ">= %d" % len(ids),
+                  _metric(q, "pv_restore_blobs_fetched_total"))
+            _check_doc(q)
+            photos2, _ = _state(u)
+            eq(photos2, photos, "every photo as it was, bytes too")
+            q.stop()
+            n_lines = len(q.log_text().splitlines())
+            _restart(q)
+            eq(_metric(q, "pv_restore_pull_active"), 0, "nothing left to fetch after a restart")
+            second = "\n".join(q.log_text().splitlines()[n_lines:])
+            check("fetching the restore's blobs" not in second, "the second start has no pull",
+                  "no pull", second[-600:])
     finally:
         peer.stop()
 
