@@ -60,6 +60,7 @@
  */
 #include "actors/replicate.h"
 #include "actors/sync.h"
+#include "app/kit.h"
 #include "app/metrics.h"
 #include <jansson.h>
 #include "base/crypto.h"
@@ -67,10 +68,12 @@
 #include "base/text.h"
 #include "cloud/credchain.h"
 #include "cloud/s3.h"
+#include "cloud/sigv4.h"
 #include "store/backup.h"
 #include "store/segment.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <event2/event.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -97,6 +100,7 @@ typedef struct repl repl_t;
 
 typedef struct blob_job {
     repl_t *r;
+    uint8_t sha[32];
     char key[PV_SEGMENT_KEY_MAX + 320];
     char path[PATH_MAX];
     char hex[65];
@@ -142,6 +146,9 @@ struct repl {
     pv_curlev_t *http;
     pv_s3_t *s3;
     pv_credchain_t *cc;     /* credentials, fresh before they expire */
+    pthread_mutex_t links_mu; /* links */
+    pv_s3_t *links;         /* media_from_s3: a client for presigned links only,
+                             * used by the HTTP loops (s3_link) */
     char region[32];
     char prefix[300];       /* "" or ending in '/' */
     bool paused, busy, stopping;
@@ -150,6 +157,8 @@ struct repl {
     pv_segment_t *seg;
     uint8_t (*shas)[32];
     size_t n_shas, next_sha;
+    uint8_t (*in_s3)[32];   /* of shas: the ones S3 acknowledged (marked in META) */
+    size_t n_in_s3;
     int in_flight;
     bool failed;            /* a step failed: end the pass once nothing is in flight */
     void (*after_blobs)(repl_t *r); /* what follows the blobs: the segment, or a
@@ -263,6 +272,9 @@ static void pass_free(repl_t *r)
     free(r->shas);
     r->shas = NULL;
     r->n_shas = r->next_sha = 0;
+    free(r->in_s3);
+    r->in_s3 = NULL;
+    r->n_in_s3 = 0;
     r->st.bytes_pending = 0;
     r->failed = false;
     r->busy = false;
@@ -423,6 +435,63 @@ static void put_segment(repl_t *r)
 
 static void blobs_next(repl_t *r);
 
+/* S3 has blob j: noted, and once the blobs of the step are done, marked
+ * in META (model/media.h) for media_from_s3's links. */
+static void in_s3(repl_t *r, const blob_job_t *j)
+{
+    if (r->n_in_s3 % 64 == 0) {
+        void *p = realloc(r->in_s3, (r->n_in_s3 + 64) * 32);
+        if (!p)
+            return; /* unmarked: its links point at the appliance */
+        r->in_s3 = p;
+    }
+    memcpy(r->in_s3[r->n_in_s3++], j->sha, 32);
+}
+
+typedef struct marks_req {
+    pv_store_req_t sreq;
+    size_t n;
+    uint8_t (*shas)[32];
+} marks_req_t;
+
+static int marks_apply(pv_txn_t *txn, void *arg)
+{
+    marks_req_t *m = arg;
+    for (size_t i = 0; i < m->n; i++) {
+        char key[PV_MEDIA_S3_MARK_LEN + 1];
+        pv_media_s3_mark_key(m->shas[i], key);
+        int rc = pv_txn_put(txn, PV_DB_META, key, PV_MEDIA_S3_MARK_LEN, "", 0, false);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static void marks_done(pv_msg_t *msg)
+{
+    marks_req_t *m = (marks_req_t *)msg;
+    /* Best effort: a mark not written only keeps a link on the appliance. */
+    free(m->shas);
+    pv_msg_free(msg);
+}
+
+static void marks_write(repl_t *r)
+{
+    if (r->n_in_s3 == 0)
+        return;
+    marks_req_t *m = pv_msg_new(sizeof(*m), 0);
+    if (!m)
+        return;
+    m->n = r->n_in_s3;
+    m->shas = r->in_s3;
+    r->in_s3 = NULL;
+    r->n_in_s3 = 0;
+    m->sreq.apply = marks_apply;
+    m->sreq.arg = m;
+    pv_msg_expect(&m->sreq.msg, r->self, marks_done);
+    pv_store_submit(r->app->store, &m->sreq);
+}
+
 static void blob_end(blob_job_t *j)
 {
     repl_t *r = j->r;
@@ -439,6 +508,7 @@ static void blob_put_done(const pv_s3_result_t *res, void *arg)
     blob_job_t *j = arg;
     repl_t *r = j->r;
     if (res->rc == 0) {
+        in_s3(r, j);
         r->st.blobs++;
         r->st.blob_bytes += (uint64_t)res->size;
         pv_metrics_add(r->app->metrics, PV_M_SYNC_BLOBS, 1);
@@ -490,6 +560,7 @@ static void blob_mpu_completed(const pv_s3_result_t *res, void *arg)
     blob_job_t *j = arg;
     repl_t *r = j->r;
     if (res->rc == 0) {
+        in_s3(r, j);
         r->st.blobs++;
         r->st.blob_bytes += j->size;
         pv_metrics_add(r->app->metrics, PV_M_SYNC_BLOBS, 1);
@@ -672,6 +743,7 @@ static void blob_head_done(const pv_s3_result_t *res, void *arg)
     blob_job_t *j = arg;
     repl_t *r = j->r;
     if (res->rc == 0 && res->size == (int64_t)j->size) { /* there: a name is its content */
+        in_s3(r, j);
         r->st.blobs_present++;
     } else if (res->rc == 0 && !r->failed && !r->stopping) {
         /* There, but not whole: a store that kept what a cut-short PUT
@@ -698,6 +770,7 @@ static void blob_start(repl_t *r, const uint8_t sha[32])
         return;
     }
     j->r = r;
+    memcpy(j->sha, sha, 32);
     pv_hex(sha, 32, j->hex);
     snprintf(j->key, sizeof(j->key), "%sblobs/%.2s/%s", r->prefix, j->hex, j->hex);
     pv_blob_path(r->app->store, sha, j->path, sizeof(j->path));
@@ -726,6 +799,7 @@ static void blobs_next(repl_t *r)
         blob_start(r, r->shas[r->next_sha++]);
     if (r->in_flight > 0)
         return;
+    marks_write(r); /* what S3 acknowledged holds, failed or not */
     if (r->failed)
         pass_failed(r);
     else
@@ -1313,6 +1387,20 @@ static int install_creds(repl_t *r, const pv_aws_creds_t *c)
                              .path_style = r->app->cfg.s3_path_style};
         rc = pv_s3_new(r->http, &sc, c, &r->s3);
     }
+    if (rc == 0 && r->app->cfg.media_from_s3) { /* the links' copy, for the HTTP loops */
+        pthread_mutex_lock(&r->links_mu);
+        if (r->links) {
+            rc = pv_s3_set_creds(r->links, c);
+        } else {
+            pv_s3_config_t sc = {.endpoint = r->app->cfg.s3_endpoint[0] ? r->app->cfg.s3_endpoint
+                                                                        : NULL,
+                                 .region = r->region,
+                                 .bucket = r->app->cfg.s3_bucket,
+                                 .path_style = r->app->cfg.s3_path_style};
+            rc = pv_s3_new(NULL, &sc, c, &r->links);
+        }
+        pthread_mutex_unlock(&r->links_mu);
+    }
     if (rc < 0)
         fail(r, "cannot make the S3 client (endpoint, bucket, region or credentials): %s",
              strerror(-rc));
@@ -1511,6 +1599,21 @@ static int appliance_id(pv_app_t *app, char hex[33])
     return rc;
 }
 
+/* media_from_s3: a presigned GET for an HTTP loop (model/media.h). */
+static int s3_link(void *ctx, const char *key, const char *ctype, int64_t now_s, int64_t ttl,
+                   char *url, size_t size)
+{
+    repl_t *r = ctx;
+    pthread_mutex_lock(&r->links_mu);
+    int rc = r->links ? pv_s3_presign_get(r->links, key, ctype, now_s,
+                                          ttl < PV_SIGV4_MAX_EXPIRES ? (int)ttl
+                                                                     : PV_SIGV4_MAX_EXPIRES,
+                                          url, size)
+                      : -EAGAIN;
+    pthread_mutex_unlock(&r->links_mu);
+    return rc;
+}
+
 int pv_repl_start(pv_app_t *app, char *err, size_t errlen)
 {
     const pv_config_t *cfg = &app->cfg;
@@ -1537,6 +1640,16 @@ int pv_repl_start(pv_app_t *app, char *err, size_t errlen)
                                      sizeof(r->region)) < 0 || !r->region[0])
         snprintf(r->region, sizeof(r->region), "us-east-1");
     set_state(r, "idle");
+    pthread_mutex_init(&r->links_mu, NULL);
+    if (cfg->media_from_s3) { /* the web UI shows pictures from there */
+        char origin[400];
+        pv_s3_config_t sc = {.endpoint = cfg->s3_endpoint[0] ? cfg->s3_endpoint : NULL,
+                             .region = r->region, .bucket = cfg->s3_bucket,
+                             .path_style = cfg->s3_path_style};
+        if (pv_s3_origin(&sc, origin, sizeof(origin)) == 0)
+            pv_api_csp_media_origin(origin);
+        pv_media_set_s3(app->media, r->prefix, s3_link, r);
+    }
     int rc = appliance_id(app, r->appliance);
     if (rc < 0) {
         snprintf(err, errlen, "cannot read or make the appliance id: %s", strerror(-rc));
@@ -1600,6 +1713,8 @@ void pv_repl_free(pv_app_t *app)
     free(r->lease_body);
     free(r->list_token);
     pv_credchain_free(r->cc);
+    pv_s3_free(r->links);
+    pthread_mutex_destroy(&r->links_mu);
     pv_loop_free(r->loop);
     free(r);
 }

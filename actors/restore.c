@@ -32,6 +32,7 @@
 #include "base/text.h"
 #include "cloud/imds.h"
 #include "cloud/s3.h"
+#include "model/media.h"
 #include "model/reindex.h"
 #include "store/backup.h"
 #include "store/segment.h"
@@ -382,6 +383,18 @@ static int apply_segments(rs_t *r)
 
 /* ---------------- 3. indexes, 5. the cursor ---------------- */
 
+/* Every blob the records name came from S3 (or comes, fetched later):
+ * media_from_s3's links may point there (model/media.h). */
+static int mark_in_s3(void *arg, const pv_val_t *k, const pv_val_t *v)
+{
+    (void)v;
+    if (k->len != 32)
+        return 0;
+    char key[PV_MEDIA_S3_MARK_LEN + 1];
+    pv_media_s3_mark_key(k->data, key);
+    return pv_txn_put(arg, PV_DB_META, key, PV_MEDIA_S3_MARK_LEN, "", 0, false);
+}
+
 static int reindex_apply(pv_txn_t *txn, void *arg)
 {
     int rc = pv_reindex(txn, arg);
@@ -396,7 +409,8 @@ static int reindex_apply(pv_txn_t *txn, void *arg)
         memcpy(v, seq.data, 8);
     else if (rc != -ENOENT)
         return rc < 0 ? rc : -EIO;
-    return pv_txn_put(txn, PV_DB_META, PV_REPL_S3_CURSOR, strlen(PV_REPL_S3_CURSOR), v, 8, false);
+    rc = pv_txn_put(txn, PV_DB_META, PV_REPL_S3_CURSOR, strlen(PV_REPL_S3_CURSOR), v, 8, false);
+    return rc < 0 ? rc : pv_txn_scan(txn, PV_DB_BLOBS, NULL, 0, NULL, 0, false, mark_in_s3, txn);
 }
 
 /* ---------------- 4. the blobs ---------------- */

@@ -337,7 +337,7 @@ static void notify_status(videos_state_t *st, const pv_video_t *v)
             pp = &e->next;
             continue;
         }
-        send_event(e->sub, pv_video_event_status(&st->app->keys, st->app->cfg.presign_ttl, v, -1), end);
+        send_event(e->sub, pv_video_event_status(st->app->media, v, -1), end);
         if (end) {
             *pp = e->next;
             free(e);
@@ -396,7 +396,7 @@ static void subscribe(videos_state_t *st, pv_video_sub_t *sub)
     sub_entry_t *e = is_final(v.status) ? NULL : malloc(sizeof(*e));
     double live = live_progress(st, sub->id);
     /* Without an entry no later event could reach it: end it now too. */
-    send_event(sub, pv_video_event_status(&st->app->keys, st->app->cfg.presign_ttl, &v, live),
+    send_event(sub, pv_video_event_status(st->app->media, &v, live),
                !e);
     if (e) {
         e->sub = sub;

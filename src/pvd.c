@@ -394,6 +394,8 @@ static int start(pv_app_t *app)
         pv_error("pvd", "cannot open the store in %s: %s", c->data_dir, strerror(-rc));
         return rc;
     }
+    if (!(app->media = pv_media_new(&app->keys, c->presign_ttl, app->store)))
+        return start_failed("the media links", -ENOMEM);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int workers = c->workers > 0 ? c->workers : (int)(cores > 0 ? cores : 2);
     app->work = pv_pool_new("work", workers, 0);
@@ -498,6 +500,7 @@ static void stop_all(pv_app_t *app)
     if (app->store)
         pv_store_close(app->store);
     pv_metrics_free(app->metrics);
+    pv_media_free(app->media);
 }
 
 int main(int argc, char **argv)

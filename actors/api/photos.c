@@ -438,7 +438,7 @@ static int quota_check(pv_txn_t *txn, upload_call_t *u)
 static int part_json(upload_call_t *u, upload_part_t *part)
 {
     json_decref(part->json);
-    part->json = pv_photo_json(&u->app->keys, u->app->cfg.presign_ttl, &part->photo);
+    part->json = pv_photo_json(u->app->media, &part->photo);
     if (part->json && part->duplicate &&
         json_object_set_new(part->json, "duplicate", json_true()) < 0)
         return -ENOMEM;
@@ -660,7 +660,7 @@ void pv_h_photo_get(pv_http_req_t *req)
 {
     pv_photo_t p;
     if (load_own_photo(req, pv_http_param(req, "id"), &p) == 0)
-        pv_http_respond_json(req, 200, json_pack("{s:o}", "photo", pv_photo_json(&pv_api_app(req)->keys, pv_api_app(req)->cfg.presign_ttl, &p)));
+        pv_http_respond_json(req, 200, json_pack("{s:o}", "photo", pv_photo_json(pv_api_app(req)->media, &p)));
 }
 
 void pv_h_photo_content(pv_http_req_t *req)
@@ -701,7 +701,7 @@ static int photo_item(pv_sb_t *sb, pv_http_req_t *req, const pv_val_t *v)
     pv_photo_t p;
     int rc = pv_photo_decode(v->data, v->len, &p);
     if (rc == 0)
-        pv_photo_json_write(sb, &app->keys, app->cfg.presign_ttl, &p);
+        pv_photo_json_write(sb, app->media, &p);
     return rc;
 }
 

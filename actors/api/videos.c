@@ -82,7 +82,7 @@ static json_t *video_json(pv_http_req_t *req, const pv_video_t *v)
 {
     pv_http_loop_t *hl = pv_http_app(req);
     double live = v->status == PV_VIDEO_RUNNING ? pv_http_live_progress(hl, v->id) : -1;
-    return pv_video_json(&hl->app->keys, hl->app->cfg.presign_ttl, v, live);
+    return pv_video_json(hl->app->media, v, live);
 }
 
 static void create_free(pv_call_t *call)

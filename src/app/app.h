@@ -29,6 +29,7 @@
 #include "base/crypto.h"
 #include "base/pv.h"
 #include "http/http.h"
+#include "model/media.h"
 #include "runtime/actor.h"
 #include "store/store.h"
 
@@ -103,6 +104,8 @@ struct pv_app {
         pv_actor_t *actor;
     } targets[PV_TARGETS_MAX];
     int n_targets;
+    pv_media_t *media;           /* the links photos and videos carry (to the
+                                    appliance, or to S3 with media_from_s3) */
     pv_actor_t *puller;          /* after a restore from S3: fetches the blobs
                                     not here yet (actors/pull.c); NULL once
                                     every blob was here at start */

@@ -104,15 +104,26 @@ void pv_api_body_error(pv_http_req_t *req, const pv_body_err_t *e)
  * are shown from blob: URLs made by the page. HSTS goes over TLS only: a
  * browser ignores it on plain HTTP (RFC 6797 8.1), and the plain listener
  * is the private one (health checks, metrics). */
+#define CSP_FMT                                                                                    \
+    "default-src 'self'; img-src 'self' blob: data:%s%s; media-src 'self' blob:%s%s; "             \
+    "style-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'; "            \
+    "base-uri 'none'; form-action 'self'"
+static char g_csp[1024] =
+    "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+    "style-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'; "
+    "base-uri 'none'; form-action 'self'";
+
+void pv_api_csp_media_origin(const char *origin)
+{
+    const char *sp = origin && *origin ? " " : "", *o = origin ? origin : "";
+    snprintf(g_csp, sizeof(g_csp), CSP_FMT, sp, o, sp, o);
+}
+
 const pv_http_default_header_t pv_api_headers[] = {
     {"X-Content-Type-Options", "nosniff", false},
     {"Referrer-Policy", "no-referrer", false},
     {"X-Frame-Options", "DENY", false},
-    {"Content-Security-Policy",
-     "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
-     "style-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'; "
-     "base-uri 'none'; form-action 'self'",
-     false},
+    {"Content-Security-Policy", g_csp, false},
     {"Strict-Transport-Security", "max-age=31536000", true},
     {NULL, NULL, false},
 };

@@ -37,6 +37,9 @@ const char *pv_api_limit_key(const char *addr, char *buf, size_t buflen);
 /* ---- the HTTP server's hooks ---- */
 /* pvd's security headers, sent with every answer (pv_http_config_t.headers). */
 extern const pv_http_default_header_t pv_api_headers[];
+/* media_from_s3: pictures and videos may also come from origin
+ * ("https://bucket.s3...."). Before the servers start. */
+void pv_api_csp_media_origin(const char *origin);
 int pv_api_authorize(pv_http_req_t *req, const pv_http_route_t *route);
 void pv_api_on_done(pv_http_req_t *req, int status, uint64_t bytes_out, double ms);
 

@@ -70,6 +70,7 @@ static const pv_config_key_t g_keys[] = {
     {"s3_region", T_STR, F(s3_region), "", "the bucket's region (empty: from the AWS config file, else us-east-1)"},
     {"s3_endpoint", T_STR, F(s3_endpoint), "", "http(s)://host[:port] of an S3-compatible service (empty: AWS's regional endpoint)"},
     {"s3_path_style", T_BOOL, F(s3_path_style), "false", "ENDPOINT/BUCKET/KEY URLs instead of BUCKET.ENDPOINT/KEY"},
+    {"media_from_s3", T_BOOL, F(media_from_s3), "false", "photo and video links point at S3 (presigned GETs) once S3 has the file"},
     {"aws_profile", T_STR, F(aws_profile), "", "profile of the AWS shared credentials and config files (empty: AWS_PROFILE, else default)"},
     {"aws_imds_endpoint", T_STR, F(aws_imds_endpoint), "http://169.254.169.254", "EC2 instance metadata (IMDSv2), where S3 credentials come from when neither the environment nor the shared files have any (empty or off: never)"},
     {"sync_interval", T_INT, F(sync_interval), "10", "seconds between replication passes once caught up"},
@@ -401,6 +402,10 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
     if (c->header_timeout < 1 || c->body_timeout < 1 || c->body_min_rate < 1 || c->read_timeout < 1 ||
         c->idle_timeout < 1 || c->write_timeout < 1) {
         snprintf(err, errlen, "the timeouts and body_min_rate: at least 1");
+        return -EINVAL;
+    }
+    if (c->media_from_s3 && !c->s3_bucket[0]) {
+        snprintf(err, errlen, "media_from_s3 needs s3_bucket (links point at its replica)");
         return -EINVAL;
     }
     if (c->sync_interval < 1 || c->sync_batch < 1 || c->sync_batch > 100000 ||

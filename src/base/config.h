@@ -71,6 +71,7 @@ typedef struct pv_config {
     char s3_region[32];             /* "": the AWS config's, else us-east-1 */
     char s3_endpoint[256];          /* "": AWS; else an S3-compatible URL */
     bool s3_path_style;             /* ENDPOINT/BUCKET/KEY */
+    bool media_from_s3;             /* links to replicated blobs point at S3 */
     char aws_profile[64];           /* shared files' profile */
     char aws_imds_endpoint[256];    /* EC2 instance metadata; "" or "off": none */
     int sync_interval;              /* seconds between passes when caught up */

@@ -353,7 +353,7 @@ int pv_s3_new(pv_curlev_t *http, const pv_s3_config_t *cfg, const pv_aws_creds_t
               pv_s3_t **out)
 {
     *out = NULL;
-    if (!http || !cfg || !s3_bucket_ok(cfg->bucket) || !s3_creds_ok(creds))
+    if (!cfg || !s3_bucket_ok(cfg->bucket) || !s3_creds_ok(creds))
         return -EINVAL;
     const char *region = cfg->region ? cfg->region : "us-east-1";
     if (!s3_region_ok(region))
@@ -462,6 +462,69 @@ int pv_s3_url(const pv_s3_t *s3, const char *key, char *url, size_t url_size, ch
         rc = -EMSGSIZE;
     pv_sb_free(&path);
     return rc;
+}
+
+int pv_s3_presign_get(const pv_s3_t *s3, const char *key, const char *response_type,
+                      int64_t now_s, int expires_s, char *url, size_t url_size)
+{
+    if (!key || !s3_key_ok(key) || expires_s < 1 || expires_s > PV_SIGV4_MAX_EXPIRES)
+        return -EINVAL;
+    char host[S3_MAX_HOST + 64];
+    pv_sb_t path = {0}, query = {0};
+    s3_host(s3, host, sizeof(host));
+    s3_path(s3, key, &path);
+    if (response_type) {
+        pv_sb_puts(&query, "response-content-type=");
+        pv_sigv4_uri_encode(&query, response_type, strlen(response_type), false);
+    }
+    pv_sigv4_header_t h[1] = {{"Host", host}};
+    pv_sigv4_ctx_t ctx = {
+        .key_id = s3->creds.key_id,
+        .secret = s3->creds.secret,
+        .token = s3->creds.token[0] ? s3->creds.token : NULL,
+        .region = s3->region,
+        .service = "s3",
+        .time_s = now_s,
+    };
+    pv_sigv4_req_t req = {
+        .mode = PV_SIGV4_QUERY,
+        .flags = PV_SIGV4_S3,
+        .method = "GET",
+        .path = path.p,
+        .query = query.len ? query.p : NULL,
+        .headers = h,
+        .n_headers = 1,
+        .payload_hash = PV_SIGV4_UNSIGNED_PAYLOAD,
+        .expires_s = expires_s,
+    };
+    pv_sigv4_out_t out;
+    int rc = path.failed || query.failed ? -ENOMEM : pv_sigv4_sign(&ctx, &req, &out);
+    if (rc == 0) {
+        if ((size_t)snprintf(url, url_size, "%s://%s%s?%s", s3->scheme, host, path.p,
+                             out.query.p) >= url_size)
+            rc = -EMSGSIZE;
+        pv_sigv4_out_free(&out);
+    }
+    pv_sb_free(&path);
+    pv_sb_free(&query);
+    return rc;
+}
+
+int pv_s3_origin(const pv_s3_config_t *cfg, char *out, size_t size)
+{
+    if (!cfg || !s3_bucket_ok(cfg->bucket))
+        return -EINVAL;
+    const char *region = cfg->region ? cfg->region : "us-east-1";
+    pv_s3_t s3 = {.path_style = cfg->path_style};
+    pv_strlcpy(s3.bucket, cfg->bucket, sizeof(s3.bucket));
+    char ep[128];
+    snprintf(ep, sizeof(ep), "https://s3.%s.amazonaws.com", region);
+    int rc = s3_endpoint(&s3, cfg->endpoint ? cfg->endpoint : ep);
+    if (rc < 0)
+        return rc;
+    char host[S3_MAX_HOST + 64];
+    s3_host(&s3, host, sizeof(host));
+    return (size_t)snprintf(out, size, "%s://%s", s3.scheme, host) >= size ? -EMSGSIZE : 0;
 }
 
 /* "name=value" with the value encoded, after a '&' unless first. */
@@ -1249,7 +1312,7 @@ static s3_req_t *s3_req_new(pv_s3_t *s3, enum s3_op op, const char *key, pv_s3_d
                             void *arg, int *rc)
 {
     *rc = -EINVAL;
-    if (!s3 || !done || (key && !s3_key_ok(key)))
+    if (!s3 || !s3->http || !done || (key && !s3_key_ok(key)))
         return NULL;
     *rc = -ESHUTDOWN;
     if (s3->closing)

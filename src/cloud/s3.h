@@ -109,7 +109,8 @@ typedef struct pv_s3_result {
 typedef void (*pv_s3_done_fn)(const pv_s3_result_t *res, void *arg);
 
 /* 0 or -EINVAL (bad endpoint, bucket, region or credentials), -ENOMEM.
- * The credentials are copied (and wiped on free). */
+ * The credentials are copied (and wiped on free). http NULL: a client
+ * that makes links only (pv_s3_presign_get); its requests are -EINVAL. */
 int pv_s3_new(pv_curlev_t *http, const pv_s3_config_t *cfg, const pv_aws_creds_t *creds,
               pv_s3_t **out);
 /* New credentials for the requests signed from now on. */
@@ -160,6 +161,16 @@ int pv_s3_part_count(int64_t total, int64_t part_size);
  * (412), the lease can rely on it; -ENOTSUP: it was taken (the endpoint
  * overwrites); else the error of a step. */
 int pv_s3_probe_conditional(pv_s3_t *s3, const char *key, pv_s3_done_fn done, void *arg);
+
+/* ---- links for others to follow ---- */
+/* A presigned GET of key (SigV4 query signing) valid expires_s seconds
+ * from now_s; response_type (or NULL) is the Content-Type S3 answers
+ * with. No I/O: a client made with http NULL serves for this alone. */
+int pv_s3_presign_get(const pv_s3_t *s3, const char *key, const char *response_type,
+                      int64_t now_s, int expires_s, char *url, size_t url_size);
+/* "scheme://host" that links of a client made with cfg point at (for a
+ * CSP). */
+int pv_s3_origin(const pv_s3_config_t *cfg, char *out, size_t size);
 
 /* ---- for tests and callers that classify on their own ---- */
 /* An HTTP answer's status and S3 code -> rc and retryable. */

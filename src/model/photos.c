@@ -36,15 +36,13 @@ int pv_photo_get(pv_txn_t *txn, const uint8_t user[16], const uint8_t id[16], pv
 /* The photo's JSON object, written straight as text: this is the one
  * definition of its shape (lists are written this way; pv_photo_json
  * parses it for the answers that nest it). URLs are presigned now. */
-void pv_photo_json_write(pv_sb_t *sb, const pv_keys_t *keys, int64_t ttl, const pv_photo_t *p)
+void pv_photo_json_write(pv_sb_t *sb, pv_media_t *media, const pv_photo_t *p)
 {
-    char id[PV_ID_TEXT], owner[PV_ID_TEXT], sha[65], created[32], taken[32];
-    char path[128], url[512];
+    char id[PV_ID_TEXT], sha[65], created[32], taken[32];
+    char path[128], url[PV_MEDIA_URL_MAX];
     pv_id_encode(p->id, id);
-    pv_id_encode(p->user_id, owner);
     pv_hex(p->sha256, 32, sha);
     pv_time_format(p->created_ms, created);
-    int64_t exp = pv_now_ms() / 1000 + ttl;
     pv_sb_printf(sb, "{\"id\":\"%s\",\"filename\":", id);
     pv_sb_json_str(sb, p->filename);
     pv_sb_puts(sb, ",\"content_type\":");
@@ -59,19 +57,19 @@ void pv_photo_json_write(pv_sb_t *sb, const pv_keys_t *keys, int64_t ttl, const 
     }
     pv_sb_printf(sb, ",\"created_at\":\"%s\",\"urls\":{\"content\":", created);
     snprintf(path, sizeof(path), "/media/photos/%s/content", id);
-    pv_presign_url(keys, path, owner, exp, url, sizeof(url));
+    pv_media_link(media, path, p->user_id, p->sha256, p->content_type, url, sizeof(url));
     pv_sb_json_str(sb, url);
     pv_sb_puts(sb, ",\"thumbnail\":");
     snprintf(path, sizeof(path), "/media/photos/%s/thumbnail", id);
-    pv_presign_url(keys, path, owner, exp, url, sizeof(url));
+    pv_media_link(media, path, p->user_id, p->thumb_sha256, "image/jpeg", url, sizeof(url));
     pv_sb_json_str(sb, url);
     pv_sb_puts(sb, "}}");
 }
 
-json_t *pv_photo_json(const pv_keys_t *keys, int64_t ttl, const pv_photo_t *p)
+json_t *pv_photo_json(pv_media_t *media, const pv_photo_t *p)
 {
     pv_sb_t sb = {0};
-    pv_photo_json_write(&sb, keys, ttl, p);
+    pv_photo_json_write(&sb, media, p);
     json_t *j = sb.failed ? NULL : json_loadb(sb.p, sb.len, 0, NULL);
     pv_sb_free(&sb);
     return j;

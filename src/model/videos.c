@@ -68,20 +68,18 @@ static json_t *time_or_null(int64_t ms)
     return json_string(t);
 }
 
-static json_t *video_urls(const pv_keys_t *keys, int64_t ttl, const pv_video_t *v)
+static json_t *video_urls(pv_media_t *media, const pv_video_t *v)
 {
-    char id[PV_ID_TEXT], owner[PV_ID_TEXT], path[128], content[512], poster[512];
+    char id[PV_ID_TEXT], path[128], content[PV_MEDIA_URL_MAX], poster[PV_MEDIA_URL_MAX];
     pv_id_encode(v->id, id);
-    pv_id_encode(v->user_id, owner);
-    int64_t exp = pv_now_ms() / 1000 + ttl;
     snprintf(path, sizeof(path), "/media/videos/%s/content", id);
-    pv_presign_url(keys, path, owner, exp, content, sizeof(content));
+    pv_media_link(media, path, v->user_id, v->sha256, "video/mp4", content, sizeof(content));
     snprintf(path, sizeof(path), "/media/videos/%s/poster", id);
-    pv_presign_url(keys, path, owner, exp, poster, sizeof(poster));
+    pv_media_link(media, path, v->user_id, v->poster_sha256, "image/jpeg", poster, sizeof(poster));
     return json_pack("{s:s,s:s}", "content", content, "poster", poster);
 }
 
-json_t *pv_video_json(const pv_keys_t *keys, int64_t ttl, const pv_video_t *v, double live)
+json_t *pv_video_json(pv_media_t *media, const pv_video_t *v, double live)
 {
     char id[PV_ID_TEXT], created[32];
     pv_id_encode(v->id, id);
@@ -110,7 +108,7 @@ json_t *pv_video_json(const pv_keys_t *keys, int64_t ttl, const pv_video_t *v, d
                      time_or_null(v->started_ms), "finished_at", time_or_null(v->finished_ms),
                      "duration_s", v->duration_s, "width", (int)v->width, "height",
                      (int)v->height, "bytes", (json_int_t)v->bytes, "urls",
-                     v->status == PV_VIDEO_READY ? video_urls(keys, ttl, v) : json_null());
+                     v->status == PV_VIDEO_READY ? video_urls(media, v) : json_null());
 }
 
 static char *event_text(const char *event, json_t *data)
@@ -127,9 +125,9 @@ static char *event_text(const char *event, json_t *data)
     return out;
 }
 
-char *pv_video_event_status(const pv_keys_t *keys, int64_t ttl, const pv_video_t *v, double live)
+char *pv_video_event_status(pv_media_t *media, const pv_video_t *v, double live)
 {
-    return event_text("status", pv_video_json(keys, ttl, v, live));
+    return event_text("status", pv_video_json(media, v, live));
 }
 
 char *pv_video_event_progress(const uint8_t id[16], double progress)

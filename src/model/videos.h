@@ -9,6 +9,7 @@
 #include "base/crypto.h"
 #include "media/render.h"
 #include "base/records.h"
+#include "model/media.h"
 #include "store/store.h"
 
 int pv_video_load(pv_txn_t *txn, const uint8_t user[16], const uint8_t id[16], pv_video_t *v);
@@ -21,9 +22,9 @@ int pv_video_uses_photo(pv_txn_t *txn, const uint8_t user[16], const uint8_t pho
 int pv_video_render_opts(const pv_video_t *v, pv_render_opts_t *o, char *err, size_t errlen);
 /* {"id", "status", ...}: URLs presigned for ttl seconds; live is the
  * progress of a running render (0..1), or < 0 to use the record's. */
-json_t *pv_video_json(const pv_keys_t *keys, int64_t ttl, const pv_video_t *v, double live);
+json_t *pv_video_json(pv_media_t *media, const pv_video_t *v, double live);
 /* SSE event texts (malloc'd). */
-char *pv_video_event_status(const pv_keys_t *keys, int64_t ttl, const pv_video_t *v, double live);
+char *pv_video_event_status(pv_media_t *media, const pv_video_t *v, double live);
 char *pv_video_event_progress(const uint8_t id[16], double progress);
 char *pv_video_event_gone(const uint8_t id[16]);
 

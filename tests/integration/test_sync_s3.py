@@ -434,7 +434,7 @@ def test_restore_rebuilds_the_appliance(tmp):
         # The rebuilt appliance replicates on, to the same prefix: it has the
         # lost one's id, so the lease is its own, and its log goes on from
         # where S3's ends.
-        with _pvd(peer, "box6/", "s3-restored", data_dir=dest) as q:
+        with _pvd(peer, "box6/", "s3-restored", data_dir=dest, media_from_s3="true") as q:
             eq(_metric(q, "pv_restore_pull_active"), 0, "--pull-blobs: nothing left to fetch")
             doc_b = _check_doc(q)
             for db in INDEXED:
@@ -447,14 +447,21 @@ def test_restore_rebuilds_the_appliance(tmp):
             # the keys came back: a token of the lost appliance works here
             q.req("GET", "/api/v1/me", token=token).expect(200, "an access token of the lost box")
             r2 = q.req("GET", "/api/v1/videos/" + vid, token=token).expect(200, "video").json()
-            mp4 = q.req("GET", r2["video"]["urls"]["content"]).expect(200, "restored MP4").body
-            eq(mp4, before[a.email][1][vid] and mp4, "the MP4")
+            link = r2["video"]["urls"]["content"]  # S3's once the replicator has its keys
+            mp4 = (q.req("GET", link).expect(200, "restored MP4").body if link.startswith("/")
+                   else _s3_get(link)[2])
+            eq((len(mp4), mp4[4:8]), (r2["video"]["bytes"], b"ftyp"), "the whole MP4")
             c2 = _login(q, c)
             c2.upload_ok(unique_jpeg(64, 64))
             st2 = _wait_caught_up(q)
             check(st2["cursor"] > doc_a["seq"], "the restored box replicates on", "> %d" % doc_a["seq"],
                   st2)
             eq(st2["state"], "idle", "not refused")
+            # every restored file came from S3: links may point there at once
+            u2 = _login(q, b)
+            first = u2.req("GET", "/api/v1/photos").expect(200, "list").json()["items"][-1]
+            check(first["urls"]["content"].startswith("%s/%s/box6/blobs/" % (peer.endpoint(), BUCKET)),
+                  "a restored photo's link points at S3", "an S3 link", first["urls"]["content"])
         _restore(peer, "box6/", dest, expect=1)  # not over a store
     finally:
         peer.stop()
@@ -574,6 +581,67 @@ def test_restore_serves_first_and_fetches_blobs_after(tmp):
             second = "\n".join(q.log_text().splitlines()[n_lines:])
             check("fetching the restore's blobs" not in second, "the second start has no pull",
                   "no pull", second[-600:])
+    finally:
+        peer.stop()
+
+
+def _s3_get(url):
+    import urllib.request
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.status, r.headers.get("Content-Type"), r.read()
+
+
+def test_media_links_point_at_s3_once_it_has_the_file(tmp):
+    peer = S3Peer(tmp).start()
+    try:
+        p = _pvd(peer, "box9/", "s3-media", media_from_s3="true")
+        with p:
+            csp = p.req("GET", "/").header("Content-Security-Policy")
+            check(("img-src 'self' blob: data: %s;" % peer.endpoint()) in csp and
+                  ("media-src 'self' blob: %s;" % peer.endpoint()) in csp,
+                  "the web UI may show pictures from S3", peer.endpoint(), csp)
+            a = p.new_user("media")
+            ctl(p, "sync", "pause")
+            jpeg = unique_jpeg(320, 240)
+            pid = a.upload_ok(jpeg)["id"]
+            urls = a.req("GET", "/api/v1/photos/" + pid).expect(200, "photo").json()["photo"]["urls"]
+            check(urls["content"].startswith("/media/photos/"),
+                  "not in S3 yet: the link points at the appliance", "/media/...", urls["content"])
+            ctl(p, "sync", "resume")
+            vid = a.req("POST", "/api/v1/videos", json={"photo_ids": [pid], "seconds_per_photo": 1,
+                                                        "resolution": "480p"}).expect(202, "video")
+            vid = vid.json()["video"]["id"]
+            deadline = time.monotonic() + 90
+            while a.req("GET", "/api/v1/videos/" + vid).json()["video"]["status"] != "ready":
+                check(time.monotonic() < deadline, "the video renders", "ready", "not yet")
+                time.sleep(0.2)
+            _wait_caught_up(p)
+            ph = a.req("GET", "/api/v1/photos/" + pid).expect(200, "photo").json()["photo"]
+            base = "%s/%s/box9/blobs/" % (peer.endpoint(), BUCKET)
+            for what, want, ctype in (("content", jpeg, "image/jpeg"), ("thumbnail", None, "image/jpeg")):
+                url = ph["urls"][what]
+                check(url.startswith(base) and "X-Amz-Signature=" in url and "X-Amz-Expires=3600" in url,
+                      "the %s link is a presigned S3 GET" % what, base + "xx/<sha256>?X-Amz-...", url)
+                status, got_type, body = _s3_get(url)
+                eq(status, 200, "S3 serves the %s" % what)
+                eq(got_type, ctype, "with the right Content-Type")
+                if want is not None:
+                    eq(body, want, "the photo's bytes, from S3")
+                else:
+                    eq(body, p.req("GET", "/api/v1/photos/%s/thumbnail" % pid, token=a.access)
+                       .expect(200, "thumbnail").body, "the thumbnail's bytes, from S3")
+            lst = a.req("GET", "/api/v1/photos").expect(200, "list").json()["items"]
+            check(lst[0]["urls"]["content"].startswith(base), "lists link to S3 too", base,
+                  lst[0]["urls"]["content"])
+            v = a.req("GET", "/api/v1/videos/" + vid).expect(200, "video").json()["video"]
+            status, got_type, mp4 = _s3_get(v["urls"]["content"])
+            eq((status, got_type), (200, "video/mp4"), "the MP4 from S3")
+            eq((len(mp4), mp4[4:8]), (v["bytes"], b"ftyp"), "the whole MP4")
+        # media_from_s3 without a bucket says so
+        r = subprocess.run([PVD_BIN, "--check-config", "--set", "media_from_s3=true"],
+                           capture_output=True, text=True, timeout=30)
+        check(r.returncode != 0 and "media_from_s3 needs s3_bucket" in r.stderr,
+              "--check-config refuses media_from_s3 alone", "an error", r.stderr)
     finally:
         peer.stop()
 

@@ -324,9 +324,15 @@ async function fresh(id) {
 
 function absolute(url) { return new URL(url, location.origin).href; }
 
+// The appliance's links carry `expires` (unix seconds); S3's (media_from_s3)
+// carry X-Amz-Date (YYYYMMDDTHHMMSSZ) and X-Amz-Expires (seconds).
 function expiry(url) {
-  const e = Number(new URL(url, location.origin).searchParams.get('expires'));
-  return e ? new Date(e * 1000) : null;
+  const q = new URL(url, location.origin).searchParams;
+  const e = Number(q.get('expires'));
+  if (e) return new Date(e * 1000);
+  const d = /^(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z$/.exec(q.get('X-Amz-Date') || '');
+  const s = Number(q.get('X-Amz-Expires'));
+  return d && s ? new Date(Date.UTC(+d[1], d[2] - 1, +d[3], +d[4], +d[5], +d[6]) + s * 1000) : null;
 }
 
 async function copyLink(id) {
