@@ -84,6 +84,16 @@ build/test/unit/%: tests/unit/%.c build/test/libpv.a tests/t.h
 	@mkdir -p $(dir $@)
 	$(CC) $(TEST_CFLAGS) -Itests $(PKG_CFLAGS) $< -o $@ build/test/libpv.a $(TEST_LDFLAGS) $(PKG_LIBS)
 
+# The PostgreSQL replicator's tables come from schema/records.json
+# (tools/pgschema.py); only actors/pg.c includes them.
+build/gen/pg_schema.h: tools/pgschema.py schema/records.json
+	@mkdir -p $(dir $@)
+	python3 tools/pgschema.py schema/records.json $@
+build/rel/actors/pg.o build/test/actors/pg.o build/fuzz/actors/pg.o: build/gen/pg_schema.h
+build/rel/actors/pg.o: REL_CFLAGS += -Ibuild/gen
+build/test/actors/pg.o: TEST_CFLAGS += -Ibuild/gen
+build/fuzz/actors/pg.o: FUZZ_CFLAGS += -Ibuild/gen
+
 # main objects depend on their source file
 $(foreach t,$(TOOLS),$(eval build/rel/main/$(t).o: $(call main_src,$(t)))) 
 $(foreach t,$(TOOLS),$(eval build/test/main/$(t).o: $(call main_src,$(t))))

@@ -52,6 +52,11 @@ static const struct {
     [PV_M_CHANGELOG_BYTES] = {"pv_changelog_bytes", "gauge", "Bytes the change log takes in the store (kept until every replication target has it)."},
     [PV_M_CHANGELOG_ALARM] = {"pv_changelog_alarm", "gauge", "1 while the change log is past changelog_alarm_bytes (a replication target is far behind)."},
     [PV_M_SYNC_FAILURES] = {"pv_sync_s3_failures_total", "counter", "Replication passes that failed (each retried with backoff)."},
+    [PV_M_SYNC_PG_CURSOR] = {"pv_sync_pg_cursor", "gauge", "Last change-log entry committed in PostgreSQL (0 without pg_dsn)."},
+    [PV_M_SYNC_PG_LAG_ENTRIES] = {"pv_sync_pg_lag_entries", "gauge", "Change-log entries not yet in PostgreSQL."},
+    [PV_M_SYNC_PG_LAG_SECONDS] = {"pv_sync_pg_lag_seconds", "gauge", "Age of the oldest change not yet in PostgreSQL, seconds (0: caught up)."},
+    [PV_M_SYNC_PG_ROWS] = {"pv_sync_pg_rows_total", "counter", "Rows written to PostgreSQL (upserts and deletes, full loads included)."},
+    [PV_M_SYNC_PG_FAILURES] = {"pv_sync_pg_failures_total", "counter", "PostgreSQL replication passes that failed (each retried with backoff)."},
 };
 
 struct pv_metrics {

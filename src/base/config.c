@@ -72,6 +72,7 @@ static const pv_config_key_t g_keys[] = {
     {"s3_path_style", T_BOOL, F(s3_path_style), "false", "ENDPOINT/BUCKET/KEY URLs instead of BUCKET.ENDPOINT/KEY"},
     {"aws_profile", T_STR, F(aws_profile), "", "profile of the AWS shared credentials and config files (empty: AWS_PROFILE, else default)"},
     {"aws_imds_endpoint", T_STR, F(aws_imds_endpoint), "http://169.254.169.254", "EC2 instance metadata (IMDSv2), where S3 credentials come from when neither the environment nor the shared files have any (empty or off: never)"},
+    {"pg_dsn", T_STR, F(pg_dsn), "", "libpq connection string of a PostgreSQL (RDS) database pvd mirrors users, photos and videos into, e.g. \"host=db.example.com dbname=pv user=pv sslmode=verify-full\" (empty: none; the password is never shown: prefer PGPASSFILE)"},
     {"sync_interval", T_INT, F(sync_interval), "10", "seconds between replication passes once caught up"},
     {"sync_batch", T_INT, F(sync_batch), "1000", "change-log entries in one replicated segment at most"},
     {"s3_multipart_threshold", T_U64, F(s3_multipart_threshold), "64M", "files larger than this go to S3 in parts (a broken upload resumes)"},

@@ -73,6 +73,7 @@ typedef struct pv_config {
     bool s3_path_style;             /* ENDPOINT/BUCKET/KEY */
     char aws_profile[64];           /* shared files' profile */
     char aws_imds_endpoint[256];    /* EC2 instance metadata; "" or "off": none */
+    char pg_dsn[1024];              /* libpq connection string ("": no PostgreSQL) */
     int sync_interval;              /* seconds between passes when caught up */
     int sync_batch;                 /* entries per segment */
     uint64_t s3_multipart_threshold; /* larger files go up in parts */
