@@ -93,6 +93,8 @@ build/rel/actors/pg.o build/test/actors/pg.o build/fuzz/actors/pg.o: build/gen/p
 build/rel/actors/pg.o: REL_CFLAGS += -Ibuild/gen
 build/test/actors/pg.o: TEST_CFLAGS += -Ibuild/gen
 build/fuzz/actors/pg.o: FUZZ_CFLAGS += -Ibuild/gen
+build/test/unit/test_pg: build/gen/pg_schema.h
+build/test/unit/test_pg: TEST_CFLAGS += -Ibuild/gen
 
 # main objects depend on their source file
 $(foreach t,$(TOOLS),$(eval build/rel/main/$(t).o: $(call main_src,$(t)))) 

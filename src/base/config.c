@@ -6,6 +6,7 @@
  * reading the named file) so that it can be fuzzed and tested.
  */
 #include "base/config.h"
+#include "base/dsn.h"
 #include "base/pv.h"
 
 #include <arpa/inet.h>
@@ -444,7 +445,7 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
 
 char *pv_config_dump(const pv_config_t *c)
 {
-    size_t cap = 8192, pos = 0;
+    size_t cap = 16384, pos = 0;
     char *out = malloc(cap);
     if (!out)
         return NULL;
@@ -454,7 +455,15 @@ char *pv_config_dump(const pv_config_t *c)
         const void *f = (const char *)c + k->offset;
         int n = 0;
         switch (k->type) {
-        case T_STR: n = snprintf(out + pos, cap - pos, "%s = %s\n", k->name, (const char *)f); break;
+        case T_STR:
+            if (!strcmp(k->name, "pg_dsn")) { /* its password is never shown */
+                char masked[sizeof(c->pg_dsn) + 16];
+                pv_dsn_redact(f, masked, sizeof(masked));
+                n = snprintf(out + pos, cap - pos, "%s = %s\n", k->name, masked);
+                break;
+            }
+            n = snprintf(out + pos, cap - pos, "%s = %s\n", k->name, (const char *)f);
+            break;
         case T_INT: n = snprintf(out + pos, cap - pos, "%s = %d\n", k->name, *(const int *)f); break;
         case T_U64: n = snprintf(out + pos, cap - pos, "%s = %llu\n", k->name, (unsigned long long)*(const uint64_t *)f); break;
         case T_DBL: n = snprintf(out + pos, cap - pos, "%s = %g\n", k->name, *(const double *)f); break;
