@@ -141,6 +141,7 @@ struct pg {
     bool loaded;            /* a full load ran on this connection */
     uint64_t cursor;        /* the last change the database holds */
     int failures_in_row;
+    bool failing;           /* the last pass failed: say so when one works */
     /* the query in flight */
     bool in_query;
     pg_done_fn done;
@@ -834,9 +835,19 @@ static void schema_read(pg_t *r, PGresult *res)
     send_q(r, r->migrate_sql, NULL, migrated);
 }
 
+/* The server's notices ("already exists, skipping"): libpq would print
+ * them on stderr, where every line must be a log record. */
+static void on_notice(void *arg, const char *message)
+{
+    (void)arg;
+    size_t n = strlen(message);
+    pv_debug("pg", "%.*s", (int)(n && message[n - 1] == '\n' ? n - 1 : n), message);
+}
+
 static void connected(pg_t *r)
 {
     r->connecting = false;
+    PQsetNoticeProcessor(r->conn, on_notice, NULL);
     evtimer_del(r->deadline);
     if (PQsetnonblocking(r->conn, 1) < 0) {
         fail(r, "%s", PQerrorMessage(r->conn));
@@ -862,6 +873,7 @@ static void pass_failed(pg_t *r)
     r->failed = false;
     r->st.failures++;
     r->failures_in_row++;
+    r->failing = true;
     pv_metrics_add(r->app->metrics, PV_M_SYNC_PG_FAILURES, 1);
     int shift = r->failures_in_row - 1 > 16 ? 16 : r->failures_in_row - 1;
     int64_t delay = (int64_t)BACKOFF_FIRST_MS << shift;
@@ -902,8 +914,9 @@ static void cursor_stored(pv_msg_t *msg)
         pass_failed(r);
         return;
     }
-    if (r->failures_in_row)
+    if (r->failing)
         pv_info("pg", "PostgreSQL replication works again (cursor %" PRIu64 ")", r->cursor);
+    r->failing = false;
     r->failures_in_row = 0;
     r->st.next_retry_ms = 0;
     r->busy = false;
