@@ -35,9 +35,10 @@
  * The full load: a database with no cursor, or one the log no longer
  * reaches (trimmed past it, or ahead of this store), is loaded from the
  * store itself. In one LMDB read transaction at head H and one SQL
- * transaction: every row deleted, every user, photo and video inserted
- * with seq = H, cursor = H; readers see the old rows until the COMMIT. Then
- * the log is followed from H.
+ * transaction: every row deleted, then every user, photo and video sent
+ * with seq = H through COPY ... FROM STDIN (PQputCopyData, a page of rows
+ * at a time, the next once libpq has sent the last), cursor = H; readers
+ * see the old rows until the COMMIT. Then the log is followed from H.
  *
  * Failures: a failed step drops the connection (the server rolls the
  * transaction back) and the pass starts again from the database's cursor
@@ -115,7 +116,7 @@ typedef struct cursor_req {
 /* A table's statements, built once from its columns. */
 typedef struct pg_stmts {
     char *upsert;           /* $1: JSON array of rows; newer seq only */
-    char *load;             /* the same without the condition */
+    char *copy;             /* the full load: COPY ... FROM STDIN */
     char *del;              /* $1: JSON array of {id, seq} */
 } pg_stmts_t;
 
@@ -160,6 +161,10 @@ struct pg {
     size_t load_after_len;
     uint64_t load_rows;
     int64_t load_started_ms;
+    bool copying;           /* a COPY FROM STDIN is open */
+    bool copy_last, copy_ended; /* its last page is read; its end is sent */
+    char *copy_buf;         /* a page of COPY lines not yet taken by libpq */
+    size_t copy_len;
     char *migrate_sql;
     pg_stmts_t stmts[N_TABLES];
     pv_repl_status_t st;
@@ -535,6 +540,16 @@ static const char *col_default(const pg_column_t *c)
     return "NULL";
 }
 
+static char *copy_sql(const pg_table_t *t)
+{
+    sbuf_t b = {0};
+    sb_add(&b, "COPY %s (", t->table);
+    for (int i = 0; i < t->n_cols; i++)
+        sb_add(&b, "%s%s", i ? ", " : "", t->cols[i].name);
+    sb_add(&b, ") FROM STDIN");
+    return sb_take(&b);
+}
+
 static char *upsert_sql(const pg_table_t *t, bool cond)
 {
     sbuf_t b = {0};
@@ -626,11 +641,14 @@ static void drop(pg_t *r)
     if (r->conn)
         PQfinish(r->conn);
     r->conn = NULL;
-    r->connecting = r->ready = r->in_query = r->loaded = false;
+    r->connecting = r->ready = r->in_query = r->loaded = r->copying = false;
+    free(r->copy_buf);
+    r->copy_buf = NULL;
     r->qerr[0] = '\0';
 }
 
 static void on_sock(evutil_socket_t fd, short what, void *arg);
+static void copy_pump(pg_t *r);
 
 /* Watch the connection's socket for what (it may change while connecting). */
 static int watch(pg_t *r, short what)
@@ -713,6 +731,12 @@ static void results(pg_t *r)
             return;
         }
         ExecStatusType s = PQresultStatus(res);
+        if (s == PGRES_COPY_IN) { /* the full load's data goes now */
+            PQclear(res);
+            r->copying = true;
+            copy_pump(r);
+            return;
+        }
         if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK || s == PGRES_EMPTY_QUERY) {
             PQclear(r->last);
             r->last = res;
@@ -751,6 +775,15 @@ static void on_sock(evutil_socket_t fd, short what, void *arg)
     pg_t *r = arg;
     if (r->connecting) {
         connect_poll(r, PQconnectPoll(r->conn));
+        return;
+    }
+    if (r->copying) {
+        if ((what & EV_READ) && !PQconsumeInput(r->conn)) {
+            fail(r, "the full load: %s", PQerrorMessage(r->conn));
+            pass_failed(r);
+            return;
+        }
+        copy_pump(r);
         return;
     }
     if (!r->in_query) { /* idle: the server may have closed it */
@@ -948,10 +981,61 @@ static void store_cursor(pg_t *r)
 
 /* ---------------- the full load ---------------- */
 
+/* A text-format COPY field (PostgreSQL's "COPY ... FROM STDIN" text
+ * format): backslash, tab, newline and CR escaped; NULL is \N. */
+static void copy_text(sbuf_t *b, const char *s, size_t n)
+{
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *esc = s[i] == '\\' ? "\\\\" : s[i] == '\t' ? "\\t" : s[i] == '\n' ? "\\n"
+                        : s[i] == '\r' ? "\\r" : NULL;
+        if (!esc)
+            continue;
+        sb_add(b, "%.*s%s", (int)(i - run), s + run, esc);
+        run = i + 1;
+    }
+    sb_add(b, "%.*s", (int)(n - run), s + run);
+}
+
+/* A row (as row_json made it) as one COPY line, in the table's column
+ * order: the same values the upserts send, in COPY's text forms. */
+static void copy_line(sbuf_t *b, const pg_table_t *t, json_t *row)
+{
+    for (int i = 0; i < t->n_cols; i++) {
+        json_t *v = json_object_get(row, t->cols[i].name);
+        if (i)
+            sb_add(b, "\t");
+        if (!v || json_is_null(v)) {
+            sb_add(b, "\\N");
+        } else if (json_is_string(v)) {
+            copy_text(b, json_string_value(v), json_string_length(v));
+        } else if (json_is_integer(v)) {
+            sb_add(b, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        } else if (json_is_real(v)) {
+            sb_add(b, "%.17g", json_real_value(v));
+        } else if (json_is_boolean(v)) {
+            sb_add(b, "%s", json_is_true(v) ? "t" : "f");
+        } else if (json_is_array(v)) { /* uuid[]: uuids need no quotes */
+            sb_add(b, "{");
+            for (size_t j = 0; j < json_array_size(v); j++)
+                sb_add(b, "%s%s", j ? "," : "", json_string_value(json_array_get(v, j)));
+            sb_add(b, "}");
+        } else { /* jsonb */
+            char *j = json_dumps(v, JSON_COMPACT);
+            if (!j)
+                b->oom = true;
+            else
+                copy_text(b, j, strlen(j));
+            free(j);
+        }
+    }
+    sb_add(b, "\n");
+}
+
 typedef struct load_page {
     pg_t *r;
     const pg_table_t *t;
-    json_t *rows;
+    sbuf_t lines;
     size_t n;
     int rc;
     char err[300];
@@ -961,7 +1045,15 @@ static int load_one(void *arg, const pv_val_t *key, const pv_val_t *val)
 {
     load_page_t *lp = arg;
     pg_t *r = lp->r;
-    lp->rc = row_json(lp->t, val->data, val->len, r->pass_last, lp->rows, lp->err, sizeof(lp->err));
+    json_t *rows = json_array();
+    lp->rc = rows ? row_json(lp->t, val->data, val->len, r->pass_last, rows, lp->err,
+                             sizeof(lp->err))
+                  : -ENOMEM;
+    if (lp->rc == 0)
+        copy_line(&lp->lines, lp->t, json_array_get(rows, 0));
+    json_decref(rows);
+    if (lp->rc == 0 && lp->lines.oom)
+        lp->rc = -ENOMEM;
     if (lp->rc < 0)
         return lp->rc;
     if (key->len > sizeof(r->load_after))
@@ -986,44 +1078,75 @@ static void load_done(pg_t *r, PGresult *res)
     store_cursor(r);
 }
 
-/* The next page of the table being loaded, or the next table, or the end. */
-static void load_next(pg_t *r, PGresult *res)
+/* The COPY of the table being loaded is open: feed it a page at a time,
+ * the next only once libpq has sent the last (memory stays one page),
+ * then end it; its result comes back through results(). */
+static void copy_pump(pg_t *r)
 {
-    (void)res;
-    while (r->load_table < N_TABLES) {
+    for (;;) {
+        if (r->copy_buf) {
+            int rc = PQputCopyData(r->conn, r->copy_buf, (int)r->copy_len);
+            if (rc == 0) /* libpq's buffer is full: when the socket takes more */
+                goto wait;
+            if (rc < 0)
+                goto broken;
+            free(r->copy_buf);
+            r->copy_buf = NULL;
+        }
+        if (r->copy_last && !r->copy_ended) {
+            int rc = PQputCopyEnd(r->conn, NULL);
+            if (rc == 0)
+                goto wait;
+            if (rc < 0)
+                goto broken;
+            r->copy_ended = true;
+        }
+        int f = PQflush(r->conn);
+        if (f < 0)
+            goto broken;
+        if (f == 1)
+            goto wait;
+        if (r->copy_ended) {
+            r->copying = false;
+            if (watch(r, EV_READ) < 0)
+                goto broken;
+            results(r);
+            return;
+        }
         const pg_table_t *t = &pg_tables[r->load_table];
-        load_page_t lp = {.r = r, .t = t, .rows = json_array()};
-        int rc = lp.rows ? pv_txn_scan(&r->load_txn, t->db, NULL, 0,
-                                       r->load_after_len ? r->load_after : NULL,
-                                       r->load_after_len, false, load_one, &lp)
-                         : -ENOMEM;
+        load_page_t lp = {.r = r, .t = t};
+        int rc = pv_txn_scan(&r->load_txn, t->db, NULL, 0, r->load_after_len ? r->load_after : NULL,
+                             r->load_after_len, false, load_one, &lp);
         if (rc == 0 && lp.rc < 0)
             rc = lp.rc;
         if (rc < 0) {
-            json_decref(lp.rows);
+            free(sb_take(&lp.lines));
             fail(r, "the full load: %s", lp.err[0] ? lp.err : strerror(-rc));
             pass_failed(r);
             return;
         }
-        if (lp.n < LOAD_PAGE) { /* this table's last page */
-            r->load_table++;
-            r->load_after_len = 0;
-        }
-        if (lp.n == 0) {
-            json_decref(lp.rows);
-            continue;
-        }
         r->load_rows += lp.n;
-        steps_free(r);
-        r->steps[0].param = json_dumps(lp.rows, JSON_COMPACT);
-        r->n_steps = 1;
-        json_decref(lp.rows);
-        if (!r->steps[0].param) {
-            fail(r, "out of memory");
-            pass_failed(r);
-            return;
-        }
-        send_q(r, r->stmts[t - pg_tables].load, r->steps[0].param, load_next);
+        r->copy_buf = sb_take(&lp.lines); /* NULL: an empty page */
+        r->copy_len = lp.lines.len;
+        r->copy_last = lp.n < LOAD_PAGE;
+    }
+wait:
+    if (watch(r, EV_READ | EV_WRITE) < 0)
+        goto broken;
+    return;
+broken:
+    fail(r, "the full load: COPY: %s", PQerrorMessage(r->conn));
+    pass_failed(r);
+}
+
+/* The next table's COPY, or the end: the cursor and the COMMIT. */
+static void load_next(pg_t *r, PGresult *res)
+{
+    (void)res;
+    if (++r->load_table < N_TABLES) {
+        r->copy_last = r->copy_ended = false;
+        r->load_after_len = 0;
+        send_q(r, r->stmts[r->load_table].copy, NULL, load_next);
         return;
     }
     steps_free(r);
@@ -1052,7 +1175,7 @@ static void load_start(pg_t *r)
     pv_info("pg", "loading every user, photo and video into %s (the store at change %" PRIu64 ")",
             r->st.where, r->pass_last);
     set_state(r, "loading");
-    r->load_table = 0;
+    r->load_table = -1;
     r->load_after_len = 0;
     r->load_rows = 0;
     r->load_started_ms = pv_now_ms();
@@ -1392,7 +1515,7 @@ static void pg_free_state(pg_t *r)
 {
     for (int i = 0; i < N_TABLES; i++) {
         free(r->stmts[i].upsert);
-        free(r->stmts[i].load);
+        free(r->stmts[i].copy);
         free(r->stmts[i].del);
     }
     free(r->migrate_sql);
@@ -1420,9 +1543,9 @@ int pv_pg_start(pv_app_t *app, char *err, size_t errlen)
     bool oom = !(r->migrate_sql = migrate_sql());
     for (int i = 0; i < N_TABLES; i++) {
         r->stmts[i].upsert = upsert_sql(&pg_tables[i], true);
-        r->stmts[i].load = upsert_sql(&pg_tables[i], false);
+        r->stmts[i].copy = copy_sql(&pg_tables[i]);
         r->stmts[i].del = delete_sql(&pg_tables[i]);
-        oom |= !r->stmts[i].upsert || !r->stmts[i].load || !r->stmts[i].del;
+        oom |= !r->stmts[i].upsert || !r->stmts[i].copy || !r->stmts[i].del;
     }
     r->loop = oom ? NULL : pv_loop_new("pg");
     r->self = r->loop ? pv_actor_new(r->loop, &pg_def, r) : NULL;

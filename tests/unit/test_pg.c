@@ -127,6 +127,36 @@ TEST(video_row)
     free(rec);
 }
 
+TEST(copy_lines)
+{
+    json_t *row = json_pack("{s:s,s:s,s:I,s:s,s:s,s:f,s:s,s:o,s:s,s:[s,s],s:{s:s,s:i},s:s,s:b}",
+                            "id", "05050505-0505-0505-0505-050505050505", "user_id",
+                            "06060606-0606-0606-0606-060606060606", "v", (json_int_t)1, "status",
+                            "failed", "title", "tab\there\nnew \\ line", "progress", 0.5,
+                            "created_at", "1970-01-01T00:00:01.000Z", "error", json_null(),
+                            "sha256", "\\xabcd", "photo_ids",
+                            "03030303-0303-0303-0303-030303030303",
+                            "04040404-0404-0404-0404-040404040404", "opts", "aspect", "16:9\t",
+                            "fps", 30, "started_at", "1970-01-01T00:00:02.000Z", "seq", 1);
+    json_object_set_new(row, "seq", json_integer(77));
+    sbuf_t b = {0};
+    copy_line(&b, table("video"), row);
+    char *line = sb_take(&b);
+    CHECK(line != NULL);
+    CHECK(strstr(line, "05050505-0505-0505-0505-050505050505\t06060606-") == line);
+    CHECK(strstr(line, "\tfailed\t0.5\t\\N\ttab\\there\\nnew \\\\ line\t") != NULL);
+    CHECK(strstr(line, "\t{03030303-0303-0303-0303-030303030303,04040404-0404-0404-0404-040404040404}\t") != NULL);
+    CHECK(strstr(line, "\\\\xabcd") != NULL);              /* bytea's backslash, escaped */
+    CHECK(strstr(line, "\\t\"") != NULL || strstr(line, "16:9\\\\t") != NULL); /* jsonb escaped */
+    CHECK(strstr(line, "\t77\n") != NULL && line[strlen(line) - 1] == '\n');
+    int tabs = 0;
+    for (char *p = line; *p; p++)
+        tabs += *p == '\t';
+    CHECK_EQ_INT(tabs, table("video")->n_cols - 1);
+    free(line);
+    json_decref(row);
+}
+
 TEST(bad_records)
 {
     json_t *rows = json_array();
@@ -144,14 +174,15 @@ TEST(bad_records)
 
 TEST(statements)
 {
-    char *up = upsert_sql(table("video"), true), *load = upsert_sql(table("video"), false);
+    char *up = upsert_sql(table("video"), true), *load = copy_sql(table("video"));
     char *del = delete_sql(table("photo")), *mig = migrate_sql();
     CHECK(up && load && del && mig);
     CHECK(strstr(up, "INSERT INTO pv_videos AS t (id, user_id, v, status, progress") == up);
     CHECK(strstr(up, "ON CONFLICT (id) DO UPDATE SET user_id = EXCLUDED.user_id") != NULL);
     CHECK(strstr(up, " id = EXCLUDED.id") == NULL); /* the key is not SET */
     CHECK(strstr(up, "WHERE EXCLUDED.seq > t.seq") != NULL);
-    CHECK(strstr(load, "WHERE") == NULL);
+    CHECK(strstr(load, "COPY pv_videos (id, user_id, v, status,") == load);
+    CHECK(strstr(load, ", seq) FROM STDIN") != NULL);
     CHECK(strstr(del, "t.seq < d.seq") != NULL);
     /* every column of every table, added when missing; the indexes */
     for (int i = 0; i < N_TABLES; i++)
@@ -189,6 +220,7 @@ int main(void)
     RUN(user_row);
     RUN(photo_row);
     RUN(video_row);
+    RUN(copy_lines);
     RUN(bad_records);
     RUN(statements);
     RUN(where);
