@@ -1073,7 +1073,7 @@ static void load_done(pg_t *r, PGresult *res)
     r->st.records += r->load_rows;
     r->loaded = true;
     pv_metrics_add(r->app->metrics, PV_M_SYNC_PG_ROWS, (long long)r->load_rows);
-    pv_info("pg", "loaded %" PRIu64 " rows into %s in %.1f s (change %" PRIu64 ")", r->load_rows,
+    pv_info("pg", "loaded %" PRIu64 " rows into %s in %.2f s (change %" PRIu64 ")", r->load_rows,
             r->st.where, (double)(pv_now_ms() - r->load_started_ms) / 1000.0, r->cursor);
     store_cursor(r);
 }
