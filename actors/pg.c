@@ -1126,6 +1126,7 @@ static void copy_pump(pg_t *r)
             return;
         }
         r->load_rows += lp.n;
+        deadline_in(r, STEP_TIMEOUT_MS); /* a page went: the deadline is per page */
         r->copy_buf = sb_take(&lp.lines); /* NULL: an empty page */
         r->copy_len = lp.lines.len;
         r->copy_last = lp.n < LOAD_PAGE;

@@ -467,6 +467,53 @@ def test_schema_migration_from_the_previous_version(tmp):
         eq(c.psql("SELECT count(*) FROM pv_photos", db).strip(), "3", "the tables untouched")
 
 
+def test_outage_holds_back_no_other_target(tmp):
+    """PostgreSQL down: S3 (s3rver on loopback) goes on and catches up, and
+    requests are served; the change log is kept for PostgreSQL, which
+    catches up when it is back."""
+    from test_sync_s3 import S3Peer, _env, _env_back
+    c = cluster()
+    db = c.new_db("both")
+    s3 = S3Peer(tmp).start()
+    try:
+        saved = _env(True)
+        try:
+            p = Pvd({"pg_dsn": c.dsn(db), "s3_bucket": "pvsync", "s3_prefix": "both/",
+                     "s3_endpoint": s3.endpoint(), "s3_path_style": "true",
+                     "aws_imds_endpoint": "off", "sync_interval": 1,
+                     "changelog_trim_seconds": 1}, name="pg-both").start()
+        finally:
+            _env_back(saved)
+        with p:
+            a = p.new_user("pgboth")
+            a.upload_ok(unique_jpeg(96, 64))
+            _wait_caught_up(p)
+            c.stop()
+            try:
+                t0 = time.monotonic()
+                for _ in range(4):
+                    a.upload_ok(unique_jpeg(96, 64))
+                check(time.monotonic() - t0 < 20, "uploads go on", "< 20 s", time.monotonic() - t0)
+                deadline = time.monotonic() + 60
+                while True:
+                    ts = {t["target"]: t for t in ctl_json(p, "sync", "status")["result"]["targets"]}
+                    if ts["s3"]["cursor"] == ts["s3"]["head"] and ts["pg"]["failures"] > 0:
+                        break
+                    check(time.monotonic() < deadline, "S3 catches up while PostgreSQL is down",
+                          "s3 cursor == head", ts)
+                    time.sleep(0.2)
+                check(ts["pg"]["cursor"] < ts["pg"]["head"], "PostgreSQL lags", "cursor < head", ts["pg"])
+                kept = ctl_json(p, "status")["result"]["changes"]["kept"]
+                check(kept >= ts["pg"]["head"] - ts["pg"]["cursor"],
+                      "the log is kept for PostgreSQL", ">= its lag", kept)
+            finally:
+                c.start()
+            ctl(p, "sync", "now", "pg")
+            _compare(p, c, db)
+    finally:
+        s3.stop()
+
+
 def test_zz_cluster_stops(tmp):
     """The module's cluster goes with it."""
     global _cluster
