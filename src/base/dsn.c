@@ -10,6 +10,7 @@
 
 #include <ctype.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct out {
@@ -34,38 +35,60 @@ static bool is_uri(const char *s)
     return !strncmp(s, "postgresql://", 13) || !strncmp(s, "postgres://", 11);
 }
 
+/* Whether a URI parameter's name (percent-encoded, as libpq decodes it)
+ * is "password". */
+static bool is_password_key(const char *k, size_t n)
+{
+    char dec[16];
+    size_t d = 0;
+    for (size_t i = 0; i < n; i++) {
+        int c = (unsigned char)k[i];
+        if (c == '%' && i + 2 < n && isxdigit((unsigned char)k[i + 1]) &&
+            isxdigit((unsigned char)k[i + 2])) {
+            char hx[3] = {k[i + 1], k[i + 2], 0};
+            c = (int)strtol(hx, NULL, 16);
+            i += 2;
+        }
+        if (d == sizeof(dec) - 1)
+            return false;
+        dec[d++] = (char)c;
+    }
+    dec[d] = '\0';
+    return d == 8 && !memcmp(dec, "password", 8);
+}
+
+/* libpq's URI grammar: user:password@ up to the first '@' before any '/'
+ * (a '?' does not end it), then hosts, then ?name=value&... */
 static void redact_uri(const char *s, out_t *o)
 {
     const char *rest = strstr(s, "://") + 3;
     put(o, s, (size_t)(rest - s));
-    size_t auth = strcspn(rest, "/?");
-    const char *at = NULL;
-    for (size_t i = 0; i < auth; i++)
-        if (rest[i] == '@')
-            at = rest + i; /* the last one: a password may hold '@' only encoded */
-    if (at) {
-        const char *colon = memchr(rest, ':', (size_t)(at - rest));
+    size_t ui = strcspn(rest, "@/");
+    if (rest[ui] == '@') {
+        const char *colon = memchr(rest, ':', ui);
         if (colon) {
             put(o, rest, (size_t)(colon - rest) + 1);
             puts_(o, "***");
-            put(o, at, (size_t)(rest + auth - at));
         } else {
-            put(o, rest, auth);
+            put(o, rest, ui);
         }
-    } else {
-        put(o, rest, auth);
+        puts_(o, "@");
+        rest += ui + 1;
     }
-    const char *p = rest + auth;
-    const char *q = strchr(p, '?');
+    const char *q = strchr(rest, '?');
     if (!q) {
-        puts_(o, p);
+        puts_(o, rest);
         return;
     }
-    put(o, p, (size_t)(q - p) + 1);
-    for (p = q + 1; *p;) {
+    put(o, rest, (size_t)(q - rest) + 1);
+    for (const char *p = q + 1; *p;) {
         size_t n = strcspn(p, "&");
-        if (n >= 9 && !strncmp(p, "password=", 9)) {
-            puts_(o, "password=***");
+        const char *eq = memchr(p, '=', n);
+        if (eq && is_password_key(p, (size_t)(eq - p))) {
+            put(o, p, (size_t)(eq - p) + 1);
+            /* a '/' in it kept: without it, an '@' further on would turn
+             * what precedes it into user:password@ for libpq */
+            puts_(o, memchr(eq, '/', (size_t)(p + n - eq)) ? "***/" : "***");
         } else {
             put(o, p, n);
         }
@@ -120,8 +143,8 @@ static void redact_kv(const char *s, out_t *o)
             }
         }
         puts_(o, "=");
-        if (secret)
-            puts_(o, "***");
+        if (secret) /* kept apart from what follows, as the quotes kept it */
+            puts_(o, *p && !isspace((unsigned char)*p) ? "*** " : "***");
         else
             put(o, val, (size_t)(p - val));
     }

@@ -37,6 +37,12 @@ TEST(uri)
                  "postgres://pv@db/pv?password=***&sslmode=require");
     CHECK_EQ_STR(red("postgresql://db/pv"), "postgresql://db/pv");
     CHECK_EQ_STR(red("postgresql://u:p%40ss@h"), "postgresql://u:***@h");
+    /* libpq takes user:password@ up to the first '@' before a '/', past a '?' */
+    CHECK_EQ_STR(red("postgres://h?x&u:SECRET@db/pv"), "postgres://h?x&u:***@db/pv");
+    /* a parameter's name is percent-decoded by libpq */
+    CHECK_EQ_STR(red("postgres://db/pv?pass%77ord=SECRET"), "postgres://db/pv?pass%77ord=***");
+    /* a quoted password right before the next keyword stays apart from it */
+    CHECK_EQ_STR(red("password='x y'host=h"), "password=*** host=h");
 }
 
 TEST(never_shows_it)
