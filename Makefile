@@ -148,10 +148,10 @@ doc: all
 fmt:
 	clang-format -i src/*.c src/*/*.c src/*/*.h actors/*.c actors/*.h actors/*/*.c actors/*/*.h tools/*.c tests/unit/*.c tests/fuzz/*.c 2>/dev/null || true
 
-lint:
+lint: build/gen/pg_schema.h
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
-	  --suppress=missingIncludeSystem -Isrc -I. src actors tools
-	clang-tidy --quiet $(LIB_SRC) src/pvd.c tools/*.c -- $(BASE_CFLAGS) $(PKG_CFLAGS)
+	  --suppress=missingIncludeSystem -Isrc -I. -Ibuild/gen src actors tools
+	clang-tidy --quiet $(LIB_SRC) src/pvd.c tools/*.c -- $(BASE_CFLAGS) -Ibuild/gen $(PKG_CFLAGS)
 
 clean:
 	rm -rf build
