@@ -514,6 +514,25 @@ def test_outage_holds_back_no_other_target(tmp):
         s3.stop()
 
 
+def test_bad_dsn_refused_at_start(tmp):
+    """A pg_dsn libpq cannot parse stops pvd at start, saying why, without
+    the password."""
+    for dsn, why in (("host=127.0.0.1 password=%s bogus=1" % SECRET, 'invalid connection option \\"bogus'),
+                     ("host='unterminated password=%s" % SECRET, "unterminated quoted string")):
+        p = Pvd({"pg_dsn": dsn}, name="pg-bad")
+        try:
+            p.spawn()
+            rc = p.proc.wait(30)
+            check(rc != 0, "pvd refuses to start with pg_dsn %r" % dsn.replace(SECRET, "..."),
+                  "a non-zero exit", rc)
+            log = p.log_text()
+            check("pg_dsn: " in log and why in log, "it says why", why, p.log_tail(3))
+            check(SECRET not in log, "the password is not in the log", "absent", p.log_tail(3))
+        finally:
+            p.proc = None
+            p.cleanup()
+
+
 def test_zz_cluster_stops(tmp):
     """The module's cluster goes with it."""
     global _cluster
