@@ -8,9 +8,10 @@
  * socket in the loop: PQconnectStart/PQconnectPoll to connect (TLS as
  * libpq does it, from the DSN: sslmode=verify-full for RDS),
  * PQsendQuery(Params) and PQconsumeInput/PQgetResult to talk; nothing here
- * waits on the network. (libpq resolves a host name inside PQconnectPoll,
- * with getaddrinfo: that lookup is the one call that may block, and it
- * blocks only this loop. hostaddr= in the DSN avoids it.)
+ * waits on the network. libpq would resolve a host name inside
+ * PQconnectPoll with getaddrinfo, which blocks: the name is looked up on
+ * the work pool first and handed to libpq as hostaddr (every address, in
+ * order, the name kept for TLS's check).
  *
  * The tables: tools/pgschema.py turns schema/records.json into a table of
  * columns (build/gen/pg_schema.h) and every statement is built from it at
@@ -56,6 +57,7 @@
 #include "base/records.h"
 #include "base/text.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <inttypes.h>
@@ -63,6 +65,8 @@
 #include <libpq-fe.h>
 #include <math.h>
 #include <msgpack.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,6 +170,9 @@ struct pg {
     char *copy_buf;         /* a page of COPY lines not yet taken by libpq */
     size_t copy_len;
     char *migrate_sql;
+    char resolve_host[256]; /* the DSN's one host name, looked up before a
+                             * connect ("" none: an address, a socket, a
+                             * list, or hostaddr given) */
     pg_stmts_t stmts[N_TABLES];
     pv_repl_status_t st;
 };
@@ -806,10 +813,55 @@ static void on_sock(evutil_socket_t fd, short what, void *arg)
     results(r);
 }
 
-static void conn_start(pg_t *r)
+/* The DSN's host name, looked up on the work pool: libpq would call
+ * getaddrinfo inside PQconnectPoll, on this loop. */
+typedef struct resolve_job {
+    pv_msg_t msg;           /* work pool: answered to the actor: resolved() */
+    pg_t *r;
+    char host[256];
+    char hosts[1024];       /* out: host repeated, one a address */
+    char addrs[1024];       /* out: the addresses, comma-separated */
+    char err[128];          /* out */
+} resolve_job_t;
+
+static void resolve_work(pv_msg_t *msg)
 {
-    set_state(r, "connecting");
-    r->conn = PQconnectStart(r->app->cfg.pg_dsn);
+    resolve_job_t *j = (resolve_job_t *)msg;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    int rc = getaddrinfo(j->host, NULL, &hints, &ai);
+    if (rc != 0) {
+        snprintf(j->err, sizeof(j->err), "%s", gai_strerror(rc));
+        msg->status = -EHOSTUNREACH;
+        return;
+    }
+    size_t hl = 0, al = 0;
+    for (struct addrinfo *a = ai; a; a = a->ai_next) {
+        char ip[INET6_ADDRSTRLEN];
+        const void *src = a->ai_family == AF_INET ? (const void *)&((struct sockaddr_in *)a->ai_addr)->sin_addr
+                                                   : (const void *)&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr;
+        if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) ||
+            !inet_ntop(a->ai_family, src, ip, sizeof(ip)) ||
+            hl + strlen(j->host) + 2 > sizeof(j->hosts) || al + strlen(ip) + 2 > sizeof(j->addrs))
+            continue;
+        hl += (size_t)snprintf(j->hosts + hl, sizeof(j->hosts) - hl, "%s%s", hl ? "," : "", j->host);
+        al += (size_t)snprintf(j->addrs + al, sizeof(j->addrs) - al, "%s%s", al ? "," : "", ip);
+    }
+    freeaddrinfo(ai);
+    if (!al) {
+        snprintf(j->err, sizeof(j->err), "no IPv4 or IPv6 address");
+        msg->status = -EHOSTUNREACH;
+    }
+}
+
+static void conn_go(pg_t *r, const char *hosts, const char *addrs)
+{
+    /* the DSN, then host and hostaddr lists that override its host: libpq
+     * tries them in turn, and checks TLS against the name */
+    const char *keys[] = {"dbname", "host", "hostaddr", NULL};
+    const char *vals[] = {r->app->cfg.pg_dsn, hosts, addrs, NULL};
+    if (!hosts)
+        keys[1] = NULL;
+    r->conn = PQconnectStartParams(keys, vals, 1);
     if (!r->conn || PQstatus(r->conn) == CONNECTION_BAD) {
         fail(r, "connecting to %s: %s", r->st.where, r->conn ? PQerrorMessage(r->conn) : "out of memory");
         pass_failed(r);
@@ -818,6 +870,48 @@ static void conn_start(pg_t *r)
     r->connecting = true;
     deadline_in(r, STEP_TIMEOUT_MS);
     connect_poll(r, PGRES_POLLING_WRITING); /* as libpq says to start */
+}
+
+static void resolved(pv_msg_t *msg)
+{
+    resolve_job_t *j = (resolve_job_t *)msg;
+    pg_t *r = j->r;
+    if (r->stopping) {
+        pv_msg_free(msg);
+        return;
+    }
+    if (msg->status < 0) {
+        fail(r, "cannot look up %s: %s", j->host, j->err);
+        pv_msg_free(msg);
+        pass_failed(r);
+        return;
+    }
+    conn_go(r, j->hosts, j->addrs);
+    pv_msg_free(msg);
+}
+
+static void conn_start(pg_t *r)
+{
+    set_state(r, "connecting");
+    if (!r->resolve_host[0]) {
+        conn_go(r, NULL, NULL);
+        return;
+    }
+    resolve_job_t *j = pv_msg_new(sizeof(*j), 0);
+    if (!j) {
+        fail(r, "out of memory");
+        pass_failed(r);
+        return;
+    }
+    j->r = r;
+    snprintf(j->host, sizeof(j->host), "%s", r->resolve_host);
+    pv_msg_expect(&j->msg, r->self, resolved);
+    int rc = pv_pool_submit(r->app->work, resolve_work, &j->msg);
+    if (rc < 0) {
+        pv_msg_free(&j->msg);
+        fail(r, "cannot look up %s: %s", r->resolve_host, strerror(-rc));
+        pass_failed(r);
+    }
 }
 
 /* ---------------- the schema ---------------- */
@@ -1479,7 +1573,29 @@ static const pv_actor_def_t pg_def = {"pg", pg_on, PG_MSG_COUNT};
 
 /* ---------------- start, stop ---------------- */
 
+static int pg_parse(const char *dsn, char *out, size_t outlen, char *resolve, size_t rlen);
+
+/* The host name to look up before a connect ("" none): one name, not an
+ * address (libpq parses those without a lookup), not a socket directory,
+ * no hostaddr. */
+static void resolve_target(const char *host, const char *hostaddr, char *out, size_t outlen)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    out[0] = '\0';
+    if (!host || !host[0] || hostaddr || host[0] == '/' || host[0] == '@' || strchr(host, ',') ||
+        inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1 ||
+        strlen(host) >= outlen)
+        return;
+    snprintf(out, outlen, "%s", host);
+}
+
 int pv_pg_where(const char *dsn, char *out, size_t outlen)
+{
+    return pg_parse(dsn, out, outlen, NULL, 0);
+}
+
+/* where (and the host to look up) from a DSN. */
+static int pg_parse(const char *dsn, char *out, size_t outlen, char *resolve, size_t rlen)
 {
     char *msg = NULL;
     PQconninfoOption *opts = PQconninfoParse(dsn, &msg);
@@ -1508,6 +1624,8 @@ int pv_pg_where(const char *dsn, char *out, size_t outlen)
     }
     snprintf(out, outlen, "pg://%s%s%s/%s", host ? host : hostaddr ? hostaddr : "localhost",
              port ? ":" : "", port ? port : "", db ? db : user ? user : "");
+    if (resolve)
+        resolve_target(host, hostaddr, resolve, rlen);
     PQconninfoFree(opts);
     return 0;
 }
@@ -1534,7 +1652,8 @@ int pv_pg_start(pv_app_t *app, char *err, size_t errlen)
     }
     r->app = app;
     snprintf(r->st.target, sizeof(r->st.target), "pg");
-    int rc = pv_pg_where(app->cfg.pg_dsn, r->st.where, sizeof(r->st.where));
+    int rc = pg_parse(app->cfg.pg_dsn, r->st.where, sizeof(r->st.where), r->resolve_host,
+                      sizeof(r->resolve_host));
     if (rc < 0) {
         snprintf(err, errlen, "pg_dsn: %s", r->st.where);
         free(r);

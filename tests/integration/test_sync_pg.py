@@ -69,9 +69,9 @@ class Cluster:
         self.psql("CREATE DATABASE %s" % name)
         return name
 
-    def dsn(self, db):
-        return "host=127.0.0.1 port=%d dbname=%s user=postgres password=%s connect_timeout=5" % (
-            self.port, db, SECRET)
+    def dsn(self, db, host="127.0.0.1"):
+        return "host=%s port=%d dbname=%s user=postgres password=%s connect_timeout=5" % (
+            host, self.port, db, SECRET)
 
 
 _cluster = None
@@ -86,8 +86,8 @@ def cluster():
     return _cluster
 
 
-def _pvd(c, db, name, **extra):
-    cfg = {"pg_dsn": c.dsn(db), "sync_interval": 1, "changelog_trim_seconds": 1}
+def _pvd(c, db, name, host="127.0.0.1", **extra):
+    cfg = {"pg_dsn": c.dsn(db, host), "sync_interval": 1, "changelog_trim_seconds": 1}
     cfg.update(extra)
     return Pvd(cfg, name=name).start()
 
@@ -300,7 +300,9 @@ def test_converges_from_scratch(tmp):
 def test_peer_down_then_back(tmp):
     c = cluster()
     db = c.new_db("outage")
-    p = _pvd(c, db, "pg-outage")
+    # a host name: looked up off the loop, every address tried (the server
+    # listens on 127.0.0.1 only; localhost may be ::1 first)
+    p = _pvd(c, db, "pg-outage", host="localhost")
     with p:
         a = p.new_user("pgout")
         a.upload_ok(unique_jpeg(120, 90))

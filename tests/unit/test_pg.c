@@ -212,6 +212,20 @@ TEST(where)
     CHECK_EQ_INT(pv_pg_where("host=x bogus=1", w, sizeof(w)), -EINVAL);
     CHECK(strstr(w, "bogus") != NULL);
     CHECK_EQ_INT(pv_pg_where("host='unterminated", w, sizeof(w)), -EINVAL);
+    /* which host is looked up on the pool before a connect */
+    char h[256];
+    CHECK_EQ_INT(pg_parse("host=db.example.com dbname=pv", w, sizeof(w), h, sizeof(h)), 0);
+    CHECK_EQ_STR(h, "db.example.com");
+    CHECK_EQ_INT(pg_parse("postgresql://u@db2.example.com/pv", w, sizeof(w), h, sizeof(h)), 0);
+    CHECK_EQ_STR(h, "db2.example.com");
+    static const char *const none[] = {
+        "host=127.0.0.1", "host=::1", "host=/var/run/postgresql", "host=a,b",
+        "host=db.example.com hostaddr=10.0.0.1", "dbname=pv",
+    };
+    for (size_t i = 0; i < PV_ARRAY_LEN(none); i++) {
+        CHECK_EQ_INT(pg_parse(none[i], w, sizeof(w), h, sizeof(h)), 0);
+        CHECK_EQ_STR(h, "");
+    }
 }
 
 int main(void)
