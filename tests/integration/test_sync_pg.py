@@ -338,23 +338,24 @@ def test_peer_down_then_back(tmp):
 def test_kill9_mid_batch(tmp):
     c = cluster()
     db = c.new_db("kill")
-    p = _pvd(c, db, "pg-kill", sync_batch=3)
+    p = _pvd(c, db, "pg-kill", sync_batch=1)
     with p:
         a = p.new_user("pgkill")
         a.upload_ok(unique_jpeg(96, 64))
         _wait_caught_up(p)
         ctl(p, "sync", "pause", "pg")
-        ids = [a.upload_ok(unique_jpeg(96, 64))["id"] for _ in range(12)]
-        for pid in ids[:3]:
+        ids = [a.upload_ok(unique_jpeg(96, 64))["id"] for _ in range(30)]
+        for pid in ids[:5]:
             a.req("DELETE", "/api/v1/photos/" + pid).expect(204, "delete")
         ctl(p, "sync", "resume", "pg")
-        time.sleep(0.15)  # a batch or two in: the rest in flight or not begun
+        time.sleep(0.01)  # a batch or so in: one in flight, the rest not begun
         p.kill9()
         mid = int(c.psql("SELECT cursor FROM pv_schema", db).strip() or 0)
         p.start()
         st, counts = _compare(p, c, db)
-        eq(counts["photo"], 10, "photos after the restart")
+        eq(counts["photo"], 26, "photos after the restart")
         check(st["cursor"] >= mid, "the cursor never goes back", ">= %d" % mid, st["cursor"])
+        check(mid < st["head"], "killed before the catch-up ended", "< %d" % st["head"], mid)
 
 
 def test_concurrent_updates_of_one_video(tmp):
