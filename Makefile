@@ -84,6 +84,18 @@ build/test/unit/%: tests/unit/%.c build/test/libpv.a tests/t.h
 	@mkdir -p $(dir $@)
 	$(CC) $(TEST_CFLAGS) -Itests $(PKG_CFLAGS) $< -o $@ build/test/libpv.a $(TEST_LDFLAGS) $(PKG_LIBS)
 
+# The PostgreSQL replicator's tables come from schema/records.json
+# (tools/pgschema.py); only actors/pg.c includes them.
+build/gen/pg_schema.h: tools/pgschema.py schema/records.json
+	@mkdir -p $(dir $@)
+	python3 tools/pgschema.py schema/records.json $@
+build/rel/actors/pg.o build/test/actors/pg.o build/fuzz/actors/pg.o: build/gen/pg_schema.h
+build/rel/actors/pg.o: REL_CFLAGS += -Ibuild/gen
+build/test/actors/pg.o: TEST_CFLAGS += -Ibuild/gen
+build/fuzz/actors/pg.o: FUZZ_CFLAGS += -Ibuild/gen
+build/test/unit/test_pg: build/gen/pg_schema.h
+build/test/unit/test_pg: TEST_CFLAGS += -Ibuild/gen
+
 # main objects depend on their source file
 $(foreach t,$(TOOLS),$(eval build/rel/main/$(t).o: $(call main_src,$(t)))) 
 $(foreach t,$(TOOLS),$(eval build/test/main/$(t).o: $(call main_src,$(t))))
@@ -136,10 +148,10 @@ doc: all
 fmt:
 	clang-format -i src/*.c src/*/*.c src/*/*.h actors/*.c actors/*.h actors/*/*.c actors/*/*.h tools/*.c tests/unit/*.c tests/fuzz/*.c 2>/dev/null || true
 
-lint:
+lint: build/gen/pg_schema.h
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
-	  --suppress=missingIncludeSystem -Isrc -I. src actors tools
-	clang-tidy --quiet $(LIB_SRC) src/pvd.c tools/*.c -- $(BASE_CFLAGS) $(PKG_CFLAGS)
+	  --suppress=missingIncludeSystem -Isrc -I. -Ibuild/gen src actors tools
+	clang-tidy --quiet $(LIB_SRC) src/pvd.c tools/*.c -- $(BASE_CFLAGS) -Ibuild/gen $(PKG_CFLAGS)
 
 clean:
 	rm -rf build

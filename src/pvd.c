@@ -20,6 +20,7 @@
 #include "actors/api/api.h"
 #include "actors/auth.h"
 #include "actors/http.h"
+#include "actors/pg.h"
 #include "actors/replicate.h"
 #include "actors/pull.h"
 #include "actors/restore.h"
@@ -429,6 +430,10 @@ static int start(pv_app_t *app)
         pv_error("pvd", "cannot start fetching the restore's blobs: %s", rerr);
         return rc;
     }
+    if ((rc = pv_pg_start(app, rerr, sizeof(rerr))) < 0) {
+        pv_error("pvd", "cannot start PostgreSQL replication: %s", rerr);
+        return rc;
+    }
     /* The servers exist before the TLS actor (it hands them the context)
      * and before the core loop runs (a pvctl reload reaches all of them;
      * the videos actor sends live progress to every loop). */
@@ -463,6 +468,7 @@ static void stop_all(pv_app_t *app)
      * was in flight is sent again at the next start). */
     pv_repl_stop(app);
     pv_pull_stop(app);
+    pv_pg_stop(app);
     /* With the core loop stopped: renders end at once and stay resumable,
      * and then the render pool can be joined with the others. */
     pv_videos_stop(app);
@@ -491,6 +497,7 @@ static void stop_all(pv_app_t *app)
     pv_sync_free(app);
     pv_repl_free(app);
     pv_pull_free(app);
+    pv_pg_free(app);
     pv_tls_free(app);
     pv_auth_free(app);
     pv_admin_stop(app); /* after the pool and the store: nothing replies to it now */

@@ -4,7 +4,8 @@
 # Suites: unit tests (ASan+UBSan build; test_s3 starts its own S3 peer,
 # s3rver from tests/peers/, on 127.0.0.1 and stops it), fuzz smoke runs
 # over the seed corpora, pvrender tests, and the integration tests against
-# a real pvd.
+# a real pvd (test_sync_pg starts its own PostgreSQL 15 cluster,
+# tests/peers/postgres.sh, in a temp dir on 127.0.0.1 and stops it).
 set -u
 cd "$(dirname "$0")/.."
 LOG=build/test-logs

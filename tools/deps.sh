@@ -9,7 +9,7 @@ libmsgpack-dev libavcodec-dev libavformat-dev libavfilter-dev libswscale-dev lib
 libavutil-dev libcurl4-openssl-dev libsodium-dev libpq-dev libheif-dev libexif-dev libjansson-dev
 openssl ca-certificates curl jq"
 TEST="clang-14 libclang-rt-14-dev ffmpeg python3 curl procps util-linux chromium fonts-dejavu-core
-libimage-exiftool-perl libheif-examples python3-botocore sslscan"
+libimage-exiftool-perl libheif-examples python3-botocore sslscan postgresql-15 postgresql-client-15"
 
 want="$BUILD"
 [ "${1:-}" = test ] && want="$want $TEST"

@@ -168,7 +168,8 @@ def converge(pid, pvctl, sock, timeout_s, rss_out):
                     st = sync_status(pvctl, sock)
                 except (ValueError, KeyError, OSError, subprocess.SubprocessError):
                     st = st
-                pf.write("%.3f %s %s %s %s\n" % (now - t0, st["cursor"], st["head"], st["blobs_sent"],
+                pf.write("%.3f %s %s %s %s\n" % (now - t0, st["cursor"], st["head"],
+                                                 st.get("blobs_sent", st.get("records_written")),
                                                  st["state"]))
                 if st["head"] > 0 and st["cursor"] >= st["head"]:
                     converged = True

@@ -55,6 +55,11 @@ static const struct {
     [PV_M_PULL_ACTIVE] = {"pv_restore_pull_active", "gauge", "1 while the blobs of a restore from S3 are still being fetched in the background."},
     [PV_M_PULL_FETCHED] = {"pv_restore_blobs_fetched_total", "counter", "Blobs of a restore fetched from S3 after start (in the background or on first use)."},
     [PV_M_PULL_MISSING] = {"pv_restore_blobs_missing_total", "counter", "Blobs of a restore that S3 does not have (or has with other bytes)."},
+    [PV_M_SYNC_PG_CURSOR] = {"pv_sync_pg_cursor", "gauge", "Last change-log entry committed in PostgreSQL (0 without pg_dsn)."},
+    [PV_M_SYNC_PG_LAG_ENTRIES] = {"pv_sync_pg_lag_entries", "gauge", "Change-log entries not yet in PostgreSQL."},
+    [PV_M_SYNC_PG_LAG_SECONDS] = {"pv_sync_pg_lag_seconds", "gauge", "Age of the oldest change not yet in PostgreSQL, seconds (0: caught up)."},
+    [PV_M_SYNC_PG_ROWS] = {"pv_sync_pg_rows_total", "counter", "Rows written to PostgreSQL (upserts and deletes, full loads included)."},
+    [PV_M_SYNC_PG_FAILURES] = {"pv_sync_pg_failures_total", "counter", "PostgreSQL replication passes that failed (each retried with backoff)."},
 };
 
 struct pv_metrics {

@@ -6,6 +6,7 @@
  * reading the named file) so that it can be fuzzed and tested.
  */
 #include "base/config.h"
+#include "base/dsn.h"
 #include "base/pv.h"
 
 #include <arpa/inet.h>
@@ -73,6 +74,7 @@ static const pv_config_key_t g_keys[] = {
     {"media_from_s3", T_BOOL, F(media_from_s3), "false", "photo and video links point at S3 (presigned GETs) once S3 has the file"},
     {"aws_profile", T_STR, F(aws_profile), "", "profile of the AWS shared credentials and config files (empty: AWS_PROFILE, else default)"},
     {"aws_imds_endpoint", T_STR, F(aws_imds_endpoint), "http://169.254.169.254", "EC2 instance metadata (IMDSv2), where S3 credentials come from when neither the environment nor the shared files have any (empty or off: never)"},
+    {"pg_dsn", T_STR, F(pg_dsn), "", "libpq connection string of a PostgreSQL (RDS) database pvd mirrors users, photos and videos into, e.g. \"host=db.example.com dbname=pv user=pv sslmode=verify-full\" (empty: none; the password is never shown: prefer PGPASSFILE)"},
     {"sync_interval", T_INT, F(sync_interval), "10", "seconds between replication passes once caught up"},
     {"sync_batch", T_INT, F(sync_batch), "1000", "change-log entries in one replicated segment at most"},
     {"s3_multipart_threshold", T_U64, F(s3_multipart_threshold), "64M", "files larger than this go to S3 in parts (a broken upload resumes)"},
@@ -448,7 +450,7 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
 
 char *pv_config_dump(const pv_config_t *c)
 {
-    size_t cap = 8192, pos = 0;
+    size_t cap = 16384, pos = 0;
     char *out = malloc(cap);
     if (!out)
         return NULL;
@@ -458,7 +460,15 @@ char *pv_config_dump(const pv_config_t *c)
         const void *f = (const char *)c + k->offset;
         int n = 0;
         switch (k->type) {
-        case T_STR: n = snprintf(out + pos, cap - pos, "%s = %s\n", k->name, (const char *)f); break;
+        case T_STR:
+            if (!strcmp(k->name, "pg_dsn")) { /* its password is never shown */
+                char masked[sizeof(c->pg_dsn) + 16];
+                pv_dsn_redact(f, masked, sizeof(masked));
+                n = snprintf(out + pos, cap - pos, "%s = %s\n", k->name, masked);
+                break;
+            }
+            n = snprintf(out + pos, cap - pos, "%s = %s\n", k->name, (const char *)f);
+            break;
         case T_INT: n = snprintf(out + pos, cap - pos, "%s = %d\n", k->name, *(const int *)f); break;
         case T_U64: n = snprintf(out + pos, cap - pos, "%s = %llu\n", k->name, (unsigned long long)*(const uint64_t *)f); break;
         case T_DBL: n = snprintf(out + pos, cap - pos, "%s = %g\n", k->name, *(const double *)f); break;

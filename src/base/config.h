@@ -74,6 +74,7 @@ typedef struct pv_config {
     bool media_from_s3;             /* links to replicated blobs point at S3 */
     char aws_profile[64];           /* shared files' profile */
     char aws_imds_endpoint[256];    /* EC2 instance metadata; "" or "off": none */
+    char pg_dsn[1024];              /* libpq connection string ("": no PostgreSQL) */
     int sync_interval;              /* seconds between passes when caught up */
     int sync_batch;                 /* entries per segment */
     uint64_t s3_multipart_threshold; /* larger files go up in parts */
