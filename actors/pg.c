@@ -1002,13 +1002,7 @@ static void pass_failed(pg_t *r)
     r->failures_in_row++;
     r->failing = true;
     pv_metrics_add(r->app->metrics, PV_M_SYNC_PG_FAILURES, 1);
-    int shift = r->failures_in_row - 1 > 16 ? 16 : r->failures_in_row - 1;
-    int64_t delay = (int64_t)BACKOFF_FIRST_MS << shift;
-    if (delay > BACKOFF_MAX_MS)
-        delay = BACKOFF_MAX_MS;
-    uint32_t rnd;
-    pv_random(&rnd, sizeof(rnd));
-    delay = delay / 2 + (int64_t)(rnd % (uint32_t)(delay / 2 + 1));
+    int64_t delay = pv_backoff_ms(r->failures_in_row, BACKOFF_FIRST_MS, BACKOFF_MAX_MS);
     r->st.next_retry_ms = pv_now_ms() + delay;
     if (r->failures_in_row == 1 || r->failures_in_row % 10 == 0)
         pv_warn("pg", "PostgreSQL replication failed (%d in a row): %s; trying again in %.1f s",
