@@ -84,6 +84,12 @@ build/test/unit/%: tests/unit/%.c build/test/libpv.a tests/t.h
 	@mkdir -p $(dir $@)
 	$(CC) $(TEST_CFLAGS) -Itests $(PKG_CFLAGS) $< -o $@ build/test/libpv.a $(TEST_LDFLAGS) $(PKG_LIBS)
 
+# The DynamoDB item shape, from schema/records.json (tools/gen_ddb.py).
+build/gen/ddb_schema.h: schema/records.json tools/gen_ddb.py
+	@mkdir -p $(dir $@)
+	python3 tools/gen_ddb.py $< $@
+build/rel/actors/ddb.o build/test/actors/ddb.o build/fuzz/actors/ddb.o: build/gen/ddb_schema.h
+
 # main objects depend on their source file
 $(foreach t,$(TOOLS),$(eval build/rel/main/$(t).o: $(call main_src,$(t)))) 
 $(foreach t,$(TOOLS),$(eval build/test/main/$(t).o: $(call main_src,$(t))))

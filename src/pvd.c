@@ -20,6 +20,7 @@
 #include "actors/api/api.h"
 #include "actors/auth.h"
 #include "actors/http.h"
+#include "actors/ddb.h"
 #include "actors/replicate.h"
 #include "actors/restore.h"
 #include "actors/sync.h"
@@ -416,6 +417,10 @@ static int start(pv_app_t *app)
         pv_error("pvd", "cannot start S3 replication: %s", rerr);
         return rc;
     }
+    if ((rc = pv_ddb_repl_start(app, rerr, sizeof(rerr))) < 0) {
+        pv_error("pvd", "cannot start DynamoDB replication: %s", rerr);
+        return rc;
+    }
     /* The servers exist before the TLS actor (it hands them the context)
      * and before the core loop runs (a pvctl reload reaches all of them;
      * the videos actor sends live progress to every loop). */
@@ -449,6 +454,7 @@ static void stop_all(pv_app_t *app)
     /* Nothing writes now: the replicator's requests are cancelled (what
      * was in flight is sent again at the next start). */
     pv_repl_stop(app);
+    pv_ddb_repl_stop(app);
     /* With the core loop stopped: renders end at once and stay resumable,
      * and then the render pool can be joined with the others. */
     pv_videos_stop(app);
@@ -475,6 +481,7 @@ static void stop_all(pv_app_t *app)
     free(app->servers);
     pv_videos_free(app);
     pv_sync_free(app);
+    pv_ddb_repl_free(app);
     pv_repl_free(app);
     pv_tls_free(app);
     pv_auth_free(app);
