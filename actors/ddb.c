@@ -798,7 +798,8 @@ static void log_pass(repl_t *r)
         pass_ok(r, false, (int64_t)r->app->cfg.sync_interval * 1000);
         return;
     }
-    qsort(cc.e, cc.n, sizeof(*cc.e), entry_cmp);
+    if (cc.n > 1)
+        qsort(cc.e, cc.n, sizeof(*cc.e), entry_cmp);
     for (size_t i = 0; i < cc.n; i++) {
         if (i + 1 < cc.n && memcmp(cc.e[i].key, cc.e[i + 1].key, 32) == 0) {
             free(cc.e[i].body); /* a later entry of the same video follows */

@@ -117,7 +117,8 @@ static int parse_endpoint(pv_ddb_t *d, const char *ep)
     else
         return -EINVAL;
     size_t n = strcspn(rest, "/?#");
-    if (n == 0 || n >= sizeof(d->host) || strchr("?#", rest[n]) || (rest[n] == '/' && rest[n + 1]))
+    if (n == 0 || n >= sizeof(d->host) || rest[n] == '?' || rest[n] == '#' ||
+        (rest[n] == '/' && rest[n + 1]))
         return -EINVAL;
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)rest[i] <= ' ' || rest[i] == '@')

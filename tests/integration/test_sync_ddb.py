@@ -1,0 +1,400 @@
+"""DynamoDB replication against a real DynamoDB peer on loopback (dynalite).
+
+pvd mirrors every video's status into a table keyed (user_id, video_id).
+After each scenario every item is compared with what the store holds (the
+videos API, per user, once no render is running): the same set of videos,
+and each item's attributes are the record's, in the text forms
+schema/records.json names; error and unset times are absent. Scenarios:
+from scratch into a table pvd makes; the peer stopped mid-run and started
+again; pvd killed with SIGKILL mid-batch; deletes; many updates of one
+video sent as one write (coalesced); a full load into a table that held
+stale items; a table another appliance writes to is refused. dynalite
+accepts any signature: signing is checked against botocore in tests/unit.
+"""
+import os
+import re
+import subprocess
+import time
+
+import botocore.session
+from botocore.config import Config
+
+from harness import Pvd, check, eq, free_port, unique_jpeg
+from test_pvctl import ctl, ctl_json
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEER = os.path.join(HERE, "..", "peers", "dynalite.sh")
+TABLE = "pv_video_status"
+CREDS = {"AWS_ACCESS_KEY_ID": "DDBTEST", "AWS_SECRET_ACCESS_KEY": "ddb-test-secret",
+         "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent"}
+ID = re.compile(r"^[0-9a-hjkmnp-tv-z]{26}$")
+TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+class DdbPeer:
+    def __init__(self, tmp):
+        self.dir = os.path.join(tmp, "dynalite")
+        self.port = free_port()
+        self._client = None
+
+    def start(self):
+        r = subprocess.run(["sh", PEER, "start", self.dir, str(self.port)],
+                           capture_output=True, text=True, timeout=180)
+        if r.returncode != 0:
+            raise AssertionError("dynalite did not start: %s" % r.stderr[-600:])
+        return self
+
+    def stop(self):
+        subprocess.run(["sh", PEER, "stop", self.dir], capture_output=True, timeout=30)
+
+    def endpoint(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def client(self):
+        if self._client is None:
+            s = botocore.session.get_session()
+            self._client = s.create_client(
+                "dynamodb", region_name="us-east-1", endpoint_url=self.endpoint(),
+                aws_access_key_id="x", aws_secret_access_key="y",
+                config=Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=10))
+        return self._client
+
+    def items(self, table=TABLE):
+        """{(user_id, video_id): {attr: python value}} of every item (Scan)."""
+        out, start = {}, None
+        while True:
+            kw = {"TableName": table}
+            if start:
+                kw["ExclusiveStartKey"] = start
+            page = self.client().scan(**kw)
+            for it in page["Items"]:
+                plain = {k: (v["S"] if "S" in v else float(v["N"]) if "N" in v else v) for k, v in it.items()}
+                out[(plain["user_id"], plain["video_id"])] = plain
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return out
+
+    def make_table(self, table=TABLE):
+        self.client().create_table(
+            TableName=table, BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"},
+                                  {"AttributeName": "video_id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"},
+                       {"AttributeName": "video_id", "KeyType": "RANGE"}])
+        deadline = time.monotonic() + 10
+        while self.client().describe_table(TableName=table)["Table"]["TableStatus"] != "ACTIVE":
+            check(time.monotonic() < deadline, "the table becomes ACTIVE", "ACTIVE", "not yet")
+            time.sleep(0.05)
+
+
+def _pvd(peer, name, data_dir=None, **extra):
+    cfg = {"dynamodb_table": TABLE, "dynamodb_endpoint": peer.endpoint(), "dynamodb_create": "true",
+           "sync_interval": 1, "changelog_trim_seconds": 1, "aws_imds_endpoint": "off",
+           "user_queued_jobs": 50}
+    cfg.update(extra)
+    saved = {k: os.environ.get(k) for k in CREDS}
+    os.environ.update(CREDS)
+    try:
+        return Pvd(cfg, name=name, data_dir=data_dir).start()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _restart(p):
+    saved = {k: os.environ.get(k) for k in CREDS}
+    os.environ.update(CREDS)
+    try:
+        return p.start()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _status(p):
+    doc = ctl_json(p, "sync", "status")
+    t = [x for x in doc["result"]["targets"] if x["target"] == "ddb"]
+    eq(len(t), 1, "one target named ddb")
+    return t[0]
+
+
+def _wait_caught_up(p, timeout=60):
+    deadline = time.monotonic() + timeout
+    st = None
+    while time.monotonic() < deadline:
+        st = _status(p)
+        if st["head"] > 0 and st["cursor"] == st["head"] and st["state"] == "idle":
+            return st
+        time.sleep(0.2)
+    raise AssertionError("DynamoDB replication did not catch up within %d s: %r" % (timeout, st))
+
+
+def _videos(u):
+    """The user's videos as the store has them: {id: video JSON}."""
+    items = u.req("GET", "/api/v1/videos").expect(200, "videos").json()["items"]
+    return {v["id"]: v for v in items}
+
+
+def _settle(users, timeout=90):
+    """Waits until no video is queued or running (progress then is the
+    stored one, not a live figure)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = [v for u in users for v in _videos(u).values() if v["status"] in ("queued", "running")]
+        if not busy:
+            return
+        check(time.monotonic() < deadline, "renders end", "none running", busy[:2])
+        time.sleep(0.2)
+
+
+def _compare(p, peer, users):
+    """Every item equals the store's video; nothing else is in the table."""
+    _settle(users)
+    st = _wait_caught_up(p)
+    want = {}
+    for u in users:
+        for vid, v in _videos(u).items():
+            want[(u.id, vid)] = v
+    got = peer.items()
+    eq(sorted(got), sorted(want), "the table holds exactly the store's videos")
+    for key, v in want.items():
+        it = got[key]
+        what = "item %s/%s" % key
+        check(ID.match(it["user_id"]) and ID.match(it["video_id"]), what + ": ids as 26-char base32",
+              "Crockford base32", key)
+        eq(it["status"], v["status"], what + ": status")
+        check(abs(it["progress"] - v["progress"]) < 1e-9, what + ": progress", v["progress"], it["progress"])
+        eq(it.get("error"), v["error"], what + ": error (absent when none)")
+        eq(it["title"], v["title"], what + ": title")
+        for a in ("created_at", "started_at", "finished_at"):
+            eq(it.get(a), v[a], what + ": " + a + " (absent when not set)")
+            check(it.get(a) is None or TIME.match(it[a]), what + ": " + a + " RFC 3339 with ms",
+                  "YYYY-MM-DDTHH:MM:SS.mmmZ", it.get(a))
+        for a in ("duration_s", "width", "height", "bytes"):
+            check(abs(it[a] - v[a]) < 1e-9, what + ": " + a, v[a], it[a])
+        check(0 < it["seq"] <= st["cursor"], what + ": seq within the log", "1..%d" % st["cursor"], it["seq"])
+        extra = set(it) - {"user_id", "video_id", "status", "progress", "error", "title", "created_at",
+                           "started_at", "finished_at", "duration_s", "width", "height", "bytes", "seq"}
+        eq(extra, set(), what + ": no attribute records.json does not name")
+    return st, got
+
+
+def _video(u, pids, **kw):
+    body = {"photo_ids": pids, "seconds_per_photo": 1, "resolution": "480p"}
+    body.update(kw)
+    return u.req("POST", "/api/v1/videos", json=body).expect(202, "video").json()["video"]["id"]
+
+
+def _cancelled(u, pids, title=""):
+    """A video queued and cancelled at once: two changes, no render."""
+    vid = _video(u, pids, title=title)
+    r = u.req("POST", "/api/v1/videos/%s/cancel" % vid)
+    check(r.status in (200, 202, 204, 409), "cancel", "2xx (or 409 once it ended)", r.status)
+    return vid
+
+
+def _metric(p, name):
+    m = p.private("GET", "/metrics").body.decode()
+    found = re.search(r"^%s (\d+)$" % re.escape(name), m, re.M)
+    check(found, "metric " + name, "present", m[-300:])
+    return int(found.group(1))
+
+
+# ------------------------------------------------------------------ tests
+
+def test_converges_from_scratch(tmp):
+    peer = DdbPeer(tmp).start()
+    try:
+        p = _pvd(peer, "ddb-converge")
+        with p:
+            a, b = p.new_user("ddba"), p.new_user("ddbb")
+            pa = [a.upload_ok(unique_jpeg(320, 240))["id"] for _ in range(2)]
+            pb = [b.upload_ok(unique_jpeg(320, 240))["id"]]
+            ready = _video(a, pa, title="Beach \u00e9t\u00e9 \"quoted\"")
+            gone = _cancelled(a, pa, title="to delete")
+            never = _cancelled(a, pa, title="cancelled while queued")  # behind `ready`: never started
+            kept = _cancelled(b, pb, title="")
+            _settle([a, b])
+            a.req("DELETE", "/api/v1/videos/" + gone).expect(204, "delete a video")
+            st, items = _compare(p, peer, [a, b])
+            eq(len(items), 3, "three videos left")
+            check((a.id, gone) not in items, "the deleted video's item is gone", "absent", "present")
+            it = items[(a.id, ready)]
+            check(it["status"] in ("ready", "failed"), "the render ended", "ready", it["status"])
+            check("finished_at" in it and "started_at" in it, "times of a finished render",
+                  "present", sorted(it))
+            eq(items[(b.id, kept)]["status"], "cancelled", "the cancelled video")
+            check("started_at" not in items[(a.id, never)] and "error" not in items[(a.id, never)],
+                  "no start time, no error: absent", "absent", items[(a.id, never)])
+            eq(st["last_error"], None, "no error")
+            check(st["records_written"] >= 3, "records_written counts items", ">= 3", st)
+            check("dynamodb" in st["where"] and TABLE in st["where"], "where names the table", TABLE,
+                  st["where"])
+            eq(_metric(p, "pv_sync_ddb_cursor"), st["cursor"], "metrics: the cursor")
+            eq(_metric(p, "pv_sync_ddb_lag_entries"), 0, "metrics: no lag")
+            check(_metric(p, "pv_sync_ddb_items_total") >= 3, "metrics: items written", ">= 3", "fewer")
+            log = p.log_text()
+            check("made table " + TABLE in log, "the log says it made the table", "a line", log[-500:])
+            check("ddb-test-secret" not in log and "DDBTEST" not in log, "no key in the log",
+                  "absent", "present")
+    finally:
+        peer.stop()
+
+
+def test_updates_of_one_video_are_coalesced(tmp):
+    peer = DdbPeer(tmp).start()
+    try:
+        p = _pvd(peer, "ddb-coalesce")
+        with p:
+            a = p.new_user("ddbco")
+            pa = [a.upload_ok(unique_jpeg(320, 240))["id"] for _ in range(2)]
+            _wait_caught_up(p)
+            before = _status(p)["records_written"]
+            ctl(p, "sync", "pause", "ddb")
+            head0 = _status(p)["head"]
+            vids = [_video(a, pa) for _ in range(2)]  # two renders, one after the other
+            _settle([a])
+            head1 = _status(p)["head"]
+            check(head1 - head0 >= 8, "each render wrote several changes (status, progress)",
+                  ">= 8 changes", head1 - head0)
+            ctl(p, "sync", "resume", "ddb")
+            st, items = _compare(p, peer, [a])
+            eq(st["records_written"] - before, 2, "one write per video for %d changes" % (head1 - head0))
+            for v in vids:
+                check(items[(a.id, v)]["seq"] > head0, "the item carries its last change", "> %d" % head0,
+                      items[(a.id, v)]["seq"])
+    finally:
+        peer.stop()
+
+
+def test_peer_down_then_back(tmp):
+    peer = DdbPeer(tmp).start()
+    try:
+        p = _pvd(peer, "ddb-outage")
+        with p:
+            a = p.new_user("ddbout")
+            pa = [a.upload_ok(unique_jpeg(160, 120))["id"]]
+            first = _cancelled(a, pa)
+            _compare(p, peer, [a])
+            before = _status(p)
+            peer.stop()
+            t0 = time.monotonic()
+            vids = [_cancelled(a, pa, title="during the outage %d" % i) for i in range(4)]
+            a.req("DELETE", "/api/v1/videos/" + first).expect(204, "delete during the outage")
+            check(time.monotonic() - t0 < 20, "requests go on while DynamoDB is down", "< 20 s",
+                  time.monotonic() - t0)
+            deadline = time.monotonic() + 20
+            st = _status(p)
+            while st["failures"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.2)
+                st = _status(p)
+            check(st["failures"] > 0 and st["last_error"], "the failure shows", "an error", st)
+            check(st["state"] in ("waiting", "sending"), "waiting to retry", "waiting", st["state"])
+            eq(st["cursor"], before["cursor"], "the cursor stays while DynamoDB is down")
+            check(st["head"] > st["cursor"], "a lag", "head > cursor", st)
+            check(_metric(p, "pv_sync_ddb_failures_total") > 0, "metrics: failures", "> 0", 0)
+            check("DynamoDB replication failed" in p.log_text(), "the log says so", "a warning", "none")
+            peer.start()  # the same port and data
+            ctl(p, "sync", "now", "ddb")
+            st, items = _compare(p, peer, [a])
+            eq(len(items), len(vids), "the outage's videos, and the delete")
+            eq(st["state"], "idle", "idle again")
+    finally:
+        peer.stop()
+
+
+def test_kill9_mid_batch_then_converges(tmp):
+    peer = DdbPeer(tmp).start()
+    try:
+        p = _pvd(peer, "ddb-kill", sync_batch=3)
+        with p:
+            a = p.new_user("ddbkill")
+            pa = [a.upload_ok(unique_jpeg(160, 120))["id"]]
+            _wait_caught_up(p)
+            ctl(p, "sync", "pause", "ddb")
+            vids = [_cancelled(a, pa, title="k%d" % i) for i in range(12)]
+            for v in vids[:4]:
+                a.req("DELETE", "/api/v1/videos/" + v).expect(204, "delete")
+            ctl(p, "sync", "resume", "ddb")
+            time.sleep(0.15)  # a batch or two of 3 under way
+            p.kill9()
+            _restart(p)
+            st, items = _compare(p, peer, [a])
+            eq(len(items), 8, "12 videos made, 4 deleted")
+    finally:
+        peer.stop()
+
+
+def test_full_load_into_a_table_with_stale_items(tmp):
+    peer = DdbPeer(tmp).start()
+    try:
+        # pvd without the target first: nobody holds the log, it is trimmed
+        p = _pvd(peer, "ddb-load", dynamodb_table="")
+        with p:
+            a, b = p.new_user("ddbl1"), p.new_user("ddbl2")
+            pa = [a.upload_ok(unique_jpeg(160, 120))["id"]]
+            pb = [b.upload_ok(unique_jpeg(160, 120))["id"]]
+            va = [_cancelled(a, pa, title="a%d" % i) for i in range(5)]
+            [_cancelled(b, pb, title="b%d" % i) for i in range(3)]
+            a.req("DELETE", "/api/v1/videos/" + va[0]).expect(204, "delete")
+            time.sleep(2.5)  # the trimmer's ticks: the log goes
+            eq(ctl_json(p, "sync", "status")["result"]["targets"], [], "no target yet")
+        peer.make_table()
+        c = peer.client()
+        stale = {"user_id": {"S": a.id}, "video_id": {"S": "0" * 26}, "status": {"S": "ready"},
+                 "seq": {"N": "1"}}
+        c.put_item(TableName=TABLE, Item=stale)
+        c.put_item(TableName=TABLE, Item=dict(stale, video_id={"S": va[0]}))  # deleted in the store
+        c.put_item(TableName=TABLE, Item=dict(stale, video_id={"S": va[1]}, status={"S": "queued"}))
+        p.config.update({"dynamodb_table": TABLE, "dynamodb_create": "false"})
+        p.stop()
+        _restart(p)
+        with p:
+            st, items = _compare(p, peer, [a, b])
+            eq(len(items), 7, "the store's seven videos, the stale items gone")
+            check("loading table %s whole" % TABLE in p.log_text(), "the log says a full load", "a line",
+                  p.log_text()[-600:])
+            # then the log: a delete reaches the table
+            a.req("DELETE", "/api/v1/videos/" + va[2]).expect(204, "delete")
+            st, items = _compare(p, peer, [a, b])
+            eq(len(items), 6, "the delete applied")
+    finally:
+        peer.stop()
+
+
+def test_missing_table_and_foreign_table_are_refused(tmp):
+    peer = DdbPeer(tmp).start()
+    try:
+        p = _pvd(peer, "ddb-refuse", dynamodb_create="false")
+        with p:
+            a = p.new_user("ddbref")
+            deadline = time.monotonic() + 15
+            st = _status(p)
+            while not st["last_error"] and time.monotonic() < deadline:
+                time.sleep(0.2)
+                st = _status(p)
+            check("does not exist" in (st["last_error"] or "") and "dynamodb_create" in st["last_error"],
+                  "a missing table names the cause and the key", "... does not exist ... dynamodb_create",
+                  st["last_error"])
+            # another appliance's item, past this store's log: refused
+            peer.make_table()
+            peer.client().put_item(TableName=TABLE, Item={
+                "user_id": {"S": a.id}, "video_id": {"S": "1" * 26}, "status": {"S": "ready"},
+                "seq": {"N": "999999"}})
+            ctl(p, "sync", "now", "ddb")
+            deadline = time.monotonic() + 15
+            while _status(p)["state"] != "refused":
+                check(time.monotonic() < deadline, "a table another appliance writes is refused",
+                      "refused", _status(p))
+                time.sleep(0.2)
+            check("another appliance" in _status(p)["last_error"], "the refusal says why",
+                  "another appliance ...", _status(p)["last_error"])
+            eq(len(peer.items()), 1, "nothing written into it")
+    finally:
+        peer.stop()
