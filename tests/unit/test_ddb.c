@@ -261,6 +261,37 @@ TEST(endpoints)
     event_base_free(base);
 }
 
+static void never_done(const pv_ddb_result_t *res, void *arg)
+{
+    (void)res;
+    *(int *)arg += 1;
+}
+
+/* The failure seam: a call that cannot get its memory is refused at once
+ * (-ENOMEM) and its done never runs; the next call is taken. */
+TEST(call_without_memory)
+{
+    struct event_base *base = event_base_new();
+    pv_curlev_t *http = NULL;
+    CHECK_EQ_INT(pv_curlev_new(base, NULL, &http), 0);
+    pv_aws_creds_t c = {0};
+    snprintf(c.key_id, sizeof(c.key_id), "AKIDEXAMPLE");
+    snprintf(c.secret, sizeof(c.secret), "secret");
+    pv_ddb_t *d = NULL;
+    pv_ddb_config_t cfg = {.endpoint = "http://127.0.0.1:9", .region = "us-east-1"};
+    CHECK_EQ_INT(pv_ddb_new(http, &cfg, &c, &d), 0);
+    int calls = 0;
+    pv_fail_reset("ddb_req:1");
+    CHECK_EQ_INT(pv_ddb_call(d, "DescribeTable", "{}", 2, never_done, &calls), -ENOMEM);
+    CHECK_EQ_INT(pv_ddb_call(d, "DescribeTable", "{}", 2, never_done, &calls), 0);
+    pv_fail_reset("");
+    CHECK_EQ_INT(calls, 0);
+    pv_ddb_free(d); /* the one taken ends, cancelled */
+    CHECK_EQ_INT(calls, 1);
+    pv_curlev_free(http);
+    event_base_free(base);
+}
+
 int main(void)
 {
     RUN(item_has_the_schemas_attributes);
@@ -269,5 +300,6 @@ int main(void)
     RUN(coalescing_keeps_the_last_entry_of_a_video);
     RUN(errors_are_sorted);
     RUN(endpoints);
+    RUN(call_without_memory);
     return t_done("ddb");
 }
