@@ -8,6 +8,8 @@
 #                                  login render)
 #   BENCH_ONLY=replicate           bench/replicate (S3 catch-up and lag,
 #                                  ~6 minutes): not in the default set
+#   BENCH_ONLY=replicate-ddb       bench/replicate/ddb.sh (DynamoDB: a
+#                                  backlog of video records, ~1 minute)
 #   BENCH_SKIP_RENDER=1            skip bench/render (the slow one)
 #   BENCH_KEEP=1                   keep the temp dirs (logs, wrk output)
 #
@@ -34,10 +36,10 @@ echo "   load average before: $(load) (other work on the machine skews the figur
 
 # One binary for the whole run: built once here, then copied, so that a
 # rebuild in the tree meanwhile cannot change it between two benches.
-case " $only " in *" api "* | *" upload "* | *" login "* | *" replicate "*)
+case " $only " in *" api "* | *" upload "* | *" login "* | *" replicate "* | *" replicate-ddb "*)
     if [ "$no_build" != 1 ]; then
         make -s build/bin/pvd >/dev/null || { echo "bench: make build/bin/pvd failed" >&2; exit 1; }
-        case " $only " in *" replicate "*)
+        case " $only " in *" replicate "* | *" replicate-ddb "*)
             make -s build/bin/pvctl >/dev/null || { echo "bench: make build/bin/pvctl failed" >&2; exit 1; } ;;
         esac
     fi
@@ -48,10 +50,12 @@ case " $only " in *" api "* | *" upload "* | *" login "* | *" replicate "*)
 esac
 
 failed=""
-for b in api upload login replicate; do
+for b in api upload login replicate replicate-ddb; do
     case " $only " in *" $b "*) ;; *) continue ;; esac
+    script=bench/$b/run.sh
+    [ "$b" = replicate-ddb ] && script=bench/replicate/ddb.sh
     echo
-    { bash "bench/$b/run.sh"; echo $? >"$logdir/$b.rc"; } 2>&1 | tee "$logdir/$b.log"
+    { bash "$script"; echo $? >"$logdir/$b.rc"; } 2>&1 | tee "$logdir/$b.log"
     [ "$(cat "$logdir/$b.rc")" = 0 ] || failed="$failed $b"
 done
 
