@@ -480,8 +480,12 @@ static void pass_failed(repl_t *r)
 /* The pass ended well: the next one at once (more to send) or later. */
 static void pass_ok(repl_t *r, bool more, int64_t wait_ms)
 {
-    if (r->failures_in_row)
+    if (r->failures_in_row || r->refused)
         pv_info("sync", "DynamoDB replication works again (cursor %" PRIu64 ")", r->cursor);
+    if (r->refused) { /* said once, until a pass went through */
+        r->st.last_error[0] = '\0';
+        r->refused = false;
+    }
     r->failures_in_row = 0;
     r->st.next_retry_ms = 0;
     pass_free(r);
@@ -1159,10 +1163,6 @@ static void described(const pv_ddb_result_t *res, void *arg)
         refuse(r, "DynamoDB table %s is not keyed (" PV_DDB_PARTITION_KEY " HASH, " PV_DDB_SORT_KEY
                " RANGE) as schema/records.json says: give pv another dynamodb_table", r->table);
         return;
-    }
-    if (r->refused) {
-        r->st.last_error[0] = '\0';
-        r->refused = false;
     }
     r->table_ready = true;
     if (r->created) /* empty: whatever the cursor said, the table needs everything */

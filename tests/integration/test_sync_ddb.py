@@ -87,13 +87,13 @@ class DdbPeer:
             time.sleep(0.05)
 
 
-def _pvd(peer, name, data_dir=None, **extra):
+def _pvd(peer, name, data_dir=None, creds=None, **extra):
     cfg = {"dynamodb_table": TABLE, "dynamodb_endpoint": peer.endpoint(), "dynamodb_create": "true",
            "sync_interval": 1, "changelog_trim_seconds": 1, "aws_imds_endpoint": "off",
            "user_queued_jobs": 50}
     cfg.update(extra)
     saved = {k: os.environ.get(k) for k in CREDS}
-    os.environ.update(CREDS)
+    os.environ.update(creds or CREDS)
     try:
         return Pvd(cfg, name=name, data_dir=data_dir).start()
     finally:
@@ -336,7 +336,7 @@ def test_full_load_into_a_table_with_stale_items(tmp):
     try:
         # pvd without the target first: nobody holds the log, it is trimmed
         p = _pvd(peer, "ddb-load", dynamodb_table="")
-        with p:
+        try:
             a, b = p.new_user("ddbl1"), p.new_user("ddbl2")
             pa = [a.upload_ok(unique_jpeg(160, 120))["id"]]
             pb = [b.upload_ok(unique_jpeg(160, 120))["id"]]
@@ -345,6 +345,11 @@ def test_full_load_into_a_table_with_stale_items(tmp):
             a.req("DELETE", "/api/v1/videos/" + va[0]).expect(204, "delete")
             time.sleep(2.5)  # the trimmer's ticks: the log goes
             eq(ctl_json(p, "sync", "status")["result"]["targets"], [], "no target yet")
+            eq(ctl_json(p, "status")["result"]["changes"]["kept"], 0, "the log trimmed to the head")
+            eq(p.stop(), 0, "pvd stops cleanly")
+        except BaseException:
+            p.cleanup()
+            raise
         peer.make_table()
         c = peer.client()
         stale = {"user_id": {"S": a.id}, "video_id": {"S": "0" * 26}, "status": {"S": "ready"},
@@ -353,7 +358,6 @@ def test_full_load_into_a_table_with_stale_items(tmp):
         c.put_item(TableName=TABLE, Item=dict(stale, video_id={"S": va[0]}))  # deleted in the store
         c.put_item(TableName=TABLE, Item=dict(stale, video_id={"S": va[1]}, status={"S": "queued"}))
         p.config.update({"dynamodb_table": TABLE, "dynamodb_create": "false"})
-        p.stop()
         _restart(p)
         with p:
             st, items = _compare(p, peer, [a, b])
@@ -396,5 +400,81 @@ def test_missing_table_and_foreign_table_are_refused(tmp):
             check("another appliance" in _status(p)["last_error"], "the refusal says why",
                   "another appliance ...", _status(p)["last_error"])
             eq(len(peer.items()), 1, "nothing written into it")
+    finally:
+        peer.stop()
+
+
+def test_s3_goes_on_while_dynamodb_is_down(tmp):
+    """Two targets: DynamoDB away holds back neither S3 nor requests, and
+    the change log is kept for it meanwhile."""
+    from test_sync_s3 import BUCKET, CREDS as S3CREDS, S3Peer, _segments
+    peer = DdbPeer(tmp).start()
+    s3 = S3Peer(tmp).start()
+    try:
+        p = _pvd(peer, "ddb-two-targets", creds=S3CREDS, s3_bucket=BUCKET, s3_prefix="two/",
+                 s3_endpoint=s3.endpoint(), s3_path_style="true")
+        with p:
+            a = p.new_user("ddbtwo")
+            pa = [a.upload_ok(unique_jpeg(160, 120))["id"]]
+            _cancelled(a, pa)
+            _compare(p, peer, [a])
+            peer.stop()
+            vids = [_cancelled(a, pa, title="s3 only %d" % i) for i in range(3)]
+            a.upload_ok(unique_jpeg(160, 120))
+            deadline = time.monotonic() + 60
+            while True:  # S3 catches up: cursor == head
+                targets = {t["target"]: t for t in ctl_json(p, "sync", "status")["result"]["targets"]}
+                if targets["s3"]["cursor"] == targets["s3"]["head"] and targets["s3"]["state"] == "idle":
+                    break
+                check(time.monotonic() < deadline, "S3 catches up while DynamoDB is down",
+                      "cursor == head", targets)
+                time.sleep(0.2)
+            segs = _segments(s3.objects("two/"), "two/")
+            eq(max(last for _, last, _ in segs), targets["s3"]["cursor"], "S3's segments reach its cursor")
+            eq(sorted(targets), ["ddb", "s3"], "both targets in pvctl sync status")
+            eq(targets["s3"]["cursor"], targets["s3"]["head"], "S3 caught up")
+            check(targets["ddb"]["cursor"] < targets["ddb"]["head"], "DynamoDB behind",
+                  "cursor < head", targets["ddb"])
+            time.sleep(2.5)  # trimmer ticks: the log above the ddb cursor stays
+            check(ctl_json(p, "status")["result"]["changes"]["kept"] >=
+                  targets["ddb"]["head"] - targets["ddb"]["cursor"], "the log is kept for DynamoDB",
+                  "entries above its cursor", ctl_json(p, "status")["result"]["changes"])
+            peer.start()
+            ctl(p, "sync", "now", "ddb")
+            st, items = _compare(p, peer, [a])
+            eq(len(items), 1 + len(vids), "every video once DynamoDB is back")
+    finally:
+        peer.stop()
+        s3.stop()
+
+
+def test_a_newer_item_is_never_overwritten(tmp):
+    """The seq condition: an item carrying a later change than the one being
+    sent stays as it is, and the failed condition counts as done."""
+    peer = DdbPeer(tmp).start()
+    try:
+        p = _pvd(peer, "ddb-condition")
+        with p:
+            a = p.new_user("ddbcond")
+            pa = [a.upload_ok(unique_jpeg(160, 120))["id"]]
+            vid = _cancelled(a, pa, title="cancelled")
+            _compare(p, peer, [a])
+            ctl(p, "sync", "pause", "ddb")
+            later_seq = _status(p)["head"] + 1000
+            peer.client().put_item(TableName=TABLE, Item={
+                "user_id": {"S": a.id}, "video_id": {"S": vid}, "status": {"S": "ready"},
+                "title": {"S": "written by a later change"}, "seq": {"N": str(later_seq)}})
+            a.req("DELETE", "/api/v1/videos/" + vid).expect(204, "delete")  # older than the item
+            other = _cancelled(a, pa, title="another")
+            failures = _status(p)["failures"]
+            ctl(p, "sync", "resume", "ddb")
+            st = _wait_caught_up(p)
+            eq(st["failures"], failures, "no failed pass: a failed condition counts as done")
+            items = peer.items()
+            it = items.get((a.id, vid))
+            check(it is not None, "the newer item is not deleted by an older delete", "present", "gone")
+            eq((it["title"], it["status"], int(it["seq"])), ("written by a later change", "ready", later_seq),
+               "the newer item stays as it was")
+            check((a.id, other) in items, "the batch went on past it", "the other video", sorted(items))
     finally:
         peer.stop()
