@@ -119,6 +119,7 @@ typedef struct op {
     const char *api;        /* "PutItem", "DeleteItem", "BatchWriteItem" */
     char *body;             /* its JSON */
     int items;              /* items it writes */
+    int items_sent;         /* items in the body as last sent */
     int tries;              /* throttled answers so far */
     int state;              /* enum op_state */
 } op_t;
@@ -550,6 +551,7 @@ static void pump(repl_t *r)
             return;
         }
         o->state = OP_SENT;
+        o->items_sent = o->items;
         r->in_flight++;
         r->next_op++;
     }
@@ -597,7 +599,10 @@ static void throttled(repl_t *r, op_t *o, const pv_ddb_result_t *res)
     if (i < r->next_op)
         r->next_op = i;
     if (++o->tries >= DDB_TRIES) {
-        fail_ddb(r, o->api, res);
+        if (res->rc == 0)
+            fail(r, "%s: %d items still unprocessed after %d tries", o->api, o->items, DDB_TRIES);
+        else
+            fail_ddb(r, o->api, res);
         return;
     }
     int shift = r->throttle_row > 7 ? 7 : r->throttle_row;
@@ -626,7 +631,11 @@ static void op_done(const pv_ddb_result_t *res, void *arg)
         if (left < 0) {
             fail(r, "out of memory");
         } else if (left > 0) {
-            r->st.records += (uint64_t)(o->items > left ? o->items - left : 0);
+            int done = o->items_sent > left ? o->items_sent - left : 0;
+            r->st.records += (uint64_t)done;
+            pv_metrics_add(r->app->metrics, PV_M_SYNC_DDB_ITEMS, done);
+            if (done > 0) /* progress: only answers with none count against DDB_TRIES */
+                o->tries = 0;
             throttled(r, o, res);
         } else {
             if (res->rc == 0) {

@@ -11,9 +11,13 @@ video sent as one write (coalesced); a full load into a table that held
 stale items; a table another appliance writes to is refused. dynalite
 accepts any signature: signing is checked against botocore in tests/unit.
 """
+import http.client
+import http.server
+import json
 import os
 import re
 import subprocess
+import threading
 import time
 
 import botocore.session
@@ -477,4 +481,118 @@ def test_a_newer_item_is_never_overwritten(tmp):
                "the newer item stays as it was")
             check((a.id, other) in items, "the batch went on past it", "the other video", sorted(items))
     finally:
+        peer.stop()
+
+
+class Throttler:
+    """A proxy in front of dynalite that does what dynalite never does:
+    every second item write is answered 400 ProvisionedThroughputExceeded-
+    Exception (AWS's shape), and a BatchWriteItem is passed on with only
+    its first item, the others handed back as UnprocessedItems. Anything
+    else goes through as it is."""
+
+    def __init__(self, peer):
+        self.peer = peer
+        self.count = {"throttled": 0, "unprocessed": 0, "passed": 0}
+        self.n = 0
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                target = self.headers.get("X-Amz-Target", "")
+                op = target.rsplit(".", 1)[-1]
+                with proxy.lock:
+                    proxy.n += 1
+                    throttle = op in ("PutItem", "DeleteItem", "BatchWriteItem") and proxy.n % 2 == 0
+                if throttle:
+                    proxy.count["throttled"] += 1
+                    return self.answer(400, {"__type": "com.amazonaws.dynamodb.v20120810#"
+                                             "ProvisionedThroughputExceededException",
+                                             "message": "The level of configured provisioned throughput "
+                                                        "for the table was exceeded."})
+                left = {}
+                if op == "BatchWriteItem":
+                    doc = json.loads(body)
+                    for t, reqs in doc["RequestItems"].items():
+                        if len(reqs) > 1:
+                            left[t] = reqs[1:]
+                            doc["RequestItems"][t] = reqs[:1]
+                            proxy.count["unprocessed"] += len(reqs) - 1
+                    body = json.dumps(doc).encode()
+                hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                c = http.client.HTTPConnection("127.0.0.1", proxy.peer.port, timeout=30)
+                c.request("POST", "/", body, hdrs)
+                r = c.getresponse()
+                data = r.read()
+                c.close()
+                proxy.count["passed"] += 1
+                if op == "BatchWriteItem" and r.status == 200 and left:
+                    doc = json.loads(data)
+                    doc.setdefault("UnprocessedItems", {}).update(left)
+                    return self.answer(200, doc)
+                self.send_response(r.status)
+                self.send_header("Content-Type", r.getheader("Content-Type", "application/x-amz-json-1.0"))
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def answer(self, status, doc):
+                data = json.dumps(doc).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/x-amz-json-1.0")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.port = free_port()
+        self.Handler = Handler
+        self.server = None
+
+    def start(self):
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), self.Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def endpoint(self):
+        return "http://127.0.0.1:%d" % self.port
+
+
+def test_throttling_is_backed_off(tmp):
+    peer = DdbPeer(tmp).start()
+    proxy = Throttler(peer)  # not listening yet: DynamoDB away
+    try:
+        p = _pvd(proxy, "ddb-throttle")
+        with p:
+            a = p.new_user("ddbthr")
+            pa = [a.upload_ok(unique_jpeg(160, 120))["id"]]
+            [_cancelled(a, pa, title="before %d" % i) for i in range(6)]
+            ctl(p, "sync", "pause", "ddb")
+            time.sleep(0.5)  # a pass under way (refused connection) ends
+            f0 = _status(p)["failures"]
+            check(f0 > 0, "failures while DynamoDB is away", "> 0", f0)
+            proxy.start()  # the table is made, then loaded whole (BatchWriteItem)
+            ctl(p, "sync", "now", "ddb")
+            _compare(p, peer, [a])
+            check(proxy.count["unprocessed"] > 0, "UnprocessedItems handed back", "> 0", proxy.count)
+            [_cancelled(a, pa, title="after %d" % i) for i in range(6)]  # PutItems, half throttled
+            st, items = _compare(p, peer, [a])
+            eq(len(items), 12, "every video")
+            check(proxy.count["throttled"] >= 6, "throttled answers", ">= 6", proxy.count)
+            eq(st["failures"], f0, "throttling is backed off within the pass, not a failed pass")
+            check(_metric(p, "pv_sync_ddb_throttled_total") >= proxy.count["throttled"],
+                  "metrics: every throttled answer counted", proxy.count["throttled"], "fewer")
+    finally:
+        proxy.stop()
         peer.stop()
