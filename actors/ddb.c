@@ -634,8 +634,10 @@ static void op_done(const pv_ddb_result_t *res, void *arg)
             int done = o->items_sent > left ? o->items_sent - left : 0;
             r->st.records += (uint64_t)done;
             pv_metrics_add(r->app->metrics, PV_M_SYNC_DDB_ITEMS, done);
-            if (done > 0) /* progress: only answers with none count against DDB_TRIES */
+            if (done > 0) { /* progress: only answers with none count, and back off anew */
                 o->tries = 0;
+                r->throttle_row = 0;
+            }
             throttled(r, o, res);
         } else {
             if (res->rc == 0) {

@@ -6,10 +6,14 @@ videos API, per user, once no render is running): the same set of videos,
 and each item's attributes are the record's, in the text forms
 schema/records.json names; error and unset times are absent. Scenarios:
 from scratch into a table pvd makes; the peer stopped mid-run and started
-again; pvd killed with SIGKILL mid-batch; deletes; many updates of one
-video sent as one write (coalesced); a full load into a table that held
-stale items; a table another appliance writes to is refused. dynalite
-accepts any signature: signing is checked against botocore in tests/unit.
+again; pvd killed with SIGKILL mid-batch (writes slowed by a proxy so
+that requests are in flight); deletes; many updates of one video sent as
+one write (coalesced); a full load into a table that held stale items; a
+table another appliance writes to is refused; S3 going on while DynamoDB
+is away; an item with a later seq never overwritten; throttling and
+UnprocessedItems (a proxy in front of dynalite answers as AWS does when
+it throttles: dynalite never does). dynalite accepts any signature:
+signing is checked against botocore in tests/unit/sigv4_botocore.py.
 """
 import http.client
 import http.server
@@ -240,6 +244,9 @@ def test_converges_from_scratch(tmp):
             check(st["records_written"] >= 3, "records_written counts items", ">= 3", st)
             check("dynamodb" in st["where"] and TABLE in st["where"], "where names the table", TABLE,
                   st["where"])
+            out, _ = ctl(p, "sync", "status")
+            check("ddb" in out and TABLE in out, "pvctl sync status names the target and table", "ddb",
+                  out)
             eq(_metric(p, "pv_sync_ddb_cursor"), st["cursor"], "metrics: the cursor")
             eq(_metric(p, "pv_sync_ddb_lag_entries"), 0, "metrics: no lag")
             check(_metric(p, "pv_sync_ddb_items_total") >= 3, "metrics: items written", ">= 3", "fewer")
@@ -315,23 +322,28 @@ def test_peer_down_then_back(tmp):
 
 def test_kill9_mid_batch_then_converges(tmp):
     peer = DdbPeer(tmp).start()
+    slow = Throttler(peer, throttle=False, delay=0.05).start()  # requests in flight at the kill
     try:
-        p = _pvd(peer, "ddb-kill", sync_batch=3)
+        p = _pvd(slow, "ddb-kill", sync_batch=2)
         with p:
             a = p.new_user("ddbkill")
             pa = [a.upload_ok(unique_jpeg(160, 120))["id"]]
             _wait_caught_up(p)
             ctl(p, "sync", "pause", "ddb")
-            vids = [_cancelled(a, pa, title="k%d" % i) for i in range(12)]
+            vids = [_cancelled(a, pa, title="k%d" % i) for i in range(16)]
             for v in vids[:4]:
                 a.req("DELETE", "/api/v1/videos/" + v).expect(204, "delete")
             ctl(p, "sync", "resume", "ddb")
-            time.sleep(0.15)  # a batch or two of 3 under way
+            time.sleep(0.4)  # batches of 2 under way, 50 ms a write
+            st = _status(p)
             p.kill9()
+            check(0 < st["cursor"] < st["head"], "killed part way through the backlog",
+                  "0 < cursor < head", st)
             _restart(p)
             st, items = _compare(p, peer, [a])
-            eq(len(items), 8, "12 videos made, 4 deleted")
+            eq(len(items), 12, "16 videos made, 4 deleted")
     finally:
+        slow.stop()
         peer.stop()
 
 
@@ -347,9 +359,12 @@ def test_full_load_into_a_table_with_stale_items(tmp):
             va = [_cancelled(a, pa, title="a%d" % i) for i in range(5)]
             [_cancelled(b, pb, title="b%d" % i) for i in range(3)]
             a.req("DELETE", "/api/v1/videos/" + va[0]).expect(204, "delete")
-            time.sleep(2.5)  # the trimmer's ticks: the log goes
             eq(ctl_json(p, "sync", "status")["result"]["targets"], [], "no target yet")
-            eq(ctl_json(p, "status")["result"]["changes"]["kept"], 0, "the log trimmed to the head")
+            deadline = time.monotonic() + 15
+            while ctl_json(p, "status")["result"]["changes"]["kept"] != 0:  # the trimmer's ticks
+                check(time.monotonic() < deadline, "the log trimmed to the head", 0,
+                      ctl_json(p, "status")["result"]["changes"])
+                time.sleep(0.2)
             eq(p.stop(), 0, "pvd stops cleanly")
         except BaseException:
             p.cleanup()
@@ -488,11 +503,13 @@ class Throttler:
     """A proxy in front of dynalite that does what dynalite never does:
     every second item write is answered 400 ProvisionedThroughputExceeded-
     Exception (AWS's shape), and a BatchWriteItem is passed on with only
-    its first item, the others handed back as UnprocessedItems. Anything
-    else goes through as it is."""
+    its first item, the others handed back as UnprocessedItems; or (slow)
+    every write answered `delay` seconds late. Anything else goes through
+    as it is."""
 
-    def __init__(self, peer):
+    def __init__(self, peer, throttle=True, delay=0.0):
         self.peer = peer
+        self.throttle, self.delay = throttle, delay
         self.count = {"throttled": 0, "unprocessed": 0, "passed": 0}
         self.n = 0
         self.lock = threading.Lock()
@@ -510,7 +527,10 @@ class Throttler:
                 op = target.rsplit(".", 1)[-1]
                 with proxy.lock:
                     proxy.n += 1
-                    throttle = op in ("PutItem", "DeleteItem", "BatchWriteItem") and proxy.n % 2 == 0
+                    write = op in ("PutItem", "DeleteItem", "BatchWriteItem")
+                    throttle = proxy.throttle and write and proxy.n % 2 == 0
+                if write and proxy.delay:
+                    time.sleep(proxy.delay)
                 if throttle:
                     proxy.count["throttled"] += 1
                     return self.answer(400, {"__type": "com.amazonaws.dynamodb.v20120810#"
@@ -518,7 +538,7 @@ class Throttler:
                                              "message": "The level of configured provisioned throughput "
                                                         "for the table was exceeded."})
                 left = {}
-                if op == "BatchWriteItem":
+                if op == "BatchWriteItem" and proxy.throttle:
                     doc = json.loads(body)
                     for t, reqs in doc["RequestItems"].items():
                         if len(reqs) > 1:
@@ -556,7 +576,13 @@ class Throttler:
         self.server = None
 
     def start(self):
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), self.Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass  # a client gone mid-answer (pvd killed): nothing to report
+
+        self.server = Server(("127.0.0.1", self.port), self.Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
