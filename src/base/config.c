@@ -332,8 +332,8 @@ int pv_config_signup_mode(const pv_config_t *c)
 
 /* trusted_proxies: addresses (IPv4 or IPv6), comma- or space-separated;
  * 0, or -EINVAL with the first entry that is not one in err. */
-/* DynamoDB: a table name AWS takes (3-255 of [A-Za-z0-9_.-]) and an
- * http(s) endpoint. */
+/* DynamoDB: a table name AWS takes (3-255 of [A-Za-z0-9_.-]), a region
+ * that can go into a host name, and an http(s) endpoint. */
 static int check_dynamodb(const pv_config_t *c, char *err, size_t errlen)
 {
     size_t n = strlen(c->dynamodb_table);
@@ -342,6 +342,12 @@ static int check_dynamodb(const pv_config_t *c, char *err, size_t errlen)
     if (!ok) {
         snprintf(err, errlen, "dynamodb_table: 3 to 255 of A-Z a-z 0-9 _ . -, got \"%s\"",
                  c->dynamodb_table);
+        return -EINVAL;
+    }
+    size_t rn = strlen(c->dynamodb_region);
+    if (rn && strspn(c->dynamodb_region, "abcdefghijklmnopqrstuvwxyz0123456789-") != rn) {
+        snprintf(err, errlen, "dynamodb_region: a region name such as eu-west-1, got \"%s\"",
+                 c->dynamodb_region);
         return -EINVAL;
     }
     if (c->dynamodb_endpoint[0] && strncmp(c->dynamodb_endpoint, "http://", 7) &&

@@ -27,7 +27,7 @@ import time
 import botocore.session
 from botocore.config import Config
 
-from harness import Pvd, check, eq, free_port, unique_jpeg
+from harness import PVD_BIN, Pvd, check, eq, free_port, unique_jpeg
 from test_pvctl import ctl, ctl_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -622,3 +622,21 @@ def test_throttling_is_backed_off(tmp):
     finally:
         proxy.stop()
         peer.stop()
+
+
+def test_bad_dynamodb_keys_are_refused(tmp):
+    cases = [("dynamodb_table=ab", "dynamodb_table: 3 to 255"),
+             ("dynamodb_table=pv video", "dynamodb_table: 3 to 255"),
+             ("dynamodb_endpoint=ftp://127.0.0.1:1", "dynamodb_endpoint: expected http"),
+             ("dynamodb_region=eu-west-1/../x", "dynamodb_region: a region name"),
+             ("dynamodb_create=maybe", "dynamodb_create")]
+    for kv, want in cases:
+        r = subprocess.run([PVD_BIN, "--data", os.path.join(tmp, "d"), "--set", "dynamodb_table=pv_video_status",
+                            "--set", kv, "--check-config"], capture_output=True, text=True, timeout=30)
+        check(r.returncode != 0 and want in r.stderr, "pvd --check-config --set %s" % kv,
+              "refused: " + want, (r.returncode, r.stderr[-300:]))
+    r = subprocess.run([PVD_BIN, "--data", os.path.join(tmp, "d"), "--set", "dynamodb_table=pv_video_status",
+                        "--set", "dynamodb_region=eu-west-1", "--set", "dynamodb_create=true",
+                        "--set", "dynamodb_endpoint=http://127.0.0.1:8000", "--check-config"],
+                       capture_output=True, text=True, timeout=30)
+    eq(r.returncode, 0, "good DynamoDB keys pass (stderr %r)" % r.stderr[-300:])
