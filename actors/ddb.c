@@ -79,29 +79,36 @@
 
 /* ---- the item shape, generated ---- */
 
-enum pv_ddb_kind { PV_DDB_ID, PV_DDB_ENUM, PV_DDB_STR, PV_DDB_TIME, PV_DDB_F64, PV_DDB_U32,
-                   PV_DDB_U64 };
+enum pv_ddb_kind {
+    PV_DDB_ID,
+    PV_DDB_ENUM,
+    PV_DDB_STR,
+    PV_DDB_TIME,
+    PV_DDB_F64,
+    PV_DDB_U32,
+    PV_DDB_U64
+};
 
 typedef struct pv_ddb_attr {
-    const char *name;   /* the attribute */
-    const char *type;   /* DynamoDB's: "S", "N" */
-    int kind;           /* enum pv_ddb_kind: the record field's type */
-    size_t off;         /* the field in pv_video_t */
-    bool absent_empty;  /* left out when "" or not set */
+    const char *name;  /* the attribute */
+    const char *type;  /* DynamoDB's: "S", "N" */
+    int kind;          /* enum pv_ddb_kind: the record field's type */
+    size_t off;        /* the field in pv_video_t */
+    bool absent_empty; /* left out when "" or not set */
 } pv_ddb_attr_t;
 
 #include "build/gen/ddb_schema.h"
 
-#define DDB_IN_FLIGHT 16          /* requests on the wire at once */
-#define DDB_BATCH_ITEMS 25        /* BatchWriteItem's limit */
-#define DDB_LOAD_PAGE 400         /* keys a full-load page reads */
-#define DDB_TRIES 10              /* throttled answers in a row before the pass fails */
+#define DDB_IN_FLIGHT     16  /* requests on the wire at once */
+#define DDB_BATCH_ITEMS   25  /* BatchWriteItem's limit */
+#define DDB_LOAD_PAGE     400 /* keys a full-load page reads */
+#define DDB_TRIES         10  /* throttled answers in a row before the pass fails */
 #define THROTTLE_FIRST_MS 50
-#define THROTTLE_MAX_MS 5000
-#define BACKOFF_FIRST_MS 1000
-#define BACKOFF_MAX_MS 300000
-#define DESCRIBE_POLL_MS 250      /* a table being made: look again */
-#define COND_EXPR "attribute_not_exists(#q) OR #q < :q"
+#define THROTTLE_MAX_MS   5000
+#define BACKOFF_FIRST_MS  1000
+#define BACKOFF_MAX_MS    300000
+#define DESCRIBE_POLL_MS  250 /* a table being made: look again */
+#define COND_EXPR         "attribute_not_exists(#q) OR #q < :q"
 
 enum {
     DDB_INIT = PV_REPL_PUBLIC_COUNT, /* first message on the loop */
@@ -116,24 +123,24 @@ typedef struct ddb_repl repl_t;
 /* One request of the phase under way. */
 typedef struct op {
     repl_t *r;
-    const char *api;        /* "PutItem", "DeleteItem", "BatchWriteItem" */
-    char *body;             /* its JSON */
-    int items;              /* items it writes */
-    int items_sent;         /* items in the body as last sent */
-    int tries;              /* throttled answers so far */
-    int state;              /* enum op_state */
+    const char *api; /* "PutItem", "DeleteItem", "BatchWriteItem" */
+    char *body;      /* its JSON */
+    int items;       /* items it writes */
+    int items_sent;  /* items in the body as last sent */
+    int tries;       /* throttled answers so far */
+    int state;       /* enum op_state */
 } op_t;
 
 /* A change-log entry of a batch, before coalescing. */
 typedef struct entry {
-    uint8_t key[32];        /* user_id | video_id */
+    uint8_t key[32]; /* user_id | video_id */
     uint64_t seq;
-    char *body;             /* the PutItem or DeleteItem JSON */
+    char *body; /* the PutItem or DeleteItem JSON */
     bool del;
 } entry_t;
 
 typedef struct cursor_req {
-    pv_store_req_t sreq;    /* answered to the actor: cursor_stored() */
+    pv_store_req_t sreq; /* answered to the actor: cursor_stored() */
     repl_t *r;
     uint64_t cursor;
 } cursor_req_t;
@@ -142,8 +149,8 @@ struct ddb_repl {
     pv_app_t *app;
     pv_actor_t *self;
     pv_loop_t *loop;
-    struct event *timer;    /* the next pass */
-    struct event *pump;     /* sending again after a throttle backoff */
+    struct event *timer; /* the next pass */
+    struct event *pump;  /* sending again after a throttle backoff */
     pv_curlev_t *http;
     pv_ddb_t *ddb;
     pv_aws_creds_t creds;
@@ -151,9 +158,9 @@ struct ddb_repl {
     char region[32];
     char table[256];
     bool paused, busy, stopping, failed, refused;
-    bool table_ready;       /* DescribeTable said ACTIVE with our keys */
-    bool loading;           /* a full load is under way */
-    bool created;           /* this pvd made the table: load it whole */
+    bool table_ready; /* DescribeTable said ACTIVE with our keys */
+    bool loading;     /* a full load is under way */
+    bool created;     /* this pvd made the table: load it whole */
     bool have_cursor;
     uint64_t cursor;
     int failures_in_row;
@@ -161,15 +168,15 @@ struct ddb_repl {
     op_t *ops;
     size_t n_ops, next_op, ops_left;
     int in_flight;
-    int throttle_row;       /* throttled answers in a row */
+    int throttle_row; /* throttled answers in a row */
     void (*after_ops)(repl_t *r);
-    uint64_t batch_last;    /* log pass: the cursor after it */
-    bool batch_full;        /* log pass: sync_batch entries: more follow at once */
+    uint64_t batch_last; /* log pass: the cursor after it */
+    bool batch_full;     /* log pass: sync_batch entries: more follow at once */
     /* a full load */
-    uint64_t load_head;     /* H */
-    uint8_t (*keys)[32];    /* the videos at H, in key order */
+    uint64_t load_head;  /* H */
+    uint8_t (*keys)[32]; /* the videos at H, in key order */
     size_t n_keys, load_next;
-    json_t *scan_from;      /* Scan's ExclusiveStartKey, NULL: the first page */
+    json_t *scan_from; /* Scan's ExclusiveStartKey, NULL: the first page */
     bool scan_done;
     pv_repl_status_t st;
 };
@@ -300,15 +307,18 @@ static void put_key(pv_sb_t *sb, const uint8_t key[32])
     char u[PV_ID_TEXT], v[PV_ID_TEXT];
     pv_id_encode(key, u);
     pv_id_encode(key + 16, v);
-    pv_sb_printf(sb, "{\"" PV_DDB_PARTITION_KEY "\":{\"S\":\"%s\"},\"" PV_DDB_SORT_KEY
-                 "\":{\"S\":\"%s\"}}", u, v);
+    pv_sb_printf(
+        sb, "{\"" PV_DDB_PARTITION_KEY "\":{\"S\":\"%s\"},\"" PV_DDB_SORT_KEY "\":{\"S\":\"%s\"}}",
+        u, v);
 }
 
 static void put_condition(pv_sb_t *sb, uint64_t seq)
 {
-    pv_sb_printf(sb, ",\"ConditionExpression\":\"" COND_EXPR "\",\"ExpressionAttributeNames\":"
+    pv_sb_printf(sb,
+                 ",\"ConditionExpression\":\"" COND_EXPR "\",\"ExpressionAttributeNames\":"
                  "{\"#q\":\"" PV_DDB_SEQ_ATTR "\"},\"ExpressionAttributeValues\":{\":q\":"
-                 "{\"N\":\"%" PRIu64 "\"}}}", seq);
+                 "{\"N\":\"%" PRIu64 "\"}}}",
+                 seq);
 }
 
 static char *sb_take(pv_sb_t *sb)
@@ -451,8 +461,7 @@ static void fail_ddb(repl_t *r, const char *what, const pv_ddb_result_t *res)
         fail(r, "%s: HTTP %ld %s%s%s", what, res->status, res->type,
              res->type[0] && res->message[0] ? ": " : "", res->message);
     else
-        fail(r, "%s: %s%s%s", what, strerror(-res->rc), res->message[0] ? ": " : "",
-             res->message);
+        fail(r, "%s: %s%s%s", what, strerror(-res->rc), res->message[0] ? ": " : "", res->message);
 }
 
 /* A failed pass: wait (capped exponential backoff with jitter), then
@@ -777,10 +786,7 @@ static int entry_cmp(const void *a, const void *b)
     return c ? c : x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-static void log_sent(repl_t *r)
-{
-    store_cursor(r, r->batch_last);
-}
+static void log_sent(repl_t *r) { store_cursor(r, r->batch_last); }
 
 /* Up to sync_batch entries after the cursor; the last of each video. */
 static void log_pass(repl_t *r)
@@ -834,10 +840,7 @@ static void log_pass(repl_t *r)
 
 static void load_page(repl_t *r);
 
-static int key_cmp(const void *a, const void *b)
-{
-    return memcmp(a, b, 32);
-}
+static int key_cmp(const void *a, const void *b) { return memcmp(a, b, 32); }
 
 /* A Scan page answered: items not in the store go (conditional deletes);
  * then the next page, or the puts. */
@@ -861,15 +864,19 @@ static void scan_done(const pv_ddb_result_t *res, void *arg)
     }
     for (size_t i = 0; i < n; i++) {
         json_t *it = json_array_get(items, i);
-        const char *u = json_string_value(json_object_get(json_object_get(it, PV_DDB_PARTITION_KEY), "S"));
-        const char *v = json_string_value(json_object_get(json_object_get(it, PV_DDB_SORT_KEY), "S"));
-        const char *s = json_string_value(json_object_get(json_object_get(it, PV_DDB_SEQ_ATTR), "N"));
+        const char *u =
+            json_string_value(json_object_get(json_object_get(it, PV_DDB_PARTITION_KEY), "S"));
+        const char *v =
+            json_string_value(json_object_get(json_object_get(it, PV_DDB_SORT_KEY), "S"));
+        const char *s =
+            json_string_value(json_object_get(json_object_get(it, PV_DDB_SEQ_ATTR), "N"));
         uint64_t seq = s ? strtoull(s, NULL, 10) : 0;
         if (seq > r->load_head) {
-            refuse(r, "table %s holds changes up to %" PRIu64 " but this store's log ends at %"
-                   PRIu64 ": another appliance writes there, or this store was restored to an "
-                   "earlier point; give this one another dynamodb_table", r->table, seq,
-                   r->load_head);
+            refuse(r,
+                   "table %s holds changes up to %" PRIu64 " but this store's log ends at %" PRIu64
+                   ": another appliance writes there, or this store was restored to an "
+                   "earlier point; give this one another dynamodb_table",
+                   r->table, seq, r->load_head);
             return;
         }
         uint8_t key[32];
@@ -881,11 +888,12 @@ static void scan_done(const pv_ddb_result_t *res, void *arg)
          * possible yet (nothing past H was sent) */
         char below[24];
         snprintf(below, sizeof(below), "%" PRIu64, r->load_head + 1);
-        json_t *del = json_pack("{s:s,s:{s:O,s:O},s:s,s:{s:s},s:{s:{s:s}}}", "TableName", r->table,
-                                "Key", PV_DDB_PARTITION_KEY, json_object_get(it, PV_DDB_PARTITION_KEY),
-                                PV_DDB_SORT_KEY, json_object_get(it, PV_DDB_SORT_KEY),
-                                "ConditionExpression", COND_EXPR, "ExpressionAttributeNames", "#q",
-                                PV_DDB_SEQ_ATTR, "ExpressionAttributeValues", ":q", "N", below);
+        json_t *del =
+            json_pack("{s:s,s:{s:O,s:O},s:s,s:{s:s},s:{s:{s:s}}}", "TableName", r->table, "Key",
+                      PV_DDB_PARTITION_KEY, json_object_get(it, PV_DDB_PARTITION_KEY),
+                      PV_DDB_SORT_KEY, json_object_get(it, PV_DDB_SORT_KEY), "ConditionExpression",
+                      COND_EXPR, "ExpressionAttributeNames", "#q", PV_DDB_SEQ_ATTR,
+                      "ExpressionAttributeValues", ":q", "N", below);
         char *body = del ? json_dumps(del, JSON_COMPACT) : NULL;
         json_decref(del);
         if (!body) {
@@ -904,10 +912,10 @@ static void scan_done(const pv_ddb_result_t *res, void *arg)
 
 static void scan_page(repl_t *r)
 {
-    json_t *req = json_pack("{s:s,s:s,s:{s:s,s:s,s:s},s:i}", "TableName", r->table,
-                            "ProjectionExpression", "#a, #b, #c", "ExpressionAttributeNames", "#a",
-                            PV_DDB_PARTITION_KEY, "#b", PV_DDB_SORT_KEY, "#c", PV_DDB_SEQ_ATTR,
-                            "Limit", 1000);
+    json_t *req =
+        json_pack("{s:s,s:s,s:{s:s,s:s,s:s},s:i}", "TableName", r->table, "ProjectionExpression",
+                  "#a, #b, #c", "ExpressionAttributeNames", "#a", PV_DDB_PARTITION_KEY, "#b",
+                  PV_DDB_SORT_KEY, "#c", PV_DDB_SEQ_ATTR, "Limit", 1000);
     if (req && r->scan_from)
         json_object_set(req, "ExclusiveStartKey", r->scan_from);
     int rc = req ? pv_ddb_call_json(r->ddb, "Scan", req, scan_done, r) : -ENOMEM;
@@ -1090,7 +1098,8 @@ static bool keys_match(const json_t *table)
     json_t *ks = json_object_get(table, "KeySchema");
     bool hash = false, range = false;
     for (size_t i = 0; i < json_array_size(ks); i++) {
-        const char *name = json_string_value(json_object_get(json_array_get(ks, i), "AttributeName"));
+        const char *name =
+            json_string_value(json_object_get(json_array_get(ks, i), "AttributeName"));
         const char *type = json_string_value(json_object_get(json_array_get(ks, i), "KeyType"));
         if (!name || !type)
             return false;
@@ -1171,8 +1180,10 @@ static void described(const pv_ddb_result_t *res, void *arg)
         return;
     }
     if (!keys_match(t)) {
-        refuse(r, "DynamoDB table %s is not keyed (" PV_DDB_PARTITION_KEY " HASH, " PV_DDB_SORT_KEY
-               " RANGE) as schema/records.json says: give pv another dynamodb_table", r->table);
+        refuse(r,
+               "DynamoDB table %s is not keyed (" PV_DDB_PARTITION_KEY " HASH, " PV_DDB_SORT_KEY
+               " RANGE) as schema/records.json says: give pv another dynamodb_table",
+               r->table);
         return;
     }
     r->table_ready = true;
@@ -1183,16 +1194,11 @@ static void described(const pv_ddb_result_t *res, void *arg)
 
 static void table_step(repl_t *r)
 {
-    char body[400];
     pv_sb_t sb = {0};
     pv_sb_puts(&sb, "{\"TableName\":");
     pv_sb_json_str(&sb, r->table);
     pv_sb_puts(&sb, "}");
-    int rc = sb.failed ? -ENOMEM : 0;
-    if (rc == 0) {
-        snprintf(body, sizeof(body), "%s", sb.p);
-        rc = pv_ddb_call(r->ddb, "DescribeTable", body, strlen(body), described, r);
-    }
+    int rc = sb.failed ? -ENOMEM : pv_ddb_call(r->ddb, "DescribeTable", sb.p, sb.len, described, r);
     pv_sb_free(&sb);
     if (rc < 0) {
         fail(r, "DescribeTable: %s", strerror(-rc));
@@ -1229,14 +1235,18 @@ static void on_imds(const pv_imds_result_t *res, void *arg)
     int64_t now_s = pv_now_ms() / 1000;
     if (res->rc < 0) {
         if (r->ddb && r->creds.expires_s > now_s) {
-            pv_warn("sync", "could not refresh the instance role's credentials (%s); the "
-                    "current ones last until they expire", res->message);
+            pv_warn("sync",
+                    "could not refresh the instance role's credentials (%s); the "
+                    "current ones last until they expire",
+                    res->message);
             r->creds_retry_ms = pv_now_ms() + 60000;
             pass_go(r);
             return;
         }
-        fail(r, "no AWS credentials (environment, aws_profile's shared files, or an instance "
-                "role): %s", res->message);
+        fail(r,
+             "no AWS credentials (environment, aws_profile's shared files, or an instance "
+             "role): %s",
+             res->message);
         pass_failed(r);
         return;
     }
@@ -1268,8 +1278,9 @@ static int client(repl_t *r)
         if (rc == 0)
             return 1;
     }
-    fail(r, "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile in "
-            "the shared credentials file (aws_profile), or run on an instance with a role%s",
+    fail(r,
+         "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile in "
+         "the shared credentials file (aws_profile), or run on an instance with a role%s",
          rc == -ENOENT ? "" : " (the credentials files could not be read)");
     return rc < 0 ? rc : -ENOENT;
 }
@@ -1414,11 +1425,12 @@ int pv_ddb_repl_start(pv_app_t *app, char *err, size_t errlen)
     else if (cfg->s3_region[0])
         snprintf(r->region, sizeof(r->region), "%s", cfg->s3_region);
     else if (pv_awscreds_load_region(cfg->aws_profile[0] ? cfg->aws_profile : NULL, r->region,
-                                     sizeof(r->region)) < 0 || !r->region[0])
+                                     sizeof(r->region)) < 0 ||
+             !r->region[0])
         snprintf(r->region, sizeof(r->region), "us-east-1");
     if (cfg->dynamodb_endpoint[0])
-        snprintf(r->st.where, sizeof(r->st.where), "dynamodb %.120s table %s", cfg->dynamodb_endpoint,
-                 r->table);
+        snprintf(r->st.where, sizeof(r->st.where), "dynamodb %.120s table %s",
+                 cfg->dynamodb_endpoint, r->table);
     else
         snprintf(r->st.where, sizeof(r->st.where), "dynamodb %s table %s", r->region, r->table);
     set_state(r, "idle");

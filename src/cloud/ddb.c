@@ -29,19 +29,19 @@
 #include <time.h>
 
 #define DDB_TARGET_PREFIX "DynamoDB_20120810."
-#define DDB_CTYPE "application/x-amz-json-1.0"
-#define DDB_USER_AGENT "User-Agent: pv/" PV_VERSION
+#define DDB_CTYPE         "application/x-amz-json-1.0"
+#define DDB_USER_AGENT    "User-Agent: pv/" PV_VERSION
 
 typedef struct ddb_req ddb_req_t;
 
 struct pv_ddb {
     pv_curlev_t *http;
-    char url[300];          /* scheme://host[:port]/ */
-    char host[256];         /* host[:port], the signed Host */
+    char url[300];  /* scheme://host[:port]/ */
+    char host[256]; /* host[:port], the signed Host */
     char region[32];
     pv_aws_creds_t creds;
-    uint8_t key_cache[32];  /* today's signing key */
-    char key_day[9];        /* its day, "" none */
+    uint8_t key_cache[32]; /* today's signing key */
+    char key_day[9];       /* its day, "" none */
     LIST_HEAD(, ddb_req) reqs;
 };
 
@@ -49,10 +49,10 @@ struct ddb_req {
     LIST_ENTRY(ddb_req) link;
     pv_ddb_t *d;
     CURL *easy;
-    char target[64];        /* X-Amz-Target's value */
+    char target[64]; /* X-Amz-Target's value */
     char *body;
     size_t len;
-    char sha256[65];        /* the body's, hex */
+    char sha256[65]; /* the body's, hex */
     struct curl_slist *hdrs;
     pv_sb_t answer;
     bool too_big;
@@ -75,9 +75,13 @@ void pv_ddb_classify(long status, const char *body, size_t len, pv_ddb_result_t 
     static const char *const throttled[] = {"ProvisionedThroughputExceededException",
                                             "ThrottlingException", "RequestLimitExceeded",
                                             "LimitExceededException", NULL};
-    static const char *const auth[] = {"UnrecognizedClientException", "AccessDeniedException",
-                                       "InvalidSignatureException", "MissingAuthenticationTokenException",
-                                       "IncompleteSignatureException", "ExpiredTokenException", NULL};
+    static const char *const auth[] = {"UnrecognizedClientException",
+                                       "AccessDeniedException",
+                                       "InvalidSignatureException",
+                                       "MissingAuthenticationTokenException",
+                                       "IncompleteSignatureException",
+                                       "ExpiredTokenException",
+                                       NULL};
     res->type[0] = res->message[0] = '\0';
     json_t *doc = body && len ? json_loadb(body, len, 0, NULL) : NULL;
     const char *t = json_string_value(json_object_get(doc, "__type"));
@@ -170,10 +174,7 @@ int pv_ddb_set_creds(pv_ddb_t *d, const pv_aws_creds_t *creds)
     return 0;
 }
 
-const char *pv_ddb_host(const pv_ddb_t *d)
-{
-    return d->host;
-}
+const char *pv_ddb_host(const pv_ddb_t *d) { return d->host; }
 
 static void req_free(ddb_req_t *r)
 {
@@ -254,8 +255,8 @@ static int req_start(CURL *easy, void *arg)
     char amz_date[17];
     if (pv_sigv4_amz_date(now, amz_date) != 0)
         return -EINVAL;
-    pv_sigv4_header_t h[] = {{"Host", d->host}, {"Content-Type", DDB_CTYPE},
-                             {"X-Amz-Target", r->target}};
+    pv_sigv4_header_t h[] = {
+        {"Host", d->host}, {"Content-Type", DDB_CTYPE}, {"X-Amz-Target", r->target}};
     pv_sigv4_ctx_t ctx = {
         .key_id = d->creds.key_id,
         .secret = d->creds.secret,
@@ -306,16 +307,16 @@ static void req_done(CURL *easy, const pv_curlev_result_t *hr, void *arg)
     json_t *doc = NULL;
     if (hr->rc < 0) {
         res.rc = r->too_big ? -EMSGSIZE : hr->rc;
-        res.retryable = res.rc != -ECANCELED && res.rc != -ENOMEM && res.rc != -EMSGSIZE &&
-                        res.rc != -EINVAL;
-        snprintf(res.message, sizeof(res.message), "%s", hr->error && hr->error[0] ? hr->error
-                                                                                  : strerror(-res.rc));
+        res.retryable =
+            res.rc != -ECANCELED && res.rc != -ENOMEM && res.rc != -EMSGSIZE && res.rc != -EINVAL;
+        snprintf(res.message, sizeof(res.message), "%s",
+                 hr->error && hr->error[0] ? hr->error : strerror(-res.rc));
     } else if (hr->status >= 200 && hr->status < 300) {
         doc = json_loadb(r->answer.p ? r->answer.p : "", r->answer.len, 0, NULL);
         if (!json_is_object(doc)) {
             res.rc = -EBADMSG;
-            snprintf(res.message, sizeof(res.message), "HTTP %ld with an answer that is not a JSON object",
-                     hr->status);
+            snprintf(res.message, sizeof(res.message),
+                     "HTTP %ld with an answer that is not a JSON object", hr->status);
         }
         res.body = doc;
     } else {

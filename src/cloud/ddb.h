@@ -43,11 +43,11 @@ typedef struct pv_ddb_config {
  *   -ECANCELED the client was freed;  -ENOMEM;  -EMSGSIZE. */
 typedef struct pv_ddb_result {
     int rc;
-    bool retryable;      /* worth sending again as it is */
-    long status;         /* HTTP status, 0 when none came */
-    char type[96];       /* DynamoDB's error type, short form ("" when none) */
-    char message[256];   /* its message, or the transport's */
-    json_t *body;        /* rc 0: the answer (borrowed: valid in done only) */
+    bool retryable;    /* worth sending again as it is */
+    long status;       /* HTTP status, 0 when none came */
+    char type[96];     /* DynamoDB's error type, short form ("" when none) */
+    char message[256]; /* its message, or the transport's */
+    json_t *body;      /* rc 0: the answer (borrowed: valid in done only) */
 } pv_ddb_result_t;
 
 typedef void (*pv_ddb_done_fn)(const pv_ddb_result_t *res, void *arg);

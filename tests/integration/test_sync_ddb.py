@@ -387,6 +387,25 @@ def test_full_load_into_a_table_with_stale_items(tmp):
             a.req("DELETE", "/api/v1/videos/" + va[2]).expect(204, "delete")
             st, items = _compare(p, peer, [a, b])
             eq(len(items), 6, "the delete applied")
+            cursor = st["cursor"]
+            # the target off for a while: the log is trimmed past its cursor
+            p.config.update({"dynamodb_table": ""})
+            eq(p.stop(), 0, "pvd stops cleanly")
+            _restart(p)
+            a.req("DELETE", "/api/v1/videos/" + va[3]).expect(204, "delete while the target is off")
+            _cancelled(b, pb, title="made while the target is off")
+            deadline = time.monotonic() + 15
+            while ctl_json(p, "status")["result"]["changes"]["kept"] != 0:
+                check(time.monotonic() < deadline, "the log trimmed to the head", 0,
+                      ctl_json(p, "status")["result"]["changes"])
+                time.sleep(0.2)
+            p.config.update({"dynamodb_table": TABLE})
+            eq(p.stop(), 0, "pvd stops cleanly")
+            _restart(p)
+            st, items = _compare(p, peer, [a, b])
+            eq(len(items), 6, "one deleted, one made while the log went: loaded whole again")
+            check(st["cursor"] > cursor, "a new cursor", "> %d" % cursor, st["cursor"])
+            eq(p.log_text().count("loading table %s whole" % TABLE), 2, "a second full load")
     finally:
         peer.stop()
 

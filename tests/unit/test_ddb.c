@@ -62,7 +62,8 @@ TEST(item_has_the_schemas_attributes)
 {
     json_t *doc = schema();
     CHECK(doc != NULL);
-    json_t *d = json_object_get(json_object_get(json_object_get(doc, "records"), "video"), "dynamodb");
+    json_t *d =
+        json_object_get(json_object_get(json_object_get(doc, "records"), "video"), "dynamodb");
     CHECK_EQ_STR(json_string_value(json_object_get(d, "table")), PV_DDB_TABLE_DEFAULT);
     CHECK_EQ_STR(json_string_value(json_object_get(d, "partition_key")), PV_DDB_PARTITION_KEY);
     CHECK_EQ_STR(json_string_value(json_object_get(d, "sort_key")), PV_DDB_SORT_KEY);
@@ -131,8 +132,9 @@ TEST(put_and_delete_carry_the_seq_condition)
     CHECK_EQ_STR(json_string_value(json_object_get(put, "TableName")), "pv_video_status");
     CHECK_EQ_STR(json_string_value(json_object_get(put, "ConditionExpression")),
                  "attribute_not_exists(#q) OR #q < :q");
-    CHECK_EQ_STR(json_string_value(json_object_get(json_object_get(put, "ExpressionAttributeNames"), "#q")),
-                 "seq");
+    CHECK_EQ_STR(
+        json_string_value(json_object_get(json_object_get(put, "ExpressionAttributeNames"), "#q")),
+        "seq");
     CHECK_EQ_STR(attr(json_object_get(put, "ExpressionAttributeValues"), ":q", "N"), "77");
     CHECK_EQ_STR(attr(json_object_get(put, "Item"), "seq", "N"), "77");
     json_decref(put);
@@ -189,23 +191,32 @@ static void classify(long status, const char *body, pv_ddb_result_t *res)
 TEST(errors_are_sorted)
 {
     pv_ddb_result_t r;
-    classify(400, "{\"__type\":\"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException\","
-                  "\"message\":\"The conditional request failed\"}", &r);
+    classify(400,
+             "{\"__type\":\"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException\","
+             "\"message\":\"The conditional request failed\"}",
+             &r);
     CHECK_EQ_INT(r.rc, -EEXIST);
     CHECK_EQ_STR(r.type, "ConditionalCheckFailedException");
     CHECK_EQ_STR(r.message, "The conditional request failed");
     CHECK(!r.retryable);
-    classify(400, "{\"__type\":\"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException\"}", &r);
+    classify(
+        400,
+        "{\"__type\":\"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException\"}",
+        &r);
     CHECK_EQ_INT(r.rc, -EAGAIN);
     CHECK(r.retryable);
-    classify(400, "{\"__type\":\"com.amazon.coral.availability#ThrottlingException\",\"Message\":\"slow\"}", &r);
+    classify(
+        400,
+        "{\"__type\":\"com.amazon.coral.availability#ThrottlingException\",\"Message\":\"slow\"}",
+        &r);
     CHECK_EQ_INT(r.rc, -EAGAIN);
     CHECK_EQ_STR(r.message, "slow");
     classify(500, NULL, &r);
     CHECK_EQ_INT(r.rc, -EAGAIN);
     classify(503, "<html>", &r);
     CHECK_EQ_INT(r.rc, -EAGAIN);
-    classify(400, "{\"__type\":\"com.amazonaws.dynamodb.v20120810#ResourceNotFoundException\"}", &r);
+    classify(400, "{\"__type\":\"com.amazonaws.dynamodb.v20120810#ResourceNotFoundException\"}",
+             &r);
     CHECK_EQ_INT(r.rc, -ENOENT);
     classify(400, "{\"__type\":\"com.amazonaws.dynamodb.v20120810#ResourceInUseException\"}", &r);
     CHECK_EQ_INT(r.rc, -EBUSY);
@@ -213,7 +224,9 @@ TEST(errors_are_sorted)
     CHECK_EQ_INT(r.rc, -EACCES);
     classify(403, "", &r);
     CHECK_EQ_INT(r.rc, -EACCES);
-    classify(400, "{\"__type\":\"com.amazon.coral.validate#ValidationException\",\"message\":\"bad\"}", &r);
+    classify(400,
+             "{\"__type\":\"com.amazon.coral.validate#ValidationException\",\"message\":\"bad\"}",
+             &r);
     CHECK_EQ_INT(r.rc, -EINVAL);
     CHECK(!r.retryable);
     classify(400, "not json", &r);
@@ -243,8 +256,8 @@ TEST(endpoints)
     CHECK_EQ_INT(pv_ddb_new(http, &cfg, &c, &d), 0);
     CHECK_EQ_STR(d ? pv_ddb_host(d) : NULL, "dynamodb.eu-west-1.amazonaws.com");
     pv_ddb_free(d);
-    const char *bad[] = {"ftp://h", "http://", "http://h/path", "http://h?x", "http://u@h",
-                         "http://h h"};
+    const char *bad[] = {"ftp://h",    "http://",    "http://h/path",
+                         "http://h?x", "http://u@h", "http://h h"};
     for (size_t i = 0; i < PV_ARRAY_LEN(bad); i++) {
         cfg.endpoint = bad[i];
         d = NULL;
