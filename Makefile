@@ -95,6 +95,11 @@ build/test/actors/pg.o: TEST_CFLAGS += -Ibuild/gen
 build/fuzz/actors/pg.o: FUZZ_CFLAGS += -Ibuild/gen
 build/test/unit/test_pg: build/gen/pg_schema.h
 build/test/unit/test_pg: TEST_CFLAGS += -Ibuild/gen
+# The DynamoDB item shape, from schema/records.json (tools/gen_ddb.py).
+build/gen/ddb_schema.h: schema/records.json tools/gen_ddb.py
+	@mkdir -p $(dir $@)
+	python3 tools/gen_ddb.py $< $@
+build/rel/actors/ddb.o build/test/actors/ddb.o build/fuzz/actors/ddb.o: build/gen/ddb_schema.h
 
 # main objects depend on their source file
 $(foreach t,$(TOOLS),$(eval build/rel/main/$(t).o: $(call main_src,$(t)))) 

@@ -21,7 +21,7 @@ typedef struct pv_repl_status {
     char target[16];          /* "s3", "pg", "ddb" */
     char where[400];          /* s3://bucket/prefix, the database and table */
     char state[16];           /* "idle", "sending", "snapshot", "waiting" (after a failure),
-                               * "paused", "refused" */
+                               * "paused", "refused"; "loading" (ddb: a full load) */
     uint64_t cursor;          /* last change-log entry durably in S3 */
     uint64_t head;            /* the change log's last entry */
     double lag_seconds;       /* age of the oldest entry not yet in S3; 0 when caught up */

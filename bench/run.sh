@@ -11,6 +11,8 @@
 #   BENCH_ONLY=replicate-pg        bench/replicate/pg.sh (PostgreSQL
 #                                  catch-up against psql \copy, ~3 minutes):
 #                                  not in the default set
+#   BENCH_ONLY=replicate-ddb       bench/replicate/ddb.sh (DynamoDB: a
+#                                  backlog of video records, ~1 minute)
 #   BENCH_SKIP_RENDER=1            skip bench/render (the slow one)
 #   BENCH_KEEP=1                   keep the temp dirs (logs, wrk output)
 #
@@ -37,10 +39,10 @@ echo "   load average before: $(load) (other work on the machine skews the figur
 
 # One binary for the whole run: built once here, then copied, so that a
 # rebuild in the tree meanwhile cannot change it between two benches.
-case " $only " in *" api "* | *" upload "* | *" login "* | *" replicate "* | *" replicate-pg "*)
+case " $only " in *" api "* | *" upload "* | *" login "* | *" replicate "* | *" replicate-pg "* | *" replicate-ddb "*)
     if [ "$no_build" != 1 ]; then
         make -s build/bin/pvd >/dev/null || { echo "bench: make build/bin/pvd failed" >&2; exit 1; }
-        case " $only " in *" replicate "* | *" replicate-pg "*)
+        case " $only " in *" replicate "* | *" replicate-pg "* | *" replicate-ddb "*)
             make -s build/bin/pvctl >/dev/null || { echo "bench: make build/bin/pvctl failed" >&2; exit 1; } ;;
         esac
     fi
@@ -51,10 +53,11 @@ case " $only " in *" api "* | *" upload "* | *" login "* | *" replicate "* | *" 
 esac
 
 failed=""
-for b in api upload login replicate replicate-pg; do
+for b in api upload login replicate replicate-pg replicate-ddb; do
     case " $only " in *" $b "*) ;; *) continue ;; esac
     script=bench/$b/run.sh
     [ "$b" = replicate-pg ] && script=bench/replicate/pg.sh
+    [ "$b" = replicate-ddb ] && script=bench/replicate/ddb.sh
     echo
     { bash "$script"; echo $? >"$logdir/$b.rc"; } 2>&1 | tee "$logdir/$b.log"
     [ "$(cat "$logdir/$b.rc")" = 0 ] || failed="$failed $b"

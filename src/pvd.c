@@ -21,6 +21,7 @@
 #include "actors/auth.h"
 #include "actors/http.h"
 #include "actors/pg.h"
+#include "actors/ddb.h"
 #include "actors/replicate.h"
 #include "actors/pull.h"
 #include "actors/restore.h"
@@ -434,6 +435,10 @@ static int start(pv_app_t *app)
         pv_error("pvd", "cannot start PostgreSQL replication: %s", rerr);
         return rc;
     }
+    if ((rc = pv_ddb_repl_start(app, rerr, sizeof(rerr))) < 0) {
+        pv_error("pvd", "cannot start DynamoDB replication: %s", rerr);
+        return rc;
+    }
     /* The servers exist before the TLS actor (it hands them the context)
      * and before the core loop runs (a pvctl reload reaches all of them;
      * the videos actor sends live progress to every loop). */
@@ -469,6 +474,7 @@ static void stop_all(pv_app_t *app)
     pv_repl_stop(app);
     pv_pull_stop(app);
     pv_pg_stop(app);
+    pv_ddb_repl_stop(app);
     /* With the core loop stopped: renders end at once and stay resumable,
      * and then the render pool can be joined with the others. */
     pv_videos_stop(app);
@@ -495,6 +501,7 @@ static void stop_all(pv_app_t *app)
     free(app->servers);
     pv_videos_free(app);
     pv_sync_free(app);
+    pv_ddb_repl_free(app);
     pv_repl_free(app);
     pv_pull_free(app);
     pv_pg_free(app);

@@ -56,6 +56,8 @@ def layer_of(rel):
         return "api"
     if rel == "src/pvd.c" or (parts[0] == "tools" and rel.endswith(".c")):
         return "main"
+    if parts[0] == "build" and len(parts) == 3 and parts[1] == "gen":
+        return "base"  # tables generated from schema/ (tools/gen_*.py): data, no includes
     return None
 
 

@@ -60,6 +60,12 @@ static const struct {
     [PV_M_SYNC_PG_LAG_SECONDS] = {"pv_sync_pg_lag_seconds", "gauge", "Age of the oldest change not yet in PostgreSQL, seconds (0: caught up)."},
     [PV_M_SYNC_PG_ROWS] = {"pv_sync_pg_rows_total", "counter", "Rows written to PostgreSQL (upserts and deletes, full loads included)."},
     [PV_M_SYNC_PG_FAILURES] = {"pv_sync_pg_failures_total", "counter", "PostgreSQL replication passes that failed (each retried with backoff)."},
+    [PV_M_SYNC_DDB_CURSOR] = {"pv_sync_ddb_cursor", "gauge", "Last change-log entry whose effect is in DynamoDB (0 without dynamodb_table)."},
+    [PV_M_SYNC_DDB_LAG_ENTRIES] = {"pv_sync_ddb_lag_entries", "gauge", "Change-log entries not yet applied to DynamoDB."},
+    [PV_M_SYNC_DDB_LAG_SECONDS] = {"pv_sync_ddb_lag_seconds", "gauge", "Age of the oldest change not yet in DynamoDB, seconds (0: caught up)."},
+    [PV_M_SYNC_DDB_ITEMS] = {"pv_sync_ddb_items_total", "counter", "DynamoDB items written or deleted (failed conditions not counted)."},
+    [PV_M_SYNC_DDB_FAILURES] = {"pv_sync_ddb_failures_total", "counter", "DynamoDB replication passes that failed (each retried with backoff)."},
+    [PV_M_SYNC_DDB_THROTTLED] = {"pv_sync_ddb_throttled_total", "counter", "DynamoDB requests throttled (or 5xx) and sent again after a backoff."},
 };
 
 struct pv_metrics {

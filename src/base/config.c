@@ -79,6 +79,10 @@ static const pv_config_key_t g_keys[] = {
     {"sync_batch", T_INT, F(sync_batch), "1000", "change-log entries in one replicated segment at most"},
     {"s3_multipart_threshold", T_U64, F(s3_multipart_threshold), "64M", "files larger than this go to S3 in parts (a broken upload resumes)"},
     {"s3_part_size", T_U64, F(s3_part_size), "16M", "size of those parts (5M to 5G)"},
+    {"dynamodb_table", T_STR, F(dynamodb_table), "", "DynamoDB table pvd mirrors video status into, keyed user_id/video_id (empty: none; schema/records.json's is pv_video_status)"},
+    {"dynamodb_endpoint", T_STR, F(dynamodb_endpoint), "", "http(s)://host[:port] of a DynamoDB-compatible service (empty: AWS's regional endpoint)"},
+    {"dynamodb_region", T_STR, F(dynamodb_region), "", "the table's region (empty: s3_region, else the AWS config file's, else us-east-1)"},
+    {"dynamodb_create", T_BOOL, F(dynamodb_create), "false", "make the DynamoDB table (on-demand capacity) when it is missing"},
     {"snapshot_interval", T_INT, F(snapshot_interval), "86400", "seconds between store snapshots in S3 (the first one when S3 has none)"},
     {"snapshot_retention", T_INT, F(snapshot_retention), "7", "snapshots kept in S3; older ones are deleted"},
     {"changelog_alarm_bytes", T_U64, F(changelog_alarm_bytes), "1G", "warn (log, metric, pvctl status) when the change log kept for replication passes this size"},
@@ -331,6 +335,32 @@ int pv_config_signup_mode(const pv_config_t *c)
 
 /* trusted_proxies: addresses (IPv4 or IPv6), comma- or space-separated;
  * 0, or -EINVAL with the first entry that is not one in err. */
+/* DynamoDB: a table name AWS takes (3-255 of [A-Za-z0-9_.-]), a region
+ * that can go into a host name, and an http(s) endpoint. */
+static int check_dynamodb(const pv_config_t *c, char *err, size_t errlen)
+{
+    size_t n = strlen(c->dynamodb_table);
+    bool ok = n == 0 || (n >= 3 && strspn(c->dynamodb_table, "abcdefghijklmnopqrstuvwxyz"
+                                          "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == n);
+    if (!ok) {
+        snprintf(err, errlen, "dynamodb_table: 3 to 255 of A-Z a-z 0-9 _ . -, got \"%s\"",
+                 c->dynamodb_table);
+        return -EINVAL;
+    }
+    size_t rn = strlen(c->dynamodb_region);
+    if (rn && strspn(c->dynamodb_region, "abcdefghijklmnopqrstuvwxyz0123456789-") != rn) {
+        snprintf(err, errlen, "dynamodb_region: a region name such as eu-west-1, got \"%s\"",
+                 c->dynamodb_region);
+        return -EINVAL;
+    }
+    if (c->dynamodb_endpoint[0] && strncmp(c->dynamodb_endpoint, "http://", 7) &&
+        strncmp(c->dynamodb_endpoint, "https://", 8)) {
+        snprintf(err, errlen, "dynamodb_endpoint: expected http://HOST[:PORT] or https://HOST[:PORT]");
+        return -EINVAL;
+    }
+    return 0;
+}
+
 static int check_proxies(const char *list, char *err, size_t errlen)
 {
     for (const char *p = list; *p;) {
@@ -425,6 +455,8 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
         snprintf(err, errlen, "s3_endpoint: expected http://HOST[:PORT] or https://HOST[:PORT]");
         return -EINVAL;
     }
+    if (check_dynamodb(c, err, errlen) < 0)
+        return -EINVAL;
     if (c->aws_imds_endpoint[0] && strcmp(c->aws_imds_endpoint, "off") &&
         strncmp(c->aws_imds_endpoint, "http://", 7) && strncmp(c->aws_imds_endpoint, "https://", 8)) {
         snprintf(err, errlen, "aws_imds_endpoint: expected http://HOST[:PORT], empty or off");

@@ -79,6 +79,10 @@ typedef struct pv_config {
     int sync_batch;                 /* entries per segment */
     uint64_t s3_multipart_threshold; /* larger files go up in parts */
     uint64_t s3_part_size;          /* the parts' size */
+    char dynamodb_table[256];       /* mirror video status there ("": no DynamoDB) */
+    char dynamodb_endpoint[256];    /* "": AWS's regional endpoint */
+    char dynamodb_region[32];       /* "": s3_region, the AWS config's, us-east-1 */
+    bool dynamodb_create;           /* make the table when it is missing */
     int snapshot_interval;          /* seconds between S3 snapshots */
     int snapshot_retention;         /* snapshots kept */
     char web_root[PATH_MAX];        /* the built web UI, or "" for the default */

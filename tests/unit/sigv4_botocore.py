@@ -21,6 +21,14 @@ The driver gets the raw key and encodes it itself (pv_sigv4_uri_encode);
 its query is the same parameters spelt differently at random (lower-case
 hex, raw UTF-8, needless escapes), which must sign the same.
 
+Then random DynamoDB requests as src/cloud/ddb.c sends them (POST / with
+Host, Content-Type application/x-amz-json-1.0 and X-Amz-Target signed, a
+JSON body hashed into the signature; AWS's endpoints and loopback ones
+with a port) are signed by botocore.auth.SigV4Auth, service "dynamodb":
+our canonical request, Authorization and added headers must be its own.
+The DynamoDB peer of the tests (dynalite) checks no signature, so this is
+where DynamoDB signing is checked.
+
 botocore needs a fixed clock: its signers read datetime.datetime.utcnow(),
 which is patched for each request. Needs Debian's python3-botocore.
 Prints one line per failure, then "N passed, M failed"; exits 1 on failure.
@@ -38,7 +46,7 @@ from unittest import mock
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import botocore.auth
-from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
+from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
@@ -219,6 +227,74 @@ class QuerySigner(_Capture, S3SigV4QueryAuth):
     pass
 
 
+class DdbSigner(_Capture, SigV4Auth):
+    pass
+
+
+DDB_OPS = ["PutItem", "DeleteItem", "DescribeTable", "CreateTable", "Scan", "BatchWriteItem"]
+
+
+def rand_ddb_request(rng, i):
+    """A DynamoDB JSON request the way src/cloud/ddb.c makes one."""
+    region = rng.choice(REGIONS)
+    host = rng.choice([f"dynamodb.{region}.amazonaws.com", "127.0.0.1:8000", "localhost:4567"])
+    doc = {"TableName": rand_text(rng, 3, 30, unicode=False, reserved=False),
+           "Item": {"title": {"S": rand_text(rng, 0, 60)}, "seq": {"N": str(rng.randint(1, 1 << 40))}},
+           "ConditionExpression": "attribute_not_exists(#q) OR #q < :q"}
+    body = json.dumps(doc, ensure_ascii=rng.random() < 0.5, separators=(",", ":")).encode()
+    return {
+        "n": i, "method": "POST", "host": host, "raw_path": "/",
+        "headers": [("Host", host), ("Content-Type", "application/x-amz-json-1.0"),
+                    ("X-Amz-Target", "DynamoDB_20120810." + rng.choice(DDB_OPS))],
+        "body": body,
+        "key_id": "AKIA" + "".join(rng.choice(ALNUM.upper()[26:] + ALNUM[26:52]) for _ in range(16)),
+        "secret": "".join(rng.choice(ALNUM + "+/") for _ in range(40)),
+        "token": rand_token(rng) if rng.random() < 0.5 else None,
+        "region": region,
+        "time": rng.randint(1262304000, 2051222400),
+    }
+
+
+def ddb_sign(r):
+    req = AWSRequest(method="POST", url=f"https://{r['host']}/", data=r["body"])
+    for n, v in r["headers"]:
+        req.headers[n] = v
+    signer = DdbSigner(Credentials(r["key_id"], r["secret"], r["token"]), "dynamodb", r["region"])
+    with fixed_clock(r["time"]):
+        signer.add_auth(req)
+    return req, signer.last_canonical
+
+
+def ddb_input(r):
+    return {
+        "mode": "header", "method": "POST", "path": "/", "query": "",
+        "headers": [[n, v] for n, v in r["headers"]],
+        "payload_hash": hashlib.sha256(r["body"]).hexdigest(),
+        "key_id": r["key_id"], "secret": r["secret"], "token": r["token"],
+        "region": r["region"], "service": "dynamodb", "time": r["time"],
+    }
+
+
+def ddb_compare(r, ours):
+    if ours.get("rc") != 0:
+        return [f"driver refused it: {ours}"]
+    req, canonical = ddb_sign(r)
+    diffs = []
+    if ours["canonical_request"] != canonical:
+        diffs.append("canonical request " + first_difference(canonical, ours["canonical_request"])
+                     + "\n--- botocore\n" + canonical + "\n--- pv\n" + ours["canonical_request"])
+    if ours["authorization"] != req.headers["Authorization"]:
+        diffs.append(f"Authorization {ours['authorization']!r} != {req.headers['Authorization']!r}")
+    want = {"x-amz-date", "authorization"} | ({"x-amz-security-token"} if r["token"] else set())
+    got = {n.lower() for n, _ in ours["headers"]}
+    if got != want:
+        diffs.append(f"added headers {sorted(got)} != {sorted(want)}")
+    for n, v in ours["headers"]:
+        if req.headers.get(n) != v:
+            diffs.append(f"header {n}: {v!r} != {req.headers.get(n)!r}")
+    return diffs
+
+
 def fixed_clock(ts):
     class Clock(datetime.datetime):
         @classmethod
@@ -320,6 +396,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("driver", help="path to the sigv4_cli binary")
     ap.add_argument("--count", type=int, default=250, help="random requests (each signed twice)")
+    ap.add_argument("--ddb-count", type=int, default=100, help="random DynamoDB requests")
     ap.add_argument("--seed", type=int, default=20240611)
     ap.add_argument("--verbose", action="store_true", help="print whole differences")
     args = ap.parse_args()
@@ -327,7 +404,9 @@ def main():
     rng = random.Random(args.seed)
     reqs = [rand_request(rng, i) for i in range(args.count)]
     jobs = [(r, mode) for r in reqs for mode in ("header", "query")]
-    feed = "\n".join(json.dumps(driver_input(r, m), ensure_ascii=False) for r, m in jobs)
+    jobs += [(rand_ddb_request(rng, args.count + i), "ddb") for i in range(args.ddb_count)]
+    feed = "\n".join(json.dumps(ddb_input(r) if m == "ddb" else driver_input(r, m), ensure_ascii=False)
+                     for r, m in jobs)
     print(f"# seed {args.seed}: {len(reqs)} requests, {len(jobs)} signatures")
     proc = subprocess.run([args.driver], input=feed.encode(), capture_output=True)
     lines = proc.stdout.decode().splitlines()
@@ -339,7 +418,8 @@ def main():
 
     passed = failed = 0
     for (r, mode), line in zip(jobs, lines):
-        diffs = compare(r, mode, json.loads(line))
+        ours = json.loads(line)
+        diffs = ddb_compare(r, ours) if mode == "ddb" else compare(r, mode, ours)
         if not diffs:
             passed += 1
             continue
