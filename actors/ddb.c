@@ -65,7 +65,7 @@
 #include "base/crypto.h"
 #include "base/records.h"
 #include "cloud/ddb.h"
-#include "cloud/imds.h"
+#include "cloud/credchain.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -153,8 +153,7 @@ struct ddb_repl {
     struct event *pump;  /* sending again after a throttle backoff */
     pv_curlev_t *http;
     pv_ddb_t *ddb;
-    pv_aws_creds_t creds;
-    int64_t creds_retry_ms;
+    pv_credchain_t *cc;     /* credentials, fresh before they expire */
     char region[32];
     char table[256];
     bool paused, busy, stopping, failed, refused;
@@ -208,13 +207,6 @@ static void on_pump(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     pump(arg);
-}
-
-static int64_t jitter(int64_t delay)
-{
-    uint32_t rnd;
-    pv_random(&rnd, sizeof(rnd));
-    return delay / 2 + (int64_t)(rnd % (uint32_t)(delay / 2 + 1));
 }
 
 /* ---------------- items ---------------- */
@@ -473,11 +465,7 @@ static void pass_failed(repl_t *r)
     r->st.failures++;
     r->failures_in_row++;
     pv_metrics_add(r->app->metrics, PV_M_SYNC_DDB_FAILURES, 1);
-    int shift = r->failures_in_row - 1 > 16 ? 16 : r->failures_in_row - 1;
-    int64_t delay = (int64_t)BACKOFF_FIRST_MS << shift;
-    if (delay > BACKOFF_MAX_MS)
-        delay = BACKOFF_MAX_MS;
-    delay = jitter(delay);
+    int64_t delay = pv_backoff_ms(r->failures_in_row, BACKOFF_FIRST_MS, BACKOFF_MAX_MS);
     r->st.next_retry_ms = pv_now_ms() + delay;
     if (r->failures_in_row == 1 || r->failures_in_row % 10 == 0)
         pv_warn("sync", "DynamoDB replication failed (%d in a row): %s; trying again in %.1f s",
@@ -614,12 +602,8 @@ static void throttled(repl_t *r, op_t *o, const pv_ddb_result_t *res)
             fail_ddb(r, o->api, res);
         return;
     }
-    int shift = r->throttle_row > 7 ? 7 : r->throttle_row;
     r->throttle_row++;
-    int64_t delay = (int64_t)THROTTLE_FIRST_MS << shift;
-    if (delay > THROTTLE_MAX_MS)
-        delay = THROTTLE_MAX_MS;
-    delay = jitter(delay);
+    int64_t delay = pv_backoff_ms(r->throttle_row, THROTTLE_FIRST_MS, THROTTLE_MAX_MS);
     if (!evtimer_pending(r->pump, NULL)) {
         struct timeval tv = {(time_t)(delay / 1000), (suseconds_t)(delay % 1000) * 1000};
         evtimer_add(r->pump, &tv);
@@ -1219,70 +1203,24 @@ static int install_creds(repl_t *r, const pv_aws_creds_t *c)
         pv_ddb_config_t dc = {.endpoint = r->app->cfg.dynamodb_endpoint, .region = r->region};
         rc = pv_ddb_new(r->http, &dc, c, &r->ddb);
     }
-    if (rc == 0)
-        r->creds = *c;
-    else
+    if (rc < 0)
         fail(r, "cannot make the DynamoDB client (endpoint, region or credentials): %s",
              strerror(-rc));
     return rc;
 }
 
-static void on_imds(const pv_imds_result_t *res, void *arg)
+/* The chain S3 uses (src/cloud/credchain.h): the pass goes on or fails. */
+static void on_creds(int rc, const pv_aws_creds_t *c, const char *why, void *arg)
 {
     repl_t *r = arg;
     if (r->stopping)
         return;
-    int64_t now_s = pv_now_ms() / 1000;
-    if (res->rc < 0) {
-        if (r->ddb && r->creds.expires_s > now_s) {
-            pv_warn("sync",
-                    "could not refresh the instance role's credentials (%s); the "
-                    "current ones last until they expire",
-                    res->message);
-            r->creds_retry_ms = pv_now_ms() + 60000;
-            pass_go(r);
-            return;
-        }
-        fail(r,
-             "no AWS credentials (environment, aws_profile's shared files, or an instance "
-             "role): %s",
-             res->message);
+    if (rc < 0)
+        fail(r, "%s", why);
+    if (rc < 0 || install_creds(r, c) < 0)
         pass_failed(r);
-        return;
-    }
-    if (install_creds(r, res->creds) < 0) {
-        pass_failed(r);
-        return;
-    }
-    if (pv_awscreds_needs_refresh(&r->creds, now_s))
-        r->creds_retry_ms = pv_now_ms() + 60000;
-    pass_go(r);
-}
-
-/* The chain S3 uses: the environment, the shared files' profile, the
- * instance's role. 0: ready; 1: asking IMDS; < 0: failed. */
-static int client(repl_t *r)
-{
-    int64_t now = pv_now_ms();
-    if (r->ddb && (!pv_awscreds_needs_refresh(&r->creds, now / 1000) || now < r->creds_retry_ms))
-        return 0;
-    pv_aws_creds_t c;
-    int rc = pv_awscreds_load(r->app->cfg.aws_profile[0] ? r->app->cfg.aws_profile : NULL, &c);
-    if (rc == 0) {
-        rc = install_creds(r, &c);
-        pv_awscreds_wipe(&c);
-        return rc;
-    }
-    if (rc == -ENOENT && !pv_imds_off(r->app->cfg.aws_imds_endpoint)) {
-        rc = pv_imds_fetch(r->http, r->app->cfg.aws_imds_endpoint, on_imds, r);
-        if (rc == 0)
-            return 1;
-    }
-    fail(r,
-         "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile in "
-         "the shared credentials file (aws_profile), or run on an instance with a role%s",
-         rc == -ENOENT ? "" : " (the credentials files could not be read)");
-    return rc < 0 ? rc : -ENOENT;
+    else
+        pass_go(r);
 }
 
 /* ---------------- a pass ---------------- */
@@ -1294,11 +1232,7 @@ static void pass(repl_t *r)
     r->busy = true;
     r->failed = false;
     r->st.next_retry_ms = 0;
-    int rc = client(r);
-    if (rc < 0)
-        pass_failed(r);
-    else if (rc == 0)
-        pass_go(r);
+    pv_credchain_get(r->cc, on_creds, r); /* on_creds may run inside */
 }
 
 static void pass_go(repl_t *r)
@@ -1324,6 +1258,9 @@ static void on_init(pv_actor_t *self, pv_msg_t *msg)
     r->pump = evtimer_new(pv_loop_base(r->loop), on_pump, r);
     pv_curlev_opts_t co = {.max_in_flight = DDB_IN_FLIGHT, .timeout_ms = 30000};
     int rc = r->timer && r->pump ? pv_curlev_new(pv_loop_base(r->loop), &co, &r->http) : -ENOMEM;
+    if (rc == 0)
+        rc = pv_credchain_new(r->http, r->app->cfg.aws_profile, r->app->cfg.aws_imds_endpoint,
+                              &r->cc);
     if (rc == 0)
         rc = load_cursor(r);
     if (rc < 0) {
@@ -1490,7 +1427,7 @@ void pv_ddb_repl_free(pv_app_t *app)
     pv_curlev_free(r->http);
     pass_free(r);
     load_free(r);
-    pv_awscreds_wipe(&r->creds);
+    pv_credchain_free(r->cc);
     pv_loop_free(r->loop);
     free(r);
 }
