@@ -60,6 +60,7 @@
  */
 #include "actors/ddb.h"
 #include "actors/replicate.h"
+#include "actors/target.h"
 #include "actors/sync.h"
 #include "app/metrics.h"
 #include "base/crypto.h"
@@ -105,8 +106,6 @@ typedef struct pv_ddb_attr {
 #define DDB_TRIES         10  /* throttled answers in a row before the pass fails */
 #define THROTTLE_FIRST_MS 50
 #define THROTTLE_MAX_MS   5000
-#define BACKOFF_FIRST_MS  1000
-#define BACKOFF_MAX_MS    300000
 #define DESCRIBE_POLL_MS  250 /* a table being made: look again */
 #define COND_EXPR         "attribute_not_exists(#q) OR #q < :q"
 
@@ -149,20 +148,18 @@ struct ddb_repl {
     pv_app_t *app;
     pv_actor_t *self;
     pv_loop_t *loop;
-    struct event *timer; /* the next pass */
     struct event *pump;  /* sending again after a throttle backoff */
     pv_curlev_t *http;
     pv_ddb_t *ddb;
     pv_credchain_t *cc;     /* credentials, fresh before they expire */
     char region[32];
     char table[256];
-    bool paused, busy, stopping, failed, refused;
+    bool failed;
     bool table_ready; /* DescribeTable said ACTIVE with our keys */
     bool loading;     /* a full load is under way */
     bool created;     /* this pvd made the table: load it whole */
     bool have_cursor;
     uint64_t cursor;
-    int failures_in_row;
     /* the phase under way: requests, and what follows once all are done */
     op_t *ops;
     size_t n_ops, next_op, ops_left;
@@ -177,23 +174,12 @@ struct ddb_repl {
     size_t n_keys, load_next;
     json_t *scan_from; /* Scan's ExclusiveStartKey, NULL: the first page */
     bool scan_done;
-    pv_repl_status_t st;
+    pv_target_core_t t;  /* status, timer, pause, backoff (actors/target.h) */
 };
 
 static void pass(repl_t *r);
 static void pass_go(repl_t *r);
 static void pump(repl_t *r);
-
-static void set_state(repl_t *r, const char *state)
-{
-    snprintf(r->st.state, sizeof(r->st.state), "%s", state);
-}
-
-static void later(repl_t *r, int64_t ms)
-{
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    evtimer_add(r->timer, &tv);
-}
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
@@ -370,36 +356,6 @@ static int load_cursor(repl_t *r)
     return rc == -ENOENT ? 0 : rc;
 }
 
-static int first_time(void *arg, const pv_change_t *c)
-{
-    *(int64_t *)arg = c->time_ms;
-    return 0;
-}
-
-static void refresh_lag(repl_t *r)
-{
-    pv_store_stat_t ss;
-    if (pv_store_stat(r->app->store, &ss) == 0)
-        r->st.head = ss.last_seq;
-    r->st.cursor = r->cursor;
-    r->st.lag_seconds = 0;
-    if (r->st.head > r->cursor) {
-        pv_txn_t txn;
-        int64_t t = 0;
-        if (pv_txn_begin(r->app->store, &txn, false) == 0) {
-            pv_changes_read(&txn, r->cursor, 1, first_time, &t);
-            pv_txn_abort(&txn);
-        }
-        if (t > 0 && pv_now_ms() > t)
-            r->st.lag_seconds = (double)(pv_now_ms() - t) / 1000.0;
-    }
-    pv_metrics_t *m = r->app->metrics;
-    pv_metrics_set(m, PV_M_SYNC_DDB_CURSOR, (long long)r->cursor);
-    pv_metrics_set(m, PV_M_SYNC_DDB_LAG_ENTRIES,
-                   (long long)(r->st.head > r->cursor ? r->st.head - r->cursor : 0));
-    pv_metrics_set(m, PV_M_SYNC_DDB_LAG_SECONDS, (long long)r->st.lag_seconds);
-}
-
 /* ---------------- the end of a pass ---------------- */
 
 static void ops_free(repl_t *r)
@@ -429,20 +385,20 @@ static void pass_free(repl_t *r)
     if (r->pump)
         evtimer_del(r->pump);
     r->failed = false;
-    r->busy = false;
+    r->t.busy = false;
 }
 
 static void fail(repl_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void fail(repl_t *r, const char *fmt, ...)
 {
-    if (r->failed || r->stopping)
+    if (r->failed || r->t.stopping)
         return;
     r->failed = true;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(r->st.last_error, sizeof(r->st.last_error), fmt, ap);
+    vsnprintf(r->t.st.last_error, sizeof(r->t.st.last_error), fmt, ap);
     va_end(ap);
-    r->st.last_error_ms = pv_now_ms();
+    r->t.st.last_error_ms = pv_now_ms();
 }
 
 static void fail_ddb(repl_t *r, const char *what, const pv_ddb_result_t *res)
@@ -462,38 +418,28 @@ static void pass_failed(repl_t *r)
 {
     pass_free(r);
     load_free(r);
-    r->st.failures++;
-    r->failures_in_row++;
-    pv_metrics_add(r->app->metrics, PV_M_SYNC_DDB_FAILURES, 1);
-    int64_t delay = pv_backoff_ms(r->failures_in_row, BACKOFF_FIRST_MS, BACKOFF_MAX_MS);
-    r->st.next_retry_ms = pv_now_ms() + delay;
-    if (r->failures_in_row == 1 || r->failures_in_row % 10 == 0)
-        pv_warn("sync", "DynamoDB replication failed (%d in a row): %s; trying again in %.1f s",
-                r->failures_in_row, r->st.last_error, (double)delay / 1000.0);
-    set_state(r, r->paused ? "paused" : r->refused ? "refused" : "waiting");
-    refresh_lag(r);
-    later(r, delay);
+    pv_target_failed(&r->t, r->cursor);
 }
 
 /* The pass ended well: the next one at once (more to send) or later. */
 static void pass_ok(repl_t *r, bool more, int64_t wait_ms)
 {
-    if (r->failures_in_row || r->refused)
+    if (r->t.failures_in_row || r->t.refused)
         pv_info("sync", "DynamoDB replication works again (cursor %" PRIu64 ")", r->cursor);
-    if (r->refused) { /* said once, until a pass went through */
-        r->st.last_error[0] = '\0';
-        r->refused = false;
+    if (r->t.refused) { /* said once, until a pass went through */
+        r->t.st.last_error[0] = '\0';
+        r->t.refused = false;
     }
-    r->failures_in_row = 0;
-    r->st.next_retry_ms = 0;
+    r->t.failures_in_row = 0;
+    r->t.st.next_retry_ms = 0;
     pass_free(r);
-    refresh_lag(r);
-    if (r->paused) {
-        set_state(r, "paused");
+    pv_target_refresh_lag(&r->t, r->cursor);
+    if (r->t.paused) {
+        pv_target_state(&r->t, "paused");
         return;
     }
-    set_state(r, more ? "sending" : "idle");
-    later(r, more ? 0 : wait_ms);
+    pv_target_state(&r->t, more ? "sending" : "idle");
+    pv_target_later(&r->t, more ? 0 : wait_ms);
 }
 
 /* The target refuses (another writer in the table): said once, looked at
@@ -503,19 +449,19 @@ static void refuse(repl_t *r, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(r->st.last_error, sizeof(r->st.last_error), fmt, ap);
+    vsnprintf(r->t.st.last_error, sizeof(r->t.st.last_error), fmt, ap);
     va_end(ap);
-    r->st.last_error_ms = pv_now_ms();
-    if (!r->refused)
-        pv_error("sync", "DynamoDB replication refused: %s", r->st.last_error);
-    r->refused = true;
+    r->t.st.last_error_ms = pv_now_ms();
+    if (!r->t.refused)
+        pv_error("sync", "DynamoDB replication refused: %s", r->t.st.last_error);
+    r->t.refused = true;
     r->failed = true;
     pass_free(r);
     load_free(r);
     r->table_ready = false;
-    set_state(r, "refused");
-    r->st.next_retry_ms = pv_now_ms() + 60000;
-    later(r, 60000);
+    pv_target_state(&r->t, "refused");
+    r->t.st.next_retry_ms = pv_now_ms() + 60000;
+    pv_target_later(&r->t, 60000);
 }
 
 /* ---------------- the requests of a phase ---------------- */
@@ -526,7 +472,7 @@ static void op_done(const pv_ddb_result_t *res, void *arg);
  * failed), what follows. */
 static void pump(repl_t *r)
 {
-    if (r->stopping)
+    if (r->t.stopping)
         return;
     if (r->failed) {
         if (r->in_flight == 0)
@@ -615,7 +561,7 @@ static void op_done(const pv_ddb_result_t *res, void *arg)
     op_t *o = arg;
     repl_t *r = o->r;
     r->in_flight--;
-    if (r->stopping || res->rc == -ECANCELED)
+    if (r->t.stopping || res->rc == -ECANCELED)
         return;
     if (res->rc == 0 || res->rc == -EEXIST) { /* a failed condition: a newer write is there */
         int left = 0;
@@ -625,7 +571,7 @@ static void op_done(const pv_ddb_result_t *res, void *arg)
             fail(r, "out of memory");
         } else if (left > 0) {
             int done = o->items_sent > left ? o->items_sent - left : 0;
-            r->st.records += (uint64_t)done;
+            r->t.st.records += (uint64_t)done;
             pv_metrics_add(r->app->metrics, PV_M_SYNC_DDB_ITEMS, done);
             if (done > 0) { /* progress: only answers with none count, and back off anew */
                 o->tries = 0;
@@ -634,7 +580,7 @@ static void op_done(const pv_ddb_result_t *res, void *arg)
             throttled(r, o, res);
         } else {
             if (res->rc == 0) {
-                r->st.records += (uint64_t)o->items;
+                r->t.st.records += (uint64_t)o->items;
                 pv_metrics_add(r->app->metrics, PV_M_SYNC_DDB_ITEMS, o->items);
             }
             o->state = OP_DONE;
@@ -682,7 +628,7 @@ static void cursor_stored(pv_msg_t *msg)
     int rc = msg->status;
     uint64_t cursor = c->cursor;
     pv_msg_free(msg);
-    if (r->stopping)
+    if (r->t.stopping)
         return;
     if (rc < 0) {
         fail(r, "cannot store the DynamoDB cursor: %s", strerror(-rc));
@@ -815,8 +761,8 @@ static void log_pass(repl_t *r)
     free(cc.e);
     r->batch_last = cc.last;
     r->batch_full = cc.entries >= (size_t)r->app->cfg.sync_batch;
-    set_state(r, "sending");
-    refresh_lag(r);
+    pv_target_state(&r->t, "sending");
+    pv_target_refresh_lag(&r->t, r->cursor);
     run_ops(r, log_sent);
 }
 
@@ -832,7 +778,7 @@ static void scan_done(const pv_ddb_result_t *res, void *arg)
 {
     repl_t *r = arg;
     r->in_flight--;
-    if (r->stopping || res->rc == -ECANCELED)
+    if (r->t.stopping || res->rc == -ECANCELED)
         return;
     if (res->rc < 0) {
         fail_ddb(r, "Scan", res);
@@ -1041,7 +987,7 @@ out:
     }
     pv_info("sync", "DynamoDB: loading table %s whole (%zu videos at change %" PRIu64 ")%s",
             r->table, r->n_keys, r->load_head, r->created ? ", new table" : "");
-    set_state(r, "loading");
+    pv_target_state(&r->t, "loading");
     r->loading = true;
     /* a table made just now is empty: no Scan */
     r->scan_done = r->created;
@@ -1096,15 +1042,15 @@ static bool keys_match(const json_t *table)
 static void table_wait(repl_t *r)
 {
     pass_free(r);
-    set_state(r, "waiting");
-    later(r, DESCRIBE_POLL_MS);
+    pv_target_state(&r->t, "waiting");
+    pv_target_later(&r->t, DESCRIBE_POLL_MS);
 }
 
 static void created_done(const pv_ddb_result_t *res, void *arg)
 {
     repl_t *r = arg;
     r->in_flight--;
-    if (r->stopping || res->rc == -ECANCELED)
+    if (r->t.stopping || res->rc == -ECANCELED)
         return;
     if (res->rc < 0 && res->rc != -EBUSY) { /* EBUSY: made meanwhile by someone else */
         fail_ddb(r, "CreateTable", res);
@@ -1140,7 +1086,7 @@ static void described(const pv_ddb_result_t *res, void *arg)
 {
     repl_t *r = arg;
     r->in_flight--;
-    if (r->stopping || res->rc == -ECANCELED)
+    if (r->t.stopping || res->rc == -ECANCELED)
         return;
     if (res->rc == -ENOENT && r->app->cfg.dynamodb_create) {
         create_table(r);
@@ -1213,7 +1159,7 @@ static int install_creds(repl_t *r, const pv_aws_creds_t *c)
 static void on_creds(int rc, const pv_aws_creds_t *c, const char *why, void *arg)
 {
     repl_t *r = arg;
-    if (r->stopping)
+    if (r->t.stopping)
         return;
     if (rc < 0)
         fail(r, "%s", why);
@@ -1227,11 +1173,11 @@ static void on_creds(int rc, const pv_aws_creds_t *c, const char *why, void *arg
 
 static void pass(repl_t *r)
 {
-    if (r->busy || r->paused || r->stopping)
+    if (r->t.busy || r->t.paused || r->t.stopping)
         return;
-    r->busy = true;
+    r->t.busy = true;
     r->failed = false;
-    r->st.next_retry_ms = 0;
+    r->t.st.next_retry_ms = 0;
     pv_credchain_get(r->cc, on_creds, r); /* on_creds may run inside */
 }
 
@@ -1254,10 +1200,10 @@ static void on_init(pv_actor_t *self, pv_msg_t *msg)
 {
     repl_t *r = pv_actor_state(self);
     pv_msg_free(msg);
-    r->timer = evtimer_new(pv_loop_base(r->loop), on_timer, r);
+    r->t.timer = evtimer_new(pv_loop_base(r->loop), on_timer, r);
     r->pump = evtimer_new(pv_loop_base(r->loop), on_pump, r);
     pv_curlev_opts_t co = {.max_in_flight = DDB_IN_FLIGHT, .timeout_ms = 30000};
-    int rc = r->timer && r->pump ? pv_curlev_new(pv_loop_base(r->loop), &co, &r->http) : -ENOMEM;
+    int rc = r->t.timer && r->pump ? pv_curlev_new(pv_loop_base(r->loop), &co, &r->http) : -ENOMEM;
     if (rc == 0)
         rc = pv_credchain_new(r->http, r->app->cfg.aws_profile, r->app->cfg.aws_imds_endpoint,
                               &r->cc);
@@ -1265,14 +1211,14 @@ static void on_init(pv_actor_t *self, pv_msg_t *msg)
         rc = load_cursor(r);
     if (rc < 0) {
         pv_error("sync", "DynamoDB replication cannot start: %s", strerror(-rc));
-        set_state(r, "refused");
-        snprintf(r->st.last_error, sizeof(r->st.last_error), "cannot start: %s", strerror(-rc));
+        pv_target_state(&r->t, "refused");
+        snprintf(r->t.st.last_error, sizeof(r->t.st.last_error), "cannot start: %s", strerror(-rc));
         return;
     }
     if (r->have_cursor)
-        pv_info("sync", "replicating to %s from change %" PRIu64, r->st.where, r->cursor + 1);
+        pv_info("sync", "replicating to %s from change %" PRIu64, r->t.st.where, r->cursor + 1);
     else
-        pv_info("sync", "replicating to %s: a full load first", r->st.where);
+        pv_info("sync", "replicating to %s: a full load first", r->t.st.where);
     pass(r);
 }
 
@@ -1280,9 +1226,9 @@ static void on_stop(pv_actor_t *self, pv_msg_t *msg)
 {
     repl_t *r = pv_actor_state(self);
     pv_msg_free(msg);
-    r->stopping = true;
-    if (r->timer)
-        evtimer_del(r->timer);
+    r->t.stopping = true;
+    if (r->t.timer)
+        evtimer_del(r->t.timer);
     if (r->pump)
         evtimer_del(r->pump);
     pv_ddb_free(r->ddb); /* each call's done runs (cancelled) and does nothing */
@@ -1295,38 +1241,7 @@ static void on_stop(pv_actor_t *self, pv_msg_t *msg)
 static void on_ctl(pv_actor_t *self, pv_msg_t *msg)
 {
     repl_t *r = pv_actor_state(self);
-    pv_repl_ctl_t *c = (pv_repl_ctl_t *)msg;
-    switch (c->op) {
-    case PV_REPL_PAUSE:
-        if (!r->paused)
-            pv_info("sync", "DynamoDB replication paused (pvctl)");
-        r->paused = true;
-        if (!r->busy) {
-            evtimer_del(r->timer);
-            set_state(r, "paused");
-        }
-        break;
-    case PV_REPL_RESUME:
-    case PV_REPL_NOW:
-        if (r->paused)
-            pv_info("sync", "DynamoDB replication resumed (pvctl)");
-        r->paused = false;
-        if (!r->busy && !r->stopping && r->http) {
-            evtimer_del(r->timer);
-            if (c->op == PV_REPL_NOW)
-                r->failures_in_row = 0;
-            later(r, 0);
-            set_state(r, "sending");
-        }
-        break;
-    default:
-        break;
-    }
-    refresh_lag(r);
-    c->st = r->st;
-    if (r->paused && !r->busy)
-        snprintf(c->st.state, sizeof(c->st.state), "paused");
-    pv_actor_reply(msg, 0);
+    pv_target_ctl(&r->t, msg, r->cursor, r->http);
 }
 
 static const pv_actor_fn ddb_on[DDB_MSG_COUNT] = {
@@ -1355,8 +1270,15 @@ int pv_ddb_repl_start(pv_app_t *app, char *err, size_t errlen)
         return -ENOMEM;
     }
     r->app = app;
+    r->t.app = app;
+    r->t.log = "sync";
+    r->t.what = "DynamoDB replication";
+    r->t.m_cursor = PV_M_SYNC_DDB_CURSOR;
+    r->t.m_lag_entries = PV_M_SYNC_DDB_LAG_ENTRIES;
+    r->t.m_lag_seconds = PV_M_SYNC_DDB_LAG_SECONDS;
+    r->t.m_failures = PV_M_SYNC_DDB_FAILURES;
     snprintf(r->table, sizeof(r->table), "%s", cfg->dynamodb_table);
-    snprintf(r->st.target, sizeof(r->st.target), "ddb");
+    snprintf(r->t.st.target, sizeof(r->t.st.target), "ddb");
     if (cfg->dynamodb_region[0])
         snprintf(r->region, sizeof(r->region), "%s", cfg->dynamodb_region);
     else if (cfg->s3_region[0])
@@ -1366,11 +1288,11 @@ int pv_ddb_repl_start(pv_app_t *app, char *err, size_t errlen)
              !r->region[0])
         snprintf(r->region, sizeof(r->region), "us-east-1");
     if (cfg->dynamodb_endpoint[0])
-        snprintf(r->st.where, sizeof(r->st.where), "dynamodb %.120s table %s",
+        snprintf(r->t.st.where, sizeof(r->t.st.where), "dynamodb %.120s table %s",
                  cfg->dynamodb_endpoint, r->table);
     else
-        snprintf(r->st.where, sizeof(r->st.where), "dynamodb %s table %s", r->region, r->table);
-    set_state(r, "idle");
+        snprintf(r->t.st.where, sizeof(r->t.st.where), "dynamodb %s table %s", r->region, r->table);
+    pv_target_state(&r->t, "idle");
     r->loop = pv_loop_new("ddb");
     r->self = r->loop ? pv_actor_new(r->loop, &ddb_def, r) : NULL;
     pv_msg_t *init = r->self ? pv_msg_new(sizeof(*init), DDB_INIT) : NULL;
@@ -1403,7 +1325,7 @@ void pv_ddb_repl_stop(pv_app_t *app)
     if (stop) {
         pv_actor_send(a, stop);
     } else {
-        r->stopping = true;
+        r->t.stopping = true;
         pv_loop_stop(r->loop);
     }
     pv_loop_join(r->loop);
@@ -1419,8 +1341,8 @@ void pv_ddb_repl_free(pv_app_t *app)
     for (int i = 0; i < app->n_targets; i++)
         if (app->targets[i].actor == a)
             app->targets[i].actor = NULL;
-    if (r->timer)
-        event_free(r->timer);
+    if (r->t.timer)
+        event_free(r->t.timer);
     if (r->pump)
         event_free(r->pump);
     pv_ddb_free(r->ddb);

@@ -51,6 +51,7 @@
  */
 #include "actors/pg.h"
 #include "actors/replicate.h"
+#include "actors/target.h"
 #include "actors/sync.h"
 #include "app/metrics.h"
 #include "base/crypto.h"
@@ -95,8 +96,6 @@ typedef struct pg_table {
 #include <pg_schema.h>
 
 #define N_TABLES ((int)PV_ARRAY_LEN(pg_tables))
-#define BACKOFF_FIRST_MS 1000
-#define BACKOFF_MAX_MS 300000
 #define STEP_TIMEOUT_MS 60000   /* a statement or the connect, at most */
 #define REFUSED_RETRY_MS 60000
 #define LOAD_PAGE 1000          /* rows a statement of the full load */
@@ -133,7 +132,6 @@ struct pg {
     pv_app_t *app;
     pv_actor_t *self;
     pv_loop_t *loop;
-    struct event *timer;    /* the next pass */
     struct event *deadline; /* the step in flight (or the connect) ends by then */
     struct event *sock;     /* the connection's socket */
     int sock_fd;
@@ -141,11 +139,9 @@ struct pg {
     PGconn *conn;
     bool connecting;        /* PQconnectPoll under way */
     bool ready;             /* connected and the schema checked */
-    bool busy, paused, stopping, refused;
     bool failed;            /* this pass failed: last_error says why */
     bool loaded;            /* a full load ran on this connection */
     uint64_t cursor;        /* the last change the database holds */
-    int failures_in_row;
     bool failing;           /* the last pass failed: say so when one works */
     /* the query in flight */
     bool in_query;
@@ -174,23 +170,12 @@ struct pg {
                              * connect ("" none: an address, a socket, a
                              * list, or hostaddr given) */
     pg_stmts_t stmts[N_TABLES];
-    pv_repl_status_t st;
+    pv_target_core_t t;     /* status, timer, pause, backoff (actors/target.h) */
 };
 
 static void pass(pg_t *r);
 static void pass_go(pg_t *r);
 static void pass_failed(pg_t *r);
-
-static void set_state(pg_t *r, const char *state)
-{
-    snprintf(r->st.state, sizeof(r->st.state), "%s", state);
-}
-
-static void later(pg_t *r, int64_t ms)
-{
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    evtimer_add(r->timer, &tv);
-}
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
@@ -208,13 +193,13 @@ static void fail(pg_t *r, const char *fmt, ...)
     r->failed = true;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(r->st.last_error, sizeof(r->st.last_error), fmt, ap);
+    vsnprintf(r->t.st.last_error, sizeof(r->t.st.last_error), fmt, ap);
     va_end(ap);
     /* libpq's messages end in a newline, some run over several lines */
-    for (char *p = r->st.last_error; *p; p++)
+    for (char *p = r->t.st.last_error; *p; p++)
         if (*p == '\n')
             *p = p[1] ? ' ' : '\0';
-    r->st.last_error_ms = pv_now_ms();
+    r->t.st.last_error_ms = pv_now_ms();
 }
 
 /* ---------------- the cursor, the head, the lag ---------------- */
@@ -223,30 +208,6 @@ static int first_entry(void *arg, const pv_change_t *c)
 {
     *(pv_change_t *)arg = *c;
     return 1;
-}
-
-static void refresh_lag(pg_t *r)
-{
-    pv_store_stat_t ss;
-    if (pv_store_stat(r->app->store, &ss) == 0)
-        r->st.head = ss.last_seq;
-    r->st.cursor = r->cursor;
-    r->st.lag_seconds = 0;
-    if (r->st.head > r->cursor) {
-        pv_txn_t txn;
-        pv_change_t c = {0};
-        if (pv_txn_begin(r->app->store, &txn, false) == 0) {
-            pv_changes_read(&txn, r->cursor, 1, first_entry, &c);
-            pv_txn_abort(&txn);
-        }
-        if (c.time_ms > 0 && pv_now_ms() > c.time_ms)
-            r->st.lag_seconds = (double)(pv_now_ms() - c.time_ms) / 1000.0;
-    }
-    pv_metrics_t *m = r->app->metrics;
-    pv_metrics_set(m, PV_M_SYNC_PG_CURSOR, (long long)r->cursor);
-    pv_metrics_set(m, PV_M_SYNC_PG_LAG_ENTRIES,
-                   (long long)(r->st.head > r->cursor ? r->st.head - r->cursor : 0));
-    pv_metrics_set(m, PV_M_SYNC_PG_LAG_SECONDS, (long long)r->st.lag_seconds);
 }
 
 /* ---------------- records to JSON rows ---------------- */
@@ -767,12 +728,12 @@ static void connect_poll(pg_t *r, PostgresPollingStatusType s)
     case PGRES_POLLING_WRITING: rc = watch(r, EV_WRITE); break;
     case PGRES_POLLING_OK: connected(r); return;
     default:
-        fail(r, "connecting to %s: %s", r->st.where, PQerrorMessage(r->conn));
+        fail(r, "connecting to %s: %s", r->t.st.where, PQerrorMessage(r->conn));
         pass_failed(r);
         return;
     }
     if (rc < 0) {
-        fail(r, "connecting to %s: cannot watch the socket", r->st.where);
+        fail(r, "connecting to %s: cannot watch the socket", r->t.st.where);
         pass_failed(r);
     }
 }
@@ -795,7 +756,7 @@ static void on_sock(evutil_socket_t fd, short what, void *arg)
     }
     if (!r->in_query) { /* idle: the server may have closed it */
         if (!PQconsumeInput(r->conn) || PQstatus(r->conn) == CONNECTION_BAD) {
-            pv_info("pg", "the connection to %s closed while idle", r->st.where);
+            pv_info("pg", "the connection to %s closed while idle", r->t.st.where);
             drop(r);
         }
         return;
@@ -863,7 +824,7 @@ static void conn_go(pg_t *r, const char *hosts, const char *addrs)
         keys[1] = NULL;
     r->conn = PQconnectStartParams(keys, vals, 1);
     if (!r->conn || PQstatus(r->conn) == CONNECTION_BAD) {
-        fail(r, "connecting to %s: %s", r->st.where, r->conn ? PQerrorMessage(r->conn) : "out of memory");
+        fail(r, "connecting to %s: %s", r->t.st.where, r->conn ? PQerrorMessage(r->conn) : "out of memory");
         pass_failed(r);
         return;
     }
@@ -876,7 +837,7 @@ static void resolved(pv_msg_t *msg)
 {
     resolve_job_t *j = (resolve_job_t *)msg;
     pg_t *r = j->r;
-    if (r->stopping) {
+    if (r->t.stopping) {
         pv_msg_free(msg);
         return;
     }
@@ -892,7 +853,7 @@ static void resolved(pv_msg_t *msg)
 
 static void conn_start(pg_t *r)
 {
-    set_state(r, "connecting");
+    pv_target_state(&r->t, "connecting");
     if (!r->resolve_host[0]) {
         conn_go(r, NULL, NULL);
         return;
@@ -919,17 +880,17 @@ static void conn_start(pg_t *r)
 static void migrated(pg_t *r, PGresult *res)
 {
     (void)res;
-    pv_info("pg", "the tables in %s are at schema version %d", r->st.where, PG_SCHEMA_VERSION);
+    pv_info("pg", "the tables in %s are at schema version %d", r->t.st.where, PG_SCHEMA_VERSION);
     r->cursor = 0;
     r->ready = true;
-    r->refused = false;
+    r->t.refused = false;
     pass_go(r);
 }
 
 static void schema_read(pg_t *r, PGresult *res)
 {
     if (!res || PQntuples(res) == 0) {
-        pv_info("pg", "creating the tables in %s", r->st.where);
+        pv_info("pg", "creating the tables in %s", r->t.st.where);
         send_q(r, r->migrate_sql, NULL, migrated);
         return;
     }
@@ -939,25 +900,25 @@ static void schema_read(pg_t *r, PGresult *res)
     if (!strcmp(digest, PG_SCHEMA_DIGEST)) {
         r->cursor = cursor;
         r->ready = true;
-        r->refused = false;
+        r->t.refused = false;
         pass_go(r);
         return;
     }
     if (version > PG_SCHEMA_VERSION) {
-        snprintf(r->st.last_error, sizeof(r->st.last_error),
+        snprintf(r->t.st.last_error, sizeof(r->t.st.last_error),
                  "the tables in %.150s are at schema version %d, newer than this pvd's %d: "
-                 "not touching them", r->st.where, version, PG_SCHEMA_VERSION);
-        r->st.last_error_ms = pv_now_ms();
-        if (!r->refused)
-            pv_error("pg", "%s", r->st.last_error);
-        r->refused = true;
+                 "not touching them", r->t.st.where, version, PG_SCHEMA_VERSION);
+        r->t.st.last_error_ms = pv_now_ms();
+        if (!r->t.refused)
+            pv_error("pg", "%s", r->t.st.last_error);
+        r->t.refused = true;
         drop(r);
-        r->busy = false;
-        set_state(r, "refused");
-        later(r, REFUSED_RETRY_MS);
+        r->t.busy = false;
+        pv_target_state(&r->t, "refused");
+        pv_target_later(&r->t, REFUSED_RETRY_MS);
         return;
     }
-    pv_info("pg", "migrating the tables in %s from schema version %d to %d", r->st.where, version,
+    pv_info("pg", "migrating the tables in %s from schema version %d to %d", r->t.st.where, version,
             PG_SCHEMA_VERSION);
     send_q(r, r->migrate_sql, NULL, migrated);
 }
@@ -991,26 +952,15 @@ static void connected(pg_t *r)
 
 static void pass_failed(pg_t *r)
 {
-    if (r->stopping)
+    if (r->t.stopping)
         return;
     drop(r);
     steps_free(r);
     load_close(r);
-    r->busy = false;
+    r->t.busy = false;
     r->failed = false;
-    r->st.failures++;
-    r->failures_in_row++;
     r->failing = true;
-    pv_metrics_add(r->app->metrics, PV_M_SYNC_PG_FAILURES, 1);
-    int64_t delay = pv_backoff_ms(r->failures_in_row, BACKOFF_FIRST_MS, BACKOFF_MAX_MS);
-    r->st.next_retry_ms = pv_now_ms() + delay;
-    if (r->failures_in_row == 1 || r->failures_in_row % 10 == 0)
-        pv_warn("pg", "PostgreSQL replication failed (%d in a row): %s; trying again in %.1f s",
-                r->failures_in_row, r->st.last_error, (double)delay / 1000.0);
-    set_state(r, r->paused ? "paused" : "waiting");
-    refresh_lag(r);
-    evtimer_del(r->timer);
-    later(r, delay);
+    pv_target_failed(&r->t, r->cursor);
 }
 
 static int cursor_apply(pv_txn_t *txn, void *arg)
@@ -1028,7 +978,7 @@ static void cursor_stored(pv_msg_t *msg)
     pg_t *r = c->r;
     int rc = msg->status;
     pv_msg_free(msg);
-    if (r->stopping)
+    if (r->t.stopping)
         return;
     if (rc < 0) {
         fail(r, "cannot store the replication cursor: %s", strerror(-rc));
@@ -1038,17 +988,17 @@ static void cursor_stored(pv_msg_t *msg)
     if (r->failing)
         pv_info("pg", "PostgreSQL replication works again (cursor %" PRIu64 ")", r->cursor);
     r->failing = false;
-    r->failures_in_row = 0;
-    r->st.next_retry_ms = 0;
-    r->busy = false;
-    refresh_lag(r);
-    if (r->paused) {
-        set_state(r, "paused");
+    r->t.failures_in_row = 0;
+    r->t.st.next_retry_ms = 0;
+    r->t.busy = false;
+    pv_target_refresh_lag(&r->t, r->cursor);
+    if (r->t.paused) {
+        pv_target_state(&r->t, "paused");
         return;
     }
-    bool behind = r->st.head > r->cursor;
-    set_state(r, behind ? "sending" : "idle");
-    later(r, behind ? 0 : (int64_t)r->app->cfg.sync_interval * 1000);
+    bool behind = r->t.st.head > r->cursor;
+    pv_target_state(&r->t, behind ? "sending" : "idle");
+    pv_target_later(&r->t, behind ? 0 : (int64_t)r->app->cfg.sync_interval * 1000);
 }
 
 static void store_cursor(pg_t *r)
@@ -1158,11 +1108,11 @@ static void load_done(pg_t *r, PGresult *res)
     (void)res;
     load_close(r);
     r->cursor = r->pass_last;
-    r->st.records += r->load_rows;
+    r->t.st.records += r->load_rows;
     r->loaded = true;
     pv_metrics_add(r->app->metrics, PV_M_SYNC_PG_ROWS, (long long)r->load_rows);
     pv_info("pg", "loaded %" PRIu64 " rows into %s in %.2f s (change %" PRIu64 ")", r->load_rows,
-            r->st.where, (double)(pv_now_ms() - r->load_started_ms) / 1000.0, r->cursor);
+            r->t.st.where, (double)(pv_now_ms() - r->load_started_ms) / 1000.0, r->cursor);
     store_cursor(r);
 }
 
@@ -1262,8 +1212,8 @@ static void load_start(pg_t *r)
         return;
     }
     pv_info("pg", "loading every user, photo and video into %s (the store at change %" PRIu64 ")",
-            r->st.where, r->pass_last);
-    set_state(r, "loading");
+            r->t.st.where, r->pass_last);
+    pv_target_state(&r->t, "loading");
     r->load_table = -1;
     r->load_after_len = 0;
     r->load_rows = 0;
@@ -1399,7 +1349,7 @@ static void batch_done(pg_t *r, PGresult *res)
     (void)res;
     steps_free(r);
     r->cursor = r->pass_last;
-    r->st.records += r->pass_rows;
+    r->t.st.records += r->pass_rows;
     pv_metrics_add(r->app->metrics, PV_M_SYNC_PG_ROWS, (long long)r->pass_rows);
     store_cursor(r);
 }
@@ -1439,8 +1389,8 @@ static bool log_reaches(pg_t *r, uint64_t head)
 
 static void pass_go(pg_t *r)
 {
-    refresh_lag(r);
-    if (!log_reaches(r, r->st.head)) {
+    pv_target_refresh_lag(&r->t, r->cursor);
+    if (!log_reaches(r, r->t.st.head)) {
         load_start(r);
         return;
     }
@@ -1464,24 +1414,24 @@ static void pass_go(pg_t *r)
         return;
     }
     if (!cc.last) { /* caught up */
-        r->busy = false;
-        r->failures_in_row = 0;
-        set_state(r, "idle");
-        later(r, (int64_t)r->app->cfg.sync_interval * 1000);
+        r->t.busy = false;
+        r->t.failures_in_row = 0;
+        pv_target_state(&r->t, "idle");
+        pv_target_later(&r->t, (int64_t)r->app->cfg.sync_interval * 1000);
         return;
     }
     r->pass_last = cc.last;
-    set_state(r, "sending");
+    pv_target_state(&r->t, "sending");
     r->next_step = 0;
     step_next(r, NULL);
 }
 
 static void pass(pg_t *r)
 {
-    if (r->busy || r->paused || r->stopping)
+    if (r->t.busy || r->t.paused || r->t.stopping)
         return;
-    r->busy = true;
-    r->st.next_retry_ms = 0;
+    r->t.busy = true;
+    r->t.st.next_retry_ms = 0;
     r->failed = false;
     if (!r->conn)
         conn_start(r);
@@ -1497,14 +1447,14 @@ static void on_init(pv_actor_t *self, pv_msg_t *msg)
 {
     pg_t *r = pv_actor_state(self);
     pv_msg_free(msg);
-    r->timer = evtimer_new(pv_loop_base(r->loop), on_timer, r);
+    r->t.timer = evtimer_new(pv_loop_base(r->loop), on_timer, r);
     r->deadline = evtimer_new(pv_loop_base(r->loop), on_deadline, r);
-    if (!r->timer || !r->deadline) {
+    if (!r->t.timer || !r->deadline) {
         pv_error("pg", "PostgreSQL replication cannot start: out of memory");
-        set_state(r, "refused");
+        pv_target_state(&r->t, "refused");
         return;
     }
-    pv_info("pg", "replicating to %s", r->st.where);
+    pv_info("pg", "replicating to %s", r->t.st.where);
     pass(r);
 }
 
@@ -1512,9 +1462,9 @@ static void on_stop(pv_actor_t *self, pv_msg_t *msg)
 {
     pg_t *r = pv_actor_state(self);
     pv_msg_free(msg);
-    r->stopping = true;
-    if (r->timer)
-        evtimer_del(r->timer);
+    r->t.stopping = true;
+    if (r->t.timer)
+        evtimer_del(r->t.timer);
     drop(r);
     load_close(r);
     pv_loop_stop(r->loop);
@@ -1523,39 +1473,7 @@ static void on_stop(pv_actor_t *self, pv_msg_t *msg)
 static void on_ctl(pv_actor_t *self, pv_msg_t *msg)
 {
     pg_t *r = pv_actor_state(self);
-    pv_repl_ctl_t *c = (pv_repl_ctl_t *)msg;
-    switch (c->op) {
-    case PV_REPL_PAUSE:
-        if (!r->paused)
-            pv_info("pg", "PostgreSQL replication paused (pvctl)");
-        r->paused = true;
-        if (!r->busy) {
-            evtimer_del(r->timer);
-            set_state(r, "paused");
-        }
-        break;
-    case PV_REPL_RESUME:
-    case PV_REPL_NOW:
-        if (r->paused)
-            pv_info("pg", "PostgreSQL replication resumed (pvctl)");
-        r->paused = false;
-        if (!r->busy && !r->stopping && r->timer) {
-            evtimer_del(r->timer);
-            if (c->op == PV_REPL_NOW)
-                r->failures_in_row = 0;
-            later(r, 0);
-            if (!r->refused)
-                set_state(r, "sending");
-        }
-        break;
-    default:
-        break;
-    }
-    refresh_lag(r);
-    c->st = r->st;
-    if (r->paused && !r->busy)
-        snprintf(c->st.state, sizeof(c->st.state), "paused");
-    pv_actor_reply(msg, 0);
+    pv_target_ctl(&r->t, msg, r->cursor, r->t.timer);
 }
 
 static const pv_actor_fn pg_on[PG_MSG_COUNT] = {
@@ -1645,15 +1563,22 @@ int pv_pg_start(pv_app_t *app, char *err, size_t errlen)
         return -ENOMEM;
     }
     r->app = app;
-    snprintf(r->st.target, sizeof(r->st.target), "pg");
-    int rc = pg_parse(app->cfg.pg_dsn, r->st.where, sizeof(r->st.where), r->resolve_host,
+    r->t.app = app;
+    r->t.log = "pg";
+    r->t.what = "PostgreSQL replication";
+    r->t.m_cursor = PV_M_SYNC_PG_CURSOR;
+    r->t.m_lag_entries = PV_M_SYNC_PG_LAG_ENTRIES;
+    r->t.m_lag_seconds = PV_M_SYNC_PG_LAG_SECONDS;
+    r->t.m_failures = PV_M_SYNC_PG_FAILURES;
+    snprintf(r->t.st.target, sizeof(r->t.st.target), "pg");
+    int rc = pg_parse(app->cfg.pg_dsn, r->t.st.where, sizeof(r->t.st.where), r->resolve_host,
                       sizeof(r->resolve_host));
     if (rc < 0) {
-        snprintf(err, errlen, "pg_dsn: %s", r->st.where);
+        snprintf(err, errlen, "pg_dsn: %s", r->t.st.where);
         free(r);
         return rc;
     }
-    set_state(r, "idle");
+    pv_target_state(&r->t, "idle");
     bool oom = !(r->migrate_sql = migrate_sql());
     for (int i = 0; i < N_TABLES; i++) {
         r->stmts[i].upsert = upsert_sql(&pg_tables[i], true);
@@ -1706,7 +1631,7 @@ void pv_pg_stop(pv_app_t *app)
     if (stop) {
         pv_actor_send(a, stop);
     } else {
-        r->stopping = true;
+        r->t.stopping = true;
         pv_loop_stop(r->loop);
     }
     pv_loop_join(r->loop);
@@ -1719,8 +1644,8 @@ void pv_pg_free(pv_app_t *app)
         return;
     pg_t *r = pv_actor_state(a);
     pv_actor_free(a); /* pending messages: a cursor write's answer */
-    if (r->timer)
-        event_free(r->timer);
+    if (r->t.timer)
+        event_free(r->t.timer);
     drop(r);
     if (r->deadline)
         event_free(r->deadline);

@@ -59,6 +59,7 @@
  * and message.
  */
 #include "actors/replicate.h"
+#include "actors/target.h"
 #include "actors/sync.h"
 #include "app/kit.h"
 #include "app/metrics.h"
@@ -85,8 +86,6 @@
 #include <unistd.h>
 
 #define BLOBS_AT_ONCE 8
-#define BACKOFF_FIRST_MS 1000
-#define BACKOFF_MAX_MS 300000
 #define BLOB_PAGE 256                  /* PV_DB_BLOBS keys a snapshot checks at a time */
 
 
@@ -142,7 +141,6 @@ struct repl {
     pv_app_t *app;
     pv_actor_t *self;
     pv_loop_t *loop;
-    struct event *timer;
     pv_curlev_t *http;
     pv_s3_t *s3;
     pv_credchain_t *cc;     /* credentials, fresh before they expire */
@@ -151,7 +149,6 @@ struct repl {
                              * used by the HTTP loops (s3_link) */
     char region[32];
     char prefix[300];       /* "" or ending in '/' */
-    bool paused, busy, stopping;
     uint64_t cursor;
     /* the pass in flight */
     pv_segment_t *seg;
@@ -163,7 +160,6 @@ struct repl {
     bool failed;            /* a step failed: end the pass once nothing is in flight */
     void (*after_blobs)(repl_t *r); /* what follows the blobs: the segment, or a
                                      * snapshot's next page */
-    int failures_in_row;
     /* snapshots */
     bool snap_known;        /* S3's newest snapshot was looked up */
     int64_t snap_due_ms;    /* when the next one is due */
@@ -178,27 +174,16 @@ struct repl {
     /* one appliance a prefix */
     char appliance[33];     /* META appliance/id, in hex */
     bool checked;           /* the log in S3 was checked against ours */
-    bool lease_held, refused;
+    bool lease_held;
     int64_t lease_renew_ms; /* when to renew (or try again) */
     uint64_t s3_last;       /* the prefix check: the last change S3 holds */
     char *list_token;
     char *lease_body;       /* the lease PUT's body, borrowed until it is done */
     bool lease_conditional; /* that PUT had If-None-Match: * */
-    pv_repl_status_t st;    /* counters, errors, state */
+    pv_target_core_t t;     /* status, timer, pause, backoff (actors/target.h) */
 };
 
 static void pass(repl_t *r);
-
-static void set_state(repl_t *r, const char *state)
-{
-    snprintf(r->st.state, sizeof(r->st.state), "%s", state);
-}
-
-static void later(repl_t *r, int64_t ms)
-{
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    evtimer_add(r->timer, &tv);
-}
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
@@ -223,38 +208,8 @@ static int load_cursor(repl_t *r)
     return rc == -ENOENT ? 0 : rc;
 }
 
-static int first_time(void *arg, const pv_change_t *c)
-{
-    *(int64_t *)arg = c->time_ms;
-    return 0;
-}
-
 /* The head and the age of the oldest entry not yet in S3, for status and
  * the metrics. */
-static void refresh_lag(repl_t *r)
-{
-    pv_store_stat_t ss;
-    if (pv_store_stat(r->app->store, &ss) == 0)
-        r->st.head = ss.last_seq;
-    r->st.cursor = r->cursor;
-    r->st.lag_seconds = 0;
-    if (r->st.head > r->cursor) {
-        pv_txn_t txn;
-        int64_t t = 0;
-        if (pv_txn_begin(r->app->store, &txn, false) == 0) {
-            pv_changes_read(&txn, r->cursor, 1, first_time, &t);
-            pv_txn_abort(&txn);
-        }
-        if (t > 0 && pv_now_ms() > t)
-            r->st.lag_seconds = (double)(pv_now_ms() - t) / 1000.0;
-    }
-    pv_metrics_t *m = r->app->metrics;
-    pv_metrics_set(m, PV_M_SYNC_CURSOR, (long long)r->cursor);
-    pv_metrics_set(m, PV_M_SYNC_LAG_ENTRIES,
-                   (long long)(r->st.head > r->cursor ? r->st.head - r->cursor : 0));
-    pv_metrics_set(m, PV_M_SYNC_LAG_SECONDS, (long long)r->st.lag_seconds);
-}
-
 /* ---------------- the end of a pass ---------------- */
 
 static void pass_free(repl_t *r)
@@ -275,23 +230,23 @@ static void pass_free(repl_t *r)
     free(r->in_s3);
     r->in_s3 = NULL;
     r->n_in_s3 = 0;
-    r->st.bytes_pending = 0;
+    r->t.st.bytes_pending = 0;
     r->failed = false;
-    r->busy = false;
+    r->t.busy = false;
 }
 
 /* Record why the pass failed; it ends once nothing is in flight. */
 static void fail(repl_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void fail(repl_t *r, const char *fmt, ...)
 {
-    if (r->failed || r->stopping)
+    if (r->failed || r->t.stopping)
         return;
     r->failed = true;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(r->st.last_error, sizeof(r->st.last_error), fmt, ap);
+    vsnprintf(r->t.st.last_error, sizeof(r->t.st.last_error), fmt, ap);
     va_end(ap);
-    r->st.last_error_ms = pv_now_ms();
+    r->t.st.last_error_ms = pv_now_ms();
 }
 
 static void fail_s3(repl_t *r, const char *what, const pv_s3_result_t *res)
@@ -309,17 +264,7 @@ static void fail_s3(repl_t *r, const char *what, const pv_s3_result_t *res)
 static void pass_failed(repl_t *r)
 {
     pass_free(r);
-    r->st.failures++;
-    r->failures_in_row++;
-    pv_metrics_add(r->app->metrics, PV_M_SYNC_FAILURES, 1);
-    int64_t delay = pv_backoff_ms(r->failures_in_row, BACKOFF_FIRST_MS, BACKOFF_MAX_MS);
-    r->st.next_retry_ms = pv_now_ms() + delay;
-    if (r->failures_in_row == 1 || r->failures_in_row % 10 == 0)
-        pv_warn("sync", "S3 replication failed (%d in a row): %s; trying again in %.1f s",
-                r->failures_in_row, r->st.last_error, (double)delay / 1000.0);
-    set_state(r, r->paused ? "paused" : r->refused ? "refused" : "waiting");
-    refresh_lag(r);
-    later(r, delay);
+    pv_target_failed(&r->t, r->cursor);
 }
 
 /* A step of a pass is one S3 request at a time (the blobs aside). Its
@@ -339,7 +284,7 @@ static void step_started(repl_t *r, int rc, const char *what)
 static bool step_answered(repl_t *r, const pv_s3_result_t *res, const char *what)
 {
     r->in_flight--;
-    if (r->stopping)
+    if (r->t.stopping)
         return false;
     if (res->rc < 0) {
         fail_s3(r, what, res);
@@ -366,7 +311,7 @@ static void cursor_stored(pv_msg_t *msg)
     int rc = msg->status;
     uint64_t cursor = c->cursor;
     pv_msg_free(msg);
-    if (r->stopping)
+    if (r->t.stopping)
         return;
     if (rc < 0) {
         fail(r, "cannot store the replication cursor: %s", strerror(-rc));
@@ -374,21 +319,21 @@ static void cursor_stored(pv_msg_t *msg)
         return;
     }
     r->cursor = cursor;
-    r->st.segments++;
+    r->t.st.segments++;
     pv_metrics_add(r->app->metrics, PV_M_SYNC_SEGMENTS, 1);
-    if (r->failures_in_row)
+    if (r->t.failures_in_row)
         pv_info("sync", "S3 replication works again (cursor %" PRIu64 ")", cursor);
-    r->failures_in_row = 0;
-    r->st.next_retry_ms = 0;
+    r->t.failures_in_row = 0;
+    r->t.st.next_retry_ms = 0;
     pass_free(r);
-    refresh_lag(r);
-    if (r->paused) {
-        set_state(r, "paused");
+    pv_target_refresh_lag(&r->t, r->cursor);
+    if (r->t.paused) {
+        pv_target_state(&r->t, "paused");
         return;
     }
-    bool behind = r->st.head > r->cursor;
-    set_state(r, behind ? "sending" : "idle");
-    later(r, behind ? 0 : (int64_t)r->app->cfg.sync_interval * 1000);
+    bool behind = r->t.st.head > r->cursor;
+    pv_target_state(&r->t, behind ? "sending" : "idle");
+    pv_target_later(&r->t, behind ? 0 : (int64_t)r->app->cfg.sync_interval * 1000);
 }
 
 static void store_cursor(repl_t *r)
@@ -496,10 +441,10 @@ static void blob_end(blob_job_t *j)
 {
     repl_t *r = j->r;
     r->in_flight--;
-    r->st.bytes_pending -= j->size <= r->st.bytes_pending ? j->size : r->st.bytes_pending;
+    r->t.st.bytes_pending -= j->size <= r->t.st.bytes_pending ? j->size : r->t.st.bytes_pending;
     free(j->parts);
     free(j);
-    if (!r->stopping)
+    if (!r->t.stopping)
         blobs_next(r);
 }
 
@@ -509,8 +454,8 @@ static void blob_put_done(const pv_s3_result_t *res, void *arg)
     repl_t *r = j->r;
     if (res->rc == 0) {
         in_s3(r, j);
-        r->st.blobs++;
-        r->st.blob_bytes += (uint64_t)res->size;
+        r->t.st.blobs++;
+        r->t.st.blob_bytes += (uint64_t)res->size;
         pv_metrics_add(r->app->metrics, PV_M_SYNC_BLOBS, 1);
         pv_metrics_add(r->app->metrics, PV_M_SYNC_BYTES, res->size);
     } else {
@@ -561,11 +506,11 @@ static void blob_mpu_completed(const pv_s3_result_t *res, void *arg)
     repl_t *r = j->r;
     if (res->rc == 0) {
         in_s3(r, j);
-        r->st.blobs++;
-        r->st.blob_bytes += j->size;
+        r->t.st.blobs++;
+        r->t.st.blob_bytes += j->size;
         pv_metrics_add(r->app->metrics, PV_M_SYNC_BLOBS, 1);
         pv_metrics_add(r->app->metrics, PV_M_SYNC_BYTES, (long long)j->size);
-        if (!r->stopping)
+        if (!r->t.stopping)
             mpu_meta_save(r, j, NULL);
     } else {
         fail_s3(r, "complete a blob's multipart upload", res);
@@ -595,7 +540,7 @@ static void blob_part_next(blob_job_t *j)
     repl_t *r = j->r;
     while (j->next < j->n_parts && j->parts[j->next].number) /* in S3 already */
         j->next++;
-    if (r->failed || r->stopping) {
+    if (r->failed || r->t.stopping) {
         blob_end(j);
         return;
     }
@@ -635,7 +580,7 @@ static void blob_mpu_created(const pv_s3_result_t *res, void *arg)
         return;
     }
     snprintf(j->upload_id, sizeof(j->upload_id), "%s", res->upload_id);
-    if (!r->stopping)
+    if (!r->t.stopping)
         mpu_meta_save(r, j, j->upload_id);
     int rc = blob_parts_alloc(j);
     if (rc < 0) {
@@ -686,7 +631,7 @@ static void blob_parts_listed(const pv_s3_result_t *res, void *arg)
         if (p->size != want)
             continue; /* cut short: sent again */
         j->parts[p->number - 1] = *p;
-        r->st.parts_resumed++;
+        r->t.st.parts_resumed++;
     }
     j->next = 0;
     blob_part_next(j);
@@ -744,18 +689,18 @@ static void blob_head_done(const pv_s3_result_t *res, void *arg)
     repl_t *r = j->r;
     if (res->rc == 0 && res->size == (int64_t)j->size) { /* there: a name is its content */
         in_s3(r, j);
-        r->st.blobs_present++;
-    } else if (res->rc == 0 && !r->failed && !r->stopping) {
+        r->t.st.blobs_present++;
+    } else if (res->rc == 0 && !r->failed && !r->t.stopping) {
         /* There, but not whole: a store that kept what a cut-short PUT
          * sent (AWS never does; some S3-compatible stores do). Again. */
         pv_warn("sync", "blob %.16s... in S3 has %lld bytes, not %llu: sending it again", j->hex,
                 (long long)res->size, (unsigned long long)j->size);
-        r->st.blobs_repaired++;
+        r->t.st.blobs_repaired++;
         blob_send(j);
         return;
     } else if (res->rc != -ENOENT && res->rc != 0) {
         fail_s3(r, "HEAD blob", res);
-    } else if (res->rc == -ENOENT && !r->failed && !r->stopping) {
+    } else if (res->rc == -ENOENT && !r->failed && !r->t.stopping) {
         blob_send(j);
         return;
     }
@@ -782,10 +727,10 @@ static void blob_start(repl_t *r, const uint8_t sha[32])
         return;
     }
     j->size = (uint64_t)sb.st_size;
-    r->st.bytes_pending += j->size;
+    r->t.st.bytes_pending += j->size;
     int rc = pv_s3_head(r->s3, j->key, blob_head_done, j);
     if (rc < 0) {
-        r->st.bytes_pending -= j->size;
+        r->t.st.bytes_pending -= j->size;
         free(j);
         fail(r, "HEAD blob: %s", strerror(-rc));
         return;
@@ -812,14 +757,14 @@ static void snap_blob_page(repl_t *r);
 
 static void snap_done(repl_t *r)
 {
-    r->st.snapshots++;
-    r->st.last_snapshot_ms = pv_now_ms();
-    r->snap_due_ms = r->st.last_snapshot_ms + (int64_t)r->app->cfg.snapshot_interval * 1000;
+    r->t.st.snapshots++;
+    r->t.st.last_snapshot_ms = pv_now_ms();
+    r->snap_due_ms = r->t.st.last_snapshot_ms + (int64_t)r->app->cfg.snapshot_interval * 1000;
     pv_info("sync", "snapshot %s sent (%" PRId64 " bytes)", r->snap_key, r->snap_size);
-    r->failures_in_row = 0;
+    r->t.failures_in_row = 0;
     pass_free(r); /* the local archive goes */
-    set_state(r, "sending");
-    later(r, 0);
+    pv_target_state(&r->t, "sending");
+    pv_target_later(&r->t, 0);
 }
 
 static void snap_retain(repl_t *r);
@@ -895,7 +840,7 @@ static void snap_part_done(const pv_s3_result_t *res, void *arg)
 {
     repl_t *r = arg;
     r->in_flight--;
-    if (r->stopping)
+    if (r->t.stopping)
         return;
     if (res->rc < 0) {
         mpu_failed(r, "PUT snapshot part", res);
@@ -936,7 +881,7 @@ static void mpu_created(const pv_s3_result_t *res, void *arg)
 {
     repl_t *r = arg;
     r->in_flight--;
-    if (r->stopping)
+    if (r->t.stopping)
         return;
     if (res->rc < 0 || !res->upload_id) {
         fail_s3(r, "create the snapshot's multipart upload", res);
@@ -1033,10 +978,10 @@ static void snap_made(pv_msg_t *msg)
 {
     snap_job_t *j = (snap_job_t *)msg;
     repl_t *r = j->r;
-    if (r->stopping || j->rc < 0) {
+    if (r->t.stopping || j->rc < 0) {
         if (j->path[0])
             unlink(j->path);
-        if (!r->stopping) {
+        if (!r->t.stopping) {
             fail(r, "cannot make a snapshot: %s", j->err[0] ? j->err : strerror(-j->rc));
             pass_failed(r);
         }
@@ -1048,14 +993,14 @@ static void snap_made(pv_msg_t *msg)
     int64_t ms = pv_now_ms();
     snprintf(r->snap_key, sizeof(r->snap_key), "%ssnapshots/%020" PRIu64 "-%013" PRId64 ".tar",
              r->prefix, j->info.last_seq, ms);
-    r->st.last_snapshot_seq = j->info.last_seq;
+    r->t.st.last_snapshot_seq = j->info.last_seq;
     pv_msg_free(msg);
     snap_blob_page(r);
 }
 
 static void snap_start(repl_t *r)
 {
-    set_state(r, "snapshot");
+    pv_target_state(&r->t, "snapshot");
     /* If it fails, the log goes on being sent and the snapshot is tried
      * again in ten minutes (or at its interval, if that is shorter). */
     int64_t retry = r->app->cfg.snapshot_interval < 600 ? r->app->cfg.snapshot_interval : 600;
@@ -1129,20 +1074,20 @@ static void refuse(repl_t *r, const char *fmt, ...)
     char why[256];
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
-    if (!r->refused)
+    if (!r->t.refused)
         pv_error("sync", "S3 replication refused: %s", why);
-    r->refused = true;
+    r->t.refused = true;
     r->lease_held = false;
     r->checked = false;
-    snprintf(r->st.last_error, sizeof(r->st.last_error), "%s", why);
-    r->st.last_error_ms = pv_now_ms();
-    r->st.failures++;
+    snprintf(r->t.st.last_error, sizeof(r->t.st.last_error), "%s", why);
+    r->t.st.last_error_ms = pv_now_ms();
+    r->t.st.failures++;
     pv_metrics_add(r->app->metrics, PV_M_SYNC_FAILURES, 1);
     pass_free(r);
-    set_state(r, "refused");
-    r->st.next_retry_ms = pv_now_ms() + 60000; /* look again in a minute */
-    refresh_lag(r);
-    later(r, 60000);
+    pv_target_state(&r->t, "refused");
+    r->t.st.next_retry_ms = pv_now_ms() + 60000; /* look again in a minute */
+    pv_target_refresh_lag(&r->t, r->cursor);
+    pv_target_later(&r->t, 60000);
 }
 
 static void lease_put_done(const pv_s3_result_t *res, void *arg);
@@ -1178,7 +1123,7 @@ static void lease_got(const pv_s3_result_t *res, void *arg)
 {
     repl_t *r = arg;
     r->in_flight--;
-    if (r->stopping)
+    if (r->t.stopping)
         return;
     if (res->rc == -ENOENT) { /* gone meanwhile: take it again */
         int rc = lease_put(r, true);
@@ -1236,7 +1181,7 @@ static void lease_put_done(const pv_s3_result_t *res, void *arg)
 {
     repl_t *r = arg;
     r->in_flight--;
-    if (r->stopping)
+    if (r->t.stopping)
         return;
     if (res->rc == -EEXIST && r->lease_conditional) { /* taken: whose? */
         int rc = lease_get(r);
@@ -1253,10 +1198,10 @@ static void lease_put_done(const pv_s3_result_t *res, void *arg)
     }
     if (!r->lease_held)
         pv_info("sync", "holding %slease.json (appliance %s)", r->prefix, r->appliance);
-    if (r->refused)
-        r->st.last_error[0] = '\0';
+    if (r->t.refused)
+        r->t.st.last_error[0] = '\0';
     r->lease_held = true;
-    r->refused = false;
+    r->t.refused = false;
     r->lease_renew_ms = pv_now_ms() + lease_ttl_ms(r) / 3;
     step_done(r);
 }
@@ -1303,12 +1248,12 @@ static void log_listed(const pv_s3_result_t *res, void *arg)
         }
         return;
     }
-    refresh_lag(r);
-    if (r->s3_last > r->st.head) {
+    pv_target_refresh_lag(&r->t, r->cursor);
+    if (r->s3_last > r->t.st.head) {
         refuse(r, "s3://%s/%slog/ holds changes up to %" PRIu64 " but this store's log ends at %"
                PRIu64 ": it was restored to an earlier point, or another appliance writes there; "
                "give this one another s3_prefix", r->app->cfg.s3_bucket, r->prefix, r->s3_last,
-               r->st.head);
+               r->t.st.head);
         return;
     }
     r->checked = true;
@@ -1415,7 +1360,7 @@ static void pass_go(repl_t *r);
 static void on_creds(int rc, const pv_aws_creds_t *c, const char *why, void *arg)
 {
     repl_t *r = arg;
-    if (r->stopping)
+    if (r->t.stopping)
         return;
     if (rc < 0)
         fail(r, "%s", why);
@@ -1427,10 +1372,10 @@ static void on_creds(int rc, const pv_aws_creds_t *c, const char *why, void *arg
 
 static void pass(repl_t *r)
 {
-    if (r->busy || r->paused || r->stopping)
+    if (r->t.busy || r->t.paused || r->t.stopping)
         return;
-    r->busy = true;
-    r->st.next_retry_ms = 0;
+    r->t.busy = true;
+    r->t.st.next_retry_ms = 0;
     pv_credchain_get(r->cc, on_creds, r); /* on_creds may run inside */
 }
 
@@ -1471,14 +1416,14 @@ static void pass_go(repl_t *r)
     }
     if (pv_segment_count(r->seg) == 0) { /* caught up */
         pass_free(r);
-        refresh_lag(r);
-        set_state(r, "idle");
-        later(r, (int64_t)r->app->cfg.sync_interval * 1000);
+        pv_target_refresh_lag(&r->t, r->cursor);
+        pv_target_state(&r->t, "idle");
+        pv_target_later(&r->t, (int64_t)r->app->cfg.sync_interval * 1000);
         return;
     }
     unique_shas(r);
-    set_state(r, "sending");
-    refresh_lag(r);
+    pv_target_state(&r->t, "sending");
+    pv_target_refresh_lag(&r->t, r->cursor);
     r->after_blobs = put_segment;
     blobs_next(r);
 }
@@ -1489,8 +1434,8 @@ static void on_init(pv_actor_t *self, pv_msg_t *msg)
 {
     repl_t *r = pv_actor_state(self);
     pv_msg_free(msg);
-    r->timer = evtimer_new(pv_loop_base(r->loop), on_timer, r);
-    int rc = r->timer ? pv_curlev_new(pv_loop_base(r->loop), NULL, &r->http) : -ENOMEM;
+    r->t.timer = evtimer_new(pv_loop_base(r->loop), on_timer, r);
+    int rc = r->t.timer ? pv_curlev_new(pv_loop_base(r->loop), NULL, &r->http) : -ENOMEM;
     if (rc == 0)
         rc = pv_credchain_new(r->http, r->app->cfg.aws_profile, r->app->cfg.aws_imds_endpoint,
                               &r->cc);
@@ -1498,11 +1443,11 @@ static void on_init(pv_actor_t *self, pv_msg_t *msg)
         rc = load_cursor(r);
     if (rc < 0) {
         pv_error("sync", "S3 replication cannot start: %s", strerror(-rc));
-        set_state(r, "refused");
-        snprintf(r->st.last_error, sizeof(r->st.last_error), "cannot start: %s", strerror(-rc));
+        pv_target_state(&r->t, "refused");
+        snprintf(r->t.st.last_error, sizeof(r->t.st.last_error), "cannot start: %s", strerror(-rc));
         return;
     }
-    pv_info("sync", "replicating to %s from change %" PRIu64, r->st.where, r->cursor + 1);
+    pv_info("sync", "replicating to %s from change %" PRIu64, r->t.st.where, r->cursor + 1);
     pass(r);
 }
 
@@ -1510,9 +1455,9 @@ static void on_stop(pv_actor_t *self, pv_msg_t *msg)
 {
     repl_t *r = pv_actor_state(self);
     pv_msg_free(msg);
-    r->stopping = true;
-    if (r->timer)
-        evtimer_del(r->timer);
+    r->t.stopping = true;
+    if (r->t.timer)
+        evtimer_del(r->t.timer);
     pv_s3_free(r->s3); /* each request's done runs (cancelled) and does nothing */
     r->s3 = NULL;
     pv_curlev_free(r->http);
@@ -1523,38 +1468,7 @@ static void on_stop(pv_actor_t *self, pv_msg_t *msg)
 static void on_ctl(pv_actor_t *self, pv_msg_t *msg)
 {
     repl_t *r = pv_actor_state(self);
-    pv_repl_ctl_t *c = (pv_repl_ctl_t *)msg;
-    switch (c->op) {
-    case PV_REPL_PAUSE:
-        if (!r->paused)
-            pv_info("sync", "S3 replication paused (pvctl)");
-        r->paused = true;
-        if (!r->busy) {
-            evtimer_del(r->timer);
-            set_state(r, "paused");
-        }
-        break;
-    case PV_REPL_RESUME:
-    case PV_REPL_NOW:
-        if (r->paused)
-            pv_info("sync", "S3 replication resumed (pvctl)");
-        r->paused = false;
-        if (!r->busy && !r->stopping && r->http) {
-            evtimer_del(r->timer);
-            if (c->op == PV_REPL_NOW)
-                r->failures_in_row = 0; /* an operator's "now" skips the wait */
-            later(r, 0);
-            set_state(r, "sending");
-        }
-        break;
-    default:
-        break;
-    }
-    refresh_lag(r);
-    c->st = r->st;
-    if (r->paused && !r->busy) /* a pass under way ends first */
-        snprintf(c->st.state, sizeof(c->st.state), "paused");
-    pv_actor_reply(msg, 0);
+    pv_target_ctl(&r->t, msg, r->cursor, r->http);
 }
 
 static const pv_actor_fn repl_on[REPL_MSG_COUNT] = {
@@ -1625,7 +1539,14 @@ int pv_repl_start(pv_app_t *app, char *err, size_t errlen)
         return -ENOMEM;
     }
     r->app = app;
-    snprintf(r->st.target, sizeof(r->st.target), "s3");
+    r->t.app = app;
+    r->t.log = "sync";
+    r->t.what = "S3 replication";
+    r->t.m_cursor = PV_M_SYNC_CURSOR;
+    r->t.m_lag_entries = PV_M_SYNC_LAG_ENTRIES;
+    r->t.m_lag_seconds = PV_M_SYNC_LAG_SECONDS;
+    r->t.m_failures = PV_M_SYNC_FAILURES;
+    snprintf(r->t.st.target, sizeof(r->t.st.target), "s3");
     size_t pl = strlen(cfg->s3_prefix);
     while (pl && cfg->s3_prefix[pl - 1] == '/')
         pl--;
@@ -1633,13 +1554,13 @@ int pv_repl_start(pv_app_t *app, char *err, size_t errlen)
     while (pl && *p == '/')
         p++, pl--;
     snprintf(r->prefix, sizeof(r->prefix), "%.*s%s", (int)pl, p, pl ? "/" : "");
-    snprintf(r->st.where, sizeof(r->st.where), "s3://%s/%s", cfg->s3_bucket, r->prefix);
+    snprintf(r->t.st.where, sizeof(r->t.st.where), "s3://%s/%s", cfg->s3_bucket, r->prefix);
     if (cfg->s3_region[0])
         snprintf(r->region, sizeof(r->region), "%s", cfg->s3_region);
     else if (pv_awscreds_load_region(cfg->aws_profile[0] ? cfg->aws_profile : NULL, r->region,
                                      sizeof(r->region)) < 0 || !r->region[0])
         snprintf(r->region, sizeof(r->region), "us-east-1");
-    set_state(r, "idle");
+    pv_target_state(&r->t, "idle");
     pthread_mutex_init(&r->links_mu, NULL);
     if (cfg->media_from_s3) { /* the web UI shows pictures from there */
         char origin[400];
@@ -1692,7 +1613,7 @@ void pv_repl_stop(pv_app_t *app)
     if (stop) {
         pv_actor_send(app->repl, stop);
     } else { /* no memory for the message: stop the loop as it is */
-        r->stopping = true;
+        r->t.stopping = true;
         pv_loop_stop(r->loop);
     }
     pv_loop_join(r->loop);
@@ -1705,8 +1626,8 @@ void pv_repl_free(pv_app_t *app)
     repl_t *r = pv_actor_state(app->repl);
     pv_actor_free(app->repl); /* pending messages: a cursor write's answer */
     app->repl = NULL;
-    if (r->timer)
-        event_free(r->timer);
+    if (r->t.timer)
+        event_free(r->t.timer);
     pv_s3_free(r->s3);
     pv_curlev_free(r->http);
     pass_free(r);
