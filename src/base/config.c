@@ -80,7 +80,7 @@ static const pv_config_key_t g_keys[] = {
     {"snapshot_retention", T_INT, F(snapshot_retention), "7", "snapshots kept in S3; older ones are deleted"},
     {"changelog_alarm_bytes", T_U64, F(changelog_alarm_bytes), "1G", "warn (log, metric, pvctl status) when the change log kept for replication passes this size"},
     {"changelog_trim_seconds", T_INT, F(changelog_trim_seconds), "5", "how often the change log is trimmed below every replication cursor"},
-    {"web_root", T_STR, F(web_root), "", "the built web UI (default: ../web beside the pvd binary)"},
+    {"web_root", T_STR, F(web_root), "", "the built web UI (default: ../web beside the pvd binary, else ../share/pv/web)"},
 };
 
 const pv_config_key_t *pv_config_keys(size_t *n)
