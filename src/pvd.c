@@ -367,6 +367,12 @@ static int make_http_loops(pv_app_t *app)
         pv_error("pvd", "cannot listen on %s: %s", app->cfg.http_listen, strerror(-rc));
         return rc;
     }
+    if (app->cfg.http_redirect) { /* a public port 80: health checks, else HTTPS */
+        static const char *const health[] = {"healthz", "readyz", NULL};
+        int port = pv_http_server_port(first, PV_LISTEN_PUBLIC);
+        for (int i = 0; i < n; i++)
+            pv_http_server_set_redirect(app->servers[i], port, health);
+    }
     return 0;
 }
 

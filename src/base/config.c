@@ -23,6 +23,7 @@ static const pv_config_key_t g_keys[] = {
     {"data_dir", T_STR, F(data_dir), "./pv-data", "where the store, blobs, keys and TLS files live"},
     {"https_listen", T_STR, F(https_listen), "127.0.0.1:8443", "public HTTPS listener ADDR:PORT"},
     {"http_listen", T_STR, F(http_listen), "127.0.0.1:8080", "private plain-HTTP listener (health, metrics)"},
+    {"http_redirect", T_BOOL, F(http_redirect), "false", "the plain-HTTP listener answers /healthz and /readyz only and redirects everything else (/metrics too) to HTTPS: for a public port 80"},
     {"admin_socket", T_STR, F(admin_socket), "", "pvctl's Unix socket (default DATA/admin.sock)"},
     {"admin_group", T_STR, F(admin_group), "", "group allowed to use the admin socket (mode 0660)"},
     {"backup_dir", T_STR, F(backup_dir), "", "where pvctl backup may write (default DATA/backups)"},
