@@ -140,6 +140,16 @@ menuentry "pv appliance" {
 GRUB
 [ -e "$mnt/vmlinuz" ] && [ -e "$mnt/initrd.img" ] ||
     { echo "mkimage.sh: no /vmlinuz or /initrd.img in the image" >&2; exit 1; }
+# What the image must not carry, checked on the image itself: each box
+# makes its own keys and identity at its first boot.
+leaks=""
+ls "$mnt"/etc/ssh/ssh_host_* >/dev/null 2>&1 && leaks="$leaks SSH-host-keys"
+[ -s "$mnt/etc/machine-id" ] && leaks="$leaks machine-id"
+[ -n "$(ls -A "$mnt/var/lib/pv")" ] && leaks="$leaks pv-keys-or-data"
+[ -e "$mnt/home/admin/.ssh" ] || [ -e "$mnt/root/.ssh" ] && leaks="$leaks authorized-keys"
+awk -F: '$2 !~ /^[!*]/ { bad = bad " " $1 } END { if (bad) { print bad; exit 1 } }' \
+    "$mnt/etc/shadow" >/dev/null || leaks="$leaks passwords"
+[ -z "$leaks" ] || { echo "mkimage.sh: the image would carry:$leaks" >&2; exit 1; }
 used=$(df -B1M --output=used "$mnt" | tail -n 1 | tr -d ' ')
 for m in run dev/pts dev sys proc; do umount "$mnt/$m"; done
 # zeroes in free space keep the raw file sparse and compressible
