@@ -76,6 +76,13 @@ ln -sf ../run/systemd/resolve/stub-resolv.conf /etc/resolv.conf
 # for S3, later, so here it starts beside the rest.
 sed 's/^Before=.*/Before=nss-lookup.target shutdown.target initrd-switch-root.target/' \
     /lib/systemd/system/systemd-resolved.service > /etc/systemd/system/systemd-resolved.service
+# Under emulation (and on a small instance) the first boot is CPU-bound:
+# what nothing before pvd needs starts after it, so that the way to a
+# healthy HTTPS (networkd, the user data, pvd) has the CPUs to itself.
+for u in systemd-resolved systemd-logind; do
+    mkdir -p /etc/systemd/system/$u.service.d
+    printf '[Unit]\nAfter=pv.service\n' > /etc/systemd/system/$u.service.d/pv-after.conf
+done
 echo pv > /etc/hostname
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tpv\n::1\tlocalhost ip6-localhost ip6-loopback\n' > /etc/hosts
 
