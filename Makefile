@@ -1,5 +1,7 @@
 # pv — the front door. `make` builds build/bin/{pvd,pvctl,pvrender};
 # `make test` builds with ASan+UBSan and runs every test; see README.md.
+# `make deb` packages it, `make image` (root) makes the appliance's disk and
+# `make image-test` boots it; see appliance/README.md.
 
 CC      ?= cc
 PKGS    := lmdb libevent libevent_openssl libevent_pthreads msgpack libjwt \
@@ -31,7 +33,8 @@ TEST_OBJ := $(LIB_SRC:%.c=build/test/%.o) $(TEST_ONLY_SRC:%.c=build/test/%.o)
 
 main_src = $(if $(filter pvd,$(1)),src/pvd.c,tools/$(1).c)
 
-.PHONY: all deps test-deps run test check unit fuzz bench fmt lint clean web doc layers
+.PHONY: all deps test-deps run test check unit fuzz bench fmt lint clean web doc layers \
+        install deb image image-test
 all: $(TOOLS:%=build/bin/%) build/web/index.html
 
 # The web UI: content-hashed, gzipped copies of web/ (no npm needed).
@@ -160,6 +163,33 @@ lint: build/gen/pg_schema.h
 
 clean:
 	rm -rf build
+
+# ---- installing and the appliance (appliance/README.md) ----
+# `make install DESTDIR=... PREFIX=/usr`: the programs, the web UI where an
+# installed pvd looks for it (PREFIX/share/pv/web), man pages, completion.
+PREFIX  ?= /usr/local
+VERSION := $(shell sed -n 's/^\#define PV_VERSION "\(.*\)"/\1/p' src/base/pv.h)
+DEB     := build/pv_$(VERSION)_amd64.deb
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/pv/web \
+	  $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+	install -m 755 $(TOOLS:%=build/bin/%) $(DESTDIR)$(PREFIX)/bin/
+	cp -R build/web/. $(DESTDIR)$(PREFIX)/share/pv/web/
+	install -m 644 doc/pvd.8 doc/pvctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -m 644 tools/pvctl.bash-completion $(DESTDIR)$(PREFIX)/share/bash-completion/completions/pvctl
+
+APPLIANCE := $(wildcard appliance/*.sh appliance/*.service appliance/*.conf appliance/firstboot appliance/deb-*)
+deb: $(DEB)
+$(DEB): all $(APPLIANCE)
+	sh appliance/mkdeb.sh $@
+
+# The disk (as root, on Debian 12): built once, booted by image-test.
+image: build/image/pv.raw
+build/image/pv.raw: $(DEB) $(APPLIANCE)
+	sh appliance/mkimage.sh $(DEB) $@
+
+image-test: build/image/pv.raw
+	python3 appliance/image_test.py build/image/pv.raw
 
 # Header dependencies (-MMD) of every object, the programs' mains and the
 # unit tests included: a changed header must rebuild all that use it.

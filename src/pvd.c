@@ -8,8 +8,8 @@
  * sync) -> HTTP servers (the first listens; accepted connections are
  * dealt to all of them) -> the TLS actor, which loads the certificate and
  * hands each server its context -> the core loop and the HTTP loops run
- * -> ready. The main thread then runs its own loop, which owns the
- * signals.
+ * -> ready (and READY=1 to systemd, for a Type=notify unit). The main
+ * thread then runs its own loop, which owns the signals.
  *
  * Stop (SIGTERM/SIGINT): not ready; each HTTP loop stops accepting and
  * finishes its in-flight requests (up to a grace period); then the loops
@@ -30,6 +30,7 @@
 #include "actors/videos.h"
 #include "app/kit.h"
 #include "app/metrics.h"
+#include "base/notify.h"
 #include "base/pv.h"
 #include "store/backup.h"
 
@@ -248,6 +249,7 @@ static void begin_stop(main_state_t *ms, const char *why)
     if (atomic_exchange(&app->stopping, true))
         return;
     pv_info("pvd", "stopping (%s): finishing in-flight requests", why);
+    pv_notify("STOPPING=1");
     /* Event streams never finish by themselves: end them first. */
     pv_msg_t *vs = app->videos ? pv_msg_new(sizeof(pv_msg_t), PV_VIDEOS_SHUTDOWN) : NULL;
     if (vs)
@@ -373,6 +375,12 @@ static int make_http_loops(pv_app_t *app)
     if ((rc = pv_http_listen(first, app->cfg.http_listen, false, PV_LISTEN_PRIVATE)) < 0) {
         pv_error("pvd", "cannot listen on %s: %s", app->cfg.http_listen, strerror(-rc));
         return rc;
+    }
+    if (app->cfg.http_redirect) { /* a public port 80: health checks, else HTTPS */
+        static const char *const health[] = {"healthz", "readyz", NULL};
+        int port = pv_http_server_port(first, PV_LISTEN_PUBLIC);
+        for (int i = 0; i < n; i++)
+            pv_http_server_set_redirect(app->servers[i], port, health);
     }
     return 0;
 }
@@ -573,6 +581,10 @@ int main(int argc, char **argv)
         pv_log(PV_LOG_INFO, "pvd", NULL, NULL,
                "pvd %s serving https://%s (public) and http://%s (private), data in %s",
                PV_VERSION, app.cfg.https_listen, app.cfg.http_listen, app.cfg.data_dir);
+        /* systemd (Type=notify) starts what waits for pvd only now */
+        int nrc = pv_notify("READY=1");
+        if (nrc < 0)
+            pv_warn("pvd", "cannot tell systemd that pvd is ready: %s", strerror(-nrc));
         pv_loop_run(app.main_loop);
     }
     atomic_store(&app.ready, false);

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Installs the Debian packages pv needs (as root), quickly when they are
 # already there: `sh tools/deps.sh` for building and running, `sh
-# tools/deps.sh test` for the tests too. Idempotent.
+# tools/deps.sh test` for the tests too, `sh tools/deps.sh image` for the
+# appliance image (`make deb`, `make image`, `make image-test`; see
+# appliance/README.md). Idempotent.
 set -eu
 
 BUILD="make gcc libc6-dev pkg-config liblmdb-dev lmdb-utils libevent-dev libssl-dev libjwt-dev
@@ -10,9 +12,12 @@ libavutil-dev libcurl4-openssl-dev libsodium-dev libpq-dev libheif-dev libexif-d
 openssl ca-certificates curl jq"
 TEST="clang-14 libclang-rt-14-dev ffmpeg python3 curl procps util-linux chromium fonts-dejavu-core
 libimage-exiftool-perl libheif-examples python3-botocore sslscan postgresql-15 postgresql-client-15"
+IMAGE="dpkg-dev debootstrap gdisk dosfstools mtools e2fsprogs grub-pc-bin grub-efi-amd64-bin
+grub2-common qemu-system-x86 qemu-utils ovmf openssh-client python3"
 
 want="$BUILD"
 [ "${1:-}" = test ] && want="$want $TEST"
+[ "${1:-}" = image ] && want="$want $IMAGE"
 # The browser tests drive chromium from Node.js (playwright-core) and the S3
 # tests run s3rver on it (tests/peers/); use the machine's Node when there
 # is one (Debian's npm would replace it).

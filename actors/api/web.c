@@ -16,7 +16,8 @@
  * The web root is resolved once: the config key `web_root` when the config
  * table has it and it is set, else $PV_WEB_ROOT, else ../web or ../../web
  * next to the running binary (build/bin/pvd and build/test/bin/pvd both
- * find build/web). Paths are never taken from the request beyond one
+ * find build/web), else ../share/pv/web (an installed PREFIX/bin/pvd, as
+ * `make install` and the Debian package lay it out). Paths are never taken from the request beyond one
  * checked file name, so nothing outside the root can be reached.
  */
 #include "actors/api/api.h"
@@ -96,7 +97,7 @@ static void root_resolve(void)
     if (!slash)
         return;
     *slash = '\0';
-    static const char *const rel[] = {"/../web", "/../../web"};
+    static const char *const rel[] = {"/../web", "/../../web", "/../share/pv/web"};
     for (size_t i = 0; i < PV_ARRAY_LEN(rel); i++) {
         char p[PATH_MAX];
         int n = snprintf(p, sizeof(p), "%s%s", exe, rel[i]);

@@ -24,6 +24,7 @@ static const pv_config_key_t g_keys[] = {
     {"data_dir", T_STR, F(data_dir), "./pv-data", "where the store, blobs, keys and TLS files live"},
     {"https_listen", T_STR, F(https_listen), "127.0.0.1:8443", "public HTTPS listener ADDR:PORT"},
     {"http_listen", T_STR, F(http_listen), "127.0.0.1:8080", "private plain-HTTP listener (health, metrics)"},
+    {"http_redirect", T_BOOL, F(http_redirect), "false", "the plain-HTTP listener answers /healthz and /readyz only and redirects everything else (/metrics too) to HTTPS: for a public port 80"},
     {"admin_socket", T_STR, F(admin_socket), "", "pvctl's Unix socket (default DATA/admin.sock)"},
     {"admin_group", T_STR, F(admin_group), "", "group allowed to use the admin socket (mode 0660)"},
     {"backup_dir", T_STR, F(backup_dir), "", "where pvctl backup may write (default DATA/backups)"},
@@ -87,7 +88,7 @@ static const pv_config_key_t g_keys[] = {
     {"snapshot_retention", T_INT, F(snapshot_retention), "7", "snapshots kept in S3; older ones are deleted"},
     {"changelog_alarm_bytes", T_U64, F(changelog_alarm_bytes), "1G", "warn (log, metric, pvctl status) when the change log kept for replication passes this size"},
     {"changelog_trim_seconds", T_INT, F(changelog_trim_seconds), "5", "how often the change log is trimmed below every replication cursor"},
-    {"web_root", T_STR, F(web_root), "", "the built web UI (default: ../web beside the pvd binary)"},
+    {"web_root", T_STR, F(web_root), "", "the built web UI (default: ../web beside the pvd binary, else ../share/pv/web)"},
 };
 
 const pv_config_key_t *pv_config_keys(size_t *n)

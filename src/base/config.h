@@ -22,6 +22,8 @@ typedef struct pv_config {
     char data_dir[PATH_MAX];        /* store, blobs, keys, tls */
     char https_listen[128];         /* public TLS listener ADDR:PORT */
     char http_listen[128];          /* private plain listener ADDR:PORT */
+    bool http_redirect;             /* it answers health checks only and
+                                       redirects the rest to HTTPS */
     char admin_socket[PATH_MAX];    /* pvctl's Unix socket */
     char admin_group[64];           /* group allowed on the socket, or "" */
     char backup_dir[PATH_MAX];      /* the only place pvctl backup writes */

@@ -43,10 +43,12 @@
 #include "base/pv.h"
 #include "base/text.h"
 
+#include <ctype.h>
 #include <event2/bufferevent_ssl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/ssl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -382,14 +384,84 @@ static int pv_req_decode_path(pv_conn_t *c, pv_route_path_t *ps)
     return 0;
 }
 
+/* The host name of a Host header (its port dropped) into out: a DNS name
+ * or an IPv4 address (letters, digits, '.', '-'), or an IPv6 literal in
+ * brackets. Anything else could put what it likes into a Location. */
+static int pv_req_host_name(const char *host, char *out, size_t outlen)
+{
+    size_t n;
+    if (host[0] == '[') {
+        const char *end = strchr(host, ']');
+        if (!end || (end[1] && end[1] != ':'))
+            return -EINVAL;
+        n = (size_t)(end - host) + 1;
+        for (size_t i = 1; i + 1 < n; i++)
+            if (!isxdigit((unsigned char)host[i]) && host[i] != ':' && host[i] != '.')
+                return -EINVAL;
+    } else {
+        n = strcspn(host, ":");
+        for (size_t i = 0; i < n; i++)
+            if (!isalnum((unsigned char)host[i]) && host[i] != '.' && host[i] != '-')
+                return -EINVAL;
+    }
+    if (n < 1 || n >= outlen)
+        return -EINVAL;
+    memcpy(out, host, n);
+    out[n] = '\0';
+    return 0;
+}
+
+/* The plain listener as a way to HTTPS: answers a redirect to the same
+ * host, path and query over HTTPS; returns the status answered. */
+static int pv_req_redirect(pv_conn_t *c)
+{
+    pv_http_req_t *r = &c->req;
+    const char *host = pv_req_header(r, "Host");
+    char name[256];
+    if (!host || pv_req_host_name(host, name, sizeof(name)) < 0) {
+        pv_resp_error(r, 400, "bad_host", "a redirect to HTTPS needs a valid Host header");
+        return 400;
+    }
+    char port[16] = "";
+    int p = c->srv->cfg.redirect_https_port;
+    if (p != 443)
+        snprintf(port, sizeof(port), ":%d", p);
+    const char *q = r->query ? r->query : "";
+    size_t len = strlen(name) + strlen(port) + strlen(r->raw_path) + strlen(q) + 16;
+    char *loc = malloc(len);
+    if (!loc) {
+        c->close_after = true;
+        pv_resp_error(r, 503, "out_of_memory", "try again");
+        return 503;
+    }
+    snprintf(loc, len, "https://%s%s%s%s%s", name, port, r->raw_path, *q ? "?" : "", q);
+    /* 308 keeps a POST a POST; 301 is what every client knows for GET */
+    int st = strcmp(r->method, "GET") == 0 || r->head ? 301 : 308;
+    pv_resp_header(r, "Location", loc);
+    pv_resp_error(r, st, "https_required", loc);
+    free(loc);
+    return st;
+}
+
+static bool pv_req_redirect_exempt(const pv_http_server_t *s, const pv_http_route_t *rt)
+{
+    for (const char *const *e = s->cfg.redirect_exempt; e && *e; e++)
+        if (strcmp(*e, rt->name) == 0)
+            return true;
+    return false;
+}
+
 /* Finds the route for the request: 0 with req->route set, or an HTTP
- * status (404, 405) after answering. */
+ * status (404, 405, or a redirect to HTTPS) after answering. */
 static int pv_req_route(pv_conn_t *c, const pv_route_path_t *ps)
 {
     pv_http_req_t *r = &c->req;
     pv_route_match_t m;
 
     int st = pv_route_find(c->srv->routes, r->method, c->kind, ps, &m);
+    if (c->kind == PV_LISTEN_PRIVATE && c->srv->cfg.redirect_https_port &&
+        !(st == 0 && pv_req_redirect_exempt(c->srv, m.route)))
+        return pv_req_redirect(c);
     if (st == 404) {
         pv_resp_error(r, 404, "not_found", "no such resource");
         return 404;

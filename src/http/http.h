@@ -142,6 +142,14 @@ typedef struct pv_http_config {
     /* Called after each answer is complete (access log, metrics). */
     void (*on_done)(pv_http_req_t *req, int status, uint64_t bytes_out,
                     double ms);
+    /* Plain HTTP as a way to HTTPS (pv_http_server_set_redirect): when
+     * non-zero, a request on a PV_LISTEN_PRIVATE listener for anything but
+     * the routes named in redirect_exempt is answered 301 (GET, HEAD) or
+     * 308 (others, which keep their method and body) to
+     * https://HOST[:redirect_https_port]/PATH?QUERY, HOST from the request's
+     * Host header (400 bad_host without a valid one). */
+    int redirect_https_port;
+    const char *const *redirect_exempt; /* route names, NULL-terminated */
 } pv_http_config_t;
 
 /* The server's own messages, handled by its actor on its loop. */
@@ -182,6 +190,11 @@ int pv_http_listen(pv_http_server_t *srv, const char *addr_port, bool tls, int k
 /* The port a listener of that kind is bound to (useful with port 0), or
  * -ENOENT. */
 int pv_http_server_port(pv_http_server_t *srv, int kind);
+/* Turn on the redirect to HTTPS (pv_http_config_t.redirect_https_port)
+ * once the HTTPS port is known (pv_http_server_port), before the server's
+ * loop runs: exempt (a static array) names the routes still answered. */
+void pv_http_server_set_redirect(pv_http_server_t *srv, int https_port,
+                                 const char *const *exempt);
 /* Make the servers (one per loop, none running yet) share accepts: each
  * accepted connection is dealt round-robin to the group, so a burst of
  * connections does not all land on the loop that woke first. Listen on

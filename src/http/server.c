@@ -366,6 +366,13 @@ int pv_http_listener_fd(pv_http_server_t *srv, int kind)
     return -ENOENT;
 }
 
+void pv_http_server_set_redirect(pv_http_server_t *srv, int https_port,
+                                 const char *const *exempt)
+{
+    srv->cfg.redirect_https_port = https_port;
+    srv->cfg.redirect_exempt = exempt;
+}
+
 int pv_http_server_port(pv_http_server_t *srv, int kind)
 {
     for (int i = 0; srv && i < srv->nlst; i++)

@@ -3,7 +3,7 @@
 
   python3 tests/peers/imds.py [--port N] [--watch-pid PID] [--expires-in S]
                               [--role NAME | --no-role] [--bad-document] [--huge]
-                              [--key-id ID --secret SECRET]
+                              [--key-id ID --secret SECRET] [--user-data FILE]
 
 Listens on 127.0.0.1:N (0, the default: a free port), prints the port on
 one line of stdout, then serves until SIGTERM/SIGINT, or until the process
@@ -30,6 +30,10 @@ required):
       the Token still changes on every fetch
   GET /latest/meta-data/placement/region
       us-test-1
+  GET /latest/user-data
+      the contents of --user-data FILE (404 without it, as for an
+      instance started with none); a token is needed as for meta-data
+      (the appliance's first boot reads it: appliance/image_test.py)
   GET /_stats (no token needed)
       JSON counts: tokens given, credential documents served, requests
       refused with 401
@@ -118,6 +122,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             with st.lock:
                 body = {"tokens": st.n_tokens, "documents": st.n_docs, "refused": st.n_refused}
             return self.send(200, json.dumps(body), "application/json")
+        if self.path == "/latest/user-data":
+            if not self.token_ok():
+                return self.send(401, "Unauthorized")
+            if not a.user_data:
+                return self.send(404, "Not Found")
+            with open(a.user_data, "rb") as f:
+                return self.send(200, f.read(), "application/octet-stream")
         if not self.path.startswith("/latest/meta-data/"):
             return self.send(404, "Not Found")
         if not self.token_ok():
@@ -184,6 +195,7 @@ def main():
     p.add_argument("--huge", action="store_true")
     p.add_argument("--key-id")
     p.add_argument("--secret")
+    p.add_argument("--user-data")
     args = p.parse_args()
 
     server = Server(("127.0.0.1", args.port), Handler)
