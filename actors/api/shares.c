@@ -251,7 +251,8 @@ void pv_h_share_list(pv_http_req_t *req)
         pv_api_fail(req, rc);
         return;
     }
-    qsort(l.items, l.n, sizeof(*l.items), newest_first);
+    if (l.n)
+        qsort(l.items, l.n, sizeof(*l.items), newest_first);
     json_t *items = json_array();
     int64_t now = pv_now_ms();
     for (size_t i = 0; i < l.n; i++)

@@ -170,7 +170,7 @@ static bool cookie_value_ok(const pv_keys_t *keys, const pv_share_t *s, const ch
             continue;
         char want[44];
         cookie_sig(keys->presign[i], s, want);
-        return pv_memeq_ct(want, dot + 1, 43);
+        return pv_memeq_ct(want, dot + 1, 43) == 0; /* 0: equal */
     }
     return false;
 }
