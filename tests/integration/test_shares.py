@@ -283,3 +283,41 @@ def test_expired_is_the_same_404(pvd):
     _page(pvd, keep["token"]).expect(200, "the other share still works")
     listed = {x["id"]: x for x in _list(a, v["id"])}
     eq((listed[s["id"]]["expired"], listed[keep["id"]]["expired"]), (True, False), "the list says which expired")
+
+
+def test_pvctl_share_list_and_revoke(pvd):
+    from test_pvctl import ctl, ctl_json
+    a, b, v, vb = _setup(pvd)
+    s1, s2 = _share(a, v["id"], password="pw"), _share(b, vb["id"])
+    _page(pvd, s2["token"]).expect(200, "a view of b's share")
+    rows = ctl_json(pvd, "share", "list")["result"]["shares"]
+    ids = [x["id"] for x in rows]
+    check(s1["id"] in ids and s2["id"] in ids, "share list: everyone's shares", "both", ids)
+    row = next(x for x in rows if x["id"] == s2["id"])
+    eq((row["user"], row["video"], row["title"], row["password"], row["views"], row["expired"]),
+       (b.email, vb["id"], "b's", False, 1, False), "share list: b's row")
+    check(s2["token"] not in jsonlib_dumps(rows), "share list shows no tokens", "absent", None)
+    mine = ctl_json(pvd, "share", "list", b.email)["result"]["shares"]
+    eq({x["user"] for x in mine}, {b.email}, "share list USER: only b's")
+    check(s2["id"] in [x["id"] for x in ctl_json(pvd, "share", "list", b.id)["result"]["shares"]],
+          "share list by user id", "b's share", None)
+    eq(ctl_json(pvd, "share", "list", "nobody@example.com", expect=1)["error"]["code"], "not_found",
+       "share list of an unknown user")
+    out, _ = ctl(pvd, "share", "list", b.email)
+    check("views" in out and s2["id"] in out, "share list: a human table", "a table", out)
+    # Revoke by id, by token and by link; then they are gone.
+    eq(ctl_json(pvd, "share", "revoke", s1["id"])["result"]["share"], s1["id"], "revoke by id")
+    s3 = _share(b, vb["id"])
+    ctl_json(pvd, "share", "revoke", s2["token"])
+    ctl_json(pvd, "share", "revoke", "https://example.com/s/" + s3["token"])
+    gone = _gone_body(pvd)
+    for s in (s1, s2, s3):
+        eq(_page(pvd, s["token"]).body, gone, "revoked by pvctl: the 404 page")
+    for bad in (s1["id"], s2["token"], "nonsense"):
+        eq(ctl_json(pvd, "share", "revoke", bad, expect=1)["error"]["code"], "not_found",
+           "revoke %r again / unknown" % bad)
+
+
+def jsonlib_dumps(v):
+    import json
+    return json.dumps(v)
