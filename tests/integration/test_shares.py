@@ -16,9 +16,12 @@ import time
 from harness import check, eq, ffmpeg_image
 from test_openapi import _check
 
-# Small limits for the password test: per share, 4 attempts then 1 a minute.
-# (The same numbers limit logins per account; each user here logs in once.)
+# Small limits for the password tests: per share 4 attempts, per address 6,
+# then 1 a minute. (The same numbers limit logins per account and address;
+# this module logs in twice from 127.0.0.1.) 127.0.0.1 is a trusted proxy,
+# so X-Forwarded-For gives each phase an address of its own.
 PVD_CONFIG = {"render_workers": "1", "login_account_burst": "4", "login_account_per_minute": "1",
+              "login_ip_burst": "6", "login_ip_per_minute": "1", "trusted_proxies": "127.0.0.1",
               "share_max_days": "10"}
 
 TITLE = "<script>alert(\"x\")</script> & 'Summer'"
@@ -173,8 +176,8 @@ def test_only_the_owner(pvd):
     check(s["id"] not in [x["id"] for x in _list(b, vb["id"])], "b does not see a's shares", "absent", None)
 
 
-def _form(pvd, token, password, headers=None):
-    h = {"Content-Type": "application/x-www-form-urlencoded"}
+def _form(pvd, token, password, headers=None, client="10.0.1.1"):
+    h = {"Content-Type": "application/x-www-form-urlencoded", "X-Forwarded-For": client}
     h.update(headers or {})
     return pvd.req("POST", "/s/" + token, body=("password=" + password).encode(), headers=h)
 
@@ -207,7 +210,7 @@ def test_password_form_cookie_and_limit(pvd):
     r = pvd.req("GET", "/s/%s/video" % s["token"], headers=dict(jar, Range="bytes=0-9"))
     _check("GET", "/s/{token}/{what}", r, "the MP4 with the cookie", 206)
     # JSON works too; a forged or another share's cookie does not.
-    r = pvd.req("POST", "/s/" + s["token"], json={"password": "open sesame"})
+    r = pvd.req("POST", "/s/" + s["token"], json={"password": "open sesame"}, headers={"X-Forwarded-For": "10.0.1.1"})
     _check("POST", "/s/{token}", r, "the right password (JSON)", 303)
     forged = jar["Cookie"][:-3] + ("AAA" if not jar["Cookie"].endswith("AAA") else "BBB")
     html = _check("GET", "/s/{token}", _page(pvd, s["token"], headers={"Cookie": forged}), "a forged cookie", 200)
@@ -218,12 +221,24 @@ def test_password_form_cookie_and_limit(pvd):
     eq(_list(a, v["id"])[[x["id"] for x in _list(a, v["id"])].index(s["id"])]["views"], 1,
        "only the unlocked page load counted")
     # The limit: per share, before any hashing; the right password too.
-    codes = [_form(pvd, s2["token"], "nope%d" % i).status for i in range(4)]
+    codes = [_form(pvd, s2["token"], "nope%d" % i, client="10.0.1.2").status for i in range(4)]
     eq(codes, [401] * 4, "four wrong attempts")
-    r = _form(pvd, s2["token"], "open+sesame")
+    r = _form(pvd, s2["token"], "open+sesame", client="10.0.1.3")
     _check("POST", "/s/{token}", r, "past the limit", 429, "rate_limited")
     check(int(r.header("Retry-After", "0")) >= 1, "Retry-After", ">= 1", r.header("Retry-After"))
-    _check("POST", "/s/{token}", _form(pvd, s["token"], "open+sesame"), "another share is not limited", 303)
+    _check("POST", "/s/{token}", _form(pvd, s["token"], "open+sesame", client="10.0.1.4"),
+           "another share is not limited", 303)
+
+
+def test_password_limit_per_address(pvd):
+    a, _, v, _ = _setup(pvd)
+    shares = [_share(a, v["id"], password="pw%d" % i) for i in range(7)]
+    codes = [_form(pvd, s["token"], "wrong", client="10.0.2.1").status for s in shares]
+    eq(codes, [401] * 6 + [429], "seven shares, one wrong attempt each, from one address")
+    r = _form(pvd, shares[0]["token"], "pw0", client="10.0.2.1")
+    _check("POST", "/s/{token}", r, "the right password from that address, past its limit", 429, "rate_limited")
+    _check("POST", "/s/{token}", _form(pvd, shares[6]["token"], "pw6", client="10.0.2.2"),
+           "the same share from another address", 303)
     _check("POST", "/s/{token}", _form(pvd, "A" * 43, "x"), "a password for an unknown token", 404)
 
 
