@@ -17,11 +17,11 @@
  * media need no server-side session. A page load counts one view; the
  * media's Range requests do not.
  */
+#include "model/shares.h"
 #include "actors/api/api.h"
 #include "actors/auth.h"
 #include "app/kit.h"
 #include "base/pv.h"
-#include "model/shares.h"
 #include "model/videos.h"
 
 #include <sodium.h>
@@ -29,7 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DAY_MS (86400ll * 1000)
+#define DAY_MS    (86400ll * 1000)
 #define NOT_READY 1 /* create_apply: the video is not ready (409) */
 
 static void not_found(pv_http_req_t *req)
@@ -60,13 +60,16 @@ static int create_body(pv_http_req_t *req, create_call_t *c)
         return -EINVAL;
     const char *key;
     json_t *val;
-    json_object_foreach(root, key, val) {
+    json_object_foreach(root, key, val)
+    {
         if (strcmp(key, "expires_in_days") == 0) {
             json_int_t d = json_is_integer(val) ? json_integer_value(val) : 0;
             if (d < 1 || d > max_days) {
                 char m[96];
-                snprintf(m, sizeof(m), "expires_in_days: a whole number from 1 to %d "
-                         "(share_max_days)", max_days);
+                snprintf(m, sizeof(m),
+                         "expires_in_days: a whole number from 1 to %d "
+                         "(share_max_days)",
+                         max_days);
                 pv_http_respond_error(req, 400, "invalid_field", m);
                 goto bad;
             }
@@ -374,8 +377,7 @@ static int share_open(pv_http_req_t *req, uint8_t hash[32], pv_share_t *s, pv_vi
 }
 
 /* share_open, answering a failure itself: 0 or < 0 (answered). */
-static int share_open_or_answer(pv_http_req_t *req, uint8_t hash[32], pv_share_t *s,
-                                pv_video_t *v)
+static int share_open_or_answer(pv_http_req_t *req, uint8_t hash[32], pv_share_t *s, pv_video_t *v)
 {
     int rc = share_open(req, hash, s, v);
     if (rc == -ENOENT)
@@ -397,8 +399,9 @@ static void origin(pv_http_req_t *req, char *out, size_t outlen)
     const char *h = pv_http_header(req, "Host");
     size_t n = h ? strlen(h) : 0;
     out[0] = '\0';
-    if (n == 0 || n > 255 || strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                       "0123456789.-:[]") != n)
+    if (n == 0 || n > 255 ||
+        strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                  "0123456789.-:[]") != n)
         return;
     snprintf(out, outlen, "https://%s", h);
 }
@@ -434,8 +437,13 @@ static void page_counted(pv_call_t *call)
     page_css(req, css, sizeof(css));
     origin(req, org, sizeof(org));
     pv_share_page_t pg = {
-        .token = pv_http_param(req, "token"), .title = p->title, .origin = org, .css = css,
-        .width = p->width, .height = p->height, .duration_s = p->duration_s,
+        .token = pv_http_param(req, "token"),
+        .title = p->title,
+        .origin = org,
+        .css = css,
+        .width = p->width,
+        .height = p->height,
+        .duration_s = p->duration_s,
     };
     pv_sb_t sb = {0};
     pv_share_page_html(&sb, &pg);

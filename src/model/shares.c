@@ -263,12 +263,24 @@ void pv_share_esc(pv_sb_t *sb, const char *s)
 {
     for (; *s; s++) {
         switch (*s) {
-        case '&': pv_sb_puts(sb, "&amp;"); break;
-        case '<': pv_sb_puts(sb, "&lt;"); break;
-        case '>': pv_sb_puts(sb, "&gt;"); break;
-        case '"': pv_sb_puts(sb, "&quot;"); break;
-        case '\'': pv_sb_puts(sb, "&#39;"); break;
-        default: pv_sb_add(sb, s, 1); break;
+        case '&':
+            pv_sb_puts(sb, "&amp;");
+            break;
+        case '<':
+            pv_sb_puts(sb, "&lt;");
+            break;
+        case '>':
+            pv_sb_puts(sb, "&gt;");
+            break;
+        case '"':
+            pv_sb_puts(sb, "&quot;");
+            break;
+        case '\'':
+            pv_sb_puts(sb, "&#39;");
+            break;
+        default:
+            pv_sb_add(sb, s, 1);
+            break;
         }
     }
 }
@@ -320,14 +332,16 @@ void pv_share_page_html(pv_sb_t *sb, const pv_share_page_t *p)
     meta(sb, "name", "twitter:image", "", base, "/poster");
     pv_sb_puts(sb, "</head>\n<body class=\"share\">\n<main class=\"share-main\">\n<h1>");
     pv_share_esc(sb, title);
-    pv_sb_printf(sb, "</h1>\n<video class=\"share-video\" controls playsinline preload=\"metadata\" "
-                     "width=\"%u\" height=\"%u\" poster=\"/s/%s/poster\" src=\"/s/%s/video\">"
-                     "</video>\n<p class=\"share-actions\"><a class=\"share-download\" "
-                     "href=\"/s/%s/video\" download=\"",
+    pv_sb_printf(sb,
+                 "</h1>\n<video class=\"share-video\" controls playsinline preload=\"metadata\" "
+                 "width=\"%u\" height=\"%u\" poster=\"/s/%s/poster\" src=\"/s/%s/video\">"
+                 "</video>\n<p class=\"share-actions\"><a class=\"share-download\" "
+                 "href=\"/s/%s/video\" download=\"",
                  (unsigned)p->width, (unsigned)p->height, p->token, p->token, p->token);
     pv_share_esc(sb, title);
-    pv_sb_printf(sb, ".mp4\">Download</a> <span class=\"share-meta\">%.0f s</span></p>\n"
-                     "</main>\n</body>\n</html>\n",
+    pv_sb_printf(sb,
+                 ".mp4\">Download</a> <span class=\"share-meta\">%.0f s</span></p>\n"
+                 "</main>\n</body>\n</html>\n",
                  p->duration_s);
 }
 
@@ -338,11 +352,12 @@ void pv_share_form_html(pv_sb_t *sb, const char *token, const char *css, bool wr
                    "<h1>This video is protected</h1>\n");
     if (wrong)
         pv_sb_puts(sb, "<p class=\"share-error\" role=\"alert\">Wrong password.</p>\n");
-    pv_sb_printf(sb, "<form class=\"share-form\" method=\"post\" action=\"/s/%s\">\n"
-                     "<label for=\"pw\">Password</label>\n"
-                     "<input id=\"pw\" name=\"password\" type=\"password\" required "
-                     "autocomplete=\"current-password\" autofocus>\n"
-                     "<button type=\"submit\">Watch</button>\n</form>\n</main>\n</body>\n</html>\n",
+    pv_sb_printf(sb,
+                 "<form class=\"share-form\" method=\"post\" action=\"/s/%s\">\n"
+                 "<label for=\"pw\">Password</label>\n"
+                 "<input id=\"pw\" name=\"password\" type=\"password\" required "
+                 "autocomplete=\"current-password\" autofocus>\n"
+                 "<button type=\"submit\">Watch</button>\n</form>\n</main>\n</body>\n</html>\n",
                  token);
 }
 

@@ -21,9 +21,9 @@
 #include "base/records.h"
 #include "store/store.h"
 
-#define PV_SHARE_TOKEN_TEXT PV_REFRESH_TEXT /* 43 chars + NUL */
+#define PV_SHARE_TOKEN_TEXT   PV_REFRESH_TEXT /* 43 chars + NUL */
 #define PV_SHARE_DEFAULT_DAYS 7
-#define PV_SHARE_COOKIE "pv_share"
+#define PV_SHARE_COOKIE       "pv_share"
 /* "<kid>.<base64url HMAC>": up to 10 digits, a dot, 43 chars, NUL */
 #define PV_SHARE_COOKIE_TEXT 56
 
@@ -62,10 +62,10 @@ int pv_share_password_parse(const char *ctype, const char *body, size_t len,
 
 /* ---- the pages (text/html, no script, no inline style) ---- */
 typedef struct pv_share_page {
-    const char *token;     /* URL-safe: base64url */
-    const char *title;     /* the video's, user text: escaped here */
-    const char *origin;    /* "https://host[:port]" for the card tags, or "" */
-    const char *css;       /* the stylesheet's name under /assets/, or "" */
+    const char *token;  /* URL-safe: base64url */
+    const char *title;  /* the video's, user text: escaped here */
+    const char *origin; /* "https://host[:port]" for the card tags, or "" */
+    const char *css;    /* the stylesheet's name under /assets/, or "" */
     uint32_t width, height;
     double duration_s;
 } pv_share_page_t;

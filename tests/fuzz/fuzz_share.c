@@ -19,7 +19,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const char *const ctypes[] = {
-        "application/x-www-form-urlencoded", "application/json", "text/plain", NULL,
+        "application/x-www-form-urlencoded",
+        "application/json",
+        "text/plain",
+        NULL,
     };
     if (size < 1)
         return 0;

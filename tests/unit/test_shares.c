@@ -69,8 +69,16 @@ TEST(cookie_refused)
     char v[PV_SHARE_COOKIE_TEXT], h[256];
     pv_share_cookie_make(&k, &s, v);
     static const char *const bad[] = {
-        NULL, "", "pv_share=", "pv_share=7.", "pv_share=.abc", "xpv_share=%s",
-        "pv_share=8%s", "pv_share=7.%s0", "pv_share=x.%s", "pv_share=99999999999.%s",
+        NULL,
+        "",
+        "pv_share=",
+        "pv_share=7.",
+        "pv_share=.abc",
+        "xpv_share=%s",
+        "pv_share=8%s",
+        "pv_share=7.%s0",
+        "pv_share=x.%s",
+        "pv_share=99999999999.%s",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         if (!bad[i]) {
@@ -92,7 +100,8 @@ TEST(password_parse)
     CHECK_EQ_INT(pv_share_password_parse(f, "password=open+s%C3%A9same", 25, pw), 0);
     CHECK_EQ_STR(pw, "open s\xc3\xa9same");
     CHECK_EQ_INT(pv_share_password_parse("application/x-www-form-urlencoded; charset=utf-8",
-                                         "x=1&password=a&y=2", 18, pw), 0);
+                                         "x=1&password=a&y=2", 18, pw),
+                 0);
     CHECK_EQ_STR(pw, "a");
     CHECK_EQ_INT(pv_share_password_parse("application/json", "{\"password\":\"p w\"}", 18, pw), 0);
     CHECK_EQ_STR(pw, "p w");
@@ -126,8 +135,13 @@ TEST(password_parse)
 TEST(page_escapes)
 {
     pv_sb_t sb = {0};
-    pv_share_page_t p = {.token = "tok", .title = "<b>\"x\" & 'y'</b>", .origin = "https://h",
-                         .css = "share.css", .width = 640, .height = 480, .duration_s = 3};
+    pv_share_page_t p = {.token = "tok",
+                         .title = "<b>\"x\" & 'y'</b>",
+                         .origin = "https://h",
+                         .css = "share.css",
+                         .width = 640,
+                         .height = 480,
+                         .duration_s = 3};
     pv_share_page_html(&sb, &p);
     CHECK(!sb.failed);
     CHECK(strstr(sb.p, "<b>") == NULL);
