@@ -8,7 +8,8 @@
  * writer, a password is hashed with argon2id on the hash pool first.
  *
  * The public side answers one 404 page for every link that does not work
- * (unknown, revoked, expired, or its video gone or not ready), so a link
+ * (unknown, revoked, expired, its video gone or not ready, its owner
+ * disabled), so a link
  * says nothing about why. A share with a password shows only the form
  * until the password was given: POST /s/{token} admits the attempt through
  * the auth actor's limits (per share, per address) before any hashing, and
@@ -372,6 +373,13 @@ static int share_open(pv_http_req_t *req, uint8_t hash[32], pv_share_t *s, pv_vi
     if (rc == 0 && v->status != PV_VIDEO_READY) {
         pv_video_clear(v);
         rc = -ENOENT;
+    }
+    if (rc == 0) { /* a disabled owner's links stop with the account */
+        int ua = pv_api_user_active(app, s->user_id);
+        if (ua < 0) {
+            pv_video_clear(v);
+            rc = ua == -EACCES || ua == -ENOENT ? -ENOENT : ua;
+        }
     }
     return rc == -EINVAL ? -ENOENT : rc;
 }

@@ -320,6 +320,11 @@ def test_pvctl_share_list_and_revoke(pvd):
        "share list of an unknown user")
     out, _ = ctl(pvd, "share", "list", b.email)
     check("views" in out and s2["id"] in out, "share list: a human table", "a table", out)
+    # A disabled owner's links stop working, and work again once enabled.
+    ctl_json(pvd, "user", "disable", b.email)
+    eq(_page(pvd, s2["token"]).body, _gone_body(pvd), "a disabled owner's share: the 404 page")
+    ctl_json(pvd, "user", "enable", b.email)
+    _page(pvd, s2["token"]).expect(200, "the owner enabled again")
     # Revoke by id, by token and by link; then they are gone.
     eq(ctl_json(pvd, "share", "revoke", s1["id"])["result"]["share"], s1["id"], "revoke by id")
     s3 = _share(b, vb["id"])
