@@ -35,6 +35,7 @@
 #include "base/pv.h"
 #include "model/invites.h"
 #include "model/revoked.h"
+#include "model/shares.h"
 #include "model/check.h"
 #include "model/users.h"
 #include "model/videos.h"
@@ -1195,6 +1196,133 @@ static void h_log_level(admin_req_t *r)
     req_done(r);
 }
 
+/* ---------------- share links ---------------- */
+
+typedef struct share_rows {
+    pv_txn_t *txn;
+    pv_share_t *items;
+    size_t n, cap;
+} share_rows_t;
+
+static int share_row(void *arg, const uint8_t hash[32], const pv_share_t *s)
+{
+    (void)hash;
+    share_rows_t *l = arg;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        pv_share_t *p = realloc(l->items, cap * sizeof(*p));
+        if (!p)
+            return -ENOMEM;
+        l->items = p;
+        l->cap = cap;
+    }
+    l->items[l->n++] = *s;
+    return 0;
+}
+
+static int share_newest_first(const void *a, const void *b)
+{
+    return memcmp(((const pv_share_t *)b)->id, ((const pv_share_t *)a)->id, 16);
+}
+
+/* One row: the share, its owner's email and its video's title. */
+static json_t *share_row_json(pv_txn_t *txn, const pv_share_t *s, int64_t now)
+{
+    pv_val_t v;
+    pv_user_t u;
+    pv_video_t vid;
+    const char *email = "";
+    if (pv_txn_get(txn, PV_DB_USERS, s->user_id, 16, &v) == 0 && pv_user_decode(v.data, v.len, &u) == 0)
+        email = u.email;
+    char title[PV_TITLE_MAX + 1] = "";
+    if (pv_video_load(txn, s->user_id, s->video_id, &vid) == 0) {
+        snprintf(title, sizeof(title), "%s", vid.title);
+        pv_video_clear(&vid);
+    }
+    return json_pack("{s:o,s:s,s:o,s:s,s:o,s:o,s:b,s:b,s:I}", "id", id_json(s->id), "user", email,
+                     "video", id_json(s->video_id), "title", title, "created_at",
+                     time_json(s->created_ms), "expires_at", time_json(s->expires_ms), "expired",
+                     now >= s->expires_ms, "password", s->pw_hash[0] != '\0', "views",
+                     (json_int_t)s->views);
+}
+
+static void share_list_work(pv_msg_t *m)
+{
+    admin_req_t *r = (admin_req_t *)m;
+    pv_txn_t txn;
+    share_rows_t l = {.txn = &txn};
+    const char *who = arg_str(r, "user");
+    long limit = arg_int(r, "limit", ADMIN_LIST_DEFAULT);
+    int rc = pv_txn_begin(r->app->store, &txn, false);
+    if (rc < 0) {
+        r->rc = rc;
+        return;
+    }
+    if (who && user_lookup(&txn, who, &r->user) < 0) {
+        pv_txn_abort(&txn);
+        req_error(r, "not_found", "no user %s", who);
+        return;
+    }
+    rc = pv_share_each(&txn, who ? r->user.id : NULL, NULL, share_row, &l);
+    if (rc == 0 && l.n)
+        qsort(l.items, l.n, sizeof(*l.items), share_newest_first);
+    json_t *rows = json_array();
+    int64_t now = pv_now_ms();
+    for (size_t i = 0; rc == 0 && rows && i < l.n && (long)i < limit; i++)
+        if (json_array_append_new(rows, share_row_json(&txn, &l.items[i], now)) < 0)
+            rc = -ENOMEM;
+    pv_txn_abort(&txn);
+    free(l.items);
+    if (rc == 0 && !(r->result = json_pack("{s:o,s:I}", "shares", rows, "total", (json_int_t)l.n)))
+        rc = -ENOMEM;
+    else if (rc < 0)
+        json_decref(rows);
+    r->rc = rc;
+}
+
+static void h_share_list(admin_req_t *r) { (void)go_pool(r, share_list_work, work_done); }
+
+/* TOKEN, /s/TOKEN, a link ending in it, or a share id. */
+static int share_revoke_apply(pv_txn_t *txn, void *arg)
+{
+    admin_req_t *r = arg;
+    const char *what = r->who, *slash = strrchr(what, '/');
+    uint8_t id[16], hash[32];
+    pv_share_t s;
+    int rc;
+    if (pv_id_decode(what, id) == 0)
+        rc = pv_share_find(txn, id, NULL, hash, &s);
+    else if (pv_refresh_hash(slash ? slash + 1 : what, hash) == 0)
+        rc = pv_share_load(txn, hash, &s);
+    else
+        rc = -ENOENT;
+    if (rc == 0)
+        rc = pv_txn_del(txn, PV_DB_SHARES, hash, 32);
+    if (rc == 0)
+        memcpy(r->user.id, s.id, 16); /* for the answer */
+    return rc;
+}
+
+static void share_revoke_committed(admin_req_t *r)
+{
+    int rc = r->call.sreq.msg.status;
+    if (rc == -ENOENT || rc == -EINVAL) {
+        req_error(r, "not_found", "no share %s", r->who);
+    } else if (rc < 0) {
+        req_error_rc(r, rc, r->cmd->words);
+    } else {
+        r->result = json_pack("{s:o,s:b}", "share", id_json(r->user.id), "revoked", true);
+        pv_info("admin", "share link %s revoked by pvctl", json_string_value(json_object_get(r->result, "share")));
+    }
+    req_done(r);
+}
+
+static void h_share_revoke(admin_req_t *r)
+{
+    snprintf(r->who, sizeof(r->who), "%s", arg_str(r, "share"));
+    go_store(r, share_revoke_apply, share_revoke_committed);
+}
+
 /* ---------------- test build: the failure seam and the store check ----------------
  * The failure walks (tests/integration/test_failwalk.py) arm the seam, run
  * an operation, read what it passed and fired, and check the store. Both
@@ -1306,6 +1434,8 @@ static const admin_handler_fn g_handlers[PV_CMD_COUNT] = {
     [PV_CMD_CONFIG_SHOW] = h_config_show,
     [PV_CMD_TLS_RELOAD] = h_tls_reload,
     [PV_CMD_LOG_LEVEL] = h_log_level,
+    [PV_CMD_SHARE_LIST] = h_share_list,
+    [PV_CMD_SHARE_REVOKE] = h_share_revoke,
 #ifdef PV_TEST_BUILD
     [PV_CMD_DEBUG_FAILPOINTS] = h_debug_failpoints,
     [PV_CMD_DEBUG_CHECK] = h_debug_check,

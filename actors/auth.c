@@ -14,6 +14,8 @@ typedef struct auth_state {
     pv_ratelimit_t *per_account;
     pv_ratelimit_t *per_ip;
     pv_ratelimit_t *signup_per_ip;
+    pv_ratelimit_t *share_per_share; /* share passwords, per share link */
+    pv_ratelimit_t *share_per_ip;    /* ... and per address */
 } auth_state_t;
 
 static void state_free(auth_state_t *st)
@@ -23,6 +25,8 @@ static void state_free(auth_state_t *st)
     pv_ratelimit_free(st->per_account);
     pv_ratelimit_free(st->per_ip);
     pv_ratelimit_free(st->signup_per_ip);
+    pv_ratelimit_free(st->share_per_share);
+    pv_ratelimit_free(st->share_per_ip);
     free(st);
 }
 
@@ -35,7 +39,11 @@ static auth_state_t *state_new(const pv_config_t *cfg)
                                        cfg->login_account_per_minute, 4096);
     st->per_ip = pv_ratelimit_new(cfg->login_ip_burst, cfg->login_ip_per_minute, 4096);
     st->signup_per_ip = pv_ratelimit_new(cfg->signup_ip_burst, cfg->signup_ip_per_minute, 4096);
-    if (!st->per_account || !st->per_ip || !st->signup_per_ip) {
+    st->share_per_share = pv_ratelimit_new(cfg->login_account_burst,
+                                           cfg->login_account_per_minute, 4096);
+    st->share_per_ip = pv_ratelimit_new(cfg->login_ip_burst, cfg->login_ip_per_minute, 4096);
+    if (!st->per_account || !st->per_ip || !st->signup_per_ip || !st->share_per_share ||
+        !st->share_per_ip) {
         state_free(st);
         return NULL;
     }
@@ -49,6 +57,10 @@ static void on_admit(pv_actor_t *self, pv_msg_t *msg)
     int64_t now = pv_now_ms();
     if (a->kind == PV_ADMIT_SIGNUP) {
         a->retry_after = pv_ratelimit_take(st->signup_per_ip, a->remote, now);
+    } else if (a->kind == PV_ADMIT_SHARE) {
+        int sh = pv_ratelimit_take(st->share_per_share, a->email, now);
+        int ip = pv_ratelimit_take(st->share_per_ip, a->remote, now);
+        a->retry_after = sh > ip ? sh : ip;
     } else {
         int acc = pv_ratelimit_take(st->per_account, a->email, now);
         int ip = pv_ratelimit_take(st->per_ip, a->remote, now);

@@ -14,12 +14,15 @@ enum pv_auth_msg {
     PV_AUTH_MSG_COUNT
 };
 
-enum pv_auth_kind { PV_ADMIT_LOGIN, PV_ADMIT_SIGNUP };
+/* PV_ADMIT_SHARE: a share link's password (actors/api/shares.c), limited
+ * per share (the share's id text in `email`) and per address, in tables of
+ * their own with the login limits' numbers. */
+enum pv_auth_kind { PV_ADMIT_LOGIN, PV_ADMIT_SIGNUP, PV_ADMIT_SHARE };
 
 typedef struct pv_auth_admit {
     pv_msg_t msg;                 /* type PV_AUTH_ADMIT */
     int kind;                     /* enum pv_auth_kind */
-    char email[PV_EMAIL_MAX + 1]; /* normalised (logins) */
+    char email[PV_EMAIL_MAX + 1]; /* normalised (logins); the share id (shares) */
     char remote[64];              /* the client's address */
     int retry_after;              /* answer: seconds to wait; 0: admitted */
 } pv_auth_admit_t;

@@ -277,8 +277,10 @@ typedef struct apply_ctx {
 
 static int db_of(const char *kind)
 {
-    return !strcmp(kind, "user") ? PV_DB_USERS : !strcmp(kind, "photo") ? PV_DB_PHOTOS
-                                                                         : PV_DB_VIDEOS;
+    return !strcmp(kind, "user")    ? PV_DB_USERS
+           : !strcmp(kind, "photo") ? PV_DB_PHOTOS
+           : !strcmp(kind, "share") ? PV_DB_SHARES
+                                    : PV_DB_VIDEOS;
 }
 
 typedef struct entry_ctx {

@@ -42,8 +42,20 @@ void pv_h_video_cancel(pv_http_req_t *req);
 void pv_h_video_events(pv_http_req_t *req);
 void pv_h_media_video(pv_http_req_t *req);
 
+/* actors/api/shares.c: share links, and the public share page */
+void pv_h_share_create(pv_http_req_t *req);
+void pv_h_share_list(pv_http_req_t *req);
+void pv_h_share_revoke(pv_http_req_t *req);
+void pv_h_share_page(pv_http_req_t *req);
+void pv_h_share_unlock(pv_http_req_t *req);
+void pv_h_share_media(pv_http_req_t *req);
+
 /* actors/api/web.c: the web UI's static files */
 void pv_h_web_index(pv_http_req_t *req);
 void pv_h_web_asset(pv_http_req_t *req);
+/* The name the build gave web/assets/<name> ("share.css" ->
+ * "share.0123456789.css"), or the name itself in a development tree:
+ * 0, or -ENOENT when the web root has no such asset. */
+int pv_web_asset_name(pv_http_req_t *req, const char *name, char *out, size_t outlen);
 
 #endif

@@ -31,6 +31,12 @@ const pv_http_route_t pv_api_routes[] = {
     {"DELETE", "/api/v1/videos/{id}", pv_h_video_delete, PV_AUTH_BEARER, PV_BODY_NONE, 0, PUB, "video_delete"},
     {"POST", "/api/v1/videos/{id}/cancel", pv_h_video_cancel, PV_AUTH_BEARER, PV_BODY_NONE, 0, PUB, "video_cancel"},
     {"GET", "/api/v1/videos/{id}/events", pv_h_video_events, PV_AUTH_BEARER, PV_BODY_NONE, 0, PUB, "video_events"},
+    {"POST", "/api/v1/videos/{id}/shares", pv_h_share_create, PV_AUTH_BEARER, PV_BODY_MEMORY, 0, PUB, "share_create"},
+    {"GET", "/api/v1/videos/{id}/shares", pv_h_share_list, PV_AUTH_BEARER, PV_BODY_NONE, 0, PUB, "share_list"},
+    {"DELETE", "/api/v1/videos/{id}/shares/{share_id}", pv_h_share_revoke, PV_AUTH_BEARER, PV_BODY_NONE, 0, PUB, "share_revoke"},
+    {"GET", "/s/{token}", pv_h_share_page, PV_AUTH_NONE, PV_BODY_NONE, 0, PUB, "share_page"},
+    {"POST", "/s/{token}", pv_h_share_unlock, PV_AUTH_NONE, PV_BODY_MEMORY, 4096, PUB, "share_unlock"},
+    {"GET", "/s/{token}/{what}", pv_h_share_media, PV_AUTH_NONE, PV_BODY_NONE, 0, PUB, "share_media"},
     {"GET", "/media/videos/{id}/{what}", pv_h_media_video, PV_AUTH_SIGNED, PV_BODY_NONE, 0, PUB, "media_video"},
     /* the web UI (actors/api/web.c): the page at its client-side routes, and assets */
     {"GET", "/", pv_h_web_index, PV_AUTH_NONE, PV_BODY_NONE, 0, PUB, "web_index"},

@@ -13,6 +13,7 @@
 #include "actors/videos.h"
 #include "app/kit.h"
 #include "base/pv.h"
+#include "model/shares.h"
 #include "model/usage.h"
 #include "model/videos.h"
 
@@ -361,6 +362,10 @@ static int delete_apply(pv_txn_t *txn, void *arg)
         rc = pv_txn_del(txn, PV_DB_JOBS, d->id, 16);
         if (rc == -ENOENT)
             rc = 0;
+    }
+    if (rc == 0) { /* its share links end with it */
+        int n = pv_share_drop_video(txn, d->user, d->id);
+        rc = n < 0 ? n : 0;
     }
     if (rc == 0 && v.status == PV_VIDEO_READY && has_blob(v.sha256))
         rc = pv_blob_unref(txn, v.sha256);

@@ -24,6 +24,8 @@
 #include "app/kit.h"
 #include "base/pv.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -254,6 +256,36 @@ static void serve(pv_http_req_t *req, const char *dir, const char *name,
     if (gz)
         pv_http_add_header(req, "Content-Encoding", "gzip");
     pv_http_respond_file(req, fd, type, etag, cache);
+}
+
+int pv_web_asset_name(pv_http_req_t *req, const char *name, char *out, size_t outlen)
+{
+    const char *root = web_root(req);
+    const char *dot = strrchr(name, '.');
+    char dir[PATH_MAX];
+    int n = snprintf(dir, sizeof(dir), "%s/assets", root);
+    if (!*root || !dot || n < 0 || (size_t)n >= sizeof(dir))
+        return -ENOENT;
+    size_t stem = (size_t)(dot - name);
+    DIR *d = opendir(dir);
+    if (!d)
+        return -ENOENT;
+    int rc = -ENOENT;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *f = e->d_name;
+        bool same = strcmp(f, name) == 0;
+        bool hashed = strncmp(f, name, stem) == 0 && f[stem] == '.' && name_hashed(f) &&
+                      strcmp(strrchr(f, '.'), dot) == 0 && strchr(f + stem + 1, '.') == strrchr(f, '.');
+        if ((same || hashed) && strlen(f) < outlen) {
+            snprintf(out, outlen, "%s", f);
+            rc = 0;
+            if (hashed)
+                break;
+        }
+    }
+    closedir(d);
+    return rc;
 }
 
 /* GET / and the UI's client-side routes: the page. */

@@ -558,6 +558,15 @@ static const pv_admin_cmd_t g_cmds[] = {
      {{"level", PV_ARG_STR, PV_ARG_POS, false, "LEVEL", "debug|info|warn|error", 0, 0,
        "the new level"},
       {0}}},
+    {PV_CMD_SHARE_LIST, "share.list", "share list", 0, "list video share links",
+     "Lists the public share links of every user's videos, or of USER's (email or id): "
+     "each share's id, owner, video, title, expiry, whether it has a password and its "
+     "views, newest first. Tokens are not shown: pvd keeps only their hashes.",
+     {STR_POS("user", "USER", false, "only this user's shares (email or id)"), LIMIT_OPT, {0}}},
+    {PV_CMD_SHARE_REVOKE, "share.revoke", "share revoke", 0, "revoke a share link",
+     "Revokes the share with this id, or the one this token (or /s/TOKEN link) opens: "
+     "its page and media answer 404 at once.",
+     {STR_POS("share", "TOKEN|ID", true, "the share's id, its token or its link"), {0}}},
 #ifdef PV_TEST_BUILD
     /* The failure walks (tests/integration/test_failwalk.py) drive these; a
      * release build has neither the rows nor the seam behind them. */

@@ -92,6 +92,8 @@ enum pv_admin_cmd_id {
     PV_CMD_CONFIG_SHOW,
     PV_CMD_TLS_RELOAD,
     PV_CMD_LOG_LEVEL,
+    PV_CMD_SHARE_LIST,
+    PV_CMD_SHARE_REVOKE,
 #ifdef PV_TEST_BUILD
     PV_CMD_DEBUG_FAILPOINTS, /* test build only: arm and read the failure seam */
     PV_CMD_DEBUG_CHECK,      /* test build only: the store's invariants */

@@ -33,6 +33,7 @@ static const pv_config_key_t g_keys[] = {
     {"access_token_ttl", T_INT, F(access_token_ttl), "900", "access token lifetime, seconds"},
     {"refresh_token_ttl", T_INT, F(refresh_token_ttl), "2592000", "refresh token lifetime, seconds"},
     {"presign_ttl", T_INT, F(presign_ttl), "3600", "presigned URL lifetime, seconds"},
+    {"share_max_days", T_INT, F(share_max_days), "30", "longest a video's share link may live, days (a new one lives 7 days unless asked otherwise)"},
     {"login_account_burst", T_INT, F(login_account_burst), "10", "login attempts per account before 429"},
     {"login_account_per_minute", T_DBL, F(login_account_per_minute), "5", "per-account refill rate"},
     {"login_ip_burst", T_INT, F(login_ip_burst), "30", "login attempts per address before 429"},
@@ -404,6 +405,10 @@ int pv_config_finish(pv_config_t *c, char *err, size_t errlen)
     }
     if (c->access_token_ttl < 1 || c->presign_ttl < 1 || c->refresh_token_ttl < 1) {
         snprintf(err, errlen, "token and URL lifetimes must be at least 1 second");
+        return -EINVAL;
+    }
+    if (c->share_max_days < 1 || c->share_max_days > 3650) {
+        snprintf(err, errlen, "share_max_days: expected 1 to 3650");
         return -EINVAL;
     }
     if (pv_config_signup_mode(c) < 0) {

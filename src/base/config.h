@@ -32,6 +32,7 @@ typedef struct pv_config {
     int access_token_ttl;           /* seconds */
     int refresh_token_ttl;          /* seconds */
     int presign_ttl;                /* seconds */
+    int share_max_days;             /* longest a share link may live */
     int login_account_burst;        /* login attempts per account ... */
     double login_account_per_minute;/* ... refilled at this rate */
     int login_ip_burst;             /* login attempts per address ... */

@@ -102,6 +102,17 @@ static const rec_field_t token_fields[] = {
     F(pv_token_t, expires_ms, RT_TIME, true),
 };
 
+static const rec_field_t share_fields[] = {
+    F(pv_share_t, v, RT_U32, true),
+    F(pv_share_t, id, RT_BIN, true),
+    F(pv_share_t, user_id, RT_BIN, true),
+    F(pv_share_t, video_id, RT_BIN, true),
+    F(pv_share_t, created_ms, RT_TIME, true),
+    F(pv_share_t, expires_ms, RT_TIME, true),
+    F(pv_share_t, pw_hash, RT_STR, false),
+    F(pv_share_t, views, RT_U64, false),
+};
+
 static const rec_field_t video_opts_fields[] = {
     F(pv_video_opts_t, seconds_per_photo, RT_F64, false),
     F(pv_video_opts_t, transition, RT_STR, false),
@@ -157,6 +168,9 @@ static const rec_kind_t photo_kind = {
 };
 static const rec_kind_t token_kind = {
     "token", 1, sizeof(pv_token_t), token_fields, PV_ARRAY_LEN(token_fields),
+};
+static const rec_kind_t share_kind = {
+    "share", 1, sizeof(pv_share_t), share_fields, PV_ARRAY_LEN(share_fields),
 };
 static const rec_kind_t video_kind = {
     "video", 1, sizeof(pv_video_t), video_fields, PV_ARRAY_LEN(video_fields),
@@ -747,6 +761,19 @@ int pv_token_decode(const void *buf, size_t len, pv_token_t *t)
     int rc = rec_decode(&token_kind, buf, len, t);
     if (rc)
         memset(t, 0, sizeof(*t));
+    return rc;
+}
+
+int pv_share_encode(const pv_share_t *s, char **out, size_t *len)
+{
+    return rec_encode_versioned(&share_kind, s, s->v, out, len);
+}
+
+int pv_share_decode(const void *buf, size_t len, pv_share_t *s)
+{
+    int rc = rec_decode(&share_kind, buf, len, s);
+    if (rc)
+        memset(s, 0, sizeof(*s));
     return rc;
 }
 

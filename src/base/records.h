@@ -51,6 +51,19 @@ typedef struct pv_photo {
     int64_t created_ms;
 } pv_photo_t;
 
+/* A public share link of a video (actors/api/shares.c), keyed in the store
+ * by the SHA-256 of its token: the token itself is never stored. */
+typedef struct pv_share {
+    uint32_t v;
+    uint8_t id[PV_ID_LEN];         /* what the owner lists and revokes by */
+    uint8_t user_id[PV_ID_LEN];    /* the video's owner */
+    uint8_t video_id[PV_ID_LEN];
+    int64_t created_ms;
+    int64_t expires_ms;
+    char pw_hash[PV_PWHASH_MAX + 1]; /* argon2id string, or "" (no password) */
+    uint64_t views;                /* share page loads */
+} pv_share_t;
+
 typedef struct pv_token {
     uint32_t v;
     uint8_t user_id[PV_ID_LEN];
@@ -104,6 +117,8 @@ int pv_photo_encode(const pv_photo_t *p, char **out, size_t *len);
 int pv_photo_decode(const void *buf, size_t len, pv_photo_t *p);
 int pv_token_encode(const pv_token_t *t, char **out, size_t *len);
 int pv_token_decode(const void *buf, size_t len, pv_token_t *t);
+int pv_share_encode(const pv_share_t *s, char **out, size_t *len);
+int pv_share_decode(const void *buf, size_t len, pv_share_t *s);
 int pv_video_encode(const pv_video_t *v, char **out, size_t *len);
 /* Allocates v->photo_ids; release with pv_video_clear. */
 int pv_video_decode(const void *buf, size_t len, pv_video_t *v);

@@ -467,7 +467,8 @@ static void check_files(ck_t *k)
 static const struct {
     const char *kind;
     int db;
-} g_logged[] = {{"user", PV_DB_USERS}, {"photo", PV_DB_PHOTOS}, {"video", PV_DB_VIDEOS}};
+} g_logged[] = {{"user", PV_DB_USERS}, {"photo", PV_DB_PHOTOS}, {"video", PV_DB_VIDEOS},
+                {"share", PV_DB_SHARES}};
 
 static int logged_db(const char *kind)
 {

@@ -141,7 +141,7 @@ static bool entry(const msgpack_object *o, pv_change_t *c)
     if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 6)
         return false;
     const msgpack_object *f = o->via.array.ptr;
-    static const char *const kinds[] = {"user", "photo", "video"};
+    static const char *const kinds[] = {"user", "photo", "video", "share"};
     c->kind = NULL;
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
         if (is_str(&f[2], kinds[i]))

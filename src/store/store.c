@@ -79,6 +79,7 @@ static const struct {
     [PV_DB_VIDEOS] = { "videos", "video" },
     [PV_DB_JOBS] = { "jobs", NULL },
     [PV_DB_CHANGES] = { "changes", NULL },
+    [PV_DB_SHARES] = { "shares", "share" },
 };
 
 /* Post-commit work of one transaction (pv_txn_t.pending). */

@@ -56,6 +56,7 @@ enum pv_db {
     PV_DB_VIDEOS,    /* user_id(16)|video_id(16) -> pv_video_t (logged: "video") */
     PV_DB_JOBS,      /* video_id(16) -> user_id(16): queued or running jobs */
     PV_DB_CHANGES,   /* seq (u64 BE) -> change entry */
+    PV_DB_SHARES,    /* sha256(share token)(32) -> pv_share_t (logged: "share") */
     PV_DB_COUNT
 };
 
@@ -161,7 +162,7 @@ void pv_blob_pin_move(pv_store_t *store, pv_blob_pin_t *to, pv_blob_pin_t *from)
 typedef struct pv_change {
     uint64_t seq;
     int64_t time_ms;
-    const char *kind;  /* "user", "photo", "video" */
+    const char *kind;  /* "user", "photo", "video", "share" */
     bool del;          /* true: the key was deleted */
     pv_val_t key;
     pv_val_t record;   /* empty for deletes */

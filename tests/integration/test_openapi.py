@@ -428,7 +428,7 @@ def _fill(path):
     op = next(item[m] for m in METHODS if m in item)
     enums = {p["name"]: p["schema"]["enum"][0] for p in map(_deref, op.get("parameters", []))
              if p.get("in") == "path" and "enum" in p.get("schema", {})}
-    values = dict({"id": SAMPLE_ID, "name": "nope.js"}, **enums)
+    values = dict({"id": SAMPLE_ID, "name": "nope.js", "share_id": SAMPLE_ID, "token": "A" * 43}, **enums)
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 
 

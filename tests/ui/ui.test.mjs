@@ -459,6 +459,62 @@ async function scenario(browser, pvd, photos, opts) {
     check(/\.mp4$/.test(dl.suggestedFilename()), 'download name ends in .mp4: ' + dl.suggestedFilename());
   });
 
+  await step(sc, 'share the video: a link that works without an account, then revoke it', async () => {
+    await q('video').first().locator('[data-testid="video-share"]').click();
+    const d = page.locator('#share-dialog');
+    await d.waitFor({ state: 'visible' });
+    await q('share-days').selectOption('1');
+    await q('share-create').click();
+    await page.locator('[data-testid="notice"]', { hasText: 'Share link copied' }).waitFor({ state: 'visible' });
+    const link = await q('share-link').inputValue();
+    check(new RegExp('^' + pvd.base + '/s/[A-Za-z0-9_-]{43}$').test(link), 'a share link: ' + link);
+    check((await page.evaluate(() => navigator.clipboard.readText())) === link, 'the link is on the clipboard');
+    await q('share-item').first().waitFor({ state: 'visible' });
+    check(await q('share-item').count() === 1, 'the dialog lists the link');
+    await shot(sc, 'share-dialog');
+    // The share page in a browser with no session: same CSP, no errors, fits the width.
+    const guest = await browser.newContext({ ignoreHTTPSErrors: true, viewport: opts.viewport, isMobile: !!opts.mobile,
+      hasTouch: !!opts.mobile, colorScheme: opts.scheme, deviceScaleFactor: 1 });
+    const gp = await guest.newPage();
+    const gProblems = [];
+    gp.on('console', (m) => { if (/Content Security Policy|Refused to/i.test(m.text())) gProblems.push('CSP: ' + m.text()); });
+    gp.on('pageerror', (e) => gProblems.push('page error: ' + e.message));
+    try {
+      const res = await gp.goto(link);
+      check(res.status() === 200, 'the share page answers 200, not ' + res.status());
+      await gp.locator('h1', { hasText: `Holiday ${sc.name}` }).waitFor({ state: 'visible' });
+      const ok = await gp.evaluate(() => new Promise((resolve) => {
+        const v = document.querySelector('video');
+        if (v.readyState >= 1) resolve(v.duration > 0);
+        v.addEventListener('loadedmetadata', () => resolve(v.duration > 0), { once: true });
+        setTimeout(() => resolve(false), 10000);
+      }));
+      check(ok, 'the player loads the shared MP4');
+      const layout = await gp.evaluate(() => ({
+        overflow: document.scrollingElement.scrollWidth - window.innerWidth,
+        video: document.querySelector('video').getBoundingClientRect().width,
+        styled: getComputedStyle(document.querySelector('.share-download')).backgroundColor,
+      }));
+      check(layout.overflow <= 0, 'the share page fits the width (overflow ' + layout.overflow + ' px)');
+      check(layout.video > 0 && layout.video <= (opts.viewport.width), 'the player fits: ' + layout.video);
+      check(!/^(transparent|rgba\(0, 0, 0, 0\))$/.test(layout.styled), 'the stylesheet applies under the CSP: ' + layout.styled);
+      check(await gp.locator('a.share-download').getAttribute('download'), 'a download link');
+      check(await gp.locator('meta[property="og:video"]').count() === 1, 'the og:video tag');
+      await gp.screenshot({ path: path.join(ART, `${sc.name}-share-page.png`), fullPage: false, animations: 'disabled' });
+      check(gProblems.length === 0, 'the share page has no CSP or script problems: ' + gProblems.join('; '));
+      // Revoke in the owner's dialog: the page is the 404 page.
+      await q('share-revoke').first().click();
+      await page.locator('[data-testid="notice"]', { hasText: 'revoked' }).waitFor({ state: 'visible' });
+      const again = await gp.goto(link);
+      check(again.status() === 404, 'a revoked link answers 404, not ' + again.status());
+      await gp.locator('h1', { hasText: 'does not work' }).waitFor({ state: 'visible' });
+    } finally {
+      await guest.close();
+    }
+    await page.keyboard.press('Escape');
+    await d.waitFor({ state: 'hidden' });
+  });
+
   await step(sc, 'delete the video', async () => {
     await q('video').first().locator('[data-testid="video-delete"]').click();
     await page.locator('#confirm-dialog').waitFor({ state: 'visible' });

@@ -23,6 +23,7 @@ typedef union any_rec {
     pv_user_t user;
     pv_photo_t photo;
     pv_token_t token;
+    pv_share_t share;
     pv_video_t video;
 } any_rec_t;
 
@@ -124,9 +125,26 @@ static void fill_video(any_rec_t *r, int variant)
     }
 }
 
+static void fill_share(any_rec_t *r, int variant)
+{
+    pv_share_t *s = &r->share;
+    memset(s, 0, sizeof(*s));
+    s->v = 1;
+    fill_id(s->id, sizeof(s->id), 20);
+    fill_id(s->user_id, sizeof(s->user_id), 21);
+    fill_id(s->video_id, sizeof(s->video_id), 22);
+    s->created_ms = 1764350406123;
+    s->expires_ms = 1764955206123;
+    snprintf(s->pw_hash, sizeof(s->pw_hash), "%s", variant ? "" : "$argon2id$v=19$m=65536,t=2,p=1$abc$def");
+    s->views = variant ? 0 : 42;
+}
+
 static int enc_user(const any_rec_t *r, char **o, size_t *l) { return pv_user_encode(&r->user, o, l); }
 static int enc_photo(const any_rec_t *r, char **o, size_t *l) { return pv_photo_encode(&r->photo, o, l); }
 static int enc_token(const any_rec_t *r, char **o, size_t *l) { return pv_token_encode(&r->token, o, l); }
+static int enc_share(const any_rec_t *r, char **o, size_t *l) { return pv_share_encode(&r->share, o, l); }
+static int dec_share(const void *b, size_t l, any_rec_t *r) { return pv_share_decode(b, l, &r->share); }
+static bool eq_share(const any_rec_t *a, const any_rec_t *b) { return memcmp(&a->share, &b->share, sizeof(a->share)) == 0; }
 static int enc_video(const any_rec_t *r, char **o, size_t *l) { return pv_video_encode(&r->video, o, l); }
 static int dec_user(const void *b, size_t l, any_rec_t *r) { return pv_user_decode(b, l, &r->user); }
 static int dec_photo(const void *b, size_t l, any_rec_t *r) { return pv_photo_decode(b, l, &r->photo); }
@@ -157,6 +175,7 @@ static const kind_t kinds[] = {
     { "photo", fill_photo, enc_photo, dec_photo, eq_photo, NULL },
     { "token", fill_token, enc_token, dec_token, eq_token, NULL },
     { "video", fill_video, enc_video, dec_video, eq_video, clear_video },
+    { "share", fill_share, enc_share, dec_share, eq_share, NULL },
 };
 
 static void rec_clear(const kind_t *k, any_rec_t *r)
@@ -395,7 +414,7 @@ TEST(schema_loads)
         CHECK(field_flag(json_object_get(f, "v"), "required"));
     }
     CHECK(json_is_object(json_object_get(json_object_get(g_schema, "change"), "fields")));
-    CHECK_EQ_INT(json_array_size(json_object_get(g_schema, "dbs")), 11);
+    CHECK_EQ_INT(json_array_size(json_object_get(g_schema, "dbs")), 12);
 }
 
 /* Every encoder writes exactly the schema's fields, with their types. */

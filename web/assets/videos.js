@@ -1,6 +1,6 @@
 // videos.js — the user's videos: cards with live progress, the reason a
 // render failed, cancel, play (in a dialog, seekable: the presigned link
-// honours Range), download, copy link and delete.
+// honours Range), download, copy link, share (share.js) and delete.
 //
 // Live progress comes from GET /videos/{id}/events (server-sent events,
 // read with fetch because EventSource cannot send the bearer token). The
@@ -8,6 +8,7 @@
 // two streams are open at once; other unfinished videos are polled.
 
 import * as api from './api.js';
+import { openShare } from './share.js';
 import { $, h, icon, toast, showError, confirmDialog, fmtDuration, fmtBytes, fmtAgo, plural } from './dom.js';
 
 const MAX_STREAMS = 2;
@@ -211,6 +212,7 @@ function actions(v) {
     out.push(actionBtn('play', 'play', 'Play', { primary: true, attrs: { 'data-testid': 'video-play' } }));
     out.push(actionBtn('download', 'download', 'Download', { short: true, attrs: { 'data-testid': 'video-download' } }));
     out.push(actionBtn('copy', 'link', 'Copy link', { short: true, attrs: { 'data-testid': 'video-copy' } }));
+    out.push(actionBtn('share', 'cloud-up', 'Share', { short: true, attrs: { 'data-testid': 'video-share' } }));
   }
   if (ACTIVE.has(s)) out.push(actionBtn('cancel', 'stop', 'Cancel', { attrs: { 'data-testid': 'video-cancel' } }));
   if (s === 'failed' || s === 'cancelled') out.push(actionBtn('retry', 'film', 'Make again', { attrs: { 'data-testid': 'video-retry' } }));
@@ -350,6 +352,11 @@ async function copyLink(id) {
   }
 }
 
+function shareIt(id) {
+  const v = st.byId.get(id);
+  if (v) openShare(v);
+}
+
 async function download(id) {
   let v;
   try { v = await fresh(id); } catch (e) { showError(e, 'Could not start the download.'); return; }
@@ -446,7 +453,7 @@ export function init(c) {
     const li = e.target.closest('.vcard');
     if (!b || !li) return;
     const id = li.dataset.id;
-    const run = { play: openPlayer, download, copy: copyLink, cancel: cancelIt, delete: deleteIt, retry }[b.dataset.action];
+    const run = { play: openPlayer, download, copy: copyLink, share: shareIt, cancel: cancelIt, delete: deleteIt, retry }[b.dataset.action];
     if (run) run(id);
   });
   new IntersectionObserver((entries) => {
