@@ -22,8 +22,8 @@ struct AVFrame;
  * never spent) into a new AV_PIX_FMT_RGB24 frame, or AV_PIX_FMT_GRAY8 for
  * a one-component file. The file is read through a 64 KB buffer: memory
  * is the output, libjpeg's row buffers and, for progressive or
- * multi-scan files, the whole image's coefficients (see
- * pv_jpeg_coef_bytes). Every libjpeg warning is an error (truncated data,
+ * multi-scan files, the whole image's coefficients at full size (image.c
+ * estimates it from the frame header). Every libjpeg warning is an error (truncated data,
  * a bad Huffman code, a missing EOI), as FFmpeg's AV_EF_EXPLODE made it.
  * Returns 0; -EINVAL (err says why, for the user), -ENOMEM or -EIO.
  */
