@@ -15,6 +15,9 @@
 #include "t.h"
 
 #include <math.h>
+#include <stdio.h>
+
+#include <jpeglib.h>
 
 #include <libavutil/frame.h>
 #include <libavutil/pixfmt.h>
@@ -211,6 +214,67 @@ TEST(damaged_big_jpeg_refused)
     free(d);
 }
 
+/* A progressive JPEG (made with libjpeg's own encoder: FFmpeg's writes
+ * baseline only): streamed too, its estimate holds every coefficient at
+ * full size (what libjpeg buffers for a multi-scan file), and its
+ * thumbnail still matches the full decode. */
+TEST(progressive_big_jpeg)
+{
+    enum { W = 2400, H = 1600 };
+    AVFrame *rgb = NULL;
+    char err[256] = "";
+    CHECK_EQ_INT(pv_image_decode(tmp("big.jpg"), AV_PIX_FMT_RGB24, W, H, &rgb, err, 256), 0);
+    if (!rgb)
+        return;
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr jerr;
+    c.err = jpeg_std_error(&jerr);
+    jpeg_create_compress(&c);
+    FILE *f = fopen(tmp("prog.jpg"), "wb");
+    if (!f) {
+        jpeg_destroy_compress(&c);
+        av_frame_free(&rgb);
+        return;
+    }
+    jpeg_stdio_dest(&c, f);
+    c.image_width = (JDIMENSION)rgb->width;
+    c.image_height = (JDIMENSION)rgb->height;
+    c.input_components = 3;
+    c.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, 95, TRUE);
+    jpeg_simple_progression(&c);
+    jpeg_start_compress(&c, TRUE);
+    while (c.next_scanline < c.image_height) {
+        JSAMPROW row = rgb->data[0] + (ptrdiff_t)c.next_scanline * rgb->linesize[0];
+        jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    fclose(f);
+    av_frame_free(&rgb);
+
+    img_src_t s;
+    int rc = img_load(tmp("prog.jpg"), &s, PV_IMAGE_MAX_PIXELS, err, sizeof(err));
+    CHECK_EQ_INT(rc, 0);
+    if (rc == 0) {
+        CHECK(s.libjpeg && s.probe.jpeg_multiscan && s.len < s.size);
+        /* 4:2:0: 1.5 coefficients a pixel, 2 bytes each */
+        CHECK(s.probe.jpeg_coef >= (uint64_t)W * H * 3);
+        CHECK(img_estimate(&s, 3) > s.probe.jpeg_coef);
+    }
+    img_src_free(&s);
+    pv_image_info_t a, b;
+    CHECK_EQ_INT(pv_image_ingest(tmp("prog.jpg"), &a, tmp("pthumb.jpg"), err, sizeof(err)), 0);
+    img_force_full = true;
+    CHECK_EQ_INT(pv_image_ingest(tmp("prog.jpg"), &b, tmp("pthumb_full.jpg"), err, sizeof(err)), 0);
+    img_force_full = false;
+    CHECK(a.width == W && a.height == H);
+    double ss = ssim_files(tmp("pthumb.jpg"), tmp("pthumb_full.jpg"));
+    printf("# progressive thumbnail SSIM, shrunk on load vs full decode: %.5f\n", ss);
+    CHECK(ss >= 0.98);
+}
+
 /* The failure seam over the streamed path: each site that fails (the head
  * read, libjpeg's reads, its state, the frame) ends in a clean error. */
 TEST(fail_seam_streamed)
@@ -254,6 +318,7 @@ int main(void)
     RUN(thumbnail_matches_full_decode);
     RUN(render_frame_matches_full_decode);
     RUN(damaged_big_jpeg_refused);
+    RUN(progressive_big_jpeg);
     RUN(fail_seam_streamed);
     free(g_big);
     char cmd[300];
