@@ -28,8 +28,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <jpeglib.h>
 #include <jerror.h>
+#include <jpeglib.h>
 #include <libavutil/frame.h>
 
 #define JD_BUF (64 * 1024)
@@ -41,14 +41,15 @@ typedef struct jd {
     struct jpeg_progress_mgr progress;
     jmp_buf jb;
     int fd;
-    int rc;                  /* set before the longjmp: -EINVAL, -ENOMEM, -EIO */
+    int rc; /* set before the longjmp: -EINVAL, -ENOMEM, -EIO */
     char msg[JMSG_LENGTH_MAX + 64];
-    bool created;            /* jpeg_create_decompress ran */
+    bool created; /* jpeg_create_decompress ran */
     AVFrame *frame;
     JOCTET buf[JD_BUF];
 } jd_t;
 
-static void jd_fail(jd_t *j, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4), noreturn));
+static void jd_fail(jd_t *j, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4), noreturn));
 
 static void jd_fail(jd_t *j, int rc, const char *fmt, ...)
 {
@@ -139,7 +140,8 @@ static void jd_run(jd_t *j, int shift)
     jpeg_read_header(c, TRUE);
     bool gray = c->num_components == 1;
     if (!gray && c->jpeg_color_space != JCS_YCbCr && c->jpeg_color_space != JCS_RGB)
-        jd_fail(j, -EINVAL, "not a decodable image: JPEG colour space %d", (int)c->jpeg_color_space);
+        jd_fail(j, -EINVAL, "not a decodable image: JPEG colour space %d",
+                (int)c->jpeg_color_space);
     c->out_color_space = gray ? JCS_GRAYSCALE : JCS_RGB;
     c->scale_num = 1;
     c->scale_denom = 1u << shift;

@@ -34,7 +34,7 @@ static const char *tmp(const char *name)
     return p;
 }
 
-static uint8_t *g_big;   /* the photo's bytes */
+static uint8_t *g_big; /* the photo's bytes */
 static size_t g_big_len;
 
 static void write_file(const char *path, const void *d, size_t n)
@@ -106,7 +106,8 @@ static double ssim_gray(const AVFrame *a, const AVFrame *b)
                 }
             double ma = sa / 64, mb = sb / 64;
             double va = saa / 64 - ma * ma, vb = sbb / 64 - mb * mb, cov = sab / 64 - ma * mb;
-            sum += (2 * ma * mb + c1) * (2 * cov + c2) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
+            sum +=
+                (2 * ma * mb + c1) * (2 * cov + c2) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
             n++;
         }
     return n ? sum / (double)n : 0;
