@@ -6,7 +6,7 @@
 CC      ?= cc
 PKGS    := lmdb libevent libevent_openssl libevent_pthreads msgpack libjwt \
            libsodium jansson libavcodec libavformat libavfilter libswscale \
-           libswresample libavutil libheif libexif libssl libcrypto libcurl libpq
+           libswresample libavutil libheif libexif libjpeg libssl libcrypto libcurl libpq
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lmsgpackc -lpthread -lm
 

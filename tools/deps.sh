@@ -9,6 +9,7 @@ set -eu
 BUILD="make gcc libc6-dev pkg-config liblmdb-dev lmdb-utils libevent-dev libssl-dev libjwt-dev
 libmsgpack-dev libavcodec-dev libavformat-dev libavfilter-dev libswscale-dev libswresample-dev
 libavutil-dev libcurl4-openssl-dev libsodium-dev libpq-dev libheif-dev libexif-dev libjansson-dev
+libjpeg62-turbo-dev
 openssl ca-certificates curl jq"
 TEST="clang-14 libclang-rt-14-dev ffmpeg python3 curl procps util-linux chromium fonts-dejavu-core
 libimage-exiftool-perl libheif-examples python3-botocore sslscan postgresql-15 postgresql-client-15"

@@ -347,9 +347,11 @@ static int ingest_parts(upload_call_t *u)
             continue;
         }
         p->duplicate = false;
-        /* A decode holds about twice the file besides its pixels: a file
-         * that big goes to decode_big unread, not read here to learn it. */
-        if (2 * p->bytes > decode_limits(u->app, false).max_decode_bytes)
+        /* A decode that holds the file takes about twice it besides its
+         * pixels: a file that big goes to decode_big unread, not read here
+         * to learn it. A JPEG streams: its header decides (ingest_part). */
+        if (2 * p->bytes > decode_limits(u->app, false).max_decode_bytes &&
+            pv_image_holds_file(p->tmp))
             rc = -E2BIG;
         else
             rc = ingest_part(u, p, false);

@@ -10,6 +10,7 @@
 #ifndef PV_IMAGE_H
 #define PV_IMAGE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -54,6 +55,13 @@ int pv_image_ingest(const char *path, pv_image_info_t *info,
 int pv_image_ingest_limited(const char *path, const pv_image_limits_t *lim, pv_image_info_t *info,
                             const char *thumb_path, uint64_t *estimate, char *err,
                             size_t errlen);
+
+/* Whether a decode of the file at `path` reads all of it into memory
+ * before it can judge its own cost (PNG, WebP, HEIC), or streams it (JPEG:
+ * only its header segments are read up front; the rare JPEG libjpeg
+ * cannot decode is read whole then). From the first bytes only; true when
+ * they cannot be read. */
+bool pv_image_holds_file(const char *path);
 
 /* Sniff a supported type from the first bytes: returns the content type or
  * NULL. Pure; safe on any buffer. */
