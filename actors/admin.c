@@ -1198,33 +1198,6 @@ static void h_log_level(admin_req_t *r)
 
 /* ---------------- share links ---------------- */
 
-typedef struct share_rows {
-    pv_txn_t *txn;
-    pv_share_t *items;
-    size_t n, cap;
-} share_rows_t;
-
-static int share_row(void *arg, const uint8_t hash[32], const pv_share_t *s)
-{
-    (void)hash;
-    share_rows_t *l = arg;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 16;
-        pv_share_t *p = realloc(l->items, cap * sizeof(*p));
-        if (!p)
-            return -ENOMEM;
-        l->items = p;
-        l->cap = cap;
-    }
-    l->items[l->n++] = *s;
-    return 0;
-}
-
-static int share_newest_first(const void *a, const void *b)
-{
-    return memcmp(((const pv_share_t *)b)->id, ((const pv_share_t *)a)->id, 16);
-}
-
 /* One row: the share, its owner's email and its video's title. */
 static json_t *share_row_json(pv_txn_t *txn, const pv_share_t *s, int64_t now)
 {
@@ -1250,7 +1223,8 @@ static void share_list_work(pv_msg_t *m)
 {
     admin_req_t *r = (admin_req_t *)m;
     pv_txn_t txn;
-    share_rows_t l = {.txn = &txn};
+    pv_share_t *shares = NULL;
+    size_t n = 0;
     const char *who = arg_str(r, "user");
     long limit = arg_int(r, "limit", ADMIN_LIST_DEFAULT);
     int rc = pv_txn_begin(r->app->store, &txn, false);
@@ -1263,17 +1237,15 @@ static void share_list_work(pv_msg_t *m)
         req_error(r, "not_found", "no user %s", who);
         return;
     }
-    rc = pv_share_each(&txn, who ? r->user.id : NULL, NULL, share_row, &l);
-    if (rc == 0 && l.n)
-        qsort(l.items, l.n, sizeof(*l.items), share_newest_first);
+    rc = pv_share_list(&txn, who ? r->user.id : NULL, NULL, &shares, &n);
     json_t *rows = json_array();
     int64_t now = pv_now_ms();
-    for (size_t i = 0; rc == 0 && rows && i < l.n && (long)i < limit; i++)
-        if (json_array_append_new(rows, share_row_json(&txn, &l.items[i], now)) < 0)
+    for (size_t i = 0; rc == 0 && rows && i < n && (long)i < limit; i++)
+        if (json_array_append_new(rows, share_row_json(&txn, &shares[i], now)) < 0)
             rc = -ENOMEM;
     pv_txn_abort(&txn);
-    free(l.items);
-    if (rc == 0 && !(r->result = json_pack("{s:o,s:I}", "shares", rows, "total", (json_int_t)l.n)))
+    free(shares);
+    if (rc == 0 && !(r->result = json_pack("{s:o,s:I}", "shares", rows, "total", (json_int_t)n)))
         rc = -ENOMEM;
     else if (rc < 0)
         json_decref(rows);

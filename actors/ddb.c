@@ -616,9 +616,7 @@ static void ops_add(repl_t *r, const char *api, char *body, int items)
 static int cursor_apply(pv_txn_t *txn, void *arg)
 {
     cursor_req_t *c = arg;
-    uint8_t v[8];
-    pv_be64_put(v, c->cursor);
-    return pv_txn_put(txn, PV_DB_META, PV_REPL_DDB_CURSOR, strlen(PV_REPL_DDB_CURSOR), v, 8, 0);
+    return pv_target_put_cursor(txn, PV_REPL_DDB_CURSOR, c->cursor);
 }
 
 static void cursor_stored(pv_msg_t *msg)
@@ -1321,14 +1319,7 @@ void pv_ddb_repl_stop(pv_app_t *app)
     if (!a)
         return;
     repl_t *r = pv_actor_state(a);
-    pv_msg_t *stop = pv_msg_new(sizeof(*stop), DDB_STOP);
-    if (stop) {
-        pv_actor_send(a, stop);
-    } else {
-        r->t.stopping = true;
-        pv_loop_stop(r->loop);
-    }
-    pv_loop_join(r->loop);
+    pv_target_stop(&r->t, a, r->loop, DDB_STOP);
 }
 
 void pv_ddb_repl_free(pv_app_t *app)

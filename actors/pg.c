@@ -966,9 +966,7 @@ static void pass_failed(pg_t *r)
 static int cursor_apply(pv_txn_t *txn, void *arg)
 {
     cursor_req_t *c = arg;
-    uint8_t v[8];
-    pv_be64_put(v, c->cursor);
-    return pv_txn_put(txn, PV_DB_META, PV_REPL_PG_CURSOR, strlen(PV_REPL_PG_CURSOR), v, 8, 0);
+    return pv_target_put_cursor(txn, PV_REPL_PG_CURSOR, c->cursor);
 }
 
 /* The pass is in the database; its cursor now in META: the next one. */
@@ -1627,14 +1625,7 @@ void pv_pg_stop(pv_app_t *app)
     if (!a)
         return;
     pg_t *r = pv_actor_state(a);
-    pv_msg_t *stop = pv_msg_new(sizeof(*stop), PG_STOP);
-    if (stop) {
-        pv_actor_send(a, stop);
-    } else {
-        r->t.stopping = true;
-        pv_loop_stop(r->loop);
-    }
-    pv_loop_join(r->loop);
+    pv_target_stop(&r->t, a, r->loop, PG_STOP);
 }
 
 void pv_pg_free(pv_app_t *app)

@@ -299,9 +299,7 @@ static bool step_answered(repl_t *r, const pv_s3_result_t *res, const char *what
 static int cursor_apply(pv_txn_t *txn, void *arg)
 {
     cursor_req_t *c = arg;
-    uint8_t v[8];
-    pv_be64_put(v, c->cursor);
-    return pv_txn_put(txn, PV_DB_META, PV_REPL_S3_CURSOR, strlen(PV_REPL_S3_CURSOR), v, 8, 0);
+    return pv_target_put_cursor(txn, PV_REPL_S3_CURSOR, c->cursor);
 }
 
 static void cursor_stored(pv_msg_t *msg)
@@ -1609,14 +1607,7 @@ void pv_repl_stop(pv_app_t *app)
     if (!app->repl)
         return;
     repl_t *r = pv_actor_state(app->repl);
-    pv_msg_t *stop = pv_msg_new(sizeof(*stop), REPL_STOP);
-    if (stop) {
-        pv_actor_send(app->repl, stop);
-    } else { /* no memory for the message: stop the loop as it is */
-        r->t.stopping = true;
-        pv_loop_stop(r->loop);
-    }
-    pv_loop_join(r->loop);
+    pv_target_stop(&r->t, app->repl, r->loop, REPL_STOP);
 }
 
 void pv_repl_free(pv_app_t *app)

@@ -7,6 +7,7 @@
 #include "base/pv.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #define BACKOFF_FIRST_MS 1000
 #define BACKOFF_MAX_MS 300000
@@ -103,4 +104,23 @@ int64_t pv_target_failed(pv_target_core_t *t, uint64_t cursor)
     pv_target_refresh_lag(t, cursor);
     pv_target_later(t, delay);
     return delay;
+}
+
+int pv_target_put_cursor(pv_txn_t *txn, const char *key, uint64_t cursor)
+{
+    uint8_t v[8];
+    pv_be64_put(v, cursor);
+    return pv_txn_put(txn, PV_DB_META, key, strlen(key), v, 8, false);
+}
+
+void pv_target_stop(pv_target_core_t *t, pv_actor_t *actor, pv_loop_t *loop, int stop_type)
+{
+    pv_msg_t *stop = pv_msg_new(sizeof(*stop), stop_type);
+    if (stop) {
+        pv_actor_send(actor, stop);
+    } else { /* no memory for the message: stop the loop as it is */
+        t->stopping = true;
+        pv_loop_stop(loop);
+    }
+    pv_loop_join(loop);
 }

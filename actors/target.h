@@ -37,4 +37,12 @@ void pv_target_ctl(pv_target_core_t *t, pv_msg_t *msg, uint64_t cursor, bool can
  * backoff and jitter (1 s doubling to 5 min). Returns the wait in ms. */
 int64_t pv_target_failed(pv_target_core_t *t, uint64_t cursor);
 
+/* The store write of a pass's end: the target's cursor in META (u64
+ * big-endian under key). */
+int pv_target_put_cursor(pv_txn_t *txn, const char *key, uint64_t cursor);
+/* Asks the target's loop to stop with a message of type stop_type (its
+ * handler cancels what is in flight) and waits for it; without memory for
+ * the message the loop stops as it is. */
+void pv_target_stop(pv_target_core_t *t, pv_actor_t *actor, pv_loop_t *loop, int stop_type);
+
 #endif

@@ -206,33 +206,6 @@ static int own_video(pv_http_req_t *req, pv_txn_t *txn, uint8_t user[16], uint8_
     return rc;
 }
 
-typedef struct list_ctx {
-    pv_share_t *items;
-    size_t n, cap;
-} list_ctx_t;
-
-static int list_one(void *arg, const uint8_t hash[32], const pv_share_t *s)
-{
-    (void)hash;
-    list_ctx_t *l = arg;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 8;
-        pv_share_t *p = realloc(l->items, cap * sizeof(*p));
-        if (!p)
-            return -ENOMEM;
-        l->items = p;
-        l->cap = cap;
-    }
-    l->items[l->n++] = *s;
-    return 0;
-}
-
-/* Newest first: ids start with their creation time. */
-static int newest_first(const void *a, const void *b)
-{
-    return memcmp(((const pv_share_t *)b)->id, ((const pv_share_t *)a)->id, 16);
-}
-
 void pv_h_share_list(pv_http_req_t *req)
 {
     pv_app_t *app = pv_api_app(req);
@@ -243,25 +216,23 @@ void pv_h_share_list(pv_http_req_t *req)
         pv_api_fail(req, rc);
         return;
     }
-    list_ctx_t l = {0};
     if (own_video(req, &txn, user, video) < 0) {
         pv_txn_abort(&txn);
         return;
     }
-    rc = pv_share_each(&txn, user, video, list_one, &l);
+    pv_share_t *shares;
+    size_t n;
+    rc = pv_share_list(&txn, user, video, &shares, &n);
     pv_txn_abort(&txn);
     if (rc < 0) {
-        free(l.items);
         pv_api_fail(req, rc);
         return;
     }
-    if (l.n)
-        qsort(l.items, l.n, sizeof(*l.items), newest_first);
     json_t *items = json_array();
     int64_t now = pv_now_ms();
-    for (size_t i = 0; i < l.n; i++)
-        json_array_append_new(items, pv_share_json(&l.items[i], now));
-    free(l.items);
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(items, pv_share_json(&shares[i], now));
+    free(shares);
     pv_http_respond_json(req, 200, json_pack("{s:o,s:n}", "items", items, "next_cursor"));
 }
 

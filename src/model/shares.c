@@ -63,6 +63,50 @@ int pv_share_each(pv_txn_t *txn, const uint8_t *user, const uint8_t *video, pv_s
     return pv_txn_scan(txn, PV_DB_SHARES, NULL, 0, NULL, 0, false, each_one, &e);
 }
 
+typedef struct share_rows {
+    pv_share_t *items;
+    size_t n, cap;
+} share_rows_t;
+
+static int share_row(void *arg, const uint8_t hash[32], const pv_share_t *s)
+{
+    (void)hash;
+    share_rows_t *l = arg;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        pv_share_t *p = realloc(l->items, cap * sizeof(*p));
+        if (!p)
+            return -ENOMEM;
+        l->items = p;
+        l->cap = cap;
+    }
+    l->items[l->n++] = *s;
+    return 0;
+}
+
+/* Newest first: ids start with their creation time. */
+static int newest_first(const void *a, const void *b)
+{
+    return memcmp(((const pv_share_t *)b)->id, ((const pv_share_t *)a)->id, 16);
+}
+
+int pv_share_list(pv_txn_t *txn, const uint8_t *user, const uint8_t *video, pv_share_t **out,
+                  size_t *n)
+{
+    share_rows_t l = {0};
+    int rc = pv_share_each(txn, user, video, share_row, &l);
+    if (rc < 0) {
+        free(l.items);
+        l.items = NULL;
+        l.n = 0;
+    } else if (l.n) {
+        qsort(l.items, l.n, sizeof(*l.items), newest_first);
+    }
+    *out = l.items;
+    *n = l.n;
+    return rc < 0 ? rc : 0;
+}
+
 typedef struct find_ctx {
     const uint8_t *id;
     uint8_t *hash;

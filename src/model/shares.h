@@ -34,6 +34,10 @@ int pv_share_save(pv_txn_t *txn, const uint8_t hash[32], const pv_share_t *s);
 typedef int (*pv_share_fn)(void *arg, const uint8_t hash[32], const pv_share_t *s);
 int pv_share_each(pv_txn_t *txn, const uint8_t *user, const uint8_t *video, pv_share_fn fn,
                   void *arg);
+/* Every share (of user, of video, when not NULL), newest first, in *out
+ * (free() it; NULL when none) and *n. 0 or -ENOMEM / the store's error. */
+int pv_share_list(pv_txn_t *txn, const uint8_t *user, const uint8_t *video, pv_share_t **out,
+                  size_t *n);
 /* The share with this id (of user, when not NULL): its key and record;
  * -ENOENT when there is none. A scan: shares are few. */
 int pv_share_find(pv_txn_t *txn, const uint8_t id[16], const uint8_t *user, uint8_t hash[32],
